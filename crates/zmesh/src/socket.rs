@@ -1,0 +1,276 @@
+//! [`Socket`]: a ZeroMQ socket with safe defaults, counted traffic and a live registry entry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::codec::{Codec, Decode, Encode};
+use crate::engine::{self, MonitorItem, RawSocket, TrySend};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::options::SocketOptions;
+use crate::registry::{Counters, LinkEvent, PeerSnapshot, Registry, SocketSnapshot, Traffic};
+use crate::socket_type::SocketType;
+
+/// How often the registry confirms active links as alive.
+const REGISTRY_TICK: Duration = Duration::from_secs(1);
+
+/// A send that could not go out at once.
+#[derive(Debug, thiserror::Error)]
+pub enum TrySendError {
+    /// The queue is at its high-water mark; the message is handed back, not lost.
+    #[error("send queue full (high-water mark reached)")]
+    Full(Message),
+    /// The send failed.
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+/// A ZeroMQ socket: the engine's socket plus zmesh's defaults, counters and
+/// registry entry. Speaks ZMTP 3.1 with any libzmq peer.
+///
+/// Sockets are created on the current tokio runtime. Cloning shares the socket.
+///
+/// ```no_run
+/// # async fn demo() -> zmesh::Result<()> {
+/// use zmesh::{Socket, SocketType, SocketOptions};
+/// let rep = Socket::new(SocketType::Rep, SocketOptions::default())?;
+/// let ep = rep.bind("tcp://127.0.0.1:0").await?;
+/// let req = Socket::new(SocketType::Req, SocketOptions::default())?;
+/// req.connect(&ep).await?;
+/// req.send("ping").await?;
+/// let ping = rep.recv().await?;
+/// rep.send(ping).await?;
+/// assert_eq!(req.recv().await?.frame(0).unwrap(), "ping");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Socket {
+    raw: RawSocket,
+    socket_type: SocketType,
+    options: Arc<SocketOptions>,
+    counters: Arc<Counters>,
+    registry: Registry,
+    id: u64,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("type", &self.socket_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Socket {
+    /// A socket of type `t`, registered in [`Registry::global`].
+    /// Must be called inside a tokio runtime.
+    pub fn new(t: SocketType, options: SocketOptions) -> Result<Self> {
+        Self::with_registry(t, options, Registry::global())
+    }
+
+    /// A socket registered in `registry`.
+    pub fn with_registry(
+        t: SocketType,
+        options: SocketOptions,
+        registry: &Registry,
+    ) -> Result<Self> {
+        options.validate()?;
+        let raw = engine::new_socket(t, &options)?;
+        let counters = Arc::new(Counters::default());
+        let id = registry.register(t, &options, counters.clone());
+        // Subscribe before any bind/connect so no event is missed.
+        let monitor = engine::monitor(&raw);
+        tokio::spawn(feed_registry(raw.clone(), monitor, registry.clone(), id));
+        Ok(Self {
+            raw,
+            socket_type: t,
+            options: Arc::new(options),
+            counters,
+            registry: registry.clone(),
+            id,
+        })
+    }
+
+    /// The socket's type.
+    pub fn socket_type(&self) -> SocketType {
+        self.socket_type
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &SocketOptions {
+        &self.options
+    }
+
+    /// Its registry id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The registry it reports to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Its registry entry, now.
+    pub fn snapshot(&self) -> Option<SocketSnapshot> {
+        self.registry.socket(self.id)
+    }
+
+    /// Its peers, now.
+    pub fn peers(&self) -> Vec<PeerSnapshot> {
+        self.snapshot().map(|s| s.peers).unwrap_or_default()
+    }
+
+    /// Messages and bytes each way, over all peers.
+    pub fn traffic(&self) -> Traffic {
+        self.counters.traffic()
+    }
+
+    /// Listen on `endpoint`; returns the endpoint actually bound (port filled in for `:0`).
+    pub async fn bind(&self, endpoint: &str) -> Result<String> {
+        engine::bind(&self.raw, endpoint).await
+    }
+
+    /// Dial `endpoint`. Returns at once; the link comes up (and comes back) in the
+    /// background under the reconnect policy. Watch it in the registry.
+    pub async fn connect(&self, endpoint: &str) -> Result<()> {
+        let canonical = engine::canonical_endpoint(endpoint)?;
+        self.registry.apply(
+            self.id,
+            LinkEvent::Dialing {
+                endpoint: canonical,
+            },
+        );
+        engine::connect(&self.raw, endpoint).await
+    }
+
+    /// Stop dialing `endpoint` and drop its link.
+    pub async fn disconnect(&self, endpoint: &str) -> Result<()> {
+        engine::disconnect(&self.raw, endpoint).await
+    }
+
+    /// SUB: receive messages whose first frame starts with `prefix` (empty = everything).
+    pub async fn subscribe(&self, prefix: impl Into<Bytes>) -> Result<()> {
+        engine::subscribe(&self.raw, prefix.into()).await
+    }
+
+    /// SUB: stop receiving `prefix`.
+    pub async fn unsubscribe(&self, prefix: impl Into<Bytes>) -> Result<()> {
+        engine::unsubscribe(&self.raw, prefix.into()).await
+    }
+
+    /// Send a message, waiting at the high-water mark as the socket type does
+    /// (PUB never waits: it drops for slow subscribers). With a `send_timeout`,
+    /// gives up after it with [`Error::Timeout`] and counts a drop.
+    pub async fn send(&self, msg: impl Into<Message>) -> Result<()> {
+        let msg = msg.into();
+        let len = msg.byte_len();
+        match self.options.send_timeout {
+            None => engine::send(&self.raw, msg.0).await?,
+            // Fast path first: only a full queue pays for a timer.
+            Some(limit) => match engine::try_send(&self.raw, msg.0)? {
+                TrySend::Sent => {}
+                TrySend::Full(m) => {
+                    match tokio::time::timeout(limit, engine::send(&self.raw, m)).await {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            self.counters.dropped();
+                            return Err(Error::Timeout(limit));
+                        }
+                    }
+                }
+            },
+        }
+        self.counters.sent(len);
+        Ok(())
+    }
+
+    /// Send without waiting; a full queue hands the message back.
+    pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), TrySendError> {
+        let msg = msg.into();
+        let len = msg.byte_len();
+        match engine::try_send(&self.raw, msg.0)? {
+            TrySend::Sent => {
+                self.counters.sent(len);
+                Ok(())
+            }
+            TrySend::Full(m) => Err(TrySendError::Full(Message(m))),
+        }
+    }
+
+    /// Receive the next message.
+    pub async fn recv(&self) -> Result<Message> {
+        let m = Message(engine::recv(&self.raw).await?);
+        self.counters.received(m.byte_len());
+        Ok(m)
+    }
+
+    /// Receive the next message, or [`Error::Timeout`] after `limit`.
+    pub async fn recv_timeout(&self, limit: Duration) -> Result<Message> {
+        match tokio::time::timeout(limit, self.recv()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout(limit)),
+        }
+    }
+
+    /// Receive a message if one is waiting.
+    pub fn try_recv(&self) -> Result<Option<Message>> {
+        let m = engine::try_recv(&self.raw)?.map(Message);
+        if let Some(m) = &m {
+            self.counters.received(m.byte_len());
+        }
+        Ok(m)
+    }
+
+    /// Send one value encoded with codec `C`, as a single frame.
+    pub async fn send_as<C: Codec, T: Encode<C> + ?Sized>(&self, value: &T) -> Result<()> {
+        self.send(Message::single(value.encode()?)).await
+    }
+
+    /// Receive a message and decode its last frame with codec `C`.
+    pub async fn recv_as<C: Codec, T: Decode<C>>(&self) -> Result<T> {
+        let m = self.recv().await?;
+        let body = m.body().unwrap_or_default();
+        Ok(T::decode(&body)?)
+    }
+
+    /// Close: queued messages get up to the linger time to go out.
+    pub async fn close(self) -> Result<()> {
+        engine::close(self.raw, self.options.linger).await
+    }
+}
+
+/// Feed the engine's monitor events into the registry until the socket closes.
+async fn feed_registry(
+    raw: RawSocket,
+    mut monitor: engine::RawMonitor,
+    registry: Registry,
+    id: u64,
+) {
+    let mut tick = tokio::time::interval(REGISTRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            item = monitor.next() => match item {
+                MonitorItem::Event(ev) => {
+                    let closing = matches!(ev, LinkEvent::SocketClosed);
+                    registry.apply(id, ev);
+                    if closing { return; }
+                }
+                MonitorItem::Lagged => {
+                    if let Ok(live) = engine::connections(&raw).await {
+                        registry.resync(id, &live);
+                    }
+                }
+                MonitorItem::Closed => {
+                    registry.apply(id, LinkEvent::SocketClosed);
+                    return;
+                }
+            },
+            _ = tick.tick() => registry.tick(id),
+        }
+    }
+}
