@@ -1,0 +1,13 @@
+//! One module per `zmesh` subcommand.
+
+pub mod bench;
+pub mod demo;
+pub mod fault_proxy;
+pub mod input;
+pub mod monitor;
+pub mod socket;
+
+/// The user asked for something that cannot work; exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -1,0 +1,10 @@
+//! Test tooling shared by zmesh's tests, benchmarks and demo.
+//!
+//! - [`fault_proxy`]: a TCP proxy the test steers — delay, stall, cut, corrupt,
+//!   refuse — so network faults are reproducible without privileges.
+//! - [`process`]: resident memory and open descriptors of a process, for leak tests.
+//! - [`python`]: where the pyzmq interpreter lives (the foreign ZeroMQ peer).
+
+pub mod fault_proxy;
+pub mod process;
+pub mod python;
