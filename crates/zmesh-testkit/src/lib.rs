@@ -6,5 +6,6 @@
 //! - [`python`]: where the pyzmq interpreter lives (the foreign ZeroMQ peer).
 
 pub mod fault_proxy;
+pub mod peer;
 pub mod process;
 pub mod python;
