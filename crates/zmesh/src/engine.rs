@@ -118,9 +118,11 @@ fn close_reason(r: &omq::DisconnectReason) -> CloseReason {
         omq::DisconnectReason::PeerClosed => CloseReason::PeerClosed,
         omq::DisconnectReason::LocalClose => CloseReason::LocalClose,
         omq::DisconnectReason::Error(e) => {
-            // The engine reports a heartbeat expiry as an error string; name it
-            // so the registry can count heartbeat failures.
-            if e.to_ascii_lowercase().contains("heartbeat") {
+            // The engine reports a heartbeat expiry of an established link as
+            // its Timeout error ("operation timed out"): after the handshake no
+            // other deadline applies. Name it so the registry counts heartbeat failures.
+            if *e == omq::Error::Timeout.to_string() || e.to_ascii_lowercase().contains("heartbeat")
+            {
                 CloseReason::HeartbeatTimeout
             } else {
                 CloseReason::Error(e.clone())
