@@ -598,3 +598,7 @@ fn accumulate(into: &mut Traffic, add: &Traffic) {
     into.msgs_out += add.msgs_out;
     into.bytes_out += add.bytes_out;
 }
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;
