@@ -18,8 +18,13 @@ pub const LINE_WAIT: Duration = Duration::from_secs(15);
 impl PyPeer {
     /// Start `peer.py` with `args` and wait for its READY line; returns the peer and its endpoint.
     pub async fn start(args: &[&str]) -> (Self, String) {
+        Self::start_script("peer.py", args).await
+    }
+
+    /// Start another script of `tests/python` that follows the same READY convention.
+    pub async fn start_script(script: &str, args: &[&str]) -> (Self, String) {
         let mut child = Command::new(crate::python::interpreter())
-            .arg(crate::python::script("peer.py"))
+            .arg(crate::python::script(script))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

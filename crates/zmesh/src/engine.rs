@@ -382,3 +382,46 @@ impl From<omq::Error> for Error {
 pub(crate) fn canonical_endpoint(endpoint: &str) -> Result<String, Error> {
     Ok(parse_endpoint(endpoint)?.to_string())
 }
+
+/// The raw engine with its own defaults, for benchmarks that compare zmesh
+/// against it. Not part of the API.
+#[doc(hidden)]
+pub mod raw_bench {
+    use super::*;
+
+    /// A bare engine socket.
+    pub struct RawBenchSocket(omq::Socket);
+
+    impl RawBenchSocket {
+        /// A socket on the current runtime with the engine's defaults.
+        pub fn new(t: SocketType) -> Result<Self, Error> {
+            Ok(Self(omq::Socket::try_new(
+                engine_socket_type(t),
+                omq::Options::default(),
+            )?))
+        }
+        /// Bind; returns the bound endpoint.
+        pub async fn bind(&self, ep: &str) -> Result<String, Error> {
+            bind(&self.0, ep).await
+        }
+        /// Connect.
+        pub async fn connect(&self, ep: &str) -> Result<(), Error> {
+            connect(&self.0, ep).await
+        }
+        /// Send one frame.
+        pub async fn send(&self, b: Bytes) -> Result<(), Error> {
+            self.0
+                .send(omq::Message::single(b))
+                .await
+                .map_err(Error::from)
+        }
+        /// Receive; returns the byte length.
+        pub async fn recv(&self) -> Result<usize, Error> {
+            Ok(self.0.recv().await?.byte_len())
+        }
+        /// Close with a linger.
+        pub async fn close(self, linger: Duration) -> Result<(), Error> {
+            close(self.0, linger).await
+        }
+    }
+}

@@ -31,6 +31,8 @@ mod socket;
 mod socket_type;
 mod typed;
 
+#[doc(hidden)]
+pub use engine::raw_bench;
 pub use error::{Error, Result};
 pub use message::Message;
 pub use options::{Heartbeat, Reconnect, SocketOptions};

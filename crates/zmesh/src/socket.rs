@@ -170,22 +170,27 @@ impl Socket {
         let len = msg.byte_len();
         match self.options.send_timeout {
             None => engine::send(&self.raw, msg.0).await?,
-            // Fast path first: only a full queue pays for a timer.
-            Some(limit) => match engine::try_send(&self.raw, msg.0)? {
-                TrySend::Sent => {}
-                TrySend::Full(m) => {
-                    match tokio::time::timeout(limit, engine::send(&self.raw, m)).await {
-                        Ok(r) => r?,
-                        Err(_) => {
-                            self.counters.dropped();
-                            return Err(Error::Timeout(limit));
-                        }
-                    }
-                }
-            },
+            // Boxed so the timer stays out of the common path's future, which
+            // is built and moved on every send.
+            Some(limit) => Box::pin(self.send_within(msg, limit)).await?,
         }
         self.counters.sent(len);
         Ok(())
+    }
+
+    /// Fast path first: only a full queue pays for a timer.
+    async fn send_within(&self, msg: Message, limit: Duration) -> Result<()> {
+        match engine::try_send(&self.raw, msg.0)? {
+            TrySend::Sent => Ok(()),
+            TrySend::Full(m) => match tokio::time::timeout(limit, engine::send(&self.raw, m)).await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    self.counters.dropped();
+                    Err(Error::Timeout(limit))
+                }
+            },
+        }
     }
 
     /// Send without waiting; a full queue hands the message back.
