@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use zmesh::registry::{PeerSnapshot, PeerState};
 use zmesh::{Message, Registry, Socket, SocketOptions, SocketType};
 use zmesh_testkit::fault_proxy::FaultProxy;
-use zmesh_testkit::process::{self, SIGCONT, SIGKILL, SIGSTOP};
+use zmesh_testkit::process::{self, SIGCONT, SIGSTOP};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
@@ -397,12 +397,11 @@ async fn network_faults_through_the_proxy() {
         let recovered = async {
             loop {
                 let p = wait_peer(&dealer, "active", |p| p.state == PeerState::Active).await;
-                if dealer.send(Message::single("probe")).await.is_ok() {
-                    if let Ok(m) = dealer.recv_timeout(Duration::from_millis(500)).await {
-                        if m.frame(0).unwrap() == "probe" {
-                            return p;
-                        }
-                    }
+                if dealer.send(Message::single("probe")).await.is_ok()
+                    && let Ok(m) = dealer.recv_timeout(Duration::from_millis(500)).await
+                    && m.frame(0).unwrap() == "probe"
+                {
+                    return p;
                 }
             }
         };

@@ -221,10 +221,10 @@ impl SocketOptions {
                 return bad("heartbeat timeout must be at least the heartbeat interval");
             }
         }
-        if let Reconnect::Exponential { initial, max } = self.reconnect {
-            if initial.is_zero() || max < initial {
-                return bad("reconnect backoff needs 0 < initial <= max");
-            }
+        if let Reconnect::Exponential { initial, max } = self.reconnect
+            && (initial.is_zero() || max < initial)
+        {
+            return bad("reconnect backoff needs 0 < initial <= max");
         }
         if self.send_hwm == 0 || self.recv_hwm == 0 {
             return bad("high-water marks must be at least 1 (0 would mean unbounded)");

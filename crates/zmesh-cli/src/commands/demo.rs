@@ -220,8 +220,8 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<i32> {
                 child = Some(spawn_node(ports)?);
                 println!("\n*** {:.1}s: server node restarted ***\n", start.elapsed().as_secs_f64());
             }
-            ev = events.recv() => if let Ok(ev) = ev {
-                if ev.socket_name.starts_with("client") {
+            ev = events.recv() => if let Ok(ev) = ev && ev.socket_name.starts_with("client") {
+                {
                     let reason = ev.reason.map(|r| format!(" ({r})")).unwrap_or_default();
                     println!("  [{:>5.2}s] {} {} -> {}{}", start.elapsed().as_secs_f64(), ev.socket_name, ev.from.map(|s| s.to_string()).unwrap_or_else(|| "new".into()), ev.to, reason);
                 }

@@ -109,6 +109,15 @@ struct PeerRecord {
     ever_active: bool,
 }
 
+impl PeerRecord {
+    /// Stop attributing socket traffic to this peer, keeping what it had.
+    fn freeze(&mut self, traffic: &Traffic) {
+        if let Some(base) = self.baseline.take() {
+            accumulate(&mut self.snap.traffic, &traffic.since(&base));
+        }
+    }
+}
+
 /// One socket's peers. See the module docs for the invariants.
 #[derive(Debug)]
 pub struct SocketTable {
@@ -223,29 +232,22 @@ impl SocketTable {
             .peers
             .get(key)
             .is_some_and(|p| p.snap.state == PeerState::Active);
-        if leaving_active && to != PeerState::Active {
-            if let Some(p) = self.peers.get_mut(key) {
-                if let Some(base) = p.baseline.take() {
-                    let add = traffic.since(&base);
-                    accumulate(&mut p.snap.traffic, &add);
-                }
-            }
+        if leaving_active
+            && to != PeerState::Active
+            && let Some(p) = self.peers.get_mut(key)
+        {
+            p.freeze(traffic);
         }
         // Entering Active: attribute if sole link; otherwise nobody is exact.
         if to == PeerState::Active && !leaving_active {
             let others_active = self.active_count();
-            if others_active > 0 {
-                for p in self
-                    .peers
-                    .values_mut()
-                    .filter(|p| p.snap.state == PeerState::Active)
-                {
-                    if let Some(base) = p.baseline.take() {
-                        let add = traffic.since(&base);
-                        accumulate(&mut p.snap.traffic, &add);
-                    }
-                    p.snap.traffic_exact = false;
-                }
+            for p in self
+                .peers
+                .values_mut()
+                .filter(|p| p.snap.state == PeerState::Active)
+            {
+                p.freeze(traffic);
+                p.snap.traffic_exact = false;
             }
             if let Some(p) = self.peers.get_mut(key) {
                 if others_active == 0 {
@@ -491,10 +493,10 @@ impl SocketTable {
                 connection_id,
                 reason,
             } => {
-                if let Some(key) = self.key_for_connection(&endpoint, connection_id) {
-                    if let Some(p) = self.peers.get_mut(&key) {
-                        p.snap.last_error = Some(format!("peer sent ERROR: {reason}"));
-                    }
+                if let Some(key) = self.key_for_connection(&endpoint, connection_id)
+                    && let Some(p) = self.peers.get_mut(&key)
+                {
+                    p.snap.last_error = Some(format!("peer sent ERROR: {reason}"));
                 }
             }
             LinkEvent::SocketClosed => {
