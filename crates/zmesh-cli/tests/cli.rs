@@ -370,3 +370,29 @@ async fn help_teaches_by_example() {
         r.stdout
     );
 }
+
+#[tokio::test]
+async fn demo_recovers_from_its_server_being_killed() {
+    let r = zmesh(
+        &[
+            "demo",
+            "--duration",
+            "6",
+            "--kill-at",
+            "2",
+            "--restart-at",
+            "3",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("server node SIGKILLed")
+            && r.stdout.contains("traffic resumed after the restart: OK")
+    );
+    assert!(
+        r.stdout.contains("backing-off"),
+        "the table shows the backoff"
+    );
+}
