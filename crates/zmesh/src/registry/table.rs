@@ -278,6 +278,27 @@ impl SocketTable {
         });
     }
 
+    /// The entry of a dialed endpoint, created (as Connecting) if new.
+    fn ensure_dialed(
+        &mut self,
+        endpoint: &str,
+        now_ms: u64,
+        out: &mut Vec<StateChange>,
+    ) -> PeerKey {
+        let key = PeerKey::Dialed(endpoint.to_owned());
+        if !self.peers.contains_key(&key) {
+            let rec = Self::new_record(
+                &key,
+                Direction::Outbound,
+                endpoint,
+                now_ms,
+                PeerState::Connecting,
+            );
+            self.insert(key.clone(), rec, out);
+        }
+        key
+    }
+
     fn insert(&mut self, key: PeerKey, rec: PeerRecord, out: &mut Vec<StateChange>) {
         out.push(StateChange {
             peer: key.clone(),
@@ -299,17 +320,7 @@ impl SocketTable {
                 }
             }
             LinkEvent::Dialing { endpoint } => {
-                let key = PeerKey::Dialed(endpoint.clone());
-                if !self.peers.contains_key(&key) {
-                    let rec = Self::new_record(
-                        &key,
-                        Direction::Outbound,
-                        &endpoint,
-                        now_ms,
-                        PeerState::Connecting,
-                    );
-                    self.insert(key, rec, &mut out);
-                }
+                self.ensure_dialed(&endpoint, now_ms, &mut out);
             }
             LinkEvent::Accepted {
                 endpoint,
@@ -333,18 +344,8 @@ impl SocketTable {
                 remote,
                 connection_id,
             } => {
-                let key = PeerKey::Dialed(endpoint.clone());
-                if !self.peers.contains_key(&key) {
-                    // Dialed before the registry saw it (e.g. after a lag).
-                    let rec = Self::new_record(
-                        &key,
-                        Direction::Outbound,
-                        &endpoint,
-                        now_ms,
-                        PeerState::Connecting,
-                    );
-                    self.insert(key.clone(), rec, &mut out);
-                }
+                // Usually dialed already; after a lag the registry may not have seen it.
+                let key = self.ensure_dialed(&endpoint, now_ms, &mut out);
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.snap.remote_addr = remote;
                     p.snap.connection_id = Some(connection_id);
