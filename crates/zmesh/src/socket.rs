@@ -53,6 +53,8 @@ pub struct Socket {
     counters: Arc<Counters>,
     registry: Registry,
     id: u64,
+    /// Whether the synchronous fast path matches the engine's async path for this type.
+    fast_path: bool,
 }
 
 impl std::fmt::Debug for Socket {
@@ -91,6 +93,14 @@ impl Socket {
             counters,
             registry: registry.clone(),
             id,
+            fast_path: matches!(
+                t,
+                SocketType::Push
+                    | SocketType::Pull
+                    | SocketType::Dealer
+                    | SocketType::Router
+                    | SocketType::Pair
+            ),
         })
     }
 
@@ -166,12 +176,26 @@ impl Socket {
     /// (PUB never waits: it drops for slow subscribers). With a `send_timeout`,
     /// gives up after it with [`Error::Timeout`] and counts a drop.
     pub async fn send(&self, msg: impl Into<Message>) -> Result<()> {
-        let msg = msg.into();
+        let mut msg = msg.into();
         let len = msg.byte_len();
+        // Fast path: a synchronous attempt builds no engine future. Moving the
+        // engine's (large) send future through each async layer costs more than
+        // the send itself for small messages. Fan-out and lockstep types keep
+        // the engine's own path (their send and try_send differ in policy).
+        if self.fast_path {
+            match engine::try_send(&self.raw, msg.0)? {
+                TrySend::Sent => {
+                    self.counters.sent(len);
+                    // Stay cooperative: a sender that never waits must still yield.
+                    tokio::task::consume_budget().await;
+                    return Ok(());
+                }
+                TrySend::Full(m) => msg = Message(m),
+            }
+        }
         match self.options.send_timeout {
             None => engine::send(&self.raw, msg.0).await?,
-            // Boxed so the timer stays out of the common path's future, which
-            // is built and moved on every send.
+            // Boxed so the timer stays out of the common path's future.
             Some(limit) => Box::pin(self.send_within(msg, limit)).await?,
         }
         self.counters.sent(len);
@@ -208,6 +232,15 @@ impl Socket {
 
     /// Receive the next message.
     pub async fn recv(&self) -> Result<Message> {
+        // Fast path as for send: a waiting message needs no engine future.
+        if self.fast_path
+            && let Some(m) = engine::try_recv(&self.raw)?
+        {
+            let m = Message(m);
+            self.counters.received(m.byte_len());
+            tokio::task::consume_budget().await;
+            return Ok(m);
+        }
         let m = Message(engine::recv(&self.raw).await?);
         self.counters.received(m.byte_len());
         Ok(m)
