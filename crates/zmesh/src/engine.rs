@@ -14,6 +14,7 @@ use omq_tokio as omq;
 use crate::error::Error;
 use crate::options::{Reconnect, SocketOptions};
 use crate::registry::{CloseReason, LinkEvent};
+use crate::security::{AuthPolicy, Decision, Mechanism, PeerCredentials, PublicKey, Security};
 use crate::socket_type::SocketType;
 
 /// The engine's message type; [`crate::Message`] wraps it without copying.
@@ -81,7 +82,104 @@ fn engine_options(o: &SocketOptions) -> omq::Options {
     if o.conflate {
         e = e.conflate(true);
     }
+    e.mechanism = mechanism(&o.security);
     e
+}
+
+/// zmesh's security settings as the engine's mechanism, with the policy as its admission callback.
+fn mechanism(s: &Security) -> omq::MechanismSetup {
+    match s {
+        Security::Null => omq::MechanismSetup::Null,
+        Security::NullServer { policy } => omq::MechanismSetup::NullServer {
+            authenticator: authenticator(policy.clone()),
+        },
+        Security::CurveServer { keys, policy } => {
+            let mut options = omq::CurveServerOptions::default();
+            options.authenticator = Some(authenticator(policy.clone()));
+            omq::MechanismSetup::CurveServer {
+                our_keypair: curve_keypair(&keys.public.0, &keys.secret.0),
+                options,
+            }
+        }
+        Security::CurveClient { keys, server } => omq::MechanismSetup::CurveClient {
+            our_keypair: curve_keypair(&keys.public.0, &keys.secret.0),
+            server_public: omq::CurvePublicKey::from_bytes(server.0),
+        },
+        Security::PlainServer { policy } => omq::MechanismSetup::PlainServer {
+            authenticator: authenticator(policy.clone()),
+        },
+        Security::PlainClient { username, password } => omq::MechanismSetup::PlainClient {
+            username: username.clone(),
+            password: password.clone(),
+        },
+    }
+}
+
+fn curve_keypair(public: &[u8; 32], secret: &[u8; 32]) -> omq::CurveKeypair {
+    omq::CurveKeypair {
+        public: omq::CurvePublicKey::from_bytes(*public),
+        secret: omq::CurveSecretKey::from_bytes(*secret),
+    }
+}
+
+/// The engine calls this once per handshake (on its blocking pool), after the
+/// mechanism verified the credentials.
+fn authenticator(policy: AuthPolicy) -> omq::Authenticator {
+    omq::Authenticator::new_with_result(move |peer: &omq::MechanismPeerInfo| {
+        let mechanism = if peer.mechanism == omq::proto::MechanismName::CURVE {
+            Mechanism::Curve
+        } else if peer.mechanism == omq::proto::MechanismName::PLAIN {
+            Mechanism::Plain
+        } else {
+            Mechanism::Null
+        };
+        let creds = PeerCredentials {
+            mechanism,
+            address: peer.peer_address.as_deref(),
+            public_key: (mechanism == Mechanism::Curve).then_some(PublicKey(peer.public_key)),
+            username: peer.username.as_deref(),
+            password: peer.password.as_deref(),
+        };
+        match policy.decide(&creds) {
+            Decision::Allow { user_id } if user_id.is_empty() => omq::AuthenticationResult::allow(),
+            Decision::Allow { user_id } => omq::AuthenticationResult::allow().with_user_id(user_id),
+            Decision::Deny { .. } => omq::AuthenticationResult::deny(),
+        }
+    })
+}
+
+/// A fresh CURVE key pair `(public, secret)`.
+pub(crate) fn generate_curve_keypair() -> ([u8; 32], [u8; 32]) {
+    let kp = omq::CurveKeypair::generate();
+    (*kp.public.as_bytes(), *kp.secret.as_bytes())
+}
+
+/// The public key of a CURVE secret key.
+pub(crate) fn derive_curve_public(secret: &[u8; 32]) -> [u8; 32] {
+    *omq::CurveSecretKey::from_bytes(*secret)
+        .derive_public()
+        .as_bytes()
+}
+
+/// What a ROUTER message says about its sender's authentication.
+pub(crate) fn sender_auth(m: &RawMessage) -> Option<crate::message::PeerAuth> {
+    let info = m.sender_identity()?.peer_info();
+    let auth = &info.authentication;
+    Some(crate::message::PeerAuth {
+        mechanism: auth
+            .mechanism
+            .as_ref()
+            .map(|m| format!("{m:?}").to_ascii_uppercase()),
+        user_id: auth
+            .user_id
+            .as_ref()
+            .map(|u| String::from_utf8_lossy(u).into_owned()),
+        public_key: auth.public_key.as_ref().and_then(|k| match k {
+            omq::PeerPublicKey::Curve(b) => Some(PublicKey(*b)),
+            _ => None,
+        }),
+        address: info.peer_address.map(|a| a.to_string()),
+    })
 }
 
 /// Create an engine socket on the current tokio runtime.

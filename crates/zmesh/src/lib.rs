@@ -27,6 +27,7 @@ pub mod frames;
 mod message;
 mod options;
 pub mod registry;
+pub mod security;
 mod socket;
 mod socket_type;
 mod typed;
@@ -34,7 +35,7 @@ mod typed;
 #[doc(hidden)]
 pub use engine::raw_bench;
 pub use error::{Error, Result};
-pub use message::Message;
+pub use message::{Message, PeerAuth};
 pub use options::{Heartbeat, Reconnect, SocketOptions};
 pub use registry::Registry;
 pub use socket::{Socket, TrySendError};

@@ -82,6 +82,29 @@ impl Message {
     }
 }
 
+/// What the engine verified about a message's sender (ROUTER sockets; see
+/// [`Message::sender_auth`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAuth {
+    /// NULL, PLAIN or CURVE.
+    pub mechanism: Option<String>,
+    /// The authenticated user: certificate name, CURVE key (Z85) or PLAIN user name.
+    pub user_id: Option<String>,
+    /// The sender's verified CURVE public key.
+    pub public_key: Option<crate::security::PublicKey>,
+    /// Transport address.
+    pub address: Option<String>,
+}
+
+impl Message {
+    /// For a message received on a ROUTER: who sent it, as authenticated by
+    /// the handshake. Other socket types have a single peer per message
+    /// stream; look it up in [`crate::Socket::peers`].
+    pub fn sender_auth(&self) -> Option<PeerAuth> {
+        engine::sender_auth(&self.0)
+    }
+}
+
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()

@@ -101,6 +101,12 @@ pub struct SocketOptions {
     pub send_timeout: Option<Duration>,
     /// Human-readable name shown in the connection registry.
     pub name: Option<String>,
+    /// Encryption and authentication (NULL, CURVE, PLAIN).
+    pub security: crate::security::Security,
+    /// Sign every outgoing message (an extra last frame; see [`crate::security::signing`]).
+    pub signer: Option<std::sync::Arc<crate::security::Signer>>,
+    /// Verify every incoming message; failures are counted and never delivered.
+    pub verifier: Option<std::sync::Arc<std::sync::Mutex<crate::security::Verifier>>>,
 }
 
 impl Default for SocketOptions {
@@ -118,6 +124,9 @@ impl Default for SocketOptions {
             conflate: false,
             send_timeout: None,
             name: None,
+            security: crate::security::Security::Null,
+            signer: None,
+            verifier: None,
         }
     }
 }
@@ -207,6 +216,24 @@ impl SocketOptions {
     /// Name the socket in the connection registry.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Set how connections are secured.
+    pub fn security(mut self, s: crate::security::Security) -> Self {
+        self.security = s;
+        self
+    }
+
+    /// Sign outgoing messages.
+    pub fn sign_with(mut self, signer: crate::security::Signer) -> Self {
+        self.signer = Some(std::sync::Arc::new(signer));
+        self
+    }
+
+    /// Verify incoming messages.
+    pub fn verify_with(mut self, verifier: crate::security::Verifier) -> Self {
+        self.verifier = Some(std::sync::Arc::new(std::sync::Mutex::new(verifier)));
         self
     }
 

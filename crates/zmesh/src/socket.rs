@@ -80,12 +80,20 @@ impl Socket {
         registry: &Registry,
     ) -> Result<Self> {
         options.validate()?;
-        let raw = engine::new_socket(t, &options)?;
         let counters = Arc::new(Counters::default());
         let id = registry.register(t, &options, counters.clone());
+        let options = with_refusals_reported(options, registry, id);
+        let raw = match engine::new_socket(t, &options) {
+            Ok(raw) => raw,
+            Err(e) => {
+                registry.apply(id, LinkEvent::SocketClosed);
+                return Err(e);
+            }
+        };
         // Subscribe before any bind/connect so no event is missed.
         let monitor = engine::monitor(&raw);
         tokio::spawn(feed_registry(raw.clone(), monitor, registry.clone(), id));
+        let plain_path = options.signer.is_none() && options.verifier.is_none();
         Ok(Self {
             raw,
             socket_type: t,
@@ -93,14 +101,15 @@ impl Socket {
             counters,
             registry: registry.clone(),
             id,
-            fast_path: matches!(
-                t,
-                SocketType::Push
-                    | SocketType::Pull
-                    | SocketType::Dealer
-                    | SocketType::Router
-                    | SocketType::Pair
-            ),
+            fast_path: plain_path
+                && matches!(
+                    t,
+                    SocketType::Push
+                        | SocketType::Pull
+                        | SocketType::Dealer
+                        | SocketType::Router
+                        | SocketType::Pair
+                ),
         })
     }
 
@@ -176,7 +185,7 @@ impl Socket {
     /// (PUB never waits: it drops for slow subscribers). With a `send_timeout`,
     /// gives up after it with [`Error::Timeout`] and counts a drop.
     pub async fn send(&self, msg: impl Into<Message>) -> Result<()> {
-        let mut msg = msg.into();
+        let mut msg = self.seal(msg.into());
         let len = msg.byte_len();
         // Fast path: a synchronous attempt builds no engine future. Moving the
         // engine's (large) send future through each async layer costs more than
@@ -219,7 +228,7 @@ impl Socket {
 
     /// Send without waiting; a full queue hands the message back.
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), TrySendError> {
-        let msg = msg.into();
+        let msg = self.seal(msg.into());
         let len = msg.byte_len();
         match engine::try_send(&self.raw, msg.0)? {
             TrySend::Sent => {
@@ -230,8 +239,19 @@ impl Socket {
         }
     }
 
-    /// Receive the next message.
+    /// Receive the next message. With a verifier, only messages whose
+    /// signature verifies are returned (without the signature frame); the
+    /// others are counted, reported and dropped.
     pub async fn recv(&self) -> Result<Message> {
+        loop {
+            let m = self.recv_raw().await?;
+            if let Some(m) = self.open(m) {
+                return Ok(m);
+            }
+        }
+    }
+
+    async fn recv_raw(&self) -> Result<Message> {
         // Fast path as for send: a waiting message needs no engine future.
         if self.fast_path
             && let Some(m) = engine::try_recv(&self.raw)?
@@ -246,6 +266,48 @@ impl Socket {
         Ok(m)
     }
 
+    /// Frames of the routing envelope that the signature does not cover.
+    fn envelope_len(&self) -> usize {
+        usize::from(self.socket_type == SocketType::Router)
+    }
+
+    /// Append the signature frame, when signing.
+    fn seal(&self, msg: Message) -> Message {
+        let Some(signer) = &self.options.signer else {
+            return msg;
+        };
+        let frames = msg.frames();
+        let env = self.envelope_len().min(frames.len());
+        let mut nonce = [0u8; crate::security::signing::NONCE_LEN];
+        // A signer without randomness would repeat nonces; that is not survivable.
+        getrandom::fill(&mut nonce).expect("OS random number generator unavailable");
+        let sig = signer.sign(crate::registry::now_ms(), nonce, &frames[env..]);
+        Message::from_frames(frames.into_iter().chain(std::iter::once(sig)))
+    }
+
+    /// Verify and strip the signature frame, when verifying; `None` drops the message.
+    fn open(&self, msg: Message) -> Option<Message> {
+        let Some(verifier) = &self.options.verifier else {
+            return Some(msg);
+        };
+        let frames = msg.frames();
+        let env = self.envelope_len().min(frames.len());
+        let result = verifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .verify(crate::registry::now_ms(), &frames[env..]);
+        match result {
+            Ok(v) => Some(Message::from_frames(
+                frames[..env].iter().cloned().chain(v.frames),
+            )),
+            Err(e) => {
+                self.registry
+                    .note_signature_failure(self.id, &e.to_string());
+                None
+            }
+        }
+    }
+
     /// Receive the next message, or [`Error::Timeout`] after `limit`.
     pub async fn recv_timeout(&self, limit: Duration) -> Result<Message> {
         match tokio::time::timeout(limit, self.recv()).await {
@@ -254,13 +316,15 @@ impl Socket {
         }
     }
 
-    /// Receive a message if one is waiting.
+    /// Receive a message if one is waiting (and, with a verifier, verifies).
     pub fn try_recv(&self) -> Result<Option<Message>> {
-        let m = engine::try_recv(&self.raw)?.map(Message);
-        if let Some(m) = &m {
+        while let Some(m) = engine::try_recv(&self.raw)?.map(Message) {
             self.counters.received(m.byte_len());
+            if let Some(m) = self.open(m) {
+                return Ok(Some(m));
+            }
         }
-        Ok(m)
+        Ok(None)
     }
 
     /// Send one value encoded with codec `C`, as a single frame.
@@ -279,6 +343,25 @@ impl Socket {
     pub async fn close(self) -> Result<()> {
         engine::close(self.raw, self.options.linger).await
     }
+}
+
+/// Give the socket's auth policy a sink that reports refusals to the registry.
+fn with_refusals_reported(
+    mut options: SocketOptions,
+    registry: &Registry,
+    id: u64,
+) -> SocketOptions {
+    use crate::security::Security;
+    if let Security::NullServer { policy }
+    | Security::CurveServer { policy, .. }
+    | Security::PlainServer { policy } = &mut options.security
+    {
+        let registry = registry.clone();
+        *policy = policy
+            .clone()
+            .on_refusal(move |r| registry.note_refusal(id, r.address.as_deref(), &r.reason));
+    }
+    options
 }
 
 /// Feed the engine's monitor events into the registry until the socket closes.

@@ -101,6 +101,12 @@ pub struct SocketSnapshot {
     pub traffic: Traffic,
     /// Messages the zmesh layer gave up on (send timeout or full queue).
     pub drops: u64,
+    /// Clients refused by the authentication policy.
+    pub auth_refusals: u64,
+    /// Received messages dropped because their signature did not verify.
+    pub signature_failures: u64,
+    /// The last signature failure, in words.
+    pub last_signature_error: Option<String>,
     /// Peers, dialed and accepted.
     pub peers: Vec<PeerSnapshot>,
 }
@@ -112,6 +118,9 @@ struct SocketEntry {
     table: SocketTable,
     counters: Arc<Counters>,
     closed: bool,
+    auth_refusals: u64,
+    signature_failures: u64,
+    last_signature_error: Option<String>,
 }
 
 struct Inner {
@@ -196,6 +205,9 @@ impl Registry {
             heartbeat_ms: e.heartbeat_ms,
             traffic,
             drops: e.counters.drops(),
+            auth_refusals: e.auth_refusals,
+            signature_failures: e.signature_failures,
+            last_signature_error: e.last_signature_error.clone(),
             peers: e.table.snapshot(&traffic),
         }
     }
@@ -221,6 +233,9 @@ impl Registry {
             table: SocketTable::default(),
             counters,
             closed: false,
+            auth_refusals: 0,
+            signature_failures: 0,
+            last_signature_error: None,
         };
         let mut sockets = self.lock();
         sockets.insert(id, entry);
@@ -268,6 +283,37 @@ impl Registry {
             (e.name.clone(), e.table.resync(now, live, &traffic))
         };
         self.publish(now, id, &name, changes);
+    }
+
+    /// The auth policy refused a client: close its entry with the reason.
+    pub(crate) fn note_refusal(&self, id: u64, remote: Option<&str>, reason: &str) {
+        let now = now_ms();
+        let (name, changes) = {
+            let mut sockets = self.lock();
+            let Some(e) = sockets.get_mut(&id) else {
+                return;
+            };
+            e.auth_refusals += 1;
+            let traffic = e.counters.traffic();
+            (
+                e.name.clone(),
+                e.table.refuse(now, remote, reason, &traffic),
+            )
+        };
+        self.publish(now, id, &name, changes);
+    }
+
+    /// A received message failed verification and was dropped.
+    pub(crate) fn note_signature_failure(&self, id: u64, reason: &str) {
+        tracing::warn!(
+            socket = id,
+            reason,
+            "message dropped: signature did not verify"
+        );
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.signature_failures += 1;
+            e.last_signature_error = Some(reason.to_owned());
+        }
     }
 
     pub(crate) fn tick(&self, id: u64) {

@@ -125,7 +125,12 @@ pub struct SocketTable {
     closed_accepted: VecDeque<u64>,
     closed_kept_max: usize,
     bound: Vec<String>,
+    /// Refusals whose connection the table has not seen yet: (remote, reason).
+    pending_refusals: VecDeque<(Option<String>, String)>,
 }
+
+/// Refusals remembered until their connection shows up.
+const PENDING_REFUSALS_MAX: usize = 64;
 
 impl Default for SocketTable {
     fn default() -> Self {
@@ -152,6 +157,7 @@ impl SocketTable {
             closed_accepted: VecDeque::new(),
             closed_kept_max,
             bound: Vec::new(),
+            pending_refusals: VecDeque::new(),
         }
     }
 
@@ -335,9 +341,13 @@ impl SocketTable {
                     now_ms,
                     PeerState::Handshaking,
                 );
-                rec.snap.remote_addr = remote;
+                rec.snap.remote_addr = remote.clone();
                 rec.snap.connection_id = Some(connection_id);
-                self.insert(key, rec, &mut out);
+                self.insert(key.clone(), rec, &mut out);
+                if let Some(i) = self.pending_refusals.iter().position(|(r, _)| *r == remote) {
+                    let (_, reason) = self.pending_refusals.remove(i).expect("index is in range");
+                    self.close_refused(&key, now_ms, &reason, traffic, &mut out);
+                }
             }
             LinkEvent::Connected {
                 endpoint,
@@ -400,14 +410,7 @@ impl SocketTable {
                     Some(dialed)
                 } else {
                     // Inbound: the handshaking entry from that address.
-                    self.peers
-                        .iter()
-                        .find(|(k, p)| {
-                            matches!(k, PeerKey::Accepted(_))
-                                && p.snap.state == PeerState::Handshaking
-                                && p.snap.remote_addr == remote
-                        })
-                        .map(|(k, _)| k.clone())
+                    self.handshaking_from(&remote)
                 };
                 let Some(key) = key else { return out };
                 if let Some(p) = self.peers.get_mut(&key) {
@@ -520,6 +523,58 @@ impl SocketTable {
             }
         }
         out
+    }
+
+    /// The handshaking inbound peer at `remote`, if any.
+    fn handshaking_from(&self, remote: &Option<String>) -> Option<PeerKey> {
+        self.peers
+            .iter()
+            .find(|(k, p)| {
+                matches!(k, PeerKey::Accepted(_))
+                    && p.snap.state == PeerState::Handshaking
+                    && &p.snap.remote_addr == remote
+            })
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The authentication policy refused the peer at `remote`: close it with the reason.
+    pub fn refuse(
+        &mut self,
+        now_ms: u64,
+        remote: Option<&str>,
+        reason: &str,
+        traffic: &Traffic,
+    ) -> Vec<StateChange> {
+        let mut out = Vec::new();
+        let remote = remote.map(str::to_owned);
+        match self.handshaking_from(&remote) {
+            Some(key) => self.close_refused(&key, now_ms, reason, traffic, &mut out),
+            None => {
+                // The Accepted event may still be on its way; match it on arrival.
+                self.pending_refusals.push_back((remote, reason.to_owned()));
+                if self.pending_refusals.len() > PENDING_REFUSALS_MAX {
+                    self.pending_refusals.pop_front();
+                }
+            }
+        }
+        out
+    }
+
+    fn close_refused(
+        &mut self,
+        key: &PeerKey,
+        now_ms: u64,
+        reason: &str,
+        traffic: &Traffic,
+        out: &mut Vec<StateChange>,
+    ) {
+        let why = format!("authentication refused: {reason}");
+        if let Some(p) = self.peers.get_mut(key) {
+            p.snap.handshake_failures += 1;
+            p.snap.last_error = Some(why.clone());
+        }
+        self.transition(key, PeerState::Closed, now_ms, Some(why), traffic, out);
+        self.retire_if_accepted(key);
     }
 
     fn retire_if_accepted(&mut self, key: &PeerKey) {

@@ -60,7 +60,10 @@ pub fn decode(text: &str) -> Result<Vec<u8>, Z85Error> {
     for (g, chunk) in bytes.chunks(5).enumerate() {
         let mut v: u64 = 0;
         for (i, &c) in chunk.iter().enumerate() {
-            let d = value_of(c).ok_or(Z85Error::BadChar { ch: c as char, pos: g * 5 + i })?;
+            let d = value_of(c).ok_or(Z85Error::BadChar {
+                ch: c as char,
+                pos: g * 5 + i,
+            })?;
             v = v * 85 + u64::from(d);
         }
         let v = u32::try_from(v).map_err(|_| Z85Error::Overflow(g * 5))?;
