@@ -16,6 +16,8 @@ import sys
 import time
 
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 TYPES = {n: getattr(zmq, n.upper()) for n in
          ["req", "rep", "dealer", "router", "pub", "sub", "push", "pull", "pair"]}
@@ -30,6 +32,20 @@ def parse_msg(s):
     return [bytes.fromhex(x) for x in s.split(",")]
 
 
+def sign(frames, key, key_id, ts_ms=None, nonce=None):
+    """The zmesh signature frame (docs/protocol/signing.md), HMAC-SHA256."""
+    import hashlib, hmac, os, struct
+    kid = key_id.encode()
+    ts = int(time.time() * 1000) if ts_ms is None else ts_ms
+    nonce = os.urandom(16) if nonce is None else nonce
+    d = hashlib.sha256()
+    d.update(b"zmesh-sig-v1" + bytes([1, len(kid)]) + kid + struct.pack(">Q", ts) + nonce)
+    for f in frames:
+        d.update(struct.pack(">Q", len(f)) + f)
+    tag = hmac.new(key.encode(), d.digest(), hashlib.sha256).digest()
+    return b"ZMS1" + bytes([1, len(kid)]) + kid + struct.pack(">Q", ts) + nonce + tag
+
+
 def big(n):
     return [bytes((i % 251 for i in range(n)))]
 
@@ -41,9 +57,28 @@ def make(ctx, a, kind=None):
     s.setsockopt(zmq.SNDTIMEO, int(a.timeout * 1000))
     if a.identity:
         s.setsockopt(zmq.IDENTITY, a.identity.encode())
-    if a.curve_server_secret:
+    if a.curve_server_cert:
+        pub, sec = zmq.auth.load_certificate(a.curve_server_cert)
         s.curve_server = True
-        s.curve_secretkey = a.curve_server_secret.encode()
+        s.curve_publickey = pub
+        s.curve_secretkey = sec
+    if a.curve_client_cert or a.curve_server_key:
+        if a.curve_client_cert:
+            pub, sec = zmq.auth.load_certificate(a.curve_client_cert)
+        else:
+            pub, sec = zmq.curve_keypair()
+        s.curve_publickey = pub
+        s.curve_secretkey = sec
+        key = a.curve_server_key
+        if key.endswith(".key"):
+            key = zmq.auth.load_certificate(key)[0].decode()
+        s.curve_serverkey = key.encode()
+    if a.plain_server:
+        s.plain_server = True
+    if a.plain_client:
+        user, pw = a.plain_client.split(":", 1)
+        s.plain_username = user.encode()
+        s.plain_password = pw.encode()
     if a.type == "sub" or kind == "sub":
         s.setsockopt(zmq.SUBSCRIBE, a.subscribe.encode())
     ep = None
@@ -62,7 +97,7 @@ def make(ctx, a, kind=None):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["echo", "send", "recv", "pub", "many"])
+    p.add_argument("role", choices=["echo", "send", "recv", "pub", "many", "keygen", "loadcert"])
     p.add_argument("--type", required=True)
     p.add_argument("--bind")
     p.add_argument("--connect")
@@ -74,10 +109,38 @@ def main():
     p.add_argument("--subscribe", default="")
     p.add_argument("--identity")
     p.add_argument("--peers", type=int, default=100)
-    p.add_argument("--curve-server-secret")
+    p.add_argument("--curve-server-cert", help="secret certificate file: be a CURVE server")
+    p.add_argument("--curve-client-cert", help="secret certificate file of this client")
+    p.add_argument("--curve-server-key", help="server public key (Z85 or .key file): be a CURVE client")
+    p.add_argument("--allow-dir", help="CURVE server: admit only keys in this directory")
+    p.add_argument("--plain-server", help="user:password admitted by this PLAIN server")
+    p.add_argument("--plain-client", help="user:password of this PLAIN client")
+    p.add_argument("--hmac-key", help="sign every sent message (zmesh signature frame)")
+    p.add_argument("--key-id", default="default")
     a = p.parse_args()
     ctx = zmq.Context()
+    if a.curve_server_cert or a.plain_server:
+        # libzmq's ZAP handler: who may connect.
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        if a.curve_server_cert:
+            auth.configure_curve(domain="*", location=a.allow_dir or zmq.auth.CURVE_ALLOW_ANY)
+        if a.plain_server:
+            user, pw = a.plain_server.split(":", 1)
+            auth.configure_plain(domain="*", passwords={user: pw})
     msgs = [parse_msg(m) for m in a.msg] + ([big(a.big)] if a.big else [])
+    if a.hmac_key:
+        msgs = [m + [sign(m, a.hmac_key, a.key_id)] for m in msgs]
+
+    if a.role == "keygen":
+        # --bind is the directory, --identity the name (reusing flags keeps the CLI small).
+        pub, sec = zmq.auth.create_certificates(a.bind, a.identity)
+        print(json.dumps({"public": pub, "secret": sec}), flush=True)
+        return 0
+    if a.role == "loadcert":
+        pub, sec = zmq.auth.load_certificate(a.bind)
+        print(json.dumps({"public": pub.decode(), "secret": sec.decode() if sec else None}), flush=True)
+        return 0
 
     if a.role == "many":
         socks = []

@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 ///   seq 10 | zmesh push --connect tcp://127.0.0.1:5557
 ///   zmesh sub --connect tcp://127.0.0.1:5556 --subscribe weather. --output json
 ///   zmesh monitor --connect tcp://127.0.0.1:5555
+///   zmesh keygen --dir keys server
 ///   zmesh demo
 #[derive(Parser, Debug)]
 #[command(name = "zmesh", version, about, long_about, verbatim_doc_comment)]
@@ -62,6 +63,8 @@ enum Command {
     /// Internal: one node of the demo (run by `zmesh demo`).
     #[command(hide = true)]
     DemoNode(commands::demo::DemoNodeCmd),
+    /// Make a CURVE key pair: NAME.key and NAME.key_secret (pyzmq/CZMQ format).
+    Keygen(commands::keygen::KeygenCmd),
     /// A TCP proxy with faults on demand (delay, stall, cut, corrupt), for experiments.
     FaultProxy(commands::fault_proxy::FaultProxyCmd),
     /// Measure throughput and latency of zmesh against the raw engine and libzmq.
@@ -104,6 +107,7 @@ async fn run(command: Command) -> i32 {
         Command::Demo(c) => commands::demo::run(c).await,
         Command::DemoNode(c) => commands::demo::run_node(c).await,
         Command::FaultProxy(c) => commands::fault_proxy::run(c).await,
+        Command::Keygen(c) => commands::keygen::run(c).await,
         Command::Bench(c) => commands::bench::run(c).await,
     };
     match result {

@@ -11,8 +11,8 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,7 +30,12 @@ struct Control {
     corrupt_next: AtomicUsize,
     live: AtomicUsize,
     accepted: AtomicU64,
+    /// What the first client sent (up to RECORD_MAX_BYTES), for replay attacks in tests.
+    recorded: Mutex<Vec<u8>>,
 }
+
+/// Most bytes of the first connection that are recorded.
+const RECORD_MAX_BYTES: usize = 64 * 1024;
 
 /// A running proxy. Dropping it stops accepting and closes its connections.
 pub struct FaultProxy {
@@ -105,6 +110,15 @@ impl FaultProxy {
         self.ctl.live.load(Ordering::Relaxed)
     }
 
+    /// The bytes the first client sent to the server, as recorded so far.
+    pub fn recorded_client_bytes(&self) -> Vec<u8> {
+        self.ctl
+            .recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Connections accepted since start.
     pub fn accepted(&self) -> u64 {
         self.ctl.accepted.load(Ordering::Relaxed)
@@ -125,7 +139,7 @@ async fn accept_loop(
     generation: watch::Sender<u64>,
 ) {
     while let Ok((client, _)) = listener.accept().await {
-        ctl.accepted.fetch_add(1, Ordering::Relaxed);
+        let first = ctl.accepted.fetch_add(1, Ordering::Relaxed) == 0;
         if ctl.refuse.load(Ordering::Relaxed) {
             drop(client);
             continue;
@@ -141,8 +155,8 @@ async fn accept_loop(
             ctl.live.fetch_add(1, Ordering::Relaxed);
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
-            let up = pump(cr, sw, ctl.clone(), cut.clone());
-            let down = pump(sr, cw, ctl.clone(), cut);
+            let up = pump(cr, sw, ctl.clone(), cut.clone(), first);
+            let down = pump(sr, cw, ctl.clone(), cut, false);
             // Either direction ending closes both: a half-open ZMTP link is useless.
             tokio::select! { _ = up => {}, _ = down => {} }
             ctl.live.fetch_sub(1, Ordering::Relaxed);
@@ -155,6 +169,7 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     ctl: Arc<Control>,
     mut cut: watch::Receiver<u64>,
+    record: bool,
 ) {
     let start_gen = *cut.borrow();
     let mut buf = vec![0u8; CHUNK_BYTES];
@@ -183,6 +198,11 @@ async fn pump(
         {
             let i = n / 2;
             buf[i] ^= 0xff;
+        }
+        if record {
+            let mut rec = ctl.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            let room = RECORD_MAX_BYTES.saturating_sub(rec.len());
+            rec.extend_from_slice(&buf[..n.min(room)]);
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;

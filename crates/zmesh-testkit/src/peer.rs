@@ -44,6 +44,27 @@ impl PyPeer {
         (peer, ep)
     }
 
+    /// Start `peer.py` without waiting for READY (roles that print something else first).
+    pub async fn start_raw(args: &[&str]) -> Self {
+        let child = Command::new(crate::python::interpreter())
+            .arg(crate::python::script("peer.py"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start python peer (is pyzmq installed? run ./scripts/test)");
+        Self::from_child(child)
+    }
+
+    fn from_child(mut child: Child) -> Self {
+        let stdout = child.stdout.take().expect("stdout");
+        Self {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
     /// The next stdout line; panics after [`LINE_WAIT`] or at end of output.
     pub async fn line(&mut self) -> String {
         match tokio::time::timeout(LINE_WAIT, self.lines.next_line()).await {
@@ -51,6 +72,16 @@ impl PyPeer {
             Ok(Ok(None)) => panic!("python peer exited early"),
             Ok(Err(e)) => panic!("reading python peer: {e}"),
             Err(_) => panic!("python peer said nothing for {LINE_WAIT:?}"),
+        }
+    }
+
+    /// The next line that is not the READY announcement.
+    pub async fn line_after_ready(&mut self) -> String {
+        loop {
+            let l = self.line().await;
+            if !l.starts_with("READY ") {
+                return l;
+            }
         }
     }
 

@@ -148,6 +148,12 @@ fn authenticator(policy: AuthPolicy) -> omq::Authenticator {
     })
 }
 
+fn mechanism_name(m: &omq::proto::MechanismName) -> String {
+    m.as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|_| format!("{m:?}"))
+}
+
 /// A fresh CURVE key pair `(public, secret)`.
 pub(crate) fn generate_curve_keypair() -> ([u8; 32], [u8; 32]) {
     let kp = omq::CurveKeypair::generate();
@@ -166,10 +172,7 @@ pub(crate) fn sender_auth(m: &RawMessage) -> Option<crate::message::PeerAuth> {
     let info = m.sender_identity()?.peer_info();
     let auth = &info.authentication;
     Some(crate::message::PeerAuth {
-        mechanism: auth
-            .mechanism
-            .as_ref()
-            .map(|m| format!("{m:?}").to_ascii_uppercase()),
+        mechanism: auth.mechanism.as_ref().map(mechanism_name),
         user_id: auth
             .user_id
             .as_ref()
@@ -263,11 +266,7 @@ fn translate(ev: omq::MonitorEvent) -> Option<LinkEvent> {
             remote: peer.peer_address.map(|a| a.to_string()),
             identity: peer.peer_identity.clone(),
             zmtp_version: peer.zmtp_version,
-            mechanism: peer
-                .authentication
-                .mechanism
-                .as_ref()
-                .map(|m| format!("{m:?}").to_ascii_uppercase()),
+            mechanism: peer.authentication.mechanism.as_ref().map(mechanism_name),
             user: authenticated_user(&peer),
         },
         M::HandshakeFailed {

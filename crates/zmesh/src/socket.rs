@@ -92,7 +92,16 @@ impl Socket {
         };
         // Subscribe before any bind/connect so no event is missed.
         let monitor = engine::monitor(&raw);
-        tokio::spawn(feed_registry(raw.clone(), monitor, registry.clone(), id));
+        // A handshake still open after its deadline plus a tick has ended unseen.
+        let stale_ms =
+            options.handshake_timeout.as_millis() as u64 + REGISTRY_TICK.as_millis() as u64;
+        tokio::spawn(feed_registry(
+            raw.clone(),
+            monitor,
+            registry.clone(),
+            id,
+            stale_ms,
+        ));
         let plain_path = options.signer.is_none() && options.verifier.is_none();
         Ok(Self {
             raw,
@@ -370,6 +379,7 @@ async fn feed_registry(
     mut monitor: engine::RawMonitor,
     registry: Registry,
     id: u64,
+    stale_handshake_ms: u64,
 ) {
     let mut tick = tokio::time::interval(REGISTRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -383,7 +393,7 @@ async fn feed_registry(
                 }
                 MonitorItem::Lagged => {
                     if let Ok(live) = engine::connections(&raw).await {
-                        registry.resync(id, &live);
+                        registry.resync(id, &live, "closed (events lagged)");
                     }
                 }
                 MonitorItem::Closed => {
@@ -391,7 +401,13 @@ async fn feed_registry(
                     return;
                 }
             },
-            _ = tick.tick() => registry.tick(id),
+            _ = tick.tick() => {
+                if registry.tick(id, stale_handshake_ms)
+                    && let Ok(live) = engine::connections(&raw).await
+                {
+                    registry.resync(id, &live, "peer hung up during the handshake");
+                }
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod fault_proxy;
 pub mod input;
+pub mod keygen;
 pub mod monitor;
 pub mod socket;
 

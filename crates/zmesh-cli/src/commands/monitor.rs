@@ -52,7 +52,7 @@ pub async fn run(cmd: MonitorCmd) -> anyhow::Result<i32> {
     let sock = Socket::with_registry(
         t,
         cmd.socket
-            .options()
+            .options()?
             .name(format!("monitor-{}", t.as_str().to_lowercase())),
         &registry,
     )?;

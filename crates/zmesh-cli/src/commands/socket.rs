@@ -130,7 +130,7 @@ pub async fn run(t: SocketType, cmd: SocketCmd) -> anyhow::Result<i32> {
     let sock = Socket::new(
         t,
         cmd.socket
-            .options()
+            .options()?
             .name(format!("cli-{}", t.as_str().to_lowercase())),
     )?;
     for ep in &cmd.bind {

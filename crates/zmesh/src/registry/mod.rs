@@ -272,7 +272,7 @@ impl Registry {
         self.publish(now, id, &name, changes);
     }
 
-    pub(crate) fn resync(&self, id: u64, live: &[(u64, String, bool)]) {
+    pub(crate) fn resync(&self, id: u64, live: &[(u64, String, bool)], reason: &str) {
         let now = now_ms();
         let (name, changes) = {
             let mut sockets = self.lock();
@@ -280,27 +280,18 @@ impl Registry {
                 return;
             };
             let traffic = e.counters.traffic();
-            (e.name.clone(), e.table.resync(now, live, &traffic))
+            (e.name.clone(), e.table.resync(now, live, reason, &traffic))
         };
         self.publish(now, id, &name, changes);
     }
 
-    /// The auth policy refused a client: close its entry with the reason.
-    pub(crate) fn note_refusal(&self, id: u64, remote: Option<&str>, reason: &str) {
-        let now = now_ms();
-        let (name, changes) = {
-            let mut sockets = self.lock();
-            let Some(e) = sockets.get_mut(&id) else {
-                return;
-            };
+    /// The auth policy refused a client from `ip`; the reason is attached to
+    /// its handshake failure when the engine reports it.
+    pub(crate) fn note_refusal(&self, id: u64, ip: Option<&str>, reason: &str) {
+        if let Some(e) = self.lock().get_mut(&id) {
             e.auth_refusals += 1;
-            let traffic = e.counters.traffic();
-            (
-                e.name.clone(),
-                e.table.refuse(now, remote, reason, &traffic),
-            )
-        };
-        self.publish(now, id, &name, changes);
+            e.table.refuse(ip, reason);
+        }
     }
 
     /// A received message failed verification and was dropped.
@@ -316,11 +307,12 @@ impl Registry {
         }
     }
 
-    pub(crate) fn tick(&self, id: u64) {
+    /// Periodic upkeep; returns whether the caller should resync (see [`SocketTable::tick`]).
+    pub(crate) fn tick(&self, id: u64, stale_ms: u64) -> bool {
         let now = now_ms();
-        if let Some(e) = self.lock().get_mut(&id) {
-            e.table.tick(now);
-        }
+        self.lock()
+            .get_mut(&id)
+            .is_some_and(|e| e.table.tick(now, stale_ms))
     }
 
     fn publish(&self, now: u64, id: u64, name: &str, changes: Vec<StateChange>) {

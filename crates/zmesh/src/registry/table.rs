@@ -138,6 +138,17 @@ impl Default for SocketTable {
     }
 }
 
+/// The IP part of `ip:port` (or the string itself).
+fn ip_of(addr: &str) -> &str {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(_) => addr
+            .rsplit_once(':')
+            .map(|(ip, _)| ip.trim_matches(|c| c == '[' || c == ']'))
+            .unwrap_or(addr),
+        Err(_) => addr,
+    }
+}
+
 fn printable_identity(id: &Bytes) -> String {
     match std::str::from_utf8(id) {
         Ok(s) if s.chars().all(|c| !c.is_control()) => s.to_owned(),
@@ -341,13 +352,9 @@ impl SocketTable {
                     now_ms,
                     PeerState::Handshaking,
                 );
-                rec.snap.remote_addr = remote.clone();
+                rec.snap.remote_addr = remote;
                 rec.snap.connection_id = Some(connection_id);
-                self.insert(key.clone(), rec, &mut out);
-                if let Some(i) = self.pending_refusals.iter().position(|(r, _)| *r == remote) {
-                    let (_, reason) = self.pending_refusals.remove(i).expect("index is in range");
-                    self.close_refused(&key, now_ms, &reason, traffic, &mut out);
-                }
+                self.insert(key, rec, &mut out);
             }
             LinkEvent::Connected {
                 endpoint,
@@ -413,15 +420,19 @@ impl SocketTable {
                     self.handshaking_from(&remote)
                 };
                 let Some(key) = key else { return out };
+                let why = match self.take_refusal(&remote) {
+                    Some(refusal) => format!("authentication refused: {refusal}"),
+                    None => format!("handshake failed: {reason}"),
+                };
                 if let Some(p) = self.peers.get_mut(&key) {
                     p.snap.handshake_failures += 1;
-                    p.snap.last_error = Some(format!("handshake failed: {reason}"));
+                    p.snap.last_error = Some(why.clone());
                 }
                 self.transition(
                     &key,
                     PeerState::Closed,
                     now_ms,
-                    Some(format!("handshake failed: {reason}")),
+                    Some(why),
                     traffic,
                     &mut out,
                 );
@@ -525,7 +536,7 @@ impl SocketTable {
         out
     }
 
-    /// The handshaking inbound peer at `remote`, if any.
+    /// The handshaking inbound peer at `remote` (ip:port), if any.
     fn handshaking_from(&self, remote: &Option<String>) -> Option<PeerKey> {
         self.peers
             .iter()
@@ -537,44 +548,25 @@ impl SocketTable {
             .map(|(k, _)| k.clone())
     }
 
-    /// The authentication policy refused the peer at `remote`: close it with the reason.
-    pub fn refuse(
-        &mut self,
-        now_ms: u64,
-        remote: Option<&str>,
-        reason: &str,
-        traffic: &Traffic,
-    ) -> Vec<StateChange> {
-        let mut out = Vec::new();
-        let remote = remote.map(str::to_owned);
-        match self.handshaking_from(&remote) {
-            Some(key) => self.close_refused(&key, now_ms, reason, traffic, &mut out),
-            None => {
-                // The Accepted event may still be on its way; match it on arrival.
-                self.pending_refusals.push_back((remote, reason.to_owned()));
-                if self.pending_refusals.len() > PENDING_REFUSALS_MAX {
-                    self.pending_refusals.pop_front();
-                }
-            }
+    /// The authentication policy refused a peer from `ip`. The engine names
+    /// only the IP to the policy, so the reason waits for the handshake
+    /// failure of a connection from that IP, which follows the refusal.
+    pub fn refuse(&mut self, ip: Option<&str>, reason: &str) {
+        self.pending_refusals
+            .push_back((ip.map(str::to_owned), reason.to_owned()));
+        if self.pending_refusals.len() > PENDING_REFUSALS_MAX {
+            self.pending_refusals.pop_front();
         }
-        out
     }
 
-    fn close_refused(
-        &mut self,
-        key: &PeerKey,
-        now_ms: u64,
-        reason: &str,
-        traffic: &Traffic,
-        out: &mut Vec<StateChange>,
-    ) {
-        let why = format!("authentication refused: {reason}");
-        if let Some(p) = self.peers.get_mut(key) {
-            p.snap.handshake_failures += 1;
-            p.snap.last_error = Some(why.clone());
-        }
-        self.transition(key, PeerState::Closed, now_ms, Some(why), traffic, out);
-        self.retire_if_accepted(key);
+    /// The refusal reason waiting for a connection from `remote` (ip:port), if any.
+    fn take_refusal(&mut self, remote: &Option<String>) -> Option<String> {
+        let ip = remote.as_deref().map(ip_of);
+        let i = self
+            .pending_refusals
+            .iter()
+            .position(|(r, _)| r.as_deref() == ip)?;
+        self.pending_refusals.remove(i).map(|(_, reason)| reason)
     }
 
     fn retire_if_accepted(&mut self, key: &PeerKey) {
@@ -588,15 +580,22 @@ impl SocketTable {
         }
     }
 
-    /// Periodic tick: confirms active links as alive at `now_ms`.
-    pub fn tick(&mut self, now_ms: u64) {
-        for p in self
-            .peers
-            .values_mut()
-            .filter(|p| p.snap.state == PeerState::Active)
-        {
-            p.snap.last_seen_ms = Some(now_ms);
+    /// Periodic tick: confirms active links as alive at `now_ms`. Returns
+    /// whether an inbound peer has been handshaking for over `stale_ms`: the
+    /// engine reports no event when a peer hangs up mid-handshake, so the
+    /// caller should [`Self::resync`] against the live connection list.
+    pub fn tick(&mut self, now_ms: u64, stale_ms: u64) -> bool {
+        let mut stale = false;
+        for p in self.peers.values_mut() {
+            match p.snap.state {
+                PeerState::Active => p.snap.last_seen_ms = Some(now_ms),
+                PeerState::Handshaking if p.snap.direction == Direction::Inbound => {
+                    stale |= now_ms.saturating_sub(p.snap.since_ms) > stale_ms;
+                }
+                _ => {}
+            }
         }
+        stale
     }
 
     /// Mark every peer whose connection is not in `live` as closed: used after the
@@ -605,6 +604,7 @@ impl SocketTable {
         &mut self,
         now_ms: u64,
         live: &[(u64, String, bool)],
+        reason: &str,
         traffic: &Traffic,
     ) -> Vec<StateChange> {
         let mut out = Vec::new();
@@ -626,7 +626,7 @@ impl SocketTable {
                 &k,
                 PeerState::Closed,
                 now_ms,
-                Some("closed (events lagged)".into()),
+                Some(reason.to_owned()),
                 traffic,
                 &mut out,
             );

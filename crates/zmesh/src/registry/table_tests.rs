@@ -285,7 +285,7 @@ fn socket_close_closes_everything_and_resync_drops_vanished_links() {
     );
     table.apply(0, ready(EP, 7), &t(0, 0));
     // Events lagged; the engine says only connection 1 is alive.
-    let c = table.resync(5, &[(1, EP.into(), true)], &t(0, 0));
+    let c = table.resync(5, &[(1, EP.into(), true)], "lagged", &t(0, 0));
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].peer, PeerKey::Accepted(7));
     let c = table.apply(6, LinkEvent::SocketClosed, &t(0, 0));
@@ -316,4 +316,47 @@ fn gave_up_records_the_refusal() {
         table.snapshot(&t(0, 0))[0].last_error.as_deref(),
         Some("handshake refused: bad key")
     );
+}
+
+#[test]
+fn refusal_reason_is_attached_to_the_matching_handshake_failure() {
+    let mut table = SocketTable::default();
+    for (id, port) in [(1, 1000), (2, 2000)] {
+        let ev = LinkEvent::Accepted {
+            endpoint: EP.into(),
+            remote: Some(format!("10.0.0.1:{port}")),
+            connection_id: id,
+        };
+        table.apply(0, ev, &t(0, 0));
+    }
+    // The policy sees only the IP; the engine's failure names ip:port.
+    table.refuse(Some("10.0.0.1"), "client key X is not allowed");
+    let ev = LinkEvent::HandshakeFailed {
+        endpoint: EP.into(),
+        remote: Some("10.0.0.1:2000".into()),
+        reason: "CURVE authentication failed with status 400".into(),
+    };
+    let c = table.apply(1, ev, &t(0, 0));
+    assert_eq!(c[0].peer, PeerKey::Accepted(2));
+    assert_eq!(
+        c[0].reason.as_deref(),
+        Some("authentication refused: client key X is not allowed")
+    );
+    assert_eq!(table.count_in(PeerState::Handshaking), 1);
+}
+
+#[test]
+fn a_handshake_that_ends_unseen_is_found_by_the_tick() {
+    let mut table = SocketTable::default();
+    let ev = LinkEvent::Accepted {
+        endpoint: EP.into(),
+        remote: None,
+        connection_id: 3,
+    };
+    table.apply(1_000, ev, &t(0, 0));
+    assert!(!table.tick(1_500, 6_000), "not stale yet");
+    assert!(table.tick(8_000, 6_000), "stale: ask the engine");
+    let c = table.resync(8_000, &[], "peer hung up during the handshake", &t(0, 0));
+    assert_eq!(states(&c), [PeerState::Closed]);
+    assert!(!table.tick(9_000, 6_000));
 }

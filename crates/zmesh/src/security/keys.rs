@@ -184,12 +184,12 @@ impl KeyPair {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyError> {
         let path = path.as_ref();
         let cert = Certificate::read(path)?;
-        check_private_file(path)?;
         let secret = cert
             .secret
             .ok_or_else(|| KeyError::PublicWhereSecretNeeded {
                 path: display(path),
             })?;
+        check_private_file(path)?;
         let pair = Self::from_secret(secret);
         if pair.public != cert.public {
             return Err(KeyError::Mismatch {

@@ -268,6 +268,9 @@ pub struct VerifyStats {
     pub replayed: u64,
 }
 
+/// A (key id, nonce) pair seen by the verifier.
+type SeenNonce = (Vec<u8>, [u8; NONCE_LEN]);
+
 /// Most (key, nonce) pairs remembered for replay detection.
 pub const REPLAY_CACHE_MAX: usize = 1 << 20;
 
@@ -275,9 +278,9 @@ pub const REPLAY_CACHE_MAX: usize = 1 << 20;
 pub struct Verifier {
     keys: HashMap<Vec<u8>, VerifyingKey>,
     window_ms: u64,
-    seen: HashSet<(Vec<u8>, [u8; NONCE_LEN])>,
+    seen: HashSet<SeenNonce>,
     /// Seen entries in arrival order with the time they may be forgotten.
-    expiry: VecDeque<(u64, (Vec<u8>, [u8; NONCE_LEN]))>,
+    expiry: VecDeque<(u64, SeenNonce)>,
     /// Messages signed at or before this time are refused: their nonces may
     /// have been evicted from a full cache.
     floor_ms: u64,

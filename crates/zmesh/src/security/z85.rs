@@ -34,7 +34,7 @@ fn value_of(c: u8) -> Option<u32> {
 /// assert_eq!(z85::encode(&[0x86, 0x4F, 0xD2, 0x6F, 0xB5, 0x59, 0xF7, 0x5B]).unwrap(), "HelloWorld");
 /// ```
 pub fn encode(data: &[u8]) -> Result<String, Z85Error> {
-    if data.len() % 4 != 0 {
+    if !data.len().is_multiple_of(4) {
         return Err(Z85Error::Length(data.len(), 4));
     }
     let mut out = String::with_capacity(data.len() / 4 * 5);
@@ -53,7 +53,7 @@ pub fn encode(data: &[u8]) -> Result<String, Z85Error> {
 /// Decode Z85 text (length a multiple of 5).
 pub fn decode(text: &str) -> Result<Vec<u8>, Z85Error> {
     let bytes = text.as_bytes();
-    if bytes.len() % 5 != 0 {
+    if !bytes.len().is_multiple_of(5) {
         return Err(Z85Error::Length(bytes.len(), 5));
     }
     let mut out = Vec::with_capacity(bytes.len() / 5 * 4);
