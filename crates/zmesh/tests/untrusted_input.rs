@@ -24,6 +24,8 @@ impl Rng {
 }
 
 const SEEDS: &[&str] = &[
+    "metadata\n    name = \"a\"\ncurve\n    public-key = \"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\"\n",
+    "ZMS1\u{1}\u{1}a",
     r#"["a",{"hex":"00ff"},""]"#,
     "a|b||c",
     "00ff|6869|",
@@ -33,7 +35,7 @@ const SEEDS: &[&str] = &[
 
 #[test]
 fn inputs_never_panic() {
-    let alphabet: Vec<u8> = b"[]{}\",:|0123456789abcdefhx \\\x00\xff\xc1\x82\xa2".to_vec();
+    let alphabet: Vec<u8> = b"[]{}\",:|0123456789abcdefhx \\\x00\xff\xc1\x82\xa2=\n ZMS1curvpkey-".to_vec();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     for round in 0..20_000 {
         let mut input = if round % 2 == 0 {
@@ -53,6 +55,7 @@ fn inputs_never_panic() {
         };
         check_frames(&input);
         check_codecs(&input);
+        check_keys(&input);
         input.clear();
     }
 }
@@ -85,6 +88,16 @@ fn check_codecs(data: &[u8]) {
         let _ = <serde_json::Value as Encode<Json>>::encode(&v);
     }
     let _ = Format::MsgPack.transcode(Format::Json, data);
+}
+
+fn check_keys(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(cert) = zmesh::security::Certificate::parse("input", text)
+    {
+        let again = zmesh::security::Certificate::parse("again", &cert.to_text(true)).unwrap();
+        assert_eq!(again.public, cert.public);
+    }
+    let _ = zmesh::security::signing::SignatureFrame::parse(data);
 }
 
 #[test]
