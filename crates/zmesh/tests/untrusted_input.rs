@@ -35,7 +35,8 @@ const SEEDS: &[&str] = &[
 
 #[test]
 fn inputs_never_panic() {
-    let alphabet: Vec<u8> = b"[]{}\",:|0123456789abcdefhx \\\x00\xff\xc1\x82\xa2=\n ZMS1curvpkey-".to_vec();
+    let alphabet: Vec<u8> =
+        b"[]{}\",:|0123456789abcdefhx \\\x00\xff\xc1\x82\xa2=\n ZMS1curvpkey-".to_vec();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     for round in 0..20_000 {
         let mut input = if round % 2 == 0 {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, Subcommand, ValueEnum};
 use zmesh::raw_bench::RawBenchSocket;
+use zmesh::security::signing::{NONCE_LEN, Signer, SigningKey, Verifier};
+use zmesh::security::{AuthPolicy, KeyPair, PublicKey, SecretKey, Security};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 /// Options of `zmesh bench`.
@@ -28,6 +30,10 @@ enum Role {
     LatEcho(Common),
     /// REQ: N round trips; reports p50/p99 latency and requests/s.
     LatReq(Common),
+    /// REQ: N times connect, one round trip, close; reports handshakes/s.
+    HsClient(Common),
+    /// Sign and verify N messages of --size bytes in-process; reports ops/s per algorithm.
+    Sign(Common),
 }
 
 #[derive(Args, Debug)]
@@ -43,6 +49,28 @@ struct Common {
     count: u64,
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// CURVE server: our secret key (Z85).
+    #[arg(long)]
+    curve_secret: Option<String>,
+    /// CURVE client: the server's public key (Z85).
+    #[arg(long)]
+    curve_server_key: Option<String>,
+}
+
+impl Common {
+    fn security(&self) -> anyhow::Result<Security> {
+        Ok(match (&self.curve_secret, &self.curve_server_key) {
+            (Some(secret), _) => Security::CurveServer {
+                keys: KeyPair::from_secret(SecretKey::from_z85(secret)?),
+                policy: AuthPolicy::new(),
+            },
+            (None, Some(server)) => Security::CurveClient {
+                keys: KeyPair::generate(),
+                server: PublicKey::from_z85(server)?,
+            },
+            (None, None) => Security::Null,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -59,6 +87,15 @@ enum BenchSocket {
 impl BenchSocket {
     async fn open(c: &Common, t: SocketType) -> anyhow::Result<Self> {
         let s = match c.imp {
+            Impl::Zmesh if !matches!(c.security()?, Security::Null) => Self::Zmesh(Socket::new(
+                t,
+                SocketOptions::default()
+                    .linger(Duration::from_secs(10))
+                    .security(c.security()?),
+            )?),
+            Impl::Raw if !matches!(c.security()?, Security::Null) => {
+                anyhow::bail!("--impl raw has no CURVE; use --impl zmesh")
+            }
             Impl::Zmesh => Self::Zmesh(Socket::new(
                 t,
                 SocketOptions::default().linger(Duration::from_secs(10)),
@@ -137,6 +174,59 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
                 s.send(payload.clone()).await?;
             }
             s.close().await?;
+        }
+        Role::HsClient(c) => {
+            let start = Instant::now();
+            let payload = Bytes::from(vec![0x5a; c.size]);
+            for _ in 0..c.count {
+                let s = BenchSocket::open(&c, SocketType::Req).await?;
+                s.send(payload.clone()).await?;
+                s.recv().await?;
+                s.close().await?;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({ "handshakes_per_s": c.count as f64 / secs })
+            );
+        }
+        Role::Sign(c) => {
+            let frames = vec![Bytes::from(vec![0x5a; c.size])];
+            let mut out = serde_json::Map::new();
+            for (name, key) in [
+                (
+                    "hmac",
+                    SigningKey::Hmac(b"benchmark key of 32 bytes.......".to_vec()),
+                ),
+                ("ed25519", SigningKey::ed25519_from_seed([7; 32])),
+            ] {
+                let signer = Signer::new("bench", key)?;
+                let mut verifier = Verifier::new(u64::MAX / 4);
+                verifier.add_key("bench", signer.key().verifying_key());
+                let start = Instant::now();
+                let sigs: Vec<Bytes> = (0..c.count)
+                    .map(|i| {
+                        let mut nonce = [0u8; NONCE_LEN];
+                        nonce[..8].copy_from_slice(&i.to_be_bytes());
+                        signer.sign(1_000 + i, nonce, &frames)
+                    })
+                    .collect();
+                let sign_s = start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                for sig in sigs {
+                    verifier.verify(1_000, &[frames[0].clone(), sig])?;
+                }
+                let verify_s = start.elapsed().as_secs_f64();
+                out.insert(
+                    format!("{name}_sign_per_s"),
+                    (c.count as f64 / sign_s).into(),
+                );
+                out.insert(
+                    format!("{name}_verify_per_s"),
+                    (c.count as f64 / verify_s).into(),
+                );
+            }
+            println!("{}", serde_json::Value::Object(out));
         }
         Role::LatReq(c) => {
             let s = BenchSocket::open(&c, SocketType::Req).await?;
