@@ -55,6 +55,9 @@ struct Common {
     /// CURVE client: the server's public key (Z85).
     #[arg(long)]
     curve_server_key: Option<String>,
+    /// Sender: wait this long after the last send before closing, in ms.
+    #[arg(long, default_value_t = 0)]
+    drain_ms: u64,
 }
 
 impl Common {
@@ -148,8 +151,18 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
             let s = BenchSocket::open(&c, SocketType::Pull).await?;
             s.recv().await?;
             let start = Instant::now();
-            for _ in 1..c.count {
-                s.recv().await?;
+            for i in 1..c.count {
+                // A stalled stream is a lost message: report it rather than wait forever.
+                if tokio::time::timeout(Duration::from_secs(5), s.recv())
+                    .await
+                    .is_err()
+                {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "error": "stalled", "received": i, "expected": c.count })
+                    );
+                    return Ok(1);
+                }
             }
             let secs = start.elapsed().as_secs_f64();
             println!(
@@ -164,6 +177,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
             for _ in 0..c.count {
                 s.send(payload.clone()).await?;
             }
+            // See docs/engine.md: under CURVE the engine's close can drop queued
+            // messages before its linger ends, so CURVE senders wait first.
+            tokio::time::sleep(Duration::from_millis(c.drain_ms)).await;
             s.close().await?;
         }
         Role::LatEcho(c) => {

@@ -1,0 +1,370 @@
+//! The client: requests with a deadline, retries with backoff and jitter, a
+//! circuit breaker per service, and many requests in flight on one connection
+//! (the zmesh client protocol, `ZMDPC1`, carries a request id).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), zmesh_broker::client::ClientError> {
+//! use zmesh_broker::client::{Client, ClientConfig};
+//! let client = Client::connect("tcp://127.0.0.1:5555", ClientConfig::default()).await?;
+//! let reply = client.request("echo", vec!["hello".into()]).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use zmesh::codec::{Codec, Decode, Encode};
+use zmesh::{Message, Socket, SocketOptions, SocketType};
+
+use crate::breaker::{BreakerState, CircuitBreaker};
+use crate::mdp::{ZMDPC1, cmd};
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Deadline of one attempt.
+    pub attempt_timeout: Duration,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// First wait between attempts (doubles, full jitter).
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// Consecutive failures that open a service's circuit.
+    pub breaker_threshold: u32,
+    /// How long an open circuit stays open.
+    pub breaker_cooldown: Duration,
+    /// Requests in flight at once on this client.
+    pub in_flight_max: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            attempt_timeout: Duration::from_millis(2500),
+            retries: 3,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            in_flight_max: 1024,
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Environment: no reply in any attempt.
+    #[error("{service}: no reply after {attempts} attempts")]
+    Timeout {
+        /// Service.
+        service: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Environment: the service failed repeatedly; calls fail fast for a while.
+    #[error("{service}: circuit open after repeated failures; failing fast")]
+    CircuitOpen {
+        /// Service.
+        service: String,
+    },
+    /// The broker or the service answered with an error status.
+    #[error("{service}: {code} {reason}")]
+    Status {
+        /// Service.
+        service: String,
+        /// Status code ("429", "503"...).
+        code: String,
+        /// Reason.
+        reason: String,
+    },
+    /// Caller: too many requests in flight on this client.
+    #[error("too many requests in flight ({0})")]
+    Busy(usize),
+    /// The socket failed.
+    #[error(transparent)]
+    Socket(#[from] zmesh::Error),
+    /// A typed payload did not encode or decode.
+    #[error(transparent)]
+    Codec(#[from] zmesh::codec::CodecError),
+}
+
+enum Answer {
+    Final(Vec<Bytes>),
+    Error(String, String),
+}
+
+struct Pending {
+    partials: Vec<Vec<Bytes>>,
+    tx: Option<oneshot::Sender<(Vec<Vec<Bytes>>, Answer)>>,
+}
+
+struct Inner {
+    pending: Mutex<HashMap<u64, Pending>>,
+    breakers: Mutex<HashMap<String, CircuitBreaker>>,
+    next_id: AtomicU64,
+}
+
+/// A reply with the partial replies that came before it (18/MDP workers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// Partial replies, in order.
+    pub partials: Vec<Vec<Bytes>>,
+    /// The final reply body.
+    pub body: Vec<Bytes>,
+}
+
+/// A broker client. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    sock: Socket,
+    cfg: ClientConfig,
+    inner: Arc<Inner>,
+    reader: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.reader) == 1 {
+            self.reader.abort();
+        }
+    }
+}
+
+impl Client {
+    /// Connect to a broker (the link comes and goes by itself; requests retry).
+    pub async fn connect(endpoint: &str, cfg: ClientConfig) -> Result<Self, ClientError> {
+        Self::connect_with(endpoint, cfg, SocketOptions::default().name("mdp-client")).await
+    }
+
+    /// Connect with explicit socket options (security, heartbeats...).
+    pub async fn connect_with(
+        endpoint: &str,
+        cfg: ClientConfig,
+        options: SocketOptions,
+    ) -> Result<Self, ClientError> {
+        let sock = Socket::new(SocketType::Dealer, options)?;
+        sock.connect(endpoint).await?;
+        // A random start keeps ids from two client runs apart at the broker.
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).expect("OS random number generator unavailable");
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(u64::from_be_bytes(seed) >> 1),
+        });
+        let reader = tokio::spawn(read_replies(sock.clone(), inner.clone()));
+        Ok(Self {
+            sock,
+            cfg,
+            inner,
+            reader: Arc::new(reader),
+        })
+    }
+
+    /// The state of a service's circuit.
+    pub fn breaker_state(&self, service: &str) -> BreakerState {
+        self.inner
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service)
+            .map_or(BreakerState::Closed, |b| b.state())
+    }
+
+    /// Send `body` to `service`; the final reply's body.
+    pub async fn request(
+        &self,
+        service: &str,
+        body: Vec<Bytes>,
+    ) -> Result<Vec<Bytes>, ClientError> {
+        Ok(self.request_full(service, body).await?.body)
+    }
+
+    /// Send a typed value; decode the typed reply (both in codec `C`).
+    pub async fn call<C: Codec, Req: Encode<C>, Resp: Decode<C>>(
+        &self,
+        service: &str,
+        req: &Req,
+    ) -> Result<Resp, ClientError> {
+        let body = self.request(service, vec![req.encode()?]).await?;
+        Ok(Resp::decode(
+            body.last().map(|b| b.as_ref()).unwrap_or_default(),
+        )?)
+    }
+
+    /// Like [`Self::request`], with the partial replies.
+    pub async fn request_full(
+        &self,
+        service: &str,
+        body: Vec<Bytes>,
+    ) -> Result<Reply, ClientError> {
+        let attempts = self.cfg.retries + 1;
+        let mut wait = self.cfg.backoff_initial;
+        for attempt in 1..=attempts {
+            if !self.with_breaker(service, |b| b.allow(Instant::now())) {
+                return Err(ClientError::CircuitOpen {
+                    service: service.to_owned(),
+                });
+            }
+            match self.attempt(service, &body).await {
+                Ok((partials, Answer::Final(body))) => {
+                    self.with_breaker(service, |b| b.on_success());
+                    return Ok(Reply { partials, body });
+                }
+                Ok((_, Answer::Error(code, reason))) => {
+                    // 5xx: the service is unwell (retry, count against it); 4xx: the request is.
+                    if !code.starts_with('5') {
+                        self.with_breaker(service, |b| b.on_success());
+                        return Err(ClientError::Status {
+                            service: service.to_owned(),
+                            code,
+                            reason,
+                        });
+                    }
+                    self.with_breaker(service, |b| b.on_failure(Instant::now()));
+                    if attempt == attempts {
+                        return Err(ClientError::Status {
+                            service: service.to_owned(),
+                            code,
+                            reason,
+                        });
+                    }
+                }
+                Err(AttemptError::Timeout) => {
+                    self.with_breaker(service, |b| b.on_failure(Instant::now()))
+                }
+                Err(AttemptError::Other(e)) => return Err(e),
+            }
+            if attempt < attempts {
+                tokio::time::sleep(jitter(wait)).await;
+                wait = (wait * 2).min(self.cfg.backoff_max);
+            }
+        }
+        Err(ClientError::Timeout {
+            service: service.to_owned(),
+            attempts,
+        })
+    }
+
+    fn with_breaker<T>(&self, service: &str, f: impl FnOnce(&mut CircuitBreaker) -> T) -> T {
+        let mut breakers = self
+            .inner
+            .breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let b = breakers.entry(service.to_owned()).or_insert_with(|| {
+            CircuitBreaker::new(self.cfg.breaker_threshold, self.cfg.breaker_cooldown)
+        });
+        f(b)
+    }
+
+    async fn attempt(
+        &self,
+        service: &str,
+        body: &[Bytes],
+    ) -> Result<(Vec<Vec<Bytes>>, Answer), AttemptError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = self.inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.len() >= self.cfg.in_flight_max {
+                return Err(AttemptError::Other(ClientError::Busy(
+                    self.cfg.in_flight_max,
+                )));
+            }
+            pending.insert(
+                id,
+                Pending {
+                    partials: Vec::new(),
+                    tx: Some(tx),
+                },
+            );
+        }
+        let mut frames = vec![
+            Bytes::from_static(ZMDPC1),
+            Bytes::from_static(&[cmd::C2_REQUEST]),
+            Bytes::copy_from_slice(&id.to_be_bytes()),
+            Bytes::from(service.to_owned()),
+        ];
+        frames.extend_from_slice(body);
+        let sent = tokio::time::timeout(
+            self.cfg.attempt_timeout,
+            self.sock.send(Message::from_frames(frames)),
+        )
+        .await;
+        let result = match sent {
+            Ok(Ok(())) => match tokio::time::timeout(self.cfg.attempt_timeout, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                _ => Err(AttemptError::Timeout),
+            },
+            Ok(Err(e)) => Err(AttemptError::Other(e.into())),
+            Err(_) => Err(AttemptError::Timeout),
+        };
+        // A reply arriving after this is dropped: no request is answered twice.
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        result
+    }
+}
+
+enum AttemptError {
+    Timeout,
+    Other(ClientError),
+}
+
+/// A uniformly random wait in [0, d] ("full jitter").
+fn jitter(d: Duration) -> Duration {
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r).expect("OS random number generator unavailable");
+    let frac = (u64::from_be_bytes(r) >> 11) as f64 / (1u64 << 53) as f64;
+    d.mul_f64(frac)
+}
+
+async fn read_replies(sock: Socket, inner: Arc<Inner>) {
+    while let Ok(m) = sock.recv().await {
+        let frames = m.frames();
+        let [header, code, rid, _service, body @ ..] = frames.as_slice() else {
+            continue;
+        };
+        let (Some(code), Ok(rid)) = (code.first(), <[u8; 8]>::try_from(rid.as_ref())) else {
+            continue;
+        };
+        if header.as_ref() != ZMDPC1 {
+            continue;
+        }
+        let id = u64::from_be_bytes(rid);
+        let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(p) = pending.get_mut(&id) else {
+            continue;
+        };
+        let answer = match *code {
+            cmd::C2_PARTIAL => {
+                p.partials.push(body.to_vec());
+                continue;
+            }
+            cmd::C2_FINAL => Answer::Final(body.to_vec()),
+            cmd::Z_ERROR => {
+                let text = |i: usize| {
+                    body.get(i)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_default()
+                };
+                Answer::Error(text(0), text(1))
+            }
+            _ => continue,
+        };
+        if let Some(tx) = p.tx.take() {
+            let _ = tx.send((std::mem::take(&mut p.partials), answer));
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! The broker's protocol core, sans-IO: frames and time in, frames out.
+//!
+//! ```text
+//!   client REQUEST ──► route (weights) ──► rate limit ──► service queue (bounded)
+//!                                                             │ dispatch_request:
+//!   worker READY ──► idle workers (least recently used) ──────┘ oldest request to
+//!                                                               the longest-idle worker
+//!   worker REPLY ──► client (by the request handle the worker echoes)
+//!   tick: heartbeat_workers, expire_workers, expire_requests
+//! ```
+//!
+//! I/O contract: call [`Broker::handle`] with each message received on the
+//! ROUTER (identity first), and [`Broker::tick`] no later than
+//! [`Broker::next_deadline`]; send every returned [`Action`] in order. The core
+//! never reads a clock or touches a socket, so every rule is a unit test.
+//!
+//! Invariants: a request is in exactly one place — a service queue or one
+//! worker's hands — until its final reply or its error is sent; a worker is
+//! idle or busy with one request; every queue and table is bounded.
+
+mod policy;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+pub use policy::{RateLimiter, Route, ServicePolicy, parse_routes, pick, validate_routes};
+use state::{Request, Service, Worker};
+
+use crate::mdp::{self, ClientMsg, ClientProto, Inbound, ReplyKind, WorkerMsg, WorkerVersion};
+
+/// Broker settings.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// How often the broker heartbeats each worker.
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats before a worker is declared dead.
+    pub heartbeat_liveness: u32,
+    /// Requests a service may queue while it has no free worker.
+    pub queue_max: usize,
+    /// How long a request may wait for a worker before the client gets "503".
+    pub request_timeout: Duration,
+    /// Requests the broker holds at once, over all services.
+    pub requests_max: usize,
+    /// Workers the broker accepts at once.
+    pub workers_max: usize,
+    /// Per-service policies by service name.
+    pub policies: HashMap<String, ServicePolicy>,
+    /// Weighted routes by requested service name.
+    pub routes: HashMap<String, Vec<Route>>,
+    /// Seed of the routing randomness (fixed seeds make tests reproducible).
+    pub seed: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_millis(2500),
+            heartbeat_liveness: 3,
+            queue_max: 10_000,
+            request_timeout: Duration::from_secs(10),
+            requests_max: 100_000,
+            workers_max: 10_000,
+            policies: HashMap::new(),
+            routes: HashMap::new(),
+            seed: 0x2545_f491_4f6c_dd1d,
+        }
+    }
+}
+
+/// Something for the driver to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `frames` to the peer with this ROUTER identity.
+    Send {
+        /// Peer identity.
+        to: Bytes,
+        /// Frames after the identity.
+        frames: Vec<Bytes>,
+    },
+}
+
+/// Counters, for `zmesh services` and metrics.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BrokerStats {
+    /// Messages that were not valid MDP.
+    pub malformed: u64,
+    /// Replies for requests no longer held (late, duplicate or from a replaced worker).
+    pub stale_replies: u64,
+    /// Workers expired by heartbeat.
+    pub workers_expired: u64,
+    /// Requests handed to another worker after their worker died.
+    pub redispatched: u64,
+}
+
+/// One service as `zmesh services` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceInfo {
+    /// Name.
+    pub name: String,
+    /// Registered workers.
+    pub workers: usize,
+    /// Idle workers.
+    pub idle: usize,
+    /// Requests waiting for a worker.
+    pub queued: usize,
+    /// Requests received.
+    pub requests: u64,
+    /// Final replies delivered.
+    pub replies: u64,
+    /// Errors returned (timeouts, rate limit, dead workers).
+    pub errors: u64,
+    /// Policy.
+    pub policy: ServicePolicy,
+    /// Weighted routes, if this name is routed.
+    pub routes: Option<Vec<Route>>,
+}
+
+/// Status replies, as MMI uses them.
+pub mod status {
+    /// Found / OK.
+    pub const OK: &str = "200";
+    /// Bad request.
+    pub const BAD_REQUEST: &str = "400";
+    /// Not found.
+    pub const NOT_FOUND: &str = "404";
+    /// Over the rate limit.
+    pub const TOO_MANY: &str = "429";
+    /// Not implemented.
+    pub const NOT_IMPLEMENTED: &str = "501";
+    /// No worker, queue full, or the worker died.
+    pub const UNAVAILABLE: &str = "503";
+}
+
+/// The broker state machine. See the module docs for its contract.
+pub struct Broker {
+    cfg: BrokerConfig,
+    services: HashMap<Bytes, Service>,
+    workers: HashMap<Bytes, Worker>,
+    requests: HashMap<u64, Request>,
+    next_handle: u64,
+    rng: u64,
+    limiters: HashMap<Bytes, RateLimiter>,
+    stats: BrokerStats,
+}
+
+fn handle_bytes(h: u64) -> Bytes {
+    Bytes::copy_from_slice(&h.to_be_bytes())
+}
+
+fn handle_of(b: &Bytes) -> Option<u64> {
+    <[u8; 8]>::try_from(b.as_ref()).ok().map(u64::from_be_bytes)
+}
+
+impl Broker {
+    /// A broker with `cfg`.
+    pub fn new(cfg: BrokerConfig) -> Self {
+        let rng = cfg.seed | 1;
+        Self {
+            cfg,
+            services: HashMap::new(),
+            workers: HashMap::new(),
+            requests: HashMap::new(),
+            next_handle: 1,
+            rng,
+            limiters: HashMap::new(),
+            stats: BrokerStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &BrokerStats {
+        &self.stats
+    }
+
+    /// Every known service.
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        let mut names: Vec<String> = self
+            .services
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        names.extend(self.cfg.routes.keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| {
+                let s = self.services.get(name.as_bytes());
+                ServiceInfo {
+                    workers: s.map_or(0, |s| s.workers),
+                    idle: s.map_or(0, |s| s.idle.len()),
+                    queued: s.map_or(0, |s| s.waiting.len()),
+                    requests: s.map_or(0, |s| s.requests),
+                    replies: s.map_or(0, |s| s.replies),
+                    errors: s.map_or(0, |s| s.errors),
+                    policy: self.policy(&name),
+                    routes: self.cfg.routes.get(&name).cloned(),
+                    name,
+                }
+            })
+            .collect()
+    }
+
+    fn policy(&self, service: &str) -> ServicePolicy {
+        self.cfg.policies.get(service).cloned().unwrap_or_default()
+    }
+
+    /// Replace the routes of `service` (empty: remove them).
+    pub fn set_routes(&mut self, service: &str, routes: Vec<Route>) -> Result<(), String> {
+        if routes.is_empty() {
+            self.cfg.routes.remove(service);
+            return Ok(());
+        }
+        validate_routes(&routes)?;
+        self.cfg.routes.insert(service.to_owned(), routes);
+        Ok(())
+    }
+
+    /// xorshift64*: deterministic from the configured seed.
+    fn roll(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// One message from the ROUTER: `from` is the peer identity, `frames` the rest.
+    pub fn handle(&mut self, now: Instant, from: &Bytes, frames: &[Bytes]) -> Vec<Action> {
+        let mut out = Vec::new();
+        match mdp::parse(frames) {
+            Ok(Inbound::Client(ClientMsg::Request {
+                proto,
+                service,
+                body,
+            })) => self.client_request(now, from, proto, service, body, &mut out),
+            Ok(Inbound::Worker(v, msg)) => self.worker_message(now, from, v, msg, &mut out),
+            Err(e) => {
+                self.stats.malformed += 1;
+                tracing::debug!(error = %e, "malformed message dropped");
+                // "treat that peer as invalid": a known worker is disconnected.
+                if let Some(w) = self.workers.get(from) {
+                    let v = w.version;
+                    self.delete_worker(now, from, "sent an invalid message", &mut out);
+                    out.push(Action::Send {
+                        to: from.clone(),
+                        frames: mdp::worker_disconnect(v),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn reply_error(
+        &mut self,
+        to: &Bytes,
+        proto: &ClientProto,
+        service: &Bytes,
+        code: &str,
+        reason: &str,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(s) = self.services.get_mut(service) {
+            s.errors += 1;
+        }
+        out.push(Action::Send {
+            to: to.clone(),
+            frames: mdp::client_error(proto, service, code, reason),
+        });
+    }
+
+    fn client_request(
+        &mut self,
+        now: Instant,
+        client: &Bytes,
+        proto: ClientProto,
+        requested: Bytes,
+        body: Vec<Bytes>,
+        out: &mut Vec<Action>,
+    ) {
+        let name = String::from_utf8_lossy(&requested).into_owned();
+        if name.starts_with("mmi.") || name.starts_with("zmesh.") {
+            let reply = self.internal_service(&name, &body);
+            out.push(Action::Send {
+                to: client.clone(),
+                frames: mdp::client_reply(&proto, ReplyKind::Final, &requested, &reply),
+            });
+            return;
+        }
+        let target = match self.cfg.routes.get(&name).cloned() {
+            Some(routes) => {
+                let roll = self.roll();
+                Bytes::from(pick(&routes, roll).to_owned())
+            }
+            None => requested.clone(),
+        };
+        if let Some(rate) = self.policy(&name).rate_limit_per_s {
+            let limiter = self
+                .limiters
+                .entry(requested.clone())
+                .or_insert_with(|| RateLimiter::new(rate, now));
+            if !limiter.try_take(now) {
+                let why = format!("rate limit of {rate} requests/s for {name} exceeded");
+                return self.reply_error(client, &proto, &requested, status::TOO_MANY, &why, out);
+            }
+        }
+        let queue_max = self.cfg.queue_max;
+        let service = self
+            .services
+            .entry(target.clone())
+            .or_insert_with(|| Service::new(target.clone()));
+        service.requests += 1;
+        if service.waiting.len() >= queue_max || self.requests.len() >= self.cfg.requests_max {
+            let why = format!("{name}: queue full ({queue_max} waiting)");
+            return self.reply_error(client, &proto, &requested, status::UNAVAILABLE, &why, out);
+        }
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        self.requests.insert(
+            handle,
+            Request {
+                client: client.clone(),
+                proto,
+                requested,
+                service: target.clone(),
+                body,
+                deadline: now + self.cfg.request_timeout,
+                worker: None,
+            },
+        );
+        service.waiting.push_back(handle);
+        self.dispatch_requests(&target, out);
+    }
+
+    /// MMI (8/MMI) and zmesh's own services, answered by the broker itself.
+    fn internal_service(&mut self, name: &str, body: &[Bytes]) -> Vec<Bytes> {
+        let arg = body
+            .first()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let s = |x: &str| Bytes::from(x.to_owned());
+        match name {
+            "mmi.service" => {
+                let known = self
+                    .services
+                    .get(arg.as_bytes())
+                    .is_some_and(|s| s.workers > 0)
+                    || self.cfg.routes.get(&arg).is_some_and(|r| {
+                        r.iter().any(|t| {
+                            self.services
+                                .get(t.target.as_bytes())
+                                .is_some_and(|s| s.workers > 0)
+                        })
+                    });
+                vec![s(if known { status::OK } else { status::NOT_FOUND })]
+            }
+            "zmesh.services" => {
+                let json = serde_json::json!({ "services": self.services(), "stats": self.stats });
+                vec![s(status::OK), Bytes::from(json.to_string())]
+            }
+            "zmesh.routes" => {
+                // body: service, then "target:weight,..." (empty removes the routes).
+                let spec = body
+                    .get(1)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                let routes = if spec.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    parse_routes(&spec)
+                };
+                match routes.and_then(|r| self.set_routes(&arg, r)) {
+                    Ok(()) => {
+                        tracing::info!(service = %arg, routes = %spec, "routes changed");
+                        vec![s(status::OK)]
+                    }
+                    Err(e) => vec![s(status::BAD_REQUEST), s(&e)],
+                }
+            }
+            _ => vec![s(status::NOT_IMPLEMENTED)],
+        }
+    }
+
+    fn worker_message(
+        &mut self,
+        now: Instant,
+        from: &Bytes,
+        v: WorkerVersion,
+        msg: WorkerMsg,
+        out: &mut Vec<Action>,
+    ) {
+        let known = self.workers.contains_key(from);
+        match msg {
+            WorkerMsg::Ready { service } => {
+                let name = String::from_utf8_lossy(&service);
+                if known
+                    || name.starts_with("mmi.")
+                    || name.starts_with("zmesh.")
+                    || self.workers.len() >= self.cfg.workers_max
+                {
+                    // A second READY, a reserved name, or no room: not allowed.
+                    if known {
+                        self.delete_worker(now, from, "sent READY twice", out);
+                    }
+                    out.push(Action::Send {
+                        to: from.clone(),
+                        frames: mdp::worker_disconnect(v),
+                    });
+                    return;
+                }
+                self.register_worker(now, from, v, service, out);
+            }
+            WorkerMsg::Disconnect => {
+                if known {
+                    self.delete_worker(now, from, "said DISCONNECT", out);
+                }
+            }
+            _ if !known => {
+                // A valid but unexpected command (e.g. from before a broker restart).
+                out.push(Action::Send {
+                    to: from.clone(),
+                    frames: mdp::worker_disconnect(v),
+                });
+            }
+            WorkerMsg::Heartbeat => self.touch_worker(now, from),
+            WorkerMsg::Reply {
+                address,
+                last,
+                body,
+            } => {
+                self.touch_worker(now, from);
+                self.forward_reply(from, address, last, body, out);
+            }
+        }
+    }
+
+    fn touch_worker(&mut self, now: Instant, id: &Bytes) {
+        let expiry = now + self.cfg.heartbeat_interval * self.cfg.heartbeat_liveness;
+        if let Some(w) = self.workers.get_mut(id) {
+            w.expiry = expiry;
+        }
+    }
+
+    fn register_worker(
+        &mut self,
+        now: Instant,
+        id: &Bytes,
+        v: WorkerVersion,
+        service: Bytes,
+        out: &mut Vec<Action>,
+    ) {
+        let w = Worker {
+            version: v,
+            service: service.clone(),
+            expiry: now + self.cfg.heartbeat_interval * self.cfg.heartbeat_liveness,
+            next_heartbeat: now + self.cfg.heartbeat_interval,
+            busy: None,
+        };
+        self.workers.insert(id.clone(), w);
+        let s = self
+            .services
+            .entry(service.clone())
+            .or_insert_with(|| Service::new(service.clone()));
+        s.workers += 1;
+        s.idle.push_back(id.clone());
+        tracing::info!(service = %String::from_utf8_lossy(&service), "worker registered");
+        self.dispatch_requests(&service, out);
+    }
+
+    fn forward_reply(
+        &mut self,
+        worker: &Bytes,
+        address: Bytes,
+        last: bool,
+        body: Vec<Bytes>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(handle) = handle_of(&address) else {
+            self.stats.stale_replies += 1;
+            return;
+        };
+        let ours = self.workers.get(worker).and_then(|w| w.busy) == Some(handle);
+        let Some(req) = self.requests.get(&handle).filter(|_| ours) else {
+            // Late reply for a request already answered, expired or re-dispatched.
+            self.stats.stale_replies += 1;
+            return;
+        };
+        let kind = if last {
+            ReplyKind::Final
+        } else {
+            ReplyKind::Partial
+        };
+        // 7/MDP clients have no partial replies: they get the final one only.
+        if last || req.proto != ClientProto::V1 {
+            out.push(Action::Send {
+                to: req.client.clone(),
+                frames: mdp::client_reply(&req.proto, kind, &req.requested, &body),
+            });
+        }
+        if !last {
+            return;
+        }
+        let req = self.requests.remove(&handle).expect("checked above");
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.busy = None;
+        }
+        let s = self
+            .services
+            .get_mut(&req.service)
+            .expect("a busy worker's service exists");
+        s.replies += 1;
+        s.idle.push_back(worker.clone());
+        self.dispatch_requests(&req.service, out);
+    }
+
+    /// Give waiting requests to idle workers, oldest request to longest-idle worker.
+    fn dispatch_requests(&mut self, service: &Bytes, out: &mut Vec<Action>) {
+        let Some(s) = self.services.get_mut(service) else {
+            return;
+        };
+        while !s.waiting.is_empty() && !s.idle.is_empty() {
+            let handle = s.waiting.pop_front().expect("not empty");
+            let Some(req) = self.requests.get_mut(&handle) else {
+                continue;
+            };
+            let wid = s.idle.pop_front().expect("not empty");
+            let w = self
+                .workers
+                .get_mut(&wid)
+                .expect("idle workers are registered");
+            w.busy = Some(handle);
+            req.worker = Some(wid.clone());
+            out.push(Action::Send {
+                to: wid,
+                frames: mdp::worker_request(w.version, handle_bytes(handle), &req.body),
+            });
+        }
+    }
+
+    /// Remove a worker; its request, if any, goes to another worker (idempotent
+    /// services) or back to its client as an error.
+    fn delete_worker(&mut self, _now: Instant, id: &Bytes, why: &str, out: &mut Vec<Action>) {
+        let Some(w) = self.workers.remove(id) else {
+            return;
+        };
+        tracing::info!(service = %String::from_utf8_lossy(&w.service), why, "worker removed");
+        if let Some(s) = self.services.get_mut(&w.service) {
+            s.workers -= 1;
+            s.idle.retain(|i| i != id);
+        }
+        let Some(handle) = w.busy else { return };
+        let Some(req) = self.requests.get_mut(&handle) else {
+            return;
+        };
+        req.worker = None;
+        let name = String::from_utf8_lossy(&req.requested).into_owned();
+        if self.policy(&name).idempotent
+            || self.policy(&String::from_utf8_lossy(&w.service)).idempotent
+        {
+            self.stats.redispatched += 1;
+            if let Some(s) = self.services.get_mut(&w.service) {
+                s.waiting.push_front(handle);
+            }
+            self.dispatch_requests(&w.service, out);
+        } else {
+            let req = self.requests.remove(&handle).expect("present");
+            let reason = format!(
+                "the worker handling the request failed ({why}); {name} is not idempotent, so it was not retried"
+            );
+            self.reply_error(
+                &req.client,
+                &req.proto,
+                &req.requested,
+                status::UNAVAILABLE,
+                &reason,
+                out,
+            );
+        }
+    }
+
+    /// Timers: heartbeat workers, expire silent workers, expire requests that waited too long.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        let dead: Vec<Bytes> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.expiry <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            self.stats.workers_expired += 1;
+            if let Some(w) = self.workers.get(&id) {
+                out.push(Action::Send {
+                    to: id.clone(),
+                    frames: mdp::worker_disconnect(w.version),
+                });
+            }
+            self.delete_worker(now, &id, "heartbeat expired", &mut out);
+        }
+        for (id, w) in &mut self.workers {
+            if w.next_heartbeat <= now {
+                out.push(Action::Send {
+                    to: id.clone(),
+                    frames: mdp::worker_heartbeat(w.version),
+                });
+                w.next_heartbeat = now + self.cfg.heartbeat_interval;
+            }
+        }
+        let mut expired = Vec::new();
+        for s in self.services.values_mut() {
+            while let Some(&h) = s.waiting.front() {
+                match self.requests.get(&h) {
+                    Some(r) if r.deadline <= now => {
+                        expired.push(s.waiting.pop_front().expect("front"))
+                    }
+                    Some(_) => break,
+                    None => {
+                        s.waiting.pop_front();
+                    }
+                }
+            }
+        }
+        let timeout_ms = self.cfg.request_timeout.as_millis();
+        for h in expired {
+            if let Some(req) = self.requests.remove(&h) {
+                let why = format!(
+                    "no worker for {} within {timeout_ms} ms",
+                    String::from_utf8_lossy(&req.service)
+                );
+                self.reply_error(
+                    &req.client,
+                    &req.proto,
+                    &req.requested,
+                    status::UNAVAILABLE,
+                    &why,
+                    &mut out,
+                );
+            }
+        }
+        out
+    }
+
+    /// The latest time [`Self::tick`] must run next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let workers = self
+            .workers
+            .values()
+            .flat_map(|w| [w.expiry, w.next_heartbeat]);
+        let requests = self
+            .services
+            .values()
+            .filter_map(|s| s.waiting.front())
+            .filter_map(|h| self.requests.get(h).map(|r| r.deadline));
+        workers.chain(requests).min()
+    }
+
+    /// Requests held now (queued or at a worker).
+    pub fn requests_held(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Workers registered now.
+    pub fn workers_registered(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Requests waiting for a worker, by service (for tests and metrics).
+    pub fn queued(&self, service: &str) -> usize {
+        self.services
+            .get(service.as_bytes())
+            .map_or(0, |s| s.waiting.len())
+    }
+}

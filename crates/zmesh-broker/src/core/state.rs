@@ -1,0 +1,63 @@
+//! The broker's records: services, workers, requests.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::mdp::{ClientProto, WorkerVersion};
+
+/// A service: its queue and its workers.
+#[derive(Debug)]
+pub(super) struct Service {
+    /// Requests waiting for a worker, oldest first (handles).
+    pub waiting: VecDeque<u64>,
+    /// Idle workers, longest idle first.
+    pub idle: VecDeque<Bytes>,
+    /// Registered workers.
+    pub workers: usize,
+    pub requests: u64,
+    pub replies: u64,
+    pub errors: u64,
+}
+
+impl Service {
+    pub fn new(_name: Bytes) -> Self {
+        Self {
+            waiting: VecDeque::new(),
+            idle: VecDeque::new(),
+            workers: 0,
+            requests: 0,
+            replies: 0,
+            errors: 0,
+        }
+    }
+}
+
+/// A registered worker.
+#[derive(Debug)]
+pub(super) struct Worker {
+    pub version: WorkerVersion,
+    pub service: Bytes,
+    /// Declared dead after this unless it speaks.
+    pub expiry: Instant,
+    pub next_heartbeat: Instant,
+    /// The request it holds.
+    pub busy: Option<u64>,
+}
+
+/// A request the broker holds.
+#[derive(Debug)]
+pub(super) struct Request {
+    pub client: Bytes,
+    pub proto: ClientProto,
+    /// The name the client asked for (replies carry it).
+    pub requested: Bytes,
+    /// The service it was routed to.
+    pub service: Bytes,
+    pub body: Vec<Bytes>,
+    /// Error to the client if still queued then.
+    pub deadline: Instant,
+    /// The worker holding it.
+    pub worker: Option<Bytes>,
+}

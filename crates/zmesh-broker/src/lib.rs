@@ -1,0 +1,20 @@
+//! # zmesh-broker — Majordomo, as a product
+//!
+//! A service broker speaking 7/MDP (MDPC01/MDPW01), 18/MDP (MDPC02/MDPW02)
+//! and 8/MMI side by side, so clients and workers written in any language
+//! from those specs work unchanged — plus zmesh's own client protocol, which
+//! lets one connection carry many requests and hear about failures.
+//!
+//! - [`core`]: the sans-IO broker state machine (frames and time in, frames out).
+//! - [`mdp`]: the wire formats.
+//! - [`driver`]: the tokio loop that runs the core on a ROUTER socket.
+//! - [`client`]: requests with deadline, retries, backoff and a circuit breaker.
+//! - [`worker`]: handlers with bounded concurrency, heartbeats, reconnect, drain.
+//! - [`breaker`]: the circuit breaker, sans-IO.
+
+pub mod breaker;
+pub mod client;
+pub mod core;
+pub mod driver;
+pub mod mdp;
+pub mod worker;

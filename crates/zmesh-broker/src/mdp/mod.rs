@@ -1,0 +1,173 @@
+//! The Majordomo wire protocol: 7/MDP (v0.1), 18/MDP (v0.2), and zmesh's client extension.
+//!
+//! One ROUTER socket carries all of them; the first frame after the peer's
+//! identity tells them apart (v0.1 starts with an empty frame, v0.2 and the
+//! zmesh client protocol with their header).
+//!
+//! The zmesh client protocol `ZMDPC1` adds what MDP leaves out, so that one
+//! connection can carry many requests and hear about failures:
+//!
+//! ```text
+//! request:  "ZMDPC1" | 0x01 | request id (8 bytes) | service | body...
+//! reply:    "ZMDPC1" | 0x02 PARTIAL, 0x03 FINAL or 0x04 ERROR | request id | service | body...
+//!           (ERROR body: status code such as "503", then a reason)
+//! ```
+//! Workers never see it: they get standard MDP REQUESTs whatever the client spoke.
+
+mod parse;
+
+pub use parse::{ClientMsg, ClientProto, Inbound, MdpError, WorkerMsg, parse};
+
+use bytes::Bytes;
+
+/// 7/MDP client header.
+pub const MDPC01: &[u8] = b"MDPC01";
+/// 7/MDP worker header.
+pub const MDPW01: &[u8] = b"MDPW01";
+/// 18/MDP client header.
+pub const MDPC02: &[u8] = b"MDPC02";
+/// 18/MDP worker header.
+pub const MDPW02: &[u8] = b"MDPW02";
+/// zmesh client extension header.
+pub const ZMDPC1: &[u8] = b"ZMDPC1";
+
+/// Worker protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerVersion {
+    /// MDPW01.
+    V1,
+    /// MDPW02.
+    V2,
+}
+
+/// Worker command codes per version.
+pub mod cmd {
+    /// v0.1 READY.
+    pub const W1_READY: u8 = 0x01;
+    /// v0.1 REQUEST.
+    pub const W1_REQUEST: u8 = 0x02;
+    /// v0.1 REPLY.
+    pub const W1_REPLY: u8 = 0x03;
+    /// v0.1 HEARTBEAT.
+    pub const W1_HEARTBEAT: u8 = 0x04;
+    /// v0.1 DISCONNECT.
+    pub const W1_DISCONNECT: u8 = 0x05;
+    /// v0.2 READY.
+    pub const W2_READY: u8 = 0x01;
+    /// v0.2 REQUEST.
+    pub const W2_REQUEST: u8 = 0x02;
+    /// v0.2 PARTIAL.
+    pub const W2_PARTIAL: u8 = 0x03;
+    /// v0.2 FINAL.
+    pub const W2_FINAL: u8 = 0x04;
+    /// v0.2 HEARTBEAT.
+    pub const W2_HEARTBEAT: u8 = 0x05;
+    /// v0.2 DISCONNECT.
+    pub const W2_DISCONNECT: u8 = 0x06;
+    /// v0.2 client REQUEST / PARTIAL / FINAL, and zmesh ERROR.
+    pub const C2_REQUEST: u8 = 0x01;
+    /// Partial reply.
+    pub const C2_PARTIAL: u8 = 0x02;
+    /// Final reply.
+    pub const C2_FINAL: u8 = 0x03;
+    /// zmesh client protocol: an error reply.
+    pub const Z_ERROR: u8 = 0x04;
+}
+
+fn b(x: &'static [u8]) -> Bytes {
+    Bytes::from_static(x)
+}
+
+/// Frames (after the peer identity) of a REQUEST to a worker. `address` is the
+/// broker's handle for the request, echoed back by the worker.
+pub fn worker_request(v: WorkerVersion, address: Bytes, body: &[Bytes]) -> Vec<Bytes> {
+    let mut f = match v {
+        WorkerVersion::V1 => vec![
+            Bytes::new(),
+            b(MDPW01),
+            Bytes::from_static(&[cmd::W1_REQUEST]),
+        ],
+        WorkerVersion::V2 => vec![b(MDPW02), Bytes::from_static(&[cmd::W2_REQUEST])],
+    };
+    f.push(address);
+    f.push(Bytes::new());
+    f.extend_from_slice(body);
+    f
+}
+
+/// A HEARTBEAT to a worker.
+pub fn worker_heartbeat(v: WorkerVersion) -> Vec<Bytes> {
+    match v {
+        WorkerVersion::V1 => vec![
+            Bytes::new(),
+            b(MDPW01),
+            Bytes::from_static(&[cmd::W1_HEARTBEAT]),
+        ],
+        WorkerVersion::V2 => vec![b(MDPW02), Bytes::from_static(&[cmd::W2_HEARTBEAT])],
+    }
+}
+
+/// A DISCONNECT to a worker.
+pub fn worker_disconnect(v: WorkerVersion) -> Vec<Bytes> {
+    match v {
+        WorkerVersion::V1 => vec![
+            Bytes::new(),
+            b(MDPW01),
+            Bytes::from_static(&[cmd::W1_DISCONNECT]),
+        ],
+        WorkerVersion::V2 => vec![b(MDPW02), Bytes::from_static(&[cmd::W2_DISCONNECT])],
+    }
+}
+
+/// What kind of reply goes to a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// More follows (v0.2 and zmesh clients only).
+    Partial,
+    /// The answer.
+    Final,
+}
+
+/// Frames of a reply to a client speaking `proto`.
+pub fn client_reply(
+    proto: &ClientProto,
+    kind: ReplyKind,
+    service: &Bytes,
+    body: &[Bytes],
+) -> Vec<Bytes> {
+    let code = |k: ReplyKind| {
+        Bytes::from_static(if k == ReplyKind::Partial {
+            &[cmd::C2_PARTIAL]
+        } else {
+            &[cmd::C2_FINAL]
+        })
+    };
+    let mut f = match proto {
+        ClientProto::V1 => vec![Bytes::new(), b(MDPC01)],
+        ClientProto::V2 => vec![b(MDPC02), code(kind)],
+        ClientProto::Zmesh { request_id } => vec![b(ZMDPC1), code(kind), request_id.clone()],
+    };
+    f.push(service.clone());
+    f.extend_from_slice(body);
+    f
+}
+
+/// Frames of an error reply: zmesh clients get ERROR; MDP clients, which have
+/// no error command, get a FINAL reply whose body is the status code and reason
+/// (the convention MMI uses for its status replies).
+pub fn client_error(proto: &ClientProto, service: &Bytes, code: &str, reason: &str) -> Vec<Bytes> {
+    let body = [Bytes::from(code.to_owned()), Bytes::from(reason.to_owned())];
+    match proto {
+        ClientProto::Zmesh { request_id } => {
+            let mut f = vec![
+                b(ZMDPC1),
+                Bytes::from_static(&[cmd::Z_ERROR]),
+                request_id.clone(),
+                service.clone(),
+            ];
+            f.extend(body);
+            f
+        }
+        other => client_reply(other, ReplyKind::Final, service, &body),
+    }
+}
