@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand};
 ///   zmesh sub --connect tcp://127.0.0.1:5556 --subscribe weather. --output json
 ///   zmesh monitor --connect tcp://127.0.0.1:5555
 ///   zmesh keygen --dir keys server
+///   zmesh broker & zmesh serve echo --echo & zmesh call echo hi
 ///   zmesh demo
 #[derive(Parser, Debug)]
 #[command(name = "zmesh", version, about, long_about, verbatim_doc_comment)]
@@ -63,6 +64,16 @@ enum Command {
     /// Internal: one node of the demo (run by `zmesh demo`).
     #[command(hide = true)]
     DemoNode(commands::demo::DemoNodeCmd),
+    /// Run the Majordomo service broker (7/MDP, 18/MDP, 8/MMI).
+    Broker(commands::mdp::BrokerCmd),
+    /// Send a request to a service through the broker and print the reply.
+    Call(commands::mdp::CallCmd),
+    /// Serve a service through the broker: echo, or run a command per request.
+    Serve(commands::mdp::ServeCmd),
+    /// List the broker's services, workers and queues.
+    Services(commands::mdp::ServicesCmd),
+    /// Change a service's weighted routes at run time.
+    Route(commands::mdp::RouteCmd),
     /// Make a CURVE key pair: NAME.key and NAME.key_secret (pyzmq/CZMQ format).
     Keygen(commands::keygen::KeygenCmd),
     /// A TCP proxy with faults on demand (delay, stall, cut, corrupt), for experiments.
@@ -108,6 +119,11 @@ async fn run(command: Command) -> i32 {
         Command::DemoNode(c) => commands::demo::run_node(c).await,
         Command::FaultProxy(c) => commands::fault_proxy::run(c).await,
         Command::Keygen(c) => commands::keygen::run(c).await,
+        Command::Broker(c) => commands::mdp::run_broker(c).await,
+        Command::Call(c) => commands::mdp::run_call(c).await,
+        Command::Serve(c) => commands::mdp::run_serve(c).await,
+        Command::Services(c) => commands::mdp::run_services(c).await,
+        Command::Route(c) => commands::mdp::run_route(c).await,
         Command::Bench(c) => commands::bench::run(c).await,
     };
     match result {
@@ -144,5 +160,15 @@ fn init_logging(filter: &str, json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command's flags are consistent (clap checks names, defaults, conflicts).
+    #[test]
+    fn command_line_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

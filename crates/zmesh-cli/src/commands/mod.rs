@@ -5,6 +5,7 @@ pub mod demo;
 pub mod fault_proxy;
 pub mod input;
 pub mod keygen;
+pub mod mdp;
 pub mod monitor;
 pub mod socket;
 

@@ -1,0 +1,361 @@
+//! `zmesh broker`, `call`, `serve`, `services`, `route`: the Majordomo broker and its tools.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use zmesh::{Socket, SocketType};
+use zmesh_broker::client::{Client, ClientConfig, ClientError};
+use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy, parse_routes};
+use zmesh_broker::worker::{Worker, WorkerConfig, handler};
+
+use super::UsageError;
+use crate::socket_args::SocketArgs;
+
+/// Default broker endpoint of the tools.
+const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555";
+
+/// Options of `zmesh broker`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  zmesh broker --bind tcp://*:5555
+  zmesh broker --bind tcp://*:5555 --idempotent resize --rate-limit orders=500 --route orders=orders@v1:95,orders@v2:5")]
+pub struct BrokerCmd {
+    /// Endpoint(s) for clients and workers; repeatable.
+    #[arg(short, long, default_value = DEFAULT_BROKER)]
+    pub bind: Vec<String>,
+    /// Services whose requests may run twice: a dead worker's request goes to another worker.
+    #[arg(long)]
+    pub idempotent: Vec<String>,
+    /// SERVICE=N: at most N requests per second (then "429").
+    #[arg(long)]
+    pub rate_limit: Vec<String>,
+    /// SERVICE=TARGET:WEIGHT,...: split a service between versions.
+    #[arg(long)]
+    pub route: Vec<String>,
+    /// MDP heartbeat interval with workers, in ms (workers must use the same).
+    #[arg(long, default_value_t = 2500)]
+    pub worker_heartbeat_ms: u64,
+    /// How long a request may wait for a worker, in ms (then "503").
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// Requests a service may queue.
+    #[arg(long, default_value_t = 10_000)]
+    pub queue_max: usize,
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+fn split_eq<'a>(s: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str)> {
+    s.split_once('=')
+        .ok_or_else(|| UsageError(format!("{flag} {s:?}: expected SERVICE=...")).into())
+}
+
+/// Run the broker until Ctrl-C.
+pub async fn run_broker(cmd: BrokerCmd) -> anyhow::Result<i32> {
+    let mut cfg = BrokerConfig {
+        heartbeat_interval: Duration::from_millis(cmd.worker_heartbeat_ms),
+        request_timeout: Duration::from_millis(cmd.request_timeout_ms),
+        queue_max: cmd.queue_max,
+        ..BrokerConfig::default()
+    };
+    let mut policies: HashMap<String, ServicePolicy> = HashMap::new();
+    for s in &cmd.idempotent {
+        policies.entry(s.clone()).or_default().idempotent = true;
+    }
+    for r in &cmd.rate_limit {
+        let (svc, n) = split_eq(r, "--rate-limit")?;
+        let n = n
+            .parse()
+            .map_err(|_| UsageError(format!("--rate-limit {r:?}: not a number")))?;
+        policies.entry(svc.to_owned()).or_default().rate_limit_per_s = Some(n);
+    }
+    cfg.policies = policies;
+    for r in &cmd.route {
+        let (svc, spec) = split_eq(r, "--route")?;
+        cfg.routes.insert(
+            svc.to_owned(),
+            parse_routes(spec).map_err(|e| UsageError(format!("--route {r:?}: {e}")))?,
+        );
+    }
+    let router = Socket::new(SocketType::Router, cmd.socket.options()?.name("broker"))?;
+    for ep in &cmd.bind {
+        let real = router.bind(ep).await?;
+        eprintln!("zmesh: broker listening on {real}");
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    zmesh_broker::driver::run(&router, Broker::new(cfg), shutdown).await?;
+    router.close().await?;
+    Ok(0)
+}
+
+/// Options of `zmesh call`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  zmesh call echo hello
+  zmesh call --broker tcp://10.0.0.5:5555 --timeout 1 --retries 5 orders '{\"id\": 7}'
+  zmesh call mmi.service echo          # 200 if the broker has an echo worker")]
+pub struct CallCmd {
+    /// Service name.
+    pub service: String,
+    /// Request frames.
+    pub body: Vec<String>,
+    /// Broker endpoint.
+    #[arg(long, default_value = DEFAULT_BROKER)]
+    pub broker: String,
+    /// Seconds to wait for each attempt.
+    #[arg(long, default_value_t = 2.5)]
+    pub timeout: f64,
+    /// Attempts after the first.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Frame separator for printing the reply.
+    #[arg(short, long, default_value = "|")]
+    pub separator: String,
+}
+
+/// Send one request, print the reply. Exit 1 on timeout, 3 on an error status.
+pub async fn run_call(cmd: CallCmd) -> anyhow::Result<i32> {
+    let cfg = ClientConfig {
+        attempt_timeout: Duration::from_secs_f64(cmd.timeout),
+        retries: cmd.retries,
+        ..Default::default()
+    };
+    let client = Client::connect(&cmd.broker, cfg).await?;
+    let body: Vec<Bytes> = cmd.body.iter().map(|b| Bytes::from(b.clone())).collect();
+    match client.request(&cmd.service, body).await {
+        Ok(reply) => {
+            println!(
+                "{}",
+                zmesh::frames::format_frames(
+                    &reply,
+                    zmesh::frames::OutputFormat::Text,
+                    &cmd.separator
+                )
+            );
+            Ok(0)
+        }
+        Err(e @ ClientError::Timeout { .. }) => {
+            eprintln!("zmesh: {e}");
+            Ok(1)
+        }
+        Err(e) => {
+            eprintln!("zmesh: {e}");
+            Ok(3)
+        }
+    }
+}
+
+/// Options of `zmesh serve`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  zmesh serve echo --echo
+  zmesh serve upper -- tr a-z A-Z        # each request's body on stdin, the reply from stdout
+  zmesh serve resize --concurrency 4 -- ./resize.sh")]
+pub struct ServeCmd {
+    /// Service name.
+    pub service: String,
+    /// Reply with the request itself.
+    #[arg(long)]
+    pub echo: bool,
+    /// Broker endpoint.
+    #[arg(long, default_value = DEFAULT_BROKER)]
+    pub broker: String,
+    /// Requests handled at once.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Wait this long before each reply, in ms (for experiments).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Heartbeat interval, in ms (must match the broker's).
+    #[arg(long, default_value_t = 2500)]
+    pub heartbeat_ms: u64,
+    /// Command run per request: body frames joined by newlines on its stdin, its stdout is the reply.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// Run a worker until Ctrl-C, then drain.
+pub async fn run_serve(cmd: ServeCmd) -> anyhow::Result<i32> {
+    if cmd.echo != cmd.command.is_empty() {
+        return Err(UsageError("give either --echo or -- COMMAND [ARGS]".into()).into());
+    }
+    let delay = Duration::from_millis(cmd.delay_ms);
+    let command = cmd.command.clone();
+    let h = handler(move |body: Vec<Bytes>| {
+        let command = command.clone();
+        async move {
+            tokio::time::sleep(delay).await;
+            if command.is_empty() {
+                return Ok(body);
+            }
+            run_command(&command, &body).await
+        }
+    });
+    let cfg = WorkerConfig {
+        heartbeat_interval: Duration::from_millis(cmd.heartbeat_ms),
+        concurrency: cmd.concurrency,
+        ..Default::default()
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let worker = Worker::new(&cmd.broker, &cmd.service, cfg, h);
+    let run = tokio::spawn(worker.run(stop));
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("zmesh: draining (Ctrl-C again to force)");
+    let _ = stop_tx.send(true);
+    tokio::select! {
+        _ = run => Ok(0),
+        _ = tokio::signal::ctrl_c() => Ok(130),
+    }
+}
+
+/// Bound on a command's output kept as the reply.
+const COMMAND_OUTPUT_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+async fn run_command(command: &[String], body: &[Bytes]) -> Result<Vec<Bytes>, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", command[0]))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let input: Vec<u8> = body
+        .iter()
+        .map(|b| b.as_ref())
+        .collect::<Vec<_>>()
+        .join(&b'\n');
+    let writer = async move {
+        let _ = stdin.write_all(&input).await;
+    };
+    let (_, out) = tokio::join!(writer, child.wait_with_output());
+    let out = out.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} exited with {}: {}",
+            command[0],
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut stdout = out.stdout;
+    stdout.truncate(COMMAND_OUTPUT_MAX_BYTES);
+    Ok(vec![Bytes::from(stdout)])
+}
+
+/// Options of `zmesh services`.
+#[derive(Args, Debug)]
+pub struct ServicesCmd {
+    /// Broker endpoint.
+    #[arg(long, default_value = DEFAULT_BROKER)]
+    pub broker: String,
+    /// Print the broker's JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Print what the broker knows.
+pub async fn run_services(cmd: ServicesCmd) -> anyhow::Result<i32> {
+    let cfg = ClientConfig {
+        attempt_timeout: Duration::from_secs(2),
+        retries: 1,
+        ..Default::default()
+    };
+    let client = Client::connect(&cmd.broker, cfg).await?;
+    let reply = client.request("zmesh.services", vec![]).await?;
+    let json: serde_json::Value =
+        serde_json::from_slice(reply.get(1).map(|b| b.as_ref()).unwrap_or(b"{}"))?;
+    if cmd.json {
+        println!("{json}");
+        return Ok(0);
+    }
+    println!(
+        "{:<24} {:>7} {:>5} {:>7} {:>9} {:>9} {:>7}  policy",
+        "service", "workers", "idle", "queued", "requests", "replies", "errors"
+    );
+    for s in json["services"].as_array().into_iter().flatten() {
+        let routes = s["routes"].as_array().map(|r| {
+            let parts: Vec<String> = r
+                .iter()
+                .map(|x| format!("{}:{}", x["target"].as_str().unwrap_or(""), x["weight"]))
+                .collect();
+            format!(" routes={}", parts.join(","))
+        });
+        println!(
+            "{:<24} {:>7} {:>5} {:>7} {:>9} {:>9} {:>7}  {}{}{}",
+            s["name"].as_str().unwrap_or(""),
+            s["workers"].to_string(),
+            s["idle"].to_string(),
+            s["queued"].to_string(),
+            s["requests"].to_string(),
+            s["replies"].to_string(),
+            s["errors"].to_string(),
+            if s["policy"]["idempotent"] == true {
+                "idempotent"
+            } else {
+                "-"
+            },
+            s["policy"]["rate_limit_per_s"]
+                .as_u64()
+                .map(|r| format!(" rate<={r}/s"))
+                .unwrap_or_default(),
+            routes.unwrap_or_default(),
+        );
+    }
+    Ok(0)
+}
+
+/// Options of `zmesh route`.
+#[derive(Args, Debug)]
+#[command(after_help = "Example: send 5 % of orders to v2
+  zmesh route orders orders@v1:95,orders@v2:5
+  zmesh route orders ''                  # remove the routes")]
+pub struct RouteCmd {
+    /// Service name clients ask for.
+    pub service: String,
+    /// TARGET:WEIGHT,... (empty removes the routes).
+    pub routes: String,
+    /// Broker endpoint.
+    #[arg(long, default_value = DEFAULT_BROKER)]
+    pub broker: String,
+}
+
+/// Change a service's routes at run time.
+pub async fn run_route(cmd: RouteCmd) -> anyhow::Result<i32> {
+    if !cmd.routes.is_empty() {
+        parse_routes(&cmd.routes).map_err(UsageError)?;
+    }
+    let client = Client::connect(
+        &cmd.broker,
+        ClientConfig {
+            retries: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let reply = client
+        .request(
+            "zmesh.routes",
+            vec![Bytes::from(cmd.service), Bytes::from(cmd.routes)],
+        )
+        .await?;
+    let text = |i: usize| {
+        reply
+            .get(i)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    if text(0) == "200" {
+        println!("ok");
+        Ok(0)
+    } else {
+        eprintln!("zmesh: broker refused: {} {}", text(0), text(1));
+        Ok(2)
+    }
+}
