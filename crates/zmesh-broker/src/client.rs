@@ -294,11 +294,14 @@ impl Client {
             Bytes::from(service.to_owned()),
         ];
         frames.extend_from_slice(body);
-        let sent = tokio::time::timeout(
-            self.cfg.attempt_timeout,
-            self.sock.send(Message::from_frames(frames)),
-        )
-        .await;
+        // The common case sends at once; only a full queue waits, within the attempt's deadline.
+        let sent = match self.sock.try_send(Message::from_frames(frames)) {
+            Ok(()) => Ok(Ok(())),
+            Err(zmesh::TrySendError::Full(m)) => {
+                tokio::time::timeout(self.cfg.attempt_timeout, self.sock.send(m)).await
+            }
+            Err(zmesh::TrySendError::Failed(e)) => Ok(Err(e)),
+        };
         let result = match sent {
             Ok(Ok(())) => match tokio::time::timeout(self.cfg.attempt_timeout, rx).await {
                 Ok(Ok(answer)) => Ok(answer),

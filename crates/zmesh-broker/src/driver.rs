@@ -10,6 +10,17 @@ use crate::core::{Action, Broker};
 /// Longest sleep between ticks even when nothing is due.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
+/// Most messages handled per wake-up before timers and sends get their turn.
+const BATCH_MAX: usize = 256;
+
+fn handle_message(broker: &mut Broker, now: Instant, m: &Message) -> Vec<Action> {
+    let frames = m.frames();
+    match frames.split_first() {
+        Some((from, rest)) => broker.handle(now, from, rest),
+        None => Vec::new(),
+    }
+}
+
 /// Serve on `sock` (a bound ROUTER) until `shutdown` completes; returns the core.
 ///
 /// ```no_run
@@ -34,9 +45,17 @@ pub async fn run(
             .map_or(now + IDLE_TICK, |d| d.min(now + IDLE_TICK));
         let actions = tokio::select! {
             m = sock.recv() => {
-                let frames = m?.frames();
-                let Some((from, rest)) = frames.split_first() else { continue };
-                broker.handle(Instant::now(), from, rest)
+                // Take what else is already waiting too: one deadline scan and
+                // one round of sends per batch instead of per message.
+                let now = Instant::now();
+                let mut actions = handle_message(&mut broker, now, &m?);
+                for _ in 1..BATCH_MAX {
+                    match sock.try_recv()? {
+                        Some(m) => actions.extend(handle_message(&mut broker, now, &m)),
+                        None => break,
+                    }
+                }
+                actions
             }
             _ = tokio::time::sleep_until(next.into()) => broker.tick(Instant::now()),
             _ = &mut shutdown => return Ok(broker),

@@ -329,3 +329,37 @@ fn heartbeats_go_out_on_schedule() {
     );
     assert_eq!(b.workers_registered(), 1);
 }
+
+#[test]
+fn random_frames_never_break_the_broker_bounds() {
+    // The fuzz target's invariant on every CI run: seeded random frames from two peers.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let words: [&[u8]; 10] = [
+        b"", b"MDPC01", b"MDPW01", b"MDPC02", b"MDPW02", b"ZMDPC1", b"\x01", b"\x02", b"\x03",
+        b"svc",
+    ];
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig {
+        queue_max: 4,
+        requests_max: 8,
+        ..Default::default()
+    });
+    for round in 0..20_000u64 {
+        let n = (next() % 7) as usize;
+        let frames: Vec<Bytes> = (0..n)
+            .map(|_| Bytes::from_static(words[(next() % 10) as usize]))
+            .collect();
+        let peer = Bytes::from(vec![(next() % 3) as u8]);
+        b.handle(t0 + Duration::from_millis(round), &peer, &frames);
+        if round % 100 == 0 {
+            b.tick(t0 + Duration::from_millis(round * 10));
+        }
+        assert!(b.requests_held() <= 8);
+    }
+}

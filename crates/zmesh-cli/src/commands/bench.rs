@@ -34,6 +34,16 @@ enum Role {
     HsClient(Common),
     /// Sign and verify N messages of --size bytes in-process; reports ops/s per algorithm.
     Sign(Common),
+    /// Requests through the Majordomo broker from N concurrent zmesh clients.
+    MdpLoad(super::bench_rr::LoadArgs),
+    /// Baseline: a ROUTER echo server.
+    DirectServer(super::bench_rr::LoadArgs),
+    /// Baseline: N DEALER clients of the ROUTER echo server.
+    DirectLoad(super::bench_rr::LoadArgs),
+    /// NATS request/reply clients (needs --features nats-bench).
+    NatsLoad(super::bench_rr::LoadArgs),
+    /// NATS responders in a queue group (needs --features nats-bench).
+    NatsEcho(super::bench_rr::LoadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -146,7 +156,13 @@ impl BenchSocket {
 
 /// Run one benchmark role.
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
+    use super::bench_rr as rr;
     match cmd.role {
+        Role::MdpLoad(a) => return rr::mdp_load(a).await,
+        Role::DirectServer(a) => return rr::direct_server(a).await,
+        Role::DirectLoad(a) => return rr::direct_load(a).await,
+        Role::NatsLoad(a) => return rr::nats_load(a).await,
+        Role::NatsEcho(a) => return rr::nats_echo(a).await,
         Role::ThrRecv(c) => {
             let s = BenchSocket::open(&c, SocketType::Pull).await?;
             s.recv().await?;

@@ -188,7 +188,10 @@ pub async fn run_serve(cmd: ServeCmd) -> anyhow::Result<i32> {
     let h = handler(move |body: Vec<Bytes>| {
         let command = command.clone();
         async move {
-            tokio::time::sleep(delay).await;
+            // A zero sleep would still wait for the timer wheel's next millisecond.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             if command.is_empty() {
                 return Ok(body);
             }
