@@ -388,8 +388,12 @@ async fn demo_recovers_from_its_server_being_killed() {
     .await;
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("server node SIGKILLed")
+        r.stdout
+            .contains("server node and one broker worker SIGKILLed")
             && r.stdout.contains("traffic resumed after the restart: OK")
+            && r.stdout.contains(" 0 failed"),
+        "{}",
+        r.stdout
     );
     assert!(
         r.stdout.contains("backing-off"),

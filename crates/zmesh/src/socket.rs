@@ -53,8 +53,10 @@ pub struct Socket {
     counters: Arc<Counters>,
     registry: Registry,
     id: u64,
-    /// Whether the synchronous fast path matches the engine's async path for this type.
-    fast_path: bool,
+    /// Whether a synchronous try_send matches the engine's async send for this type.
+    fast_send: bool,
+    /// Whether a synchronous try_recv matches the engine's async recv for this type.
+    fast_recv: bool,
 }
 
 impl std::fmt::Debug for Socket {
@@ -110,14 +112,27 @@ impl Socket {
             counters,
             registry: registry.clone(),
             id,
-            fast_path: plain_path
+            // REQ keeps the engine's send: its send retries a lockstep check
+            // that try_send fails at once. Everything else behaves the same.
+            fast_send: plain_path
                 && matches!(
                     t,
                     SocketType::Push
-                        | SocketType::Pull
                         | SocketType::Dealer
                         | SocketType::Router
                         | SocketType::Pair
+                        | SocketType::Rep
+                ),
+            fast_recv: plain_path
+                && matches!(
+                    t,
+                    SocketType::Pull
+                        | SocketType::Dealer
+                        | SocketType::Router
+                        | SocketType::Pair
+                        | SocketType::Req
+                        | SocketType::Rep
+                        | SocketType::Sub
                 ),
         })
     }
@@ -200,7 +215,7 @@ impl Socket {
         // engine's (large) send future through each async layer costs more than
         // the send itself for small messages. Fan-out and lockstep types keep
         // the engine's own path (their send and try_send differ in policy).
-        if self.fast_path {
+        if self.fast_send {
             match engine::try_send(&self.raw, msg.0)? {
                 TrySend::Sent => {
                     self.counters.sent(len);
@@ -262,7 +277,7 @@ impl Socket {
 
     async fn recv_raw(&self) -> Result<Message> {
         // Fast path as for send: a waiting message needs no engine future.
-        if self.fast_path
+        if self.fast_recv
             && let Some(m) = engine::try_recv(&self.raw)?
         {
             let m = Message(m);

@@ -4,6 +4,9 @@
 //! back off and come back — with no code in the client to make that happen.
 //!
 //! Payloads use the three codecs: requests JSON, ticks MessagePack, jobs Protobuf.
+//! The client node also runs a Majordomo broker with two worker processes of
+//! an idempotent service; one worker is killed with the server and restarted,
+//! and the calls through the broker keep being answered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,9 @@ use tokio::process::{Child, Command};
 use zmesh::codec::{Json, MsgPack, Protobuf};
 use zmesh::registry::PeerState;
 use zmesh::{Socket, SocketOptions, SocketType};
+
+use zmesh_broker::client::{Client, ClientConfig};
+use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy};
 
 use crate::demo_proto::Job;
 
@@ -157,6 +163,8 @@ struct Counts {
     request_timeouts: AtomicU64,
     ticks: AtomicU64,
     jobs_sent: AtomicU64,
+    broker_ok: AtomicU64,
+    broker_failed: AtomicU64,
 }
 
 /// Run the demo; exits 1 if traffic did not resume after the restart.
@@ -188,7 +196,31 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<i32> {
     push.connect(&format!("tcp://127.0.0.1:{}", ports.2))
         .await?;
 
+    // The broker, in this node, with two worker processes of an idempotent service.
+    let broker_ep = format!("tcp://127.0.0.1:{}", free_port()?);
+    let router = Socket::new(SocketType::Router, demo_options("broker"))?;
+    router.bind(&broker_ep).await?;
+    let mut bcfg = BrokerConfig {
+        heartbeat_interval: Duration::from_millis(250),
+        ..Default::default()
+    };
+    bcfg.policies.insert(
+        "resize".into(),
+        ServicePolicy {
+            idempotent: true,
+            ..Default::default()
+        },
+    );
+    let broker = tokio::spawn(async move {
+        zmesh_broker::driver::run(&router, Broker::new(bcfg), std::future::pending()).await
+    });
+    let mut workers = vec![spawn_worker(&broker_ep)?, spawn_worker(&broker_ep)?];
+    println!(
+        "  broker on {broker_ep}: service \"resize\" (idempotent) with two worker processes; one is killed with the server\n"
+    );
+
     let tasks = [
+        tokio::spawn(broker_caller(broker_ep.clone(), counts.clone())),
         tokio::spawn(requester(
             format!("tcp://127.0.0.1:{}", ports.0),
             counts.clone(),
@@ -204,6 +236,7 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<i32> {
     let mut table = tokio::time::interval(Duration::from_millis(cmd.table_ms.max(100)));
     let (mut killed, mut restarted) = (false, false);
     let mut replies_at_restart = 0;
+    let mut broker_ok_at_restart = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(kill_at), if !killed => {
@@ -212,13 +245,17 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<i32> {
                     c.start_kill()?;
                     let _ = c.wait().await;
                 }
-                println!("\n*** {:.1}s: server node SIGKILLed ***\n", start.elapsed().as_secs_f64());
+                workers[0].start_kill()?;
+                let _ = workers[0].wait().await;
+                println!("\n*** {:.1}s: server node and one broker worker SIGKILLed ***\n", start.elapsed().as_secs_f64());
             }
             _ = tokio::time::sleep_until(restart_at), if !restarted => {
                 restarted = true;
                 replies_at_restart = counts.replies.load(Ordering::Relaxed);
+                broker_ok_at_restart = counts.broker_ok.load(Ordering::Relaxed);
                 child = Some(spawn_node(ports)?);
-                println!("\n*** {:.1}s: server node restarted ***\n", start.elapsed().as_secs_f64());
+                workers[0] = spawn_worker(&broker_ep)?;
+                println!("\n*** {:.1}s: server node and worker restarted ***\n", start.elapsed().as_secs_f64());
             }
             ev = events.recv() => if let Ok(ev) = ev && ev.socket_name.starts_with("client") {
                 {
@@ -233,12 +270,28 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<i32> {
     for t in &tasks {
         t.abort();
     }
+    broker.abort();
+    for w in &mut workers {
+        let _ = w.start_kill();
+        let _ = w.wait().await;
+    }
     print_status(start, &counts);
     let replies_after = counts
         .replies
         .load(Ordering::Relaxed)
         .saturating_sub(replies_at_restart);
+    let broker_after = counts
+        .broker_ok
+        .load(Ordering::Relaxed)
+        .saturating_sub(broker_ok_at_restart);
+    println!(
+        "broker: {} calls answered ({} after the restart), {} failed",
+        counts.broker_ok.load(Ordering::Relaxed),
+        broker_after,
+        counts.broker_failed.load(Ordering::Relaxed)
+    );
     let resumed = replies_after > 0
+        && broker_after > 0
         && sub.peers().iter().any(|p| p.state == PeerState::Active)
         && push.peers().iter().any(|p| p.reconnects > 0);
     println!(
@@ -266,8 +319,10 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<i32> {
 
 fn print_status(start: tokio::time::Instant, counts: &Counts) {
     println!(
-        "--- {:>5.1}s  replies={} timeouts={} ticks={} jobs={}",
+        "--- {:>5.1}s  broker calls ok={} failed={}  replies={} timeouts={} ticks={} jobs={}",
         start.elapsed().as_secs_f64(),
+        counts.broker_ok.load(Ordering::Relaxed),
+        counts.broker_failed.load(Ordering::Relaxed),
         counts.replies.load(Ordering::Relaxed),
         counts.request_timeouts.load(Ordering::Relaxed),
         counts.ticks.load(Ordering::Relaxed),
@@ -280,6 +335,49 @@ fn print_status(start: tokio::time::Instant, counts: &Counts) {
         for p in &s.peers {
             println!("    {:<12} {}", s.name, super::monitor::peer_line(p));
         }
+    }
+}
+
+fn spawn_worker(broker: &str) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe()?;
+    Ok(Command::new(exe)
+        .args([
+            "serve",
+            "resize",
+            "--echo",
+            "--broker",
+            broker,
+            "--heartbeat-ms",
+            "250",
+            "--delay-ms",
+            "20",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// Calls through the broker: the client retries with backoff; a worker killed
+/// mid-request has its request handed to the other worker (idempotent service).
+async fn broker_caller(broker: String, counts: Arc<Counts>) -> anyhow::Result<()> {
+    let cfg = ClientConfig {
+        attempt_timeout: Duration::from_secs(1),
+        retries: 3,
+        ..Default::default()
+    };
+    let client = Client::connect(&broker, cfg).await?;
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        match client
+            .request("resize", vec![bytes::Bytes::from(n.to_string())])
+            .await
+        {
+            Ok(_) => counts.broker_ok.fetch_add(1, Ordering::Relaxed),
+            Err(_) => counts.broker_failed.fetch_add(1, Ordering::Relaxed),
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }
 
