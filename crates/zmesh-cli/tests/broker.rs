@@ -2,12 +2,14 @@
 //! from the specs, zmesh's own client and worker, and real processes killed,
 //! frozen and restarted.
 
-use std::process::Stdio;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::zmesh;
 use tokio::process::{Child, Command};
 use zmesh::codec::Json;
 use zmesh::{Socket, SocketOptions, SocketType};
@@ -15,18 +17,13 @@ use zmesh_broker::breaker::BreakerState;
 use zmesh_broker::client::{Client, ClientConfig, ClientError};
 use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy};
 use zmesh_broker::worker::{Worker, WorkerConfig, handler};
+use zmesh_testkit::net::{bounded, free_endpoint as free_ep};
 use zmesh_testkit::peer::PyPeer;
 use zmesh_testkit::process::{self, SIGCONT, SIGSTOP};
 
 const TEST_LIMIT: Duration = Duration::from_secs(90);
 /// Heartbeats fast enough for tests; python's mdp_peer.py uses the same 300 ms.
 const HB: Duration = Duration::from_millis(300);
-
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_LIMIT, f)
-        .await
-        .expect("test exceeded its time limit");
-}
 
 fn test_config() -> BrokerConfig {
     BrokerConfig {
@@ -91,7 +88,7 @@ fn text(frames: &[Bytes]) -> Vec<String> {
 
 #[tokio::test]
 async fn pyzmq_client_and_worker_through_the_zmesh_broker() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let ep = broker(test_config()).await;
         let (_w, _) = PyPeer::start_script(
             "mdp_peer.py",
@@ -158,7 +155,7 @@ async fn pyzmq_client_and_worker_through_the_zmesh_broker() {
 
 #[tokio::test]
 async fn zmesh_client_and_worker_with_many_requests_in_flight() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let ep = broker(test_config()).await;
         let _w = spawn_worker(&ep, "echo", 4, "w");
         let client = Client::connect(&ep, client_config()).await.unwrap();
@@ -216,7 +213,7 @@ where
 
 #[tokio::test]
 async fn mixed_peers_and_mdp_v2_partial_replies() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let ep = broker(test_config()).await;
         // pyzmq client -> zmesh worker.
         let _w = spawn_worker(&ep, "zw", 1, "zmesh");
@@ -286,7 +283,7 @@ async fn mixed_peers_and_mdp_v2_partial_replies() {
 
 #[tokio::test]
 async fn no_worker_means_an_error_not_silence_and_the_circuit_opens_then_closes() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let cfg = BrokerConfig {
             request_timeout: Duration::from_millis(300),
             ..test_config()
@@ -329,7 +326,7 @@ async fn no_worker_means_an_error_not_silence_and_the_circuit_opens_then_closes(
 
 #[tokio::test]
 async fn canary_weights_and_rate_limits() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let mut cfg = test_config();
         cfg.policies.insert(
             "limited".into(),
@@ -401,26 +398,6 @@ async fn canary_weights_and_rate_limits() {
 
 // ---- real processes -------------------------------------------------------------
 
-fn free_ep() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("tcp://127.0.0.1:{port}")
-}
-
-fn zmesh(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_zmesh"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
 fn broker_process(ep: &str, idempotent: &str) -> Child {
     zmesh(&[
         "broker",
@@ -475,7 +452,7 @@ async fn wait_workers(client: &Client, service: &str, n: u64) {
 
 #[tokio::test]
 async fn worker_killed_mid_request() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let ep = free_ep();
         let _broker = broker_process(&ep, "safe");
         let client = Client::connect(
@@ -523,7 +500,7 @@ async fn worker_killed_mid_request() {
 
 #[tokio::test]
 async fn frozen_worker_is_expired_by_heartbeat() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let ep = free_ep();
         let _broker = broker_process(&ep, "x");
         let client = Client::connect(&ep, client_config()).await.unwrap();
@@ -553,7 +530,7 @@ async fn frozen_worker_is_expired_by_heartbeat() {
 
 #[tokio::test]
 async fn broker_killed_and_restarted() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let ep = free_ep();
         let mut broker = broker_process(&ep, "echo");
         let _w1 = serve_process(&ep, "echo", "0");

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use zmesh_testkit::net::free_endpoint as free_ep;
 use zmesh_testkit::peer::PyPeer;
 
 const RUN_LIMIT: Duration = Duration::from_secs(30);
@@ -37,15 +38,6 @@ async fn zmesh(args: &[&str], stdin: &str) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-fn free_ep() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("tcp://127.0.0.1:{port}")
 }
 
 #[tokio::test]

@@ -2,37 +2,20 @@
 //! with SIGSTOP, a slow consumer, a thousand connect/close cycles, and network
 //! faults through the fault proxy.
 
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use common::zmesh;
+use tokio::process::Child;
 use tokio::time::Instant;
 use zmesh::registry::{PeerSnapshot, PeerState};
 use zmesh::{Message, Registry, Socket, SocketOptions, SocketType};
 use zmesh_testkit::fault_proxy::FaultProxy;
+use zmesh_testkit::net::free_port;
 use zmesh_testkit::process::{self, SIGCONT, SIGSTOP};
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `zmesh <args>` as a child process, killed on drop.
-fn zmesh(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_zmesh"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn zmesh")
-}
 
 fn echo_server(port: u16) -> Child {
     zmesh(&[

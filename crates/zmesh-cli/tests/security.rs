@@ -12,16 +12,11 @@ use zmesh::security::signing::{NONCE_LEN, Signer, SigningKey, Verifier};
 use zmesh::security::{AuthPolicy, KeyPair, PublicKey, Security};
 use zmesh::{Message, Registry, Socket, SocketOptions, SocketType};
 use zmesh_testkit::fault_proxy::FaultProxy;
+use zmesh_testkit::net::bounded;
 use zmesh_testkit::peer::PyPeer;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_LIMIT, f)
-        .await
-        .expect("test exceeded its time limit");
-}
 
 /// A fresh directory for one test.
 fn temp_dir(name: &str) -> PathBuf {
@@ -95,7 +90,7 @@ async fn event_with(
 
 #[tokio::test]
 async fn certificates_move_between_zmesh_and_pyzmq() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let dir = temp_dir("certs");
         // zmesh writes, pyzmq reads.
         let public = zmesh_keygen(&dir, "svc");
@@ -147,7 +142,7 @@ async fn certificates_move_between_zmesh_and_pyzmq() {
 
 #[tokio::test]
 async fn zmesh_curve_server_admits_only_allowed_pyzmq_clients() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let dir = temp_dir("server");
         let clients = dir.join("clients");
         std::fs::create_dir_all(&clients).unwrap();
@@ -234,7 +229,7 @@ async fn zmesh_curve_server_admits_only_allowed_pyzmq_clients() {
 
 #[tokio::test]
 async fn zmesh_curve_clients_talk_to_pyzmq_curve_servers() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let dir = temp_dir("client");
         let allowed = dir.join("allowed");
         std::fs::create_dir_all(&allowed).unwrap();
@@ -338,7 +333,7 @@ async fn zmesh_curve_clients_talk_to_pyzmq_curve_servers() {
 
 #[tokio::test]
 async fn plain_both_directions() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let dir = temp_dir("plain");
         let pw = dir.join("passwords");
         std::fs::write(&pw, "admin:s3cret\n").unwrap();
@@ -450,7 +445,7 @@ async fn good_client_served(rep: &Socket, ep: &str, server: &KeyPair) {
 
 #[tokio::test]
 async fn attack_null_client_against_curve_server() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let registry = Registry::new();
         let mut events = registry.subscribe();
         let (rep, ep, server) = curve_rep(&registry).await;
@@ -479,7 +474,7 @@ async fn attack_null_client_against_curve_server() {
 
 #[tokio::test]
 async fn attack_wrong_server_key() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let registry = Registry::new();
         let mut events = registry.subscribe();
         let (rep, ep, server) = curve_rep(&registry).await;
@@ -505,7 +500,7 @@ async fn attack_wrong_server_key() {
 
 #[tokio::test]
 async fn attack_replayed_handshake() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let registry = Registry::new();
         let (rep, ep, server) = curve_rep(&registry).await;
         let proxy = FaultProxy::start(ep.trim_start_matches("tcp://").parse().unwrap())
@@ -543,7 +538,7 @@ async fn attack_replayed_handshake() {
 
 #[tokio::test]
 async fn attack_tampered_ciphertext_is_never_delivered() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let registry = Registry::new();
         let server = KeyPair::generate();
         let pull = Socket::with_registry(
@@ -604,7 +599,7 @@ async fn attack_tampered_ciphertext_is_never_delivered() {
 
 #[tokio::test]
 async fn key_file_swapped_while_running() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let dir = temp_dir("swap");
         let clients = dir.join("clients");
         std::fs::create_dir_all(&clients).unwrap();
@@ -657,7 +652,7 @@ async fn key_file_swapped_while_running() {
 
 #[tokio::test]
 async fn signed_messages_from_python_verify_and_forgeries_and_replays_do_not() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let key = "a shared key of 32 bytes........";
         let mut verifier = Verifier::new(30_000);
         verifier.add_key(
@@ -730,7 +725,7 @@ async fn signed_messages_from_python_verify_and_forgeries_and_replays_do_not() {
 
 #[tokio::test]
 async fn cli_speaks_curve_with_pyzmq_and_refuses_bad_keys() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let dir = temp_dir("cli");
         zmesh_keygen(&dir, "server");
         py_keygen(&dir, "client").await;

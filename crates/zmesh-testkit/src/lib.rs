@@ -4,8 +4,10 @@
 //!   refuse — so network faults are reproducible without privileges.
 //! - [`process`]: resident memory and open descriptors of a process, for leak tests.
 //! - [`python`]: where the pyzmq interpreter lives (the foreign ZeroMQ peer).
+//! - [`net`]: free ports and bounded waits.
 
 pub mod fault_proxy;
+pub mod net;
 pub mod peer;
 pub mod process;
 pub mod python;

@@ -1,21 +1,15 @@
 //! zmesh against libzmq (pyzmq) on the wire: every socket pair, both roles,
 //! both sides binding; multipart with empty frames, 10 MiB messages, 100 peers.
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use zmesh::{Message, Socket, SocketOptions, SocketType};
+use zmesh_testkit::net::bounded;
 use zmesh_testkit::peer::{PyPeer, encode_hex};
 
 /// Bound on every test: nothing here may hang CI.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
-
-async fn bounded<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(TEST_LIMIT, f)
-        .await
-        .expect("test exceeded its time limit");
-}
 
 /// Who binds the endpoint.
 #[derive(Clone, Copy, Debug)]
@@ -71,7 +65,7 @@ async fn pair_up(binder: Binder, t: SocketType, py_args: &[&str]) -> (Socket, Py
 
 #[tokio::test]
 async fn zmesh_req_to_libzmq_rep() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         for b in BOTH {
             let (req, mut py) = pair_up(
                 b,
@@ -95,7 +89,7 @@ async fn zmesh_req_to_libzmq_rep() {
 
 #[tokio::test]
 async fn libzmq_req_to_zmesh_rep() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         for b in BOTH {
             let m = msg_arg(&tricky());
             let (rep, mut py) = pair_up(
@@ -118,7 +112,7 @@ async fn libzmq_req_to_zmesh_rep() {
 
 #[tokio::test]
 async fn zmesh_dealer_to_libzmq_router() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         for b in BOTH {
             let (dealer, mut py) = pair_up(
                 b,
@@ -140,7 +134,7 @@ async fn zmesh_dealer_to_libzmq_router() {
 
 #[tokio::test]
 async fn libzmq_dealer_to_zmesh_router() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         for b in BOTH {
             let m = msg_arg(&tricky());
             let (router, mut py) = pair_up(
@@ -170,7 +164,7 @@ async fn libzmq_dealer_to_zmesh_router() {
 
 #[tokio::test]
 async fn push_pull_both_ways() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         for b in BOTH {
             // zmesh PUSH -> libzmq PULL
             let (push, mut py) = pair_up(
@@ -214,7 +208,7 @@ async fn push_pull_both_ways() {
 
 #[tokio::test]
 async fn libzmq_pub_to_zmesh_sub_filters_by_prefix() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         for b in BOTH {
             let (sub, _py) = pair_up(
                 b,
@@ -250,7 +244,7 @@ async fn libzmq_pub_to_zmesh_sub_filters_by_prefix() {
 
 #[tokio::test]
 async fn zmesh_pub_to_libzmq_sub() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         for b in BOTH {
             let (publ, mut py) = pair_up(
                 b,
@@ -283,7 +277,7 @@ async fn zmesh_pub_to_libzmq_sub() {
 
 #[tokio::test]
 async fn pair_both_ways() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         for b in BOTH {
             let (pair, mut py) = pair_up(
                 b,
@@ -305,7 +299,7 @@ async fn pair_both_ways() {
 
 #[tokio::test]
 async fn ten_mib_message_round_trips_through_libzmq() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let n = 10 * 1024 * 1024;
         let big: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
         for b in BOTH {
@@ -338,7 +332,7 @@ async fn ten_mib_message_round_trips_through_libzmq() {
 
 #[tokio::test]
 async fn hundred_libzmq_peers_on_one_zmesh_router() {
-    bounded(async {
+    bounded(TEST_LIMIT, async {
         let router = Socket::new(SocketType::Router, SocketOptions::default()).unwrap();
         let ep = router.bind("tcp://127.0.0.1:0").await.unwrap();
         let (mut py, _) = PyPeer::start(&[
