@@ -99,8 +99,9 @@ fn main() {
 }
 
 /// One thread by default: every socket's engine tasks and the command's own
-/// loop then share it, and a message costs no cross-thread wake-up (the
-/// broker's throughput doubles). `ZMESH_THREADS=N` gives a pool of N.
+/// loop then share it, and a message costs no cross-thread wake-up (measured:
+/// the broker's one-client round trip fell from ~300 to ~200 µs).
+/// `ZMESH_THREADS=N` gives a pool of N.
 fn runtime_builder() -> tokio::runtime::Builder {
     match std::env::var("ZMESH_THREADS")
         .ok()
