@@ -246,7 +246,7 @@ impl Broker {
                 // "treat that peer as invalid": a known worker is disconnected.
                 if let Some(w) = self.workers.get(from) {
                     let v = w.version;
-                    self.delete_worker(now, from, "sent an invalid message", &mut out);
+                    self.delete_worker(from, "sent an invalid message", &mut out);
                     out.push(Action::Send {
                         to: from.clone(),
                         frames: mdp::worker_disconnect(v),
@@ -314,7 +314,7 @@ impl Broker {
         let service = self
             .services
             .entry(target.clone())
-            .or_insert_with(|| Service::new(target.clone()));
+            .or_insert_with(Service::new);
         service.requests += 1;
         if service.waiting.len() >= queue_max || self.requests.len() >= self.cfg.requests_max {
             let why = format!("{name}: queue full ({queue_max} waiting)");
@@ -406,7 +406,7 @@ impl Broker {
                 {
                     // A second READY, a reserved name, or no room: not allowed.
                     if known {
-                        self.delete_worker(now, from, "sent READY twice", out);
+                        self.delete_worker(from, "sent READY twice", out);
                     }
                     out.push(Action::Send {
                         to: from.clone(),
@@ -418,7 +418,7 @@ impl Broker {
             }
             WorkerMsg::Disconnect => {
                 if known {
-                    self.delete_worker(now, from, "said DISCONNECT", out);
+                    self.delete_worker(from, "said DISCONNECT", out);
                 }
             }
             _ if !known => {
@@ -466,7 +466,7 @@ impl Broker {
         let s = self
             .services
             .entry(service.clone())
-            .or_insert_with(|| Service::new(service.clone()));
+            .or_insert_with(Service::new);
         s.workers += 1;
         s.idle.push_back(id.clone());
         tracing::info!(service = %String::from_utf8_lossy(&service), "worker registered");
@@ -545,7 +545,7 @@ impl Broker {
 
     /// Remove a worker; its request, if any, goes to another worker (idempotent
     /// services) or back to its client as an error.
-    fn delete_worker(&mut self, _now: Instant, id: &Bytes, why: &str, out: &mut Vec<Action>) {
+    fn delete_worker(&mut self, id: &Bytes, why: &str, out: &mut Vec<Action>) {
         let Some(w) = self.workers.remove(id) else {
             return;
         };
@@ -601,7 +601,7 @@ impl Broker {
                     frames: mdp::worker_disconnect(w.version),
                 });
             }
-            self.delete_worker(now, &id, "heartbeat expired", &mut out);
+            self.delete_worker(&id, "heartbeat expired", &mut out);
         }
         for (id, w) in &mut self.workers {
             if w.next_heartbeat <= now {

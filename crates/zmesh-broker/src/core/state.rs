@@ -22,7 +22,7 @@ pub(super) struct Service {
 }
 
 impl Service {
-    pub fn new(_name: Bytes) -> Self {
+    pub fn new() -> Self {
         Self {
             waiting: VecDeque::new(),
             idle: VecDeque::new(),
