@@ -2,9 +2,13 @@
 
 use std::process::Stdio;
 
+#[allow(dead_code)]
+pub mod security;
+
 use tokio::process::{Child, Command};
 
 /// `zmesh <args>` as a child process with no stdio, killed on drop.
+#[allow(dead_code)]
 pub fn zmesh(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_zmesh"))
         .args(args)
