@@ -267,27 +267,27 @@ impl Socket {
     /// signature verifies are returned (without the signature frame); the
     /// others are counted, reported and dropped.
     pub async fn recv(&self) -> Result<Message> {
+        // Fast path: a waiting message needs no engine future (only without a
+        // verifier: `fast_recv` is off then).
+        if self.fast_recv
+            && let Some(m) = engine::try_recv(&self.raw)?
+        {
+            self.counters.received(engine::byte_len(&m));
+            tokio::task::consume_budget().await;
+            return Ok(Message(m));
+        }
+        if self.options.verifier.is_none() {
+            let m = engine::recv(&self.raw).await?;
+            self.counters.received(engine::byte_len(&m));
+            return Ok(Message(m));
+        }
         loop {
-            let m = self.recv_raw().await?;
+            let m = Message(engine::recv(&self.raw).await?);
+            self.counters.received(m.byte_len());
             if let Some(m) = self.open(m) {
                 return Ok(m);
             }
         }
-    }
-
-    async fn recv_raw(&self) -> Result<Message> {
-        // Fast path as for send: a waiting message needs no engine future.
-        if self.fast_recv
-            && let Some(m) = engine::try_recv(&self.raw)?
-        {
-            let m = Message(m);
-            self.counters.received(m.byte_len());
-            tokio::task::consume_budget().await;
-            return Ok(m);
-        }
-        let m = Message(engine::recv(&self.raw).await?);
-        self.counters.received(m.byte_len());
-        Ok(m)
     }
 
     /// Frames of the routing envelope that the signature does not cover.
