@@ -210,10 +210,6 @@ impl RawMonitor {
     }
 }
 
-fn peer_ident(p: &omq::PeerIdent) -> String {
-    p.to_string()
-}
-
 fn close_reason(r: &omq::DisconnectReason) -> CloseReason {
     match r {
         omq::DisconnectReason::PeerClosed => CloseReason::PeerClosed,
@@ -315,7 +311,7 @@ fn translate(ev: omq::MonitorEvent) -> Option<LinkEvent> {
 }
 
 fn peer_ident_string(p: &omq::PeerIdent) -> Option<String> {
-    Some(peer_ident(p))
+    Some(p.to_string())
 }
 
 /// The authenticated user (PLAIN username, CURVE public key in Z85) if any.
