@@ -10,7 +10,7 @@ use zmesh::registry::PeerState;
 use zmesh::security::signing::{NONCE_LEN, Signer, SigningKey, Verifier};
 use zmesh::security::{AuthPolicy, KeyPair, PublicKey, Security};
 use zmesh::{Message, Registry, Socket, SocketOptions, SocketType};
-use zmesh_testkit::net::bounded;
+use zmesh_testkit::net::{bounded, free_endpoint};
 
 use common::security::*;
 use zmesh_testkit::peer::PyPeer;
@@ -421,14 +421,7 @@ async fn cli_speaks_curve_with_pyzmq_and_refuses_bad_keys() {
         let dir = temp_dir("cli");
         zmesh_keygen(&dir, "server");
         py_keygen(&dir, "client").await;
-        let ep = {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            format!("tcp://127.0.0.1:{port}")
-        };
+        let ep = free_endpoint();
         let server = tokio::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
             .args([
                 "rep",
@@ -476,50 +469,54 @@ async fn cli_speaks_curve_with_pyzmq_and_refuses_bad_keys() {
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
-            .args([
+        refused_with(
+            &[
                 "rep",
                 "--bind",
                 "tcp://127.0.0.1:0",
                 "--curve-server",
                 "--curve-secret-key-file",
-            ])
-            .arg(dir.join("server.key_secret"))
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+            ],
+            Some(&dir.join("server.key_secret")),
+            "chmod 600",
+        );
         // A public file where the secret one belongs, and a bad server key.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
-            .args([
+        refused_with(
+            &[
                 "rep",
                 "--bind",
                 "tcp://127.0.0.1:0",
                 "--curve-server",
                 "--curve-secret-key-file",
-            ])
-            .arg(dir.join("server.key"))
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("only a public key"));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
-            .args([
+            ],
+            Some(&dir.join("server.key")),
+            "only a public key",
+        );
+        refused_with(
+            &[
                 "req",
                 "--connect",
                 "tcp://127.0.0.1:1",
                 "--curve-server-key",
                 "abc",
                 "x",
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
+            None,
+            "abc",
         );
     })
     .await;
+}
+
+/// Run `zmesh ARGS [PATH]`; it must exit 2 (a usage error) saying `needle`.
+fn refused_with(args: &[&str], path: Option<&std::path::Path>, needle: &str) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zmesh"));
+    cmd.args(args);
+    if let Some(p) = path {
+        cmd.arg(p);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr}");
 }
