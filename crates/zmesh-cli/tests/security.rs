@@ -502,7 +502,7 @@ async fn cli_speaks_curve_with_pyzmq_and_refuses_bad_keys() {
                 "x",
             ],
             None,
-            "abc",
+            "40 Z85 characters",
         );
     })
     .await;

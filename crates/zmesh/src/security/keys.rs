@@ -384,7 +384,9 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), KeyError> {
 /// A public key given as 40 Z85 characters or as the path of a certificate file.
 pub fn public_key_from_arg(arg: &str) -> Result<PublicKey, KeyError> {
     let path = Path::new(arg);
-    if arg.len() != 40 || path.exists() {
+    // A file if it exists or looks like one; otherwise the key itself, so a
+    // mistyped key is reported as a bad key, not as a missing file.
+    if path.exists() || arg.contains('/') || arg.ends_with(".key") || arg.ends_with(".key_secret") {
         return Certificate::read(path).map(|c| c.public);
     }
     PublicKey::from_z85(arg)
