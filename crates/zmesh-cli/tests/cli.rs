@@ -113,7 +113,7 @@ async fn pull_prints_json_lines_with_binary_frames() {
             .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No wait for the bind: the libzmq peer reconnects until the server is up.
     let (_py, _) = PyPeer::start(&[
         "send",
         "--type",
