@@ -152,6 +152,44 @@ async fn zmesh_curve_server_admits_only_allowed_pyzmq_clients() {
                 (Some("CURVE"), Some("alice"))
             );
         }
+
+        // PUB: a libzmq CURVE subscriber receives what the zmesh CURVE publisher sends.
+        let policy = AuthPolicy::new().allowed_keys_dir(&clients).unwrap();
+        let publ = Socket::with_registry(
+            SocketType::Pub,
+            curve_server(server.clone(), policy),
+            &Registry::new(),
+        )
+        .unwrap();
+        let ep = publ.bind("tcp://127.0.0.1:0").await.unwrap();
+        let (mut sub, _) = PyPeer::start(&[
+            "recv",
+            "--type",
+            "sub",
+            "--connect",
+            &ep,
+            "--subscribe",
+            "t",
+            "--count",
+            "3",
+            "--curve-client-cert",
+            alice.to_str().unwrap(),
+            "--curve-server-key",
+            server_key.to_str().unwrap(),
+        ])
+        .await;
+        let publisher = async {
+            for i in 0u64.. {
+                publ.send(Message::single(format!("t{i}"))).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let receiver = async {
+            for _ in 0..3 {
+                assert!(sub.message().await[0].starts_with(b"t"));
+            }
+        };
+        tokio::select! { _ = publisher => {}, _ = receiver => {} }
     })
     .await;
 }
