@@ -1,0 +1,133 @@
+//! Log settings, every one bounded.
+
+use crate::LogError;
+
+/// How appended records reach stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `fdatasync` after every record: each write is on disk before the next
+    /// begins. Throughput is the disk's fsync rate.
+    Always,
+    /// Group commit: one `fdatasync` covers every record written since the
+    /// previous one. A sync starts once `max_delay_ms` has passed since the
+    /// first unsynced record or `max_bytes` are waiting, whichever is first; a
+    /// delay of 0 syncs as soon as the previous sync ends.
+    Group {
+        /// Longest a record waits for its sync to start.
+        max_delay_ms: u64,
+        /// Unsynced bytes that start a sync at once.
+        max_bytes: u64,
+    },
+    /// Never `fdatasync` outside segment rotation and close: the operating
+    /// system writes pages back when it likes. Survives a process crash
+    /// (`kill -9`), not a power cut.
+    Os,
+}
+
+impl Durability {
+    /// Group commit with the defaults: start a sync within 1 ms, or at 1 MiB.
+    pub const GROUP_DEFAULT: Durability = Durability::Group {
+        max_delay_ms: 1,
+        max_bytes: 1 << 20,
+    };
+
+    /// Parse `always`, `group`, `group:MS`, `group:MS:BYTES` or `os`.
+    ///
+    /// ```
+    /// use zmesh_log::Durability;
+    /// assert_eq!(Durability::parse("os").unwrap(), Durability::Os);
+    /// assert_eq!(
+    ///     Durability::parse("group:5:65536").unwrap(),
+    ///     Durability::Group { max_delay_ms: 5, max_bytes: 65536 }
+    /// );
+    /// ```
+    pub fn parse(s: &str) -> Result<Durability, LogError> {
+        let bad = || {
+            LogError::Config(format!(
+                "durability {s:?}: expected always, group[:MAX_DELAY_MS[:MAX_BYTES]] or os"
+            ))
+        };
+        let mut parts = s.split(':');
+        match parts.next() {
+            Some("always") if parts.next().is_none() => Ok(Durability::Always),
+            Some("os") if parts.next().is_none() => Ok(Durability::Os),
+            Some("group") => {
+                let Durability::Group {
+                    mut max_delay_ms,
+                    mut max_bytes,
+                } = Durability::GROUP_DEFAULT
+                else {
+                    unreachable!()
+                };
+                if let Some(ms) = parts.next() {
+                    max_delay_ms = ms.parse().map_err(|_| bad())?;
+                }
+                if let Some(b) = parts.next() {
+                    max_bytes = b.parse().map_err(|_| bad())?;
+                }
+                if parts.next().is_some() || max_delay_ms > 10_000 {
+                    return Err(bad());
+                }
+                Ok(Durability::Group {
+                    max_delay_ms,
+                    max_bytes,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Durability::Always => f.write_str("always"),
+            Durability::Group {
+                max_delay_ms,
+                max_bytes,
+            } => write!(f, "group:{max_delay_ms}:{max_bytes}"),
+            Durability::Os => f.write_str("os"),
+        }
+    }
+}
+
+/// Settings of one log.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// A segment is sealed and a new one started when it would grow past this.
+    pub segment_bytes_max: u64,
+    /// Largest payload accepted.
+    pub record_bytes_max: u32,
+    /// One sparse index entry per this many bytes of records.
+    pub index_interval_bytes: u64,
+    /// Bytes buffered in memory before `append` writes them out by itself.
+    pub write_buffer_bytes: usize,
+    /// Damaged ranges remembered after recovery; more refuses to open the log.
+    pub damage_ranges_max: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes_max: 64 << 20,
+            record_bytes_max: 16 << 20,
+            index_interval_bytes: 4096,
+            write_buffer_bytes: 256 << 10,
+            damage_ranges_max: 10_000,
+        }
+    }
+}
+
+impl LogConfig {
+    pub(crate) fn validate(&self) -> Result<(), LogError> {
+        if self.segment_bytes_max < 4096 {
+            return Err(LogError::Config("segment_bytes_max below 4096".into()));
+        }
+        if self.record_bytes_max == 0 || self.index_interval_bytes == 0 {
+            return Err(LogError::Config(
+                "record_bytes_max and index_interval_bytes must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! # zmesh-log — the storage log under durable queues and streams
+//!
+//! An append-only sequence of records numbered by offset, kept in segment
+//! files with length-prefixed, CRC-checked records and a sparse index per
+//! segment. Recovery at open truncates a torn tail and reports (never hides)
+//! damage in the middle while keeping every readable record. Memory use is
+//! bounded by the write buffer and one segment during recovery, whatever the
+//! log's size. Design and invariants: `docs/storage.md`.
+//!
+//! - [`Log`]: append, flush, sync, read, retention.
+//! - [`Syncer`]: group commit on a background thread.
+//! - [`Durability`]: the policies (`always`, `group`, `os`).
+//! - [`record`]: the on-disk record format.
+
+mod config;
+mod error;
+mod index;
+mod log;
+pub mod record;
+mod recovery;
+mod segment;
+mod syncer;
+
+pub use config::{Durability, LogConfig};
+pub use error::{LogError, Result};
+pub use log::{Log, Retention};
+pub use record::Record;
+pub use recovery::{Damage, RecoveryReport};
+pub use syncer::Syncer;

@@ -1,0 +1,423 @@
+//! The log: a directory of segments, one of them active for appends.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::recovery::{self, Damage, RecoveryReport};
+use crate::segment::{self, SegmentMeta, SegmentReader};
+use crate::{LogConfig, LogError, Record, Result, index, record};
+
+/// How much of the log to keep; `None` keeps without limit. Whole sealed
+/// segments are removed, oldest first, so a log keeps up to one segment more
+/// than asked.
+#[derive(Clone, Debug, Default)]
+pub struct Retention {
+    /// Total bytes of records.
+    pub bytes_max: Option<u64>,
+    /// Number of records.
+    pub records_max: Option<u64>,
+    /// Age of a segment's newest record.
+    pub age_max: Option<Duration>,
+}
+
+/// An append-only log of records numbered by offset.
+///
+/// I/O contract: [`Log::append`] buffers a record and returns its offset;
+/// [`Log::flush`] writes buffered records to the file (they survive a process
+/// crash from then on); [`Log::sync`] or a [`crate::Syncer`] makes them survive
+/// a power cut. Only written records are readable. After an I/O error, every
+/// record from [`Log::written_offset`] on is gone and its offset will be reused.
+///
+/// ```
+/// # fn main() -> Result<(), zmesh_log::LogError> {
+/// let dir = std::env::temp_dir().join(format!("zmesh-log-doc-{}", std::process::id()));
+/// let (mut log, report) = zmesh_log::Log::open(&dir, zmesh_log::LogConfig::default())?;
+/// assert!(report.damaged.is_empty());
+/// let first = log.append(b"hello")?;
+/// log.sync()?;
+/// let records = log.read(first, 10, 1 << 20)?;
+/// assert_eq!(&records[0].payload[..], b"hello");
+/// # drop(log); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(()) }
+/// ```
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Oldest first; the last one is the active segment.
+    segments: Vec<SegmentMeta>,
+    file: Arc<File>,
+    index_file: File,
+    /// Encoded records not yet written.
+    buf: Vec<u8>,
+    /// Index entries for the buffered records.
+    pending_index: Vec<u8>,
+    bytes_since_index: u64,
+    /// Offset the next append gets.
+    next_offset: u64,
+    damaged: Vec<Damage>,
+}
+
+impl Log {
+    /// Open (or create) the log in `dir`, recovering from whatever a crash left.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, RecoveryReport)> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(LogError::io(&dir))?;
+        let mut bases: Vec<u64> = fs::read_dir(&dir)
+            .map_err(LogError::io(&dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| segment::parse_name(&e.path()))
+            .collect();
+        bases.sort_unstable();
+        let mut report = RecoveryReport::default();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        let count = bases.len();
+        for (i, base) in bases.into_iter().enumerate() {
+            let meta = recover_segment(&dir, base, i + 1 == count, &config, &mut report)?;
+            if let Some(prev) = segments.last().map(|s: &SegmentMeta| s.end)
+                && meta.base > prev
+            {
+                report.damaged.push(Damage {
+                    path: meta.path.clone(),
+                    bytes: 0..0,
+                    offsets_lost: prev..meta.base,
+                });
+            }
+            segments.push(meta);
+        }
+        if report.damaged.len() > config.damage_ranges_max {
+            return Err(LogError::Config(format!(
+                "{} damaged ranges in {} exceed damage_ranges_max",
+                report.damaged.len(),
+                dir.display()
+            )));
+        }
+        if segments.is_empty() {
+            let meta = SegmentMeta::new(&dir, 0);
+            File::create(&meta.path).map_err(LogError::io(&meta.path))?;
+            sync_dir(&dir)?;
+            segments.push(meta);
+        }
+        let active = segments.last().expect("at least one segment");
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&active.path)
+            .map_err(LogError::io(&active.path))?;
+        let index_path = active.index_path();
+        let index_file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&index_path)
+            .map_err(LogError::io(&index_path))?;
+        let next_offset = active.end;
+        let log = Log {
+            dir,
+            bytes_since_index: if active.bytes == 0 {
+                u64::MAX
+            } else {
+                active.bytes % config.index_interval_bytes
+            },
+            config,
+            segments,
+            file: Arc::new(file),
+            index_file,
+            buf: Vec::new(),
+            pending_index: Vec::new(),
+            next_offset,
+            damaged: report.damaged.clone(),
+        };
+        Ok((log, report))
+    }
+
+    /// The directory holding the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Offset of the oldest record kept.
+    pub fn first_offset(&self) -> u64 {
+        self.segments[0].base
+    }
+
+    /// Offset the next append will get.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Offset after the last record written to the file (readable, crash-safe
+    /// against a process crash).
+    pub fn written_offset(&self) -> u64 {
+        self.active().end
+    }
+
+    /// Bytes of records kept, written or buffered.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum::<u64>() + self.buf.len() as u64
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Damage found at open, still on disk.
+    pub fn damaged(&self) -> &[Damage] {
+        &self.damaged
+    }
+
+    fn active(&self) -> &SegmentMeta {
+        self.segments.last().expect("at least one segment")
+    }
+
+    /// Buffer `payload` as the next record and return its offset. Writes the
+    /// buffer out when it is full, so an I/O error can surface here.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64> {
+        if payload.len() > self.config.record_bytes_max as usize {
+            return Err(LogError::RecordTooLarge {
+                len: payload.len(),
+                max: self.config.record_bytes_max,
+            });
+        }
+        let size = (record::HEADER_LEN + payload.len()) as u64;
+        let filled = self.active().bytes + self.buf.len() as u64;
+        if filled > 0 && filled + size > self.config.segment_bytes_max {
+            self.rotate()?;
+        }
+        let position = self.active().bytes + self.buf.len() as u64;
+        if self.bytes_since_index >= self.config.index_interval_bytes {
+            self.pending_index
+                .extend_from_slice(&index::entry(self.next_offset, position));
+            self.bytes_since_index = 0;
+        }
+        let offset = self.next_offset;
+        record::encode(offset, payload, &mut self.buf);
+        self.bytes_since_index += size;
+        self.next_offset += 1;
+        if self.buf.len() >= self.config.write_buffer_bytes {
+            self.flush()?;
+        }
+        Ok(offset)
+    }
+
+    /// Write buffered records to the file. On error nothing of the buffer is
+    /// kept: the file is cut back to its last good length.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = self.active().path.clone();
+        let good_len = self.active().bytes;
+        if let Err(e) = (&*self.file).write_all(&self.buf) {
+            // A partial write must not stay: the next record would follow garbage.
+            let _ = self.file.set_len(good_len);
+            self.buf.clear();
+            self.pending_index.clear();
+            self.next_offset = self.active().end;
+            self.bytes_since_index = u64::MAX;
+            return Err(LogError::Io { path, source: e });
+        }
+        if !self.pending_index.is_empty() {
+            let index_len = self.index_file.metadata().map(|m| m.len()).unwrap_or(0);
+            if self.index_file.write_all(&self.pending_index).is_err() {
+                // The index is derived data: a missing entry only makes lookups scan longer,
+                // but a torn one would misalign every later entry.
+                let _ = self.index_file.set_len(index_len);
+            }
+            self.pending_index.clear();
+        }
+        let written = self.buf.len() as u64;
+        self.buf.clear();
+        let next = self.next_offset;
+        let active = self.segments.last_mut().expect("at least one segment");
+        active.bytes += written;
+        active.end = next;
+        Ok(())
+    }
+
+    /// Flush, then `fdatasync` the active segment.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        let path = &self.active().path;
+        self.file.sync_data().map_err(LogError::io(path))
+    }
+
+    /// What a [`crate::Syncer`] needs to make everything written so far durable.
+    pub fn sync_target(&self) -> (Arc<File>, u64) {
+        (self.file.clone(), self.written_offset())
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        self.sync()?;
+        let meta = SegmentMeta::new(&self.dir, self.next_offset);
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&meta.path)
+            .map_err(LogError::io(&meta.path))?;
+        let index_path = meta.index_path();
+        self.index_file = File::create(&index_path).map_err(LogError::io(&index_path))?;
+        sync_dir(&self.dir)?;
+        self.file = Arc::new(file);
+        self.segments.push(meta);
+        self.bytes_since_index = u64::MAX;
+        Ok(())
+    }
+
+    /// Up to `records_max` written records (and about `bytes_max` bytes, at
+    /// least one record) from `from` on. Offsets below the oldest kept record
+    /// start at the oldest; damaged ranges found at open are skipped.
+    pub fn read(&self, from: u64, records_max: usize, bytes_max: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut offset = from.max(self.first_offset());
+        let end = self.written_offset();
+        while out.len() < records_max && offset < end && (bytes < bytes_max || out.is_empty()) {
+            let i = self.segments.partition_point(|s| s.base <= offset) - 1;
+            let meta = &self.segments[i];
+            let start = index::lookup(&meta.index_path(), offset)?;
+            let mut reader = SegmentReader::open(meta, start, self.config.record_bytes_max)?;
+            loop {
+                let pos = reader.position();
+                if let Some(d) = self
+                    .damaged
+                    .iter()
+                    .find(|d| d.path == meta.path && d.bytes.start == pos && d.bytes.end > pos)
+                {
+                    reader.skip_to(d.bytes.end)?;
+                    continue;
+                }
+                let Some(rec) = reader.next()? else { break };
+                if rec.offset < offset {
+                    continue;
+                }
+                offset = rec.offset + 1;
+                bytes += rec.payload.len();
+                out.push(rec);
+                if out.len() >= records_max || bytes >= bytes_max {
+                    return Ok(out);
+                }
+            }
+            // On to the next segment; a gap between segments (lost offsets) is skipped.
+            match self.segments.get(i + 1) {
+                Some(next) => offset = offset.max(next.base),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete sealed segments whose records all lie below `offset`.
+    pub fn remove_before(&mut self, offset: u64) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[0].end <= offset {
+            self.remove_oldest()?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Apply `retention` to sealed segments; returns the segments removed.
+    pub fn retain(&mut self, retention: &Retention, now: SystemTime) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let total_bytes = self.bytes();
+            let total_records = self.next_offset - self.first_offset();
+            let too_big = retention.bytes_max.is_some_and(|m| total_bytes > m);
+            let too_many = retention
+                .records_max
+                .is_some_and(|m| total_records - (oldest.end - oldest.base) >= m);
+            let too_old = retention.age_max.is_some_and(|age| {
+                fs::metadata(&oldest.path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age))
+            });
+            if !(too_big || too_many || too_old) {
+                break;
+            }
+            self.remove_oldest()?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    fn remove_oldest(&mut self) -> Result<()> {
+        let old = self.segments.remove(0);
+        fs::remove_file(&old.path).map_err(LogError::io(&old.path))?;
+        let _ = fs::remove_file(old.index_path());
+        self.damaged.retain(|d| d.path != old.path);
+        Ok(())
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Best effort: a clean close leaves nothing for recovery to cut.
+        let _ = self.sync();
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LogError::io(dir))
+}
+
+/// Scan one segment file, rebuild its index and cut a torn tail.
+fn recover_segment(
+    dir: &Path,
+    base: u64,
+    is_last: bool,
+    config: &LogConfig,
+    report: &mut RecoveryReport,
+) -> Result<SegmentMeta> {
+    let mut meta = SegmentMeta::new(dir, base);
+    // Bounded by segment_bytes_max plus one record: one segment in memory at a time.
+    let bytes = fs::read(&meta.path).map_err(LogError::io(&meta.path))?;
+    let mut entries = Vec::new();
+    let mut since = u64::MAX;
+    let scan = recovery::scan(&bytes, base, config.record_bytes_max, |f| {
+        if since >= config.index_interval_bytes {
+            entries.push((f.offset, f.position));
+            since = 0;
+        }
+        since += f.size;
+        report.records += 1;
+    });
+    report.segments += 1;
+    for (range, lost) in scan.damaged {
+        tracing::warn!(segment = %meta.path.display(), bytes = ?range, offsets_lost = ?lost, "damaged records skipped");
+        report.damaged.push(Damage {
+            path: meta.path.clone(),
+            bytes: range,
+            offsets_lost: lost,
+        });
+    }
+    let file_len = bytes.len() as u64;
+    if scan.valid_end < file_len {
+        if is_last {
+            tracing::warn!(segment = %meta.path.display(), bytes = file_len - scan.valid_end, "torn tail truncated");
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&meta.path)
+                .map_err(LogError::io(&meta.path))?;
+            f.set_len(scan.valid_end)
+                .and_then(|()| f.sync_all())
+                .map_err(LogError::io(&meta.path))?;
+            report.torn_tail_bytes += file_len - scan.valid_end;
+        } else {
+            report.damaged.push(Damage {
+                path: meta.path.clone(),
+                bytes: scan.valid_end..file_len,
+                offsets_lost: scan.next_offset..scan.next_offset,
+            });
+        }
+    }
+    meta.end = scan.next_offset;
+    meta.bytes = if is_last { scan.valid_end } else { file_len };
+    index::write(&meta.index_path(), &entries)?;
+    Ok(meta)
+}

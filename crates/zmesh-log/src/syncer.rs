@@ -1,0 +1,116 @@
+//! Group commit: one thread that runs `fdatasync` for everyone.
+//!
+//! The writer keeps appending and flushing while a sync runs; each sync covers
+//! everything written before it started. So under load one `fdatasync`
+//! confirms a whole batch, and throughput no longer collapses to the disk's
+//! fsync rate.
+//!
+//! ```text
+//!  writer:  append append flush ─request(file, offset)─►  syncer thread:
+//!                                                          wait ≤ max_delay_ms or max_bytes
+//!                                                          fdatasync(file)
+//!  writer: confirm records < offset ◄──on_durable(offset)─┘
+//! ```
+
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Ask for everything written to `file` before `offset` to be made durable.
+struct SyncRequest {
+    file: Arc<File>,
+    offset: u64,
+    bytes: u64,
+}
+
+/// A background thread running group commits.
+///
+/// ```
+/// # fn main() -> Result<(), zmesh_log::LogError> {
+/// use std::sync::mpsc;
+/// let dir = std::env::temp_dir().join(format!("zmesh-syncer-doc-{}", std::process::id()));
+/// let (mut log, _) = zmesh_log::Log::open(&dir, Default::default())?;
+/// let (tx, rx) = mpsc::channel();
+/// let syncer = zmesh_log::Syncer::spawn(1, 1 << 20, move |r| { let _ = tx.send(r); });
+/// log.append(b"x")?;
+/// log.flush()?;
+/// let (file, offset) = log.sync_target();
+/// syncer.request(file, offset, 21);
+/// assert_eq!(rx.recv().unwrap().unwrap(), 1);
+/// # drop(log); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(()) }
+/// ```
+pub struct Syncer {
+    tx: Option<mpsc::Sender<SyncRequest>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    /// Start the thread. `on_durable` hears `Ok(offset)` when every record
+    /// before `offset` is on stable storage, or the error of a failed sync.
+    pub fn spawn(
+        max_delay_ms: u64,
+        max_bytes: u64,
+        mut on_durable: impl FnMut(std::io::Result<u64>) + Send + 'static,
+    ) -> Syncer {
+        let (tx, rx) = mpsc::channel::<SyncRequest>();
+        let thread = std::thread::Builder::new()
+            .name("zmesh-log-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let (mut file, mut offset, mut bytes) = (first.file, first.offset, first.bytes);
+                    let deadline = Instant::now() + Duration::from_millis(max_delay_ms);
+                    // Gather what else arrives before the delay ends or the bytes fill up.
+                    while bytes < max_bytes {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let next = if left.is_zero() {
+                            rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+                        } else {
+                            rx.recv_timeout(left)
+                        };
+                        match next {
+                            Ok(r) => {
+                                file = r.file;
+                                offset = offset.max(r.offset);
+                                bytes += r.bytes;
+                            }
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => break,
+                        }
+                    }
+                    // Earlier segments were synced when they were sealed, so
+                    // syncing the newest file covers every offset before `offset`.
+                    on_durable(file.sync_data().map(|()| offset));
+                }
+            })
+            .expect("spawning the sync thread");
+        Syncer {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Ask for a sync covering everything before `offset` in `file`;
+    /// `bytes` is how much was written since the previous request.
+    pub fn request(&self, file: Arc<File>, offset: u64, bytes: u64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(SyncRequest {
+                file,
+                offset,
+                bytes,
+            });
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread after its last sync.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
