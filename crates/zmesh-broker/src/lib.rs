@@ -11,10 +11,12 @@
 //! - [`client`]: requests with deadline, retries, backoff and a circuit breaker.
 //! - [`worker`]: handlers with bounded concurrency, heartbeats, reconnect, drain.
 //! - [`breaker`]: the circuit breaker, sans-IO.
+//! - [`queue`]: durable work queues on the storage log (ZMQU01).
 
 pub mod breaker;
 pub mod client;
 pub mod core;
 pub mod driver;
 pub mod mdp;
+pub mod queue;
 pub mod worker;

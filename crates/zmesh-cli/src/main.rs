@@ -74,6 +74,8 @@ enum Command {
     Services(commands::mdp::ServicesCmd),
     /// Change a service's weighted routes at run time.
     Route(commands::mdp::RouteCmd),
+    /// Durable queues: declare, publish, consume, ack, stats, purge, delete, dead-letters.
+    Queue(commands::queue::QueueCmd),
     /// Make a CURVE key pair: NAME.key and NAME.key_secret (pyzmq/CZMQ format).
     Keygen(commands::keygen::KeygenCmd),
     /// A TCP proxy with faults on demand (delay, stall, cut, corrupt), for experiments.
@@ -139,6 +141,7 @@ async fn run(command: Command) -> i32 {
         Command::Services(c) => commands::mdp::run_services(c).await,
         Command::Route(c) => commands::mdp::run_route(c).await,
         Command::Bench(c) => commands::bench::run(c).await,
+        Command::Queue(c) => commands::queue::run(c).await,
     };
     match result {
         Ok(code) => code,

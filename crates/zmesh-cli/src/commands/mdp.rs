@@ -43,6 +43,21 @@ pub struct BrokerCmd {
     /// Requests a service may queue.
     #[arg(long, default_value_t = 10_000)]
     pub queue_max: usize,
+    /// Directory of the durable queues' journal and catalog (created if missing).
+    #[arg(long, default_value = "zmesh-data", env = "ZMESH_DATA_DIR")]
+    pub data_dir: std::path::PathBuf,
+    /// Serve MDP only: no durable queues, nothing written to disk.
+    #[arg(long)]
+    pub no_queues: bool,
+    /// Group commit: longest a confirm waits for its fsync to start, in ms.
+    #[arg(long, default_value_t = 1)]
+    pub group_commit_ms: u64,
+    /// Group commit: unsynced bytes that start an fsync at once.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub group_commit_bytes: u64,
+    /// Journal segment size in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub segment_mib: u64,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -79,17 +94,76 @@ pub async fn run_broker(cmd: BrokerCmd) -> anyhow::Result<i32> {
             parse_routes(spec).map_err(|e| UsageError(format!("--route {r:?}: {e}")))?,
         );
     }
+    // Recover the journal before listening: nobody waits on a broker that is replaying.
+    let queues = if cmd.no_queues {
+        None
+    } else {
+        Some(open_queues(&cmd)?)
+    };
     let router = Socket::new(SocketType::Router, cmd.socket.options()?.name("broker"))?;
     for ep in &cmd.bind {
         let real = router.bind(ep).await?;
         eprintln!("zmesh: broker listening on {real}");
     }
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // A file size limit (RLIMIT_FSIZE) must refuse writes with EFBIG, not kill
+    // the broker: with a handler installed, SIGXFSZ no longer terminates.
+    let _xfsz =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
     };
-    zmesh_broker::driver::run(&router, Broker::new(cfg), shutdown).await?;
+    let (_, queues) =
+        zmesh_broker::driver::run_with_queues(&router, Broker::new(cfg), queues, shutdown).await?;
+    // Dropping the store flushes and syncs the journal.
+    drop(queues);
     router.close().await?;
     Ok(0)
+}
+
+fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStore> {
+    use zmesh_broker::queue::{QueueStore, QueueStoreConfig};
+    let config = QueueStoreConfig {
+        data_dir: cmd.data_dir.clone(),
+        log: zmesh_log::LogConfig {
+            segment_bytes_max: cmd.segment_mib.max(1) << 20,
+            ..zmesh_log::LogConfig::default()
+        },
+        group_commit_ms: cmd.group_commit_ms,
+        group_commit_bytes: cmd.group_commit_bytes,
+        ..QueueStoreConfig::default()
+    };
+    let (store, report) = QueueStore::open(config)?;
+    let r = &report.recovery;
+    eprintln!(
+        "zmesh: queues in {}: {} messages from {} records in {} ms{}{}",
+        cmd.data_dir.display(),
+        report.messages,
+        report.replayed,
+        report.elapsed.as_millis(),
+        if r.torn_tail_bytes > 0 {
+            format!("; cut a torn tail of {} bytes", r.torn_tail_bytes)
+        } else {
+            String::new()
+        },
+        if r.damaged.is_empty() {
+            String::new()
+        } else {
+            format!("; {} damaged ranges skipped (see the log)", r.damaged.len())
+        },
+    );
+    for d in &r.damaged {
+        eprintln!(
+            "zmesh: damaged journal bytes {:?} in {} (offsets {:?} lost)",
+            d.bytes,
+            d.path.display(),
+            d.offsets_lost
+        );
+    }
+    Ok(store)
 }
 
 /// Options of `zmesh call`.

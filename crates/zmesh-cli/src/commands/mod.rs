@@ -8,6 +8,7 @@ pub mod input;
 pub mod keygen;
 pub mod mdp;
 pub mod monitor;
+pub mod queue;
 pub mod socket;
 
 /// The user asked for something that cannot work; exit code 2.

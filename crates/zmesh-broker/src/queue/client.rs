@@ -1,0 +1,546 @@
+//! Async producer and consumer for the durable queues.
+//!
+//! A publish carries a message id (generated unless given), so a retry after a
+//! timeout or a broker restart is stored once. A consumer re-subscribes by
+//! itself when the broker falls silent (it restarted, or the link was cut):
+//! deliveries continue, and anything that was in flight comes again.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), zmesh_broker::queue::client::QueueError> {
+//! use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
+//! let client = QueueClient::connect("tcp://127.0.0.1:5555", QueueClientConfig::default()).await?;
+//! client.declare("jobs", None).await?;
+//! let confirm = client.publish("jobs", "resize photo 42").await?;
+//! let mut consumer = client.consume("jobs", 100).await?;
+//! let job = consumer.next().await.expect("a delivery");
+//! consumer.ack(job.tag).await?;
+//! # let _ = confirm; Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use zmesh::{Message, Socket, SocketOptions, SocketType};
+
+use super::options::{QueueOptions, QueueSpec};
+use super::proto::PROTOCOL;
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct QueueClientConfig {
+    /// How long one attempt waits for its reply.
+    pub attempt_timeout: Duration,
+    /// Attempts after the first (publishes are deduplicated, so retrying is safe).
+    pub retries: u32,
+    /// First wait between attempts (doubles, with full jitter).
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
+    /// Requests in flight at once on this client.
+    pub in_flight_max: usize,
+    /// How often a consuming client says it is alive.
+    pub heartbeat: Duration,
+    /// Broker silence after which consumers subscribe again.
+    pub broker_timeout: Duration,
+}
+
+impl Default for QueueClientConfig {
+    fn default() -> Self {
+        Self {
+            attempt_timeout: Duration::from_secs(5),
+            retries: 5,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            in_flight_max: 100_000,
+            heartbeat: Duration::from_secs(1),
+            broker_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// Environment: no reply in any attempt.
+    #[error("no reply from the broker after {0} attempts")]
+    Timeout(u32),
+    /// The broker refused: `code` says why (400 bad request, 404 no queue,
+    /// 409 other options, 429 queue full, 503 broker limit, 507 storage).
+    #[error("broker refused ({code}): {reason}")]
+    Refused {
+        /// Error code.
+        code: u16,
+        /// The broker's reason.
+        reason: String,
+    },
+    /// Caller: too many requests in flight on this client.
+    #[error("too many requests in flight ({0})")]
+    Busy(usize),
+    /// The broker's reply made no sense.
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+    /// The socket failed.
+    #[error(transparent)]
+    Socket(#[from] zmesh::Error),
+}
+
+impl QueueError {
+    /// The broker's error code, if it refused.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            QueueError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A publish confirmed: the message is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confirm {
+    /// The message's tag (its journal offset).
+    pub tag: u64,
+    /// The broker already had this message id.
+    pub duplicate: bool,
+}
+
+/// A message handed to a consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Queue.
+    pub queue: String,
+    /// Tag to ack or nack.
+    pub tag: u64,
+    /// 1 on first delivery, more on redelivery.
+    pub deliveries: u32,
+    /// The producer's message id.
+    pub msg_id: Bytes,
+    /// Body.
+    pub body: Bytes,
+}
+
+enum Reply {
+    Ok(Option<Bytes>),
+    Confirm(Confirm),
+    Error(u16, String),
+}
+
+struct Inner {
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    consumers: Mutex<HashMap<String, (u32, mpsc::UnboundedSender<Delivery>)>>,
+    next_corr: AtomicU64,
+    last_heard: Mutex<Instant>,
+    id_prefix: String,
+    next_msg: AtomicU64,
+}
+
+/// A connection to the broker's queues. Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct QueueClient {
+    sock: Socket,
+    cfg: QueueClientConfig,
+    inner: Arc<Inner>,
+    /// Aborts the reader and keeper tasks when the last clone goes.
+    _tasks: Arc<Tasks>,
+}
+
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
+    Message::from_frames(
+        [Bytes::new(), Bytes::from_static(PROTOCOL)]
+            .into_iter()
+            .chain(parts),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn jitter(max: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    getrandom::fill(&mut b).expect("OS random number generator unavailable");
+    max.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
+}
+
+impl QueueClient {
+    /// Connect to a broker (the link comes and goes by itself; requests retry).
+    pub async fn connect(endpoint: &str, cfg: QueueClientConfig) -> Result<Self, QueueError> {
+        Self::connect_with(endpoint, cfg, SocketOptions::default().name("queue-client")).await
+    }
+
+    /// Connect with explicit socket options (security, heartbeats...).
+    pub async fn connect_with(
+        endpoint: &str,
+        cfg: QueueClientConfig,
+        options: SocketOptions,
+    ) -> Result<Self, QueueError> {
+        let sock = Socket::new(SocketType::Dealer, options)?;
+        sock.connect(endpoint).await?;
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).expect("OS random number generator unavailable");
+        let inner = Arc::new(Inner {
+            pending: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
+            next_corr: AtomicU64::new(1),
+            last_heard: Mutex::new(Instant::now()),
+            id_prefix: hex::encode(seed),
+            next_msg: AtomicU64::new(0),
+        });
+        let reader = tokio::spawn(read_replies(sock.clone(), inner.clone()));
+        let keeper = tokio::spawn(keep_consumers(sock.clone(), inner.clone(), cfg.clone()));
+        Ok(Self {
+            sock,
+            cfg,
+            inner,
+            _tasks: Arc::new(Tasks(vec![reader, keeper])),
+        })
+    }
+
+    async fn attempt(&self, parts: &[Bytes]) -> Result<Option<Reply>, QueueError> {
+        let corr = self.inner.next_corr.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.inner.pending);
+            if pending.len() >= self.cfg.in_flight_max {
+                return Err(QueueError::Busy(self.cfg.in_flight_max));
+            }
+            pending.insert(corr, tx);
+        }
+        let msg = frames(
+            std::iter::once(parts[0].clone())
+                .chain(std::iter::once(Bytes::from(corr.to_string())))
+                .chain(parts[1..].iter().cloned()),
+        );
+        let sent = self.sock.send(msg).await;
+        let result = match sent {
+            Ok(()) => tokio::time::timeout(self.cfg.attempt_timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Err(e) => {
+                lock(&self.inner.pending).remove(&corr);
+                return Err(e.into());
+            }
+        };
+        if result.is_none() {
+            lock(&self.inner.pending).remove(&corr);
+        }
+        Ok(result)
+    }
+
+    /// Send a command (its first part is the command, the correlation id is
+    /// added), retrying on silence.
+    async fn request(&self, parts: Vec<Bytes>) -> Result<Reply, QueueError> {
+        let attempts = self.cfg.retries + 1;
+        let mut wait = self.cfg.backoff_initial;
+        for attempt in 1..=attempts {
+            match self.attempt(&parts).await? {
+                Some(Reply::Error(code, reason)) => {
+                    return Err(QueueError::Refused { code, reason });
+                }
+                Some(reply) => return Ok(reply),
+                None if attempt < attempts => {
+                    tokio::time::sleep(jitter(wait)).await;
+                    wait = (wait * 2).min(self.cfg.backoff_max);
+                }
+                None => {}
+            }
+        }
+        Err(QueueError::Timeout(attempts))
+    }
+
+    /// Create `queue` (or check it exists with these options; `None` accepts any).
+    pub async fn declare(
+        &self,
+        queue: &str,
+        options: Option<&QueueOptions>,
+    ) -> Result<QueueSpec, QueueError> {
+        let opts = options.map_or_else(Bytes::new, |o| {
+            serde_json::to_vec(o).expect("options serialize").into()
+        });
+        match self
+            .request(vec!["DECLARE".into(), queue.to_owned().into(), opts])
+            .await?
+        {
+            Reply::Ok(Some(spec)) => serde_json::from_slice(&spec)
+                .map_err(|e| QueueError::Protocol(format!("queue spec: {e}"))),
+            _ => Err(QueueError::Protocol("DECLARE without a spec".into())),
+        }
+    }
+
+    async fn count_reply(
+        &self,
+        cmd: &'static str,
+        queue: &str,
+        key: &str,
+    ) -> Result<u64, QueueError> {
+        match self
+            .request(vec![cmd.into(), queue.to_owned().into()])
+            .await?
+        {
+            Reply::Ok(Some(body)) => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get(key)?.as_u64())
+                .ok_or_else(|| QueueError::Protocol(format!("{cmd} reply without {key}"))),
+            _ => Err(QueueError::Protocol(format!("{cmd} reply without a body"))),
+        }
+    }
+
+    /// Delete `queue` and its messages; returns how many were dropped.
+    pub async fn delete(&self, queue: &str) -> Result<u64, QueueError> {
+        self.count_reply("DELETE", queue, "deleted_messages").await
+    }
+
+    /// Drop `queue`'s ready messages; returns how many.
+    pub async fn purge(&self, queue: &str) -> Result<u64, QueueError> {
+        self.count_reply("PURGE", queue, "purged").await
+    }
+
+    /// Counters of one queue or all, as JSON objects.
+    pub async fn stats(&self, queue: Option<&str>) -> Result<Vec<serde_json::Value>, QueueError> {
+        let q = queue.map_or_else(Bytes::new, |q| q.to_owned().into());
+        match self.request(vec!["STATS".into(), q]).await? {
+            Reply::Ok(Some(body)) => serde_json::from_slice(&body)
+                .map_err(|e| QueueError::Protocol(format!("stats: {e}"))),
+            _ => Err(QueueError::Protocol("STATS reply without a body".into())),
+        }
+    }
+
+    /// Publish `body`; resolves once the broker has it durably.
+    pub async fn publish(
+        &self,
+        queue: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<Confirm, QueueError> {
+        let n = self.inner.next_msg.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", self.inner.id_prefix);
+        self.publish_with_id(queue, id, body).await
+    }
+
+    /// Publish with the caller's message id (deduplicated by the broker within its window).
+    pub async fn publish_with_id(
+        &self,
+        queue: &str,
+        msg_id: impl Into<Bytes>,
+        body: impl Into<Bytes>,
+    ) -> Result<Confirm, QueueError> {
+        let parts = vec![
+            "PUBLISH".into(),
+            queue.to_owned().into(),
+            msg_id.into(),
+            body.into(),
+        ];
+        match self.request(parts).await? {
+            Reply::Confirm(c) => Ok(c),
+            _ => Err(QueueError::Protocol(
+                "PUBLISH answered without CONFIRM".into(),
+            )),
+        }
+    }
+
+    /// Consume `queue` with at most `prefetch` messages unacknowledged.
+    pub async fn consume(&self, queue: &str, prefetch: u32) -> Result<Consumer, QueueError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.consumers).insert(queue.to_owned(), (prefetch, tx));
+        let r = self
+            .request(vec![
+                "CONSUME".into(),
+                queue.to_owned().into(),
+                prefetch.to_string().into(),
+            ])
+            .await;
+        if let Err(e) = r {
+            lock(&self.inner.consumers).remove(queue);
+            return Err(e);
+        }
+        Ok(Consumer {
+            client: self.clone(),
+            queue: queue.to_owned(),
+            rx,
+        })
+    }
+
+    /// Acknowledge messages by tag (from any connection).
+    pub async fn ack(&self, queue: &str, tags: &[u64]) -> Result<(), QueueError> {
+        self.settle("ACK", queue, None, tags).await
+    }
+
+    /// Give messages back: to the queue (`requeue`) or to the dead letters.
+    pub async fn nack(&self, queue: &str, tags: &[u64], requeue: bool) -> Result<(), QueueError> {
+        let flag = if requeue { "1" } else { "0" };
+        self.settle("NACK", queue, Some(flag), tags).await
+    }
+
+    async fn settle(
+        &self,
+        cmd: &'static str,
+        queue: &str,
+        flag: Option<&'static str>,
+        tags: &[u64],
+    ) -> Result<(), QueueError> {
+        for chunk in tags.chunks(super::proto::TAGS_MAX) {
+            let parts = [Bytes::from(cmd), Bytes::from(queue.to_owned())]
+                .into_iter()
+                .chain(flag.map(Bytes::from))
+                .chain(chunk.iter().map(|t| Bytes::from(t.to_string())));
+            self.sock.send(frames(parts)).await?;
+        }
+        Ok(())
+    }
+
+    /// Leave: the broker hands this client's unacknowledged messages to others now.
+    pub async fn disconnect(&self) -> Result<(), QueueError> {
+        lock(&self.inner.consumers).clear();
+        self.sock.send(frames([Bytes::from("DISCONNECT")])).await?;
+        Ok(())
+    }
+}
+
+/// Deliveries of one queue.
+pub struct Consumer {
+    client: QueueClient,
+    queue: String,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+}
+
+impl Consumer {
+    /// The next delivery (`None` once the client is gone).
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+
+    /// Acknowledge one message.
+    pub async fn ack(&self, tag: u64) -> Result<(), QueueError> {
+        self.client.ack(&self.queue, &[tag]).await
+    }
+
+    /// Acknowledge several at once.
+    pub async fn ack_many(&self, tags: &[u64]) -> Result<(), QueueError> {
+        self.client.ack(&self.queue, tags).await
+    }
+
+    /// Give one back: to the queue (`requeue`) or to the dead letters.
+    pub async fn nack(&self, tag: u64, requeue: bool) -> Result<(), QueueError> {
+        self.client.nack(&self.queue, &[tag], requeue).await
+    }
+
+    /// Stop consuming; unacknowledged messages go back to the queue.
+    pub async fn cancel(self) -> Result<(), QueueError> {
+        self.stop(false).await
+    }
+
+    /// Stop consuming but leave unacknowledged messages held: they can be
+    /// acked by tag later, from any connection, until their ack timeout.
+    pub async fn detach(self) -> Result<(), QueueError> {
+        self.stop(true).await
+    }
+
+    async fn stop(self, keep: bool) -> Result<(), QueueError> {
+        lock(&self.client.inner.consumers).remove(&self.queue);
+        let mut parts = vec!["CANCEL".into(), self.queue.clone().into()];
+        if keep {
+            parts.push("keep".into());
+        }
+        self.client.request(parts).await.map(|_| ())
+    }
+}
+
+fn parse_reply(f: &[Bytes]) -> Option<(u64, Reply)> {
+    let corr: u64 = std::str::from_utf8(f.get(3)?).ok()?.parse().ok()?;
+    let num = |i: usize| -> Option<u64> { std::str::from_utf8(f.get(i)?).ok()?.parse().ok() };
+    let reply = match &f[2][..] {
+        b"OK" => Reply::Ok(f.get(4).cloned()),
+        b"CONFIRM" => Reply::Confirm(Confirm {
+            tag: num(4)?,
+            duplicate: f.get(5).is_some_and(|d| &d[..] == b"duplicate"),
+        }),
+        b"ERROR" => Reply::Error(
+            num(4)? as u16,
+            String::from_utf8_lossy(f.get(5)?).into_owned(),
+        ),
+        _ => return None,
+    };
+    Some((corr, reply))
+}
+
+fn parse_delivery(f: &[Bytes]) -> Option<Delivery> {
+    let num = |i: usize| -> Option<u64> { std::str::from_utf8(f.get(i)?).ok()?.parse().ok() };
+    Some(Delivery {
+        queue: String::from_utf8(f.get(3)?.to_vec()).ok()?,
+        tag: num(4)?,
+        deliveries: num(5)? as u32,
+        msg_id: f.get(6)?.clone(),
+        body: f.get(7)?.clone(),
+    })
+}
+
+async fn read_replies(sock: Socket, inner: Arc<Inner>) {
+    while let Ok(m) = sock.recv().await {
+        let f = m.frames();
+        if f.len() < 3 || f[1] != PROTOCOL {
+            continue;
+        }
+        *lock(&inner.last_heard) = Instant::now();
+        match &f[2][..] {
+            b"DELIVER" => {
+                if let Some(d) = parse_delivery(&f)
+                    && let Some((_, tx)) = lock(&inner.consumers).get(&d.queue)
+                {
+                    let _ = tx.send(d);
+                }
+            }
+            b"HEARTBEAT" => {}
+            _ => {
+                if let Some((corr, reply)) = parse_reply(&f)
+                    && let Some(tx) = lock(&inner.pending).remove(&corr)
+                {
+                    let _ = tx.send(reply);
+                }
+            }
+        }
+    }
+}
+
+/// Heartbeats while consuming; subscribe again when the broker falls silent.
+async fn keep_consumers(sock: Socket, inner: Arc<Inner>, cfg: QueueClientConfig) {
+    let mut tick = tokio::time::interval(cfg.heartbeat);
+    loop {
+        tick.tick().await;
+        let consumers: Vec<(String, u32)> = lock(&inner.consumers)
+            .iter()
+            .map(|(q, (p, _))| (q.clone(), *p))
+            .collect();
+        if consumers.is_empty() {
+            continue;
+        }
+        let _ = sock.try_send(frames([Bytes::from("HEARTBEAT")]));
+        let silent = lock(&inner.last_heard).elapsed() > cfg.broker_timeout;
+        if silent {
+            tracing::info!("broker silent; subscribing again");
+            *lock(&inner.last_heard) = Instant::now();
+            for (queue, prefetch) in consumers {
+                // The OK goes unanswered: no one waits on correlation id 0.
+                let _ = sock.try_send(frames([
+                    Bytes::from("CONSUME"),
+                    Bytes::from("0"),
+                    Bytes::from(queue),
+                    Bytes::from(prefetch.to_string()),
+                ]));
+            }
+        }
+    }
+}

@@ -1,0 +1,961 @@
+//! The queue broker's protocol core, sans-IO.
+//!
+//! I/O contract: at start, feed every journal record to [`QueueCore::replay`]
+//! in offset order. Then call [`QueueCore::handle`] for each ZMQU01 message,
+//! [`QueueCore::tick`] no later than [`QueueCore::next_deadline_ms`], and
+//! carry out every returned [`QueueAction`] in order: an `Append` with a
+//! ticket must be answered by [`QueueCore::persisted`] once the record is
+//! durable under its [`Durability`] (or failed), in offset order. Time is
+//! wall-clock milliseconds since the Unix epoch, given by the caller, because
+//! message TTLs must survive restarts.
+//!
+//! Invariants: a message is in exactly one state (storing, ready, held by one
+//! consumer) until settled; a CONFIRM is sent only after `persisted(ok)`; a
+//! consumer never holds more than its prefetch; a message leaves its queue
+//! only by a SETTLE record (ack, purge, drop) or after its dead-letter copy
+//! is durable, so nothing confirmed is lost across a crash — at worst
+//! delivered again.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use zmesh_log::Durability;
+
+use super::journal::{Entry, SETTLE_BATCH_MAX, SettleReason};
+use super::options::{Catalog, QueueOptions, QueueSpec};
+use super::proto::{self, Command, code};
+use super::state::{Consumer, Dedup, Msg, Queue, QueueStats};
+
+/// Core settings.
+#[derive(Clone, Debug)]
+pub struct QueueCoreConfig {
+    /// How often consumers hear a HEARTBEAT from the broker.
+    pub heartbeat_ms: u64,
+    /// A consumer silent for this long is gone: its messages are redelivered.
+    pub peer_timeout_ms: u64,
+    /// Messages held over all queues.
+    pub messages_max: u64,
+    /// Consuming peers at once.
+    pub peers_max: usize,
+    /// Queues at once.
+    pub queues_max: usize,
+}
+
+impl Default for QueueCoreConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 1000,
+            peer_timeout_ms: 5000,
+            messages_max: 20_000_000,
+            peers_max: 100_000,
+            queues_max: 10_000,
+        }
+    }
+}
+
+/// Something for the driver to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueAction {
+    /// Send frames to a peer.
+    Send {
+        /// ROUTER identity.
+        to: Bytes,
+        /// Frames after the identity.
+        frames: Vec<Bytes>,
+    },
+    /// Append a journal record. With a ticket, answer with
+    /// [`QueueCore::persisted`] once it is durable under `durability`.
+    Append {
+        /// Encoded [`Entry`].
+        record: Bytes,
+        /// What "durable" means for this record.
+        durability: Durability,
+        /// Who waits for it.
+        ticket: Option<u64>,
+    },
+    /// Save the catalog (atomically) before carrying out later actions.
+    SaveCatalog(Catalog),
+}
+
+enum Ticket {
+    Publish {
+        queue: u32,
+        reply_to: Bytes,
+        corr: Bytes,
+        msg: Msg,
+        waiters: Vec<(Bytes, Bytes)>,
+    },
+    DeadLetter {
+        from: u32,
+        from_offset: u64,
+        to: u32,
+        msg: Msg,
+    },
+}
+
+struct Peer {
+    last_seen_ms: u64,
+    queues: Vec<String>,
+}
+
+/// Core-wide counters.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CoreCounters {
+    /// Messages that were not valid ZMQU01.
+    pub malformed: u64,
+    /// Acks and nacks for tags not held (late, repeated, unknown).
+    pub unknown_tags: u64,
+    /// Writes the storage refused.
+    pub storage_errors: u64,
+    /// Consumers dropped for silence.
+    pub peers_expired: u64,
+}
+
+/// Durable work queues: see the module docs for the I/O contract.
+pub struct QueueCore {
+    config: QueueCoreConfig,
+    catalog: Catalog,
+    queues: HashMap<String, Queue>,
+    names: HashMap<u32, String>,
+    tickets: HashMap<u64, Ticket>,
+    next_ticket: u64,
+    peers: HashMap<Bytes, Peer>,
+    next_heartbeat_ms: u64,
+    earliest_ack_deadline_ms: Option<u64>,
+    messages: u64,
+    out: Vec<QueueAction>,
+    /// Counters.
+    pub counters: CoreCounters,
+}
+
+impl QueueCore {
+    /// A core with the queues of `catalog` (empty until replayed).
+    ///
+    /// ```
+    /// use zmesh_broker::queue::{QueueCore, QueueCoreConfig, Catalog};
+    /// let core = QueueCore::new(QueueCoreConfig::default(), Catalog::default());
+    /// assert!(core.stats().is_empty());
+    /// ```
+    pub fn new(config: QueueCoreConfig, catalog: Catalog) -> QueueCore {
+        let mut core = QueueCore {
+            config,
+            catalog: Catalog::default(),
+            queues: HashMap::new(),
+            names: HashMap::new(),
+            tickets: HashMap::new(),
+            next_ticket: 0,
+            peers: HashMap::new(),
+            next_heartbeat_ms: 0,
+            earliest_ack_deadline_ms: None,
+            messages: 0,
+            out: Vec::new(),
+            counters: CoreCounters::default(),
+        };
+        for spec in &catalog.queues {
+            core.names.insert(spec.id, spec.name.clone());
+            core.queues
+                .insert(spec.name.clone(), Queue::new(spec.clone()));
+        }
+        core.catalog = catalog;
+        core
+    }
+
+    fn queue_by_id(&mut self, id: u32) -> Option<&mut Queue> {
+        let name = self.names.get(&id)?;
+        self.queues.get_mut(name)
+    }
+
+    /// Apply one journal record read back at start-up.
+    pub fn replay(&mut self, offset: u64, record: &Bytes) {
+        match Entry::decode(record) {
+            Some(Entry::Publish {
+                queue,
+                published_ms,
+                msg_id,
+                body,
+            }) => {
+                let Some(q) = self.queue_by_id(queue) else {
+                    return;
+                };
+                q.remember(msg_id.clone(), Dedup::Stored(offset));
+                q.insert(
+                    offset,
+                    Msg {
+                        body,
+                        msg_id,
+                        published_ms,
+                        deliveries: 0,
+                        holder: None,
+                    },
+                );
+                self.messages += 1;
+            }
+            Some(Entry::Settle { queue, offsets, .. }) => {
+                let Some(q) = self.queue_by_id(queue) else {
+                    return;
+                };
+                let removed = offsets.iter().filter(|o| q.remove(**o).is_some()).count();
+                self.messages -= removed as u64;
+            }
+            Some(Entry::Requeue {
+                queue,
+                offset,
+                deliveries,
+            }) => {
+                if let Some(m) = self
+                    .queue_by_id(queue)
+                    .and_then(|q| q.messages.get_mut(&offset))
+                {
+                    m.deliveries = deliveries;
+                }
+            }
+            None => tracing::warn!(offset, "journal record of an unknown kind skipped"),
+        }
+    }
+
+    /// The lowest offset a live message still needs; the log may drop
+    /// segments wholly below it. `None` when nothing is held.
+    pub fn min_live_offset(&self) -> Option<u64> {
+        self.queues
+            .values()
+            .flat_map(|q| {
+                let ready = q.ready.first().copied();
+                let held = q
+                    .consumers
+                    .iter()
+                    .flat_map(|c| c.held.iter().copied())
+                    .chain(q.detached.iter().copied())
+                    .min();
+                ready.into_iter().chain(held)
+            })
+            .chain(self.tickets.values().filter_map(|t| match t {
+                // The original stays needed until its dead-letter copy is durable.
+                Ticket::DeadLetter { from_offset, .. } => Some(*from_offset),
+                Ticket::Publish { .. } => None,
+            }))
+            .min()
+    }
+
+    /// When [`QueueCore::tick`] is next due.
+    pub fn next_deadline_ms(&self) -> u64 {
+        self.earliest_ack_deadline_ms
+            .map_or(self.next_heartbeat_ms, |d| d.min(self.next_heartbeat_ms))
+    }
+
+    /// Every queue's counters, by name.
+    pub fn stats(&self) -> Vec<QueueStats> {
+        let mut v: Vec<_> = self.queues.values().map(Queue::stats).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Messages held over all queues.
+    pub fn message_count(&self) -> u64 {
+        self.messages
+    }
+
+    fn send(&mut self, to: &Bytes, frames: Vec<Bytes>) {
+        self.out.push(QueueAction::Send {
+            to: to.clone(),
+            frames,
+        });
+    }
+
+    fn append(&mut self, entry: Entry, durability: Durability, ticket: Option<u64>) {
+        self.out.push(QueueAction::Append {
+            record: entry.encode(),
+            durability,
+            ticket,
+        });
+    }
+
+    fn settle(&mut self, queue: u32, reason: SettleReason, offsets: Vec<u64>) {
+        for chunk in offsets.chunks(SETTLE_BATCH_MAX) {
+            self.append(
+                Entry::Settle {
+                    queue,
+                    reason,
+                    offsets: chunk.to_vec(),
+                },
+                Durability::Os,
+                None,
+            );
+        }
+    }
+
+    /// Handle one ZMQU01 message from peer `from` (frames after the identity).
+    pub fn handle(&mut self, now_ms: u64, from: &Bytes, frames: &[Bytes]) -> Vec<QueueAction> {
+        if let Some(p) = self.peers.get_mut(from) {
+            p.last_seen_ms = now_ms;
+        }
+        match proto::parse(frames) {
+            Ok(cmd) => self.command(now_ms, from, cmd),
+            Err(e) => {
+                self.counters.malformed += 1;
+                tracing::debug!(reason = %e.reason, "malformed queue message");
+                if let Some(corr) = e.corr {
+                    self.send(from, proto::error(&corr, code::BAD_REQUEST, &e.reason));
+                }
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn command(&mut self, now_ms: u64, from: &Bytes, cmd: Command) {
+        match cmd {
+            Command::Declare {
+                corr,
+                queue,
+                options,
+            } => self.declare(from, &corr, &queue, options),
+            Command::Delete { corr, queue } => self.delete(from, &corr, &queue),
+            Command::Purge { corr, queue } => self.purge(from, &corr, &queue),
+            Command::Publish {
+                corr,
+                queue,
+                msg_id,
+                body,
+            } => self.publish(now_ms, from, corr, &queue, msg_id, body),
+            Command::Consume {
+                corr,
+                queue,
+                prefetch,
+            } => self.consume(now_ms, from, &corr, &queue, prefetch),
+            Command::Cancel { corr, queue, keep } => {
+                if self.cancel(now_ms, from, &queue, keep) {
+                    self.send(from, proto::ok(&corr, None));
+                } else {
+                    self.send(
+                        from,
+                        proto::error(&corr, code::NOT_FOUND, "not consuming that queue"),
+                    );
+                }
+            }
+            Command::Ack { queue, tags } => self.ack(now_ms, &queue, &tags),
+            Command::Nack {
+                queue,
+                requeue,
+                tags,
+            } => self.nack(now_ms, &queue, requeue, &tags),
+            Command::Stats { corr, queue } => {
+                let stats: Vec<_> = match &queue {
+                    Some(name) => match self.queues.get(name) {
+                        Some(q) => vec![q.stats()],
+                        None => {
+                            return self.send(
+                                from,
+                                proto::error(&corr, code::NOT_FOUND, &format!("no queue {name:?}")),
+                            );
+                        }
+                    },
+                    None => self.stats(),
+                };
+                let body = serde_json::to_vec(&stats).expect("stats serialize");
+                self.send(from, proto::ok(&corr, Some(body.into())));
+            }
+            Command::Heartbeat => {}
+            Command::Disconnect => self.drop_peer(now_ms, from),
+        }
+    }
+
+    fn save_catalog(&mut self) {
+        self.out
+            .push(QueueAction::SaveCatalog(self.catalog.clone()));
+    }
+
+    fn create_queue(&mut self, name: &str, mut options: QueueOptions) {
+        if options.dead_letter.is_none() {
+            options.dead_letter = Some(if name.ends_with(".dlq") {
+                String::new()
+            } else {
+                format!("{name}.dlq")
+            });
+        }
+        let spec = QueueSpec {
+            id: self.catalog.next_id,
+            name: name.to_owned(),
+            options,
+        };
+        self.catalog.next_id += 1;
+        self.catalog.queues.push(spec.clone());
+        self.names.insert(spec.id, spec.name.clone());
+        self.queues.insert(spec.name.clone(), Queue::new(spec));
+    }
+
+    fn declare(&mut self, from: &Bytes, corr: &Bytes, name: &str, options: Option<QueueOptions>) {
+        if let Some(q) = self.queues.get(name) {
+            let same = match &options {
+                None => true,
+                Some(o) => {
+                    let mut o = o.clone();
+                    o.dead_letter = o.dead_letter.or_else(|| q.options().dead_letter.clone());
+                    &o == q.options()
+                }
+            };
+            let reply = if same {
+                proto::ok(
+                    corr,
+                    Some(serde_json::to_vec(&q.spec).expect("spec").into()),
+                )
+            } else {
+                proto::error(
+                    corr,
+                    code::CONFLICT,
+                    &format!("queue {name:?} exists with other options"),
+                )
+            };
+            return self.send(from, reply);
+        }
+        if self.queues.len() + 2 > self.config.queues_max {
+            return self.send(
+                from,
+                proto::error(
+                    corr,
+                    code::UNAVAILABLE,
+                    "the broker's queue limit is reached",
+                ),
+            );
+        }
+        self.create_queue(name, options.unwrap_or_default());
+        let dlq = self.queues[name]
+            .options()
+            .dead_letter
+            .clone()
+            .unwrap_or_default();
+        if !dlq.is_empty() && !self.queues.contains_key(&dlq) {
+            self.create_queue(
+                &dlq,
+                QueueOptions {
+                    dead_letter: Some(String::new()),
+                    // Reading dead letters (and giving them back) must not drop them.
+                    max_deliveries: u32::MAX,
+                    ..QueueOptions::default()
+                },
+            );
+        }
+        self.save_catalog();
+        tracing::info!(queue = name, "queue declared");
+        let spec = serde_json::to_vec(&self.queues[name].spec).expect("spec");
+        self.send(from, proto::ok(corr, Some(spec.into())));
+    }
+
+    fn delete(&mut self, from: &Bytes, corr: &Bytes, name: &str) {
+        let Some(q) = self.queues.remove(name) else {
+            return self.send(
+                from,
+                proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
+            );
+        };
+        self.names.remove(&q.id());
+        self.catalog.queues.retain(|s| s.id != q.id());
+        self.messages -= q.messages.len() as u64;
+        for p in self.peers.values_mut() {
+            p.queues.retain(|n| n != name);
+        }
+        // Its records die with its id; nothing to write to the journal.
+        self.save_catalog();
+        tracing::info!(queue = name, messages = q.messages.len(), "queue deleted");
+        let body = format!(r#"{{"deleted_messages":{}}}"#, q.messages.len());
+        self.send(from, proto::ok(corr, Some(body.into())));
+    }
+
+    fn purge(&mut self, from: &Bytes, corr: &Bytes, name: &str) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return self.send(
+                from,
+                proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
+            );
+        };
+        let offsets: Vec<u64> = q.ready.iter().copied().collect();
+        for o in &offsets {
+            q.remove(*o);
+        }
+        let id = q.id();
+        self.messages -= offsets.len() as u64;
+        let body = format!(r#"{{"purged":{}}}"#, offsets.len());
+        self.settle(id, SettleReason::Purged, offsets);
+        self.send(from, proto::ok(corr, Some(body.into())));
+    }
+
+    fn publish(
+        &mut self,
+        now_ms: u64,
+        from: &Bytes,
+        corr: Bytes,
+        name: &str,
+        msg_id: Bytes,
+        body: Bytes,
+    ) {
+        let messages = self.messages;
+        let Some(q) = self.queues.get_mut(name) else {
+            return self.send(
+                from,
+                proto::error(&corr, code::NOT_FOUND, &format!("no queue {name:?}")),
+            );
+        };
+        match q.dedup.get(&msg_id).copied() {
+            Some(Dedup::Stored(offset)) => {
+                q.counters.duplicates += 1;
+                return self.send(from, proto::confirm(&corr, offset, true));
+            }
+            Some(Dedup::Storing(ticket)) => {
+                q.counters.duplicates += 1;
+                if let Some(Ticket::Publish { waiters, .. }) = self.tickets.get_mut(&ticket) {
+                    waiters.push((from.clone(), corr));
+                }
+                return;
+            }
+            None => {}
+        }
+        let o = q.options();
+        let refusal = if q.len() >= o.max_length {
+            Some((
+                code::QUEUE_FULL,
+                format!(
+                    "queue {name:?} is full: {} messages (max_length)",
+                    o.max_length
+                ),
+            ))
+        } else if q.bytes + body.len() as u64 > o.max_bytes {
+            Some((
+                code::QUEUE_FULL,
+                format!("queue {name:?} is full: {} bytes (max_bytes)", o.max_bytes),
+            ))
+        } else if messages >= self.config.messages_max {
+            Some((
+                code::UNAVAILABLE,
+                "the broker holds its maximum number of messages".to_owned(),
+            ))
+        } else {
+            None
+        };
+        if let Some((c, reason)) = refusal {
+            q.counters.refused += 1;
+            return self.send(from, proto::error(&corr, c, &reason));
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        q.storing += 1;
+        q.bytes += body.len() as u64;
+        q.counters.published += 1;
+        q.remember(msg_id.clone(), Dedup::Storing(ticket));
+        let (id, durability) = (q.id(), q.options().durability);
+        self.messages += 1;
+        self.append(
+            Entry::Publish {
+                queue: id,
+                published_ms: now_ms,
+                msg_id: msg_id.clone(),
+                body: body.clone(),
+            },
+            durability,
+            Some(ticket),
+        );
+        self.tickets.insert(
+            ticket,
+            Ticket::Publish {
+                queue: id,
+                reply_to: from.clone(),
+                corr,
+                msg: Msg {
+                    body,
+                    msg_id,
+                    published_ms: now_ms,
+                    deliveries: 0,
+                    holder: None,
+                },
+                waiters: Vec::new(),
+            },
+        );
+    }
+
+    /// The record of `ticket` is durable at `offset` (`Ok`), or could not be
+    /// stored (`Err` with the reason).
+    pub fn persisted(
+        &mut self,
+        now_ms: u64,
+        ticket: u64,
+        result: Result<u64, String>,
+    ) -> Vec<QueueAction> {
+        match self.tickets.remove(&ticket) {
+            Some(Ticket::Publish {
+                queue,
+                reply_to,
+                corr,
+                msg,
+                waiters,
+            }) => self.publish_persisted(now_ms, queue, reply_to, corr, msg, waiters, result),
+            Some(Ticket::DeadLetter {
+                from,
+                from_offset,
+                to,
+                msg,
+            }) => self.dead_letter_persisted(now_ms, from, from_offset, to, msg, result),
+            None => {}
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish_persisted(
+        &mut self,
+        now_ms: u64,
+        queue: u32,
+        reply_to: Bytes,
+        corr: Bytes,
+        msg: Msg,
+        waiters: Vec<(Bytes, Bytes)>,
+        result: Result<u64, String>,
+    ) {
+        let Some(q) = self.queue_by_id(queue) else {
+            self.messages -= 1;
+            for (to, corr) in std::iter::once((reply_to, corr)).chain(waiters) {
+                self.send(&to, proto::error(&corr, code::NOT_FOUND, "queue deleted"));
+            }
+            return;
+        };
+        q.storing -= 1;
+        q.bytes -= msg.body.len() as u64;
+        match result {
+            Ok(offset) => {
+                q.counters.confirmed += 1;
+                q.remember(msg.msg_id.clone(), Dedup::Stored(offset));
+                q.insert(offset, msg);
+                let name = q.spec.name.clone();
+                self.send(&reply_to, proto::confirm(&corr, offset, false));
+                for (to, corr) in waiters {
+                    self.send(&to, proto::confirm(&corr, offset, true));
+                }
+                self.dispatch(now_ms, &name);
+            }
+            Err(reason) => {
+                q.counters.refused += 1;
+                q.forget(&msg.msg_id);
+                self.messages -= 1;
+                self.counters.storage_errors += 1;
+                let text = format!("storage refused the message: {reason}");
+                for (to, corr) in std::iter::once((reply_to, corr)).chain(waiters) {
+                    self.send(&to, proto::error(&corr, code::STORAGE, &text));
+                }
+            }
+        }
+    }
+
+    fn dead_letter_persisted(
+        &mut self,
+        now_ms: u64,
+        from: u32,
+        from_offset: u64,
+        to: u32,
+        msg: Msg,
+        result: Result<u64, String>,
+    ) {
+        match result {
+            Ok(offset) if self.names.contains_key(&to) => {
+                let q = self.queue_by_id(to).expect("checked");
+                q.insert(
+                    offset,
+                    Msg {
+                        deliveries: 0,
+                        holder: None,
+                        published_ms: now_ms,
+                        ..msg
+                    },
+                );
+                let name = q.spec.name.clone();
+                if let Some(src) = self.queue_by_id(from) {
+                    src.counters.dead_lettered += 1;
+                }
+                // Only now may the original go: its copy is durable.
+                self.settle(from, SettleReason::DeadLettered, vec![from_offset]);
+                self.dispatch(now_ms, &name);
+            }
+            _ => {
+                // The copy is not stored: the original stays where it was.
+                if let Some(src) = self.queue_by_id(from) {
+                    src.insert(from_offset, msg);
+                } else {
+                    self.messages -= 1;
+                }
+            }
+        }
+    }
+
+    fn consume(&mut self, now_ms: u64, from: &Bytes, corr: &Bytes, name: &str, prefetch: u32) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return self.send(
+                from,
+                proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
+            );
+        };
+        if !self.peers.contains_key(from) && self.peers.len() >= self.config.peers_max {
+            return self.send(
+                from,
+                proto::error(
+                    corr,
+                    code::UNAVAILABLE,
+                    "the broker's consumer limit is reached",
+                ),
+            );
+        }
+        match q.consumers.iter_mut().find(|c| c.peer == *from) {
+            Some(c) => c.prefetch = prefetch,
+            None => q.consumers.push(Consumer {
+                peer: from.clone(),
+                prefetch,
+                held: Default::default(),
+            }),
+        }
+        let peer = self.peers.entry(from.clone()).or_insert(Peer {
+            last_seen_ms: now_ms,
+            queues: Vec::new(),
+        });
+        if !peer.queues.iter().any(|n| n == name) {
+            peer.queues.push(name.to_owned());
+        }
+        self.send(from, proto::ok(corr, None));
+        self.dispatch(now_ms, name);
+    }
+
+    /// Remove `peer`'s consumer of `name`; its held messages go back, or with
+    /// `keep` stay held until acked by tag or timed out.
+    fn cancel(&mut self, now_ms: u64, peer: &Bytes, name: &str, keep: bool) -> bool {
+        let Some(q) = self.queues.get_mut(name) else {
+            return false;
+        };
+        let Some(i) = q.consumers.iter().position(|c| c.peer == *peer) else {
+            return false;
+        };
+        let c = q.consumers.remove(i);
+        q.next_consumer = 0;
+        let mut held: Vec<u64> = if keep {
+            q.detached.extend(c.held);
+            Vec::new()
+        } else {
+            c.held.into_iter().collect()
+        };
+        held.sort_unstable();
+        for off in &held {
+            if let Some(m) = q.messages.get_mut(off) {
+                m.holder = None;
+            }
+        }
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.queues.retain(|n| n != name);
+            if p.queues.is_empty() {
+                self.peers.remove(peer);
+            }
+        }
+        for off in held {
+            self.redeliver(now_ms, name, off);
+        }
+        self.dispatch(now_ms, name);
+        true
+    }
+
+    fn drop_peer(&mut self, now_ms: u64, peer: &Bytes) {
+        let Some(p) = self.peers.get(peer) else {
+            return;
+        };
+        for name in p.queues.clone() {
+            self.cancel(now_ms, peer, &name, false);
+        }
+        self.peers.remove(peer);
+    }
+
+    /// A message not processed goes back to its queue, or to the dead letters
+    /// once it has used up its deliveries.
+    fn redeliver(&mut self, now_ms: u64, name: &str, offset: u64) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        let Some(m) = q.messages.get(&offset) else {
+            return;
+        };
+        if m.deliveries >= q.options().max_deliveries {
+            return self.dead_letter(now_ms, name, offset, "max deliveries");
+        }
+        let (id, deliveries) = (q.id(), m.deliveries);
+        q.ready.insert(offset);
+        q.counters.redelivered += 1;
+        self.append(
+            Entry::Requeue {
+                queue: id,
+                offset,
+                deliveries,
+            },
+            Durability::Os,
+            None,
+        );
+    }
+
+    fn dead_letter(&mut self, now_ms: u64, name: &str, offset: u64, why: &str) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        let Some(msg) = q.remove(offset) else {
+            return;
+        };
+        let from = q.id();
+        let target = q
+            .options()
+            .dead_letter
+            .clone()
+            .filter(|d| !d.is_empty())
+            .and_then(|d| self.queues.get(&d))
+            .map(|d| (d.id(), d.options().durability));
+        tracing::debug!(queue = name, offset, why, "dead-lettering");
+        let Some((to, durability)) = target else {
+            if let Some(q) = self.queues.get_mut(name) {
+                q.counters.dropped += 1;
+            }
+            self.messages -= 1;
+            return self.settle(from, SettleReason::Dropped, vec![offset]);
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.append(
+            Entry::Publish {
+                queue: to,
+                published_ms: now_ms,
+                msg_id: msg.msg_id.clone(),
+                body: msg.body.clone(),
+            },
+            durability,
+            Some(ticket),
+        );
+        self.tickets.insert(
+            ticket,
+            Ticket::DeadLetter {
+                from,
+                from_offset: offset,
+                to,
+                msg,
+            },
+        );
+    }
+
+    fn ack(&mut self, now_ms: u64, name: &str, tags: &[u64]) {
+        let Some(q) = self.queues.get_mut(name) else {
+            self.counters.unknown_tags += tags.len() as u64;
+            return;
+        };
+        let mut settled = Vec::with_capacity(tags.len());
+        for &tag in tags {
+            let held = q.messages.get(&tag).is_some_and(|m| m.holder.is_some());
+            if held && q.remove(tag).is_some() {
+                settled.push(tag);
+            } else {
+                self.counters.unknown_tags += 1;
+            }
+        }
+        q.counters.acked += settled.len() as u64;
+        let id = q.id();
+        self.messages -= settled.len() as u64;
+        if !settled.is_empty() {
+            self.settle(id, SettleReason::Acked, settled);
+        }
+        self.dispatch(now_ms, name);
+    }
+
+    fn nack(&mut self, now_ms: u64, name: &str, requeue: bool, tags: &[u64]) {
+        let Some(q) = self.queues.get_mut(name) else {
+            self.counters.unknown_tags += tags.len() as u64;
+            return;
+        };
+        let mut released = Vec::new();
+        for &tag in tags {
+            if q.release(tag) {
+                released.push(tag);
+            } else {
+                self.counters.unknown_tags += 1;
+            }
+        }
+        for tag in released {
+            if requeue {
+                self.redeliver(now_ms, name, tag);
+            } else {
+                self.dead_letter(now_ms, name, tag, "rejected");
+            }
+        }
+        self.dispatch(now_ms, name);
+    }
+
+    fn dispatch(&mut self, now_ms: u64, name: &str) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        let mut sends = Vec::new();
+        let (expired, earliest) = q.dispatch(now_ms, &mut sends);
+        q.counters.expired += expired.len() as u64;
+        if let Some(d) = earliest {
+            self.earliest_ack_deadline_ms =
+                Some(self.earliest_ack_deadline_ms.map_or(d, |e| e.min(d)));
+        }
+        self.out.extend(
+            sends
+                .into_iter()
+                .map(|(to, frames)| QueueAction::Send { to, frames }),
+        );
+        for off in expired {
+            self.dead_letter(now_ms, name, off, "expired");
+        }
+    }
+
+    /// Timers: ack timeouts, silent consumers, TTL expiry, heartbeats.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<QueueAction> {
+        let silent: Vec<Bytes> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now_ms >= p.last_seen_ms + self.config.peer_timeout_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for peer in silent {
+            tracing::info!(peer = ?peer, "consumer silent too long; its messages go back");
+            self.counters.peers_expired += 1;
+            self.drop_peer(now_ms, &peer);
+        }
+        let mut next_ack: Option<u64> = None;
+        // Rebuilt below: by the scan of held messages and by the dispatches.
+        self.earliest_ack_deadline_ms = None;
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        for name in &names {
+            let q = &self.queues[name];
+            let (overdue, next) = q.overdue(now_ms);
+            let expired = q.expired_ready(now_ms);
+            if let Some(n) = next {
+                next_ack = Some(next_ack.map_or(n, |a| a.min(n)));
+            }
+            for off in overdue {
+                if let Some(q) = self.queues.get_mut(name) {
+                    q.release(off);
+                }
+                self.redeliver(now_ms, name, off);
+            }
+            if !expired.is_empty() {
+                if let Some(q) = self.queues.get_mut(name) {
+                    q.counters.expired += expired.len() as u64;
+                    for off in &expired {
+                        q.ready.remove(off);
+                    }
+                }
+                for off in expired {
+                    self.dead_letter(now_ms, name, off, "expired");
+                }
+            }
+            self.dispatch(now_ms, name);
+        }
+        if let Some(n) = next_ack {
+            self.earliest_ack_deadline_ms =
+                Some(self.earliest_ack_deadline_ms.map_or(n, |e| e.min(n)));
+        }
+        if now_ms >= self.next_heartbeat_ms {
+            let peers: Vec<Bytes> = self.peers.keys().cloned().collect();
+            for p in peers {
+                self.send(&p, proto::heartbeat());
+            }
+            self.next_heartbeat_ms = now_ms + self.config.heartbeat_ms;
+        }
+        std::mem::take(&mut self.out)
+    }
+}

@@ -1,0 +1,31 @@
+//! # Durable queues: at-least-once delivery on the storage log
+//!
+//! Work-queue semantics over the ZMQU01 protocol (`docs/protocol/queues.md`):
+//! a publish is confirmed only once its record is durable under the queue's
+//! policy; consumers get messages within a credit window (prefetch) and
+//! acknowledge them; what is not acknowledged in time, or whose consumer
+//! leaves, is delivered again; after `max_deliveries` it goes to the
+//! dead-letter queue.
+//!
+//! - [`core`]: the sans-IO state machine (messages and time in, actions out).
+//! - [`state`]: one queue's messages and consumers.
+//! - [`journal`]: the records written to the log.
+//! - [`proto`]: the wire format.
+//! - [`store`]: the journal, group commit and replay — the storage half of the driver.
+//! - [`client`]: async producer and consumer.
+//! - [`options`]: queue settings and the catalog.
+
+pub mod client;
+pub mod core;
+pub mod journal;
+pub mod options;
+pub mod proto;
+pub mod state;
+pub mod store;
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{QueueAction, QueueCore, QueueCoreConfig};
+pub use options::{Catalog, QueueOptions, QueueSpec};
+pub use state::{QueueCounters, QueueStats};
+pub use store::{OpenReport, QueueStore, QueueStoreConfig, StoreError};

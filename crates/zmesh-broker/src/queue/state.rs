@@ -1,0 +1,310 @@
+//! One queue's messages and consumers.
+//!
+//! ```text
+//!                 PUBLISH                persisted(ok)
+//!   (producer) ──────────► storing ─────────────────► ready ──dispatch──► held by a consumer
+//!                              │ persisted(err): ERROR 507      ▲               │ ACK: settled
+//!                              ▼                               │  NACK(requeue) │ ack timeout,
+//!                           refused                            └────────────────┤ consumer gone
+//!                                                                               │ NACK(no requeue),
+//!                                   dead-letter queue ◄── deliveries ≥ max ─────┘ TTL expired
+//! ```
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::options::{QueueOptions, QueueSpec};
+use super::proto;
+
+/// A stored message.
+#[derive(Clone, Debug)]
+pub(crate) struct Msg {
+    pub body: Bytes,
+    pub msg_id: Bytes,
+    pub published_ms: u64,
+    pub deliveries: u32,
+    /// The consumer holding it and when its ack is due.
+    pub holder: Option<(Bytes, u64)>,
+}
+
+/// One consumer of a queue: a peer and its credit window.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    pub peer: Bytes,
+    pub prefetch: u32,
+    /// Tags delivered and not yet settled; never more than `prefetch`.
+    pub held: HashSet<u64>,
+}
+
+/// Where a producer's message id stands.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Dedup {
+    /// Being stored under this ticket.
+    Storing(u64),
+    /// Stored at this offset.
+    Stored(u64),
+}
+
+/// Counters of one queue.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueCounters {
+    /// Publishes accepted for storage.
+    pub published: u64,
+    /// Publishes confirmed.
+    pub confirmed: u64,
+    /// Publishes recognised as repeats of a stored message id.
+    pub duplicates: u64,
+    /// Publishes refused (limits, storage errors).
+    pub refused: u64,
+    /// Deliveries, first and repeated.
+    pub delivered: u64,
+    /// Messages returned to the queue (nack, ack timeout, consumer gone).
+    pub redelivered: u64,
+    /// Messages acknowledged.
+    pub acked: u64,
+    /// Messages moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Messages dropped with nowhere to go (no dead-letter queue).
+    pub dropped: u64,
+    /// Messages whose TTL ran out.
+    pub expired: u64,
+}
+
+/// A queue as `zmesh queue stats` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueStats {
+    /// Name.
+    pub name: String,
+    /// Messages waiting for a consumer.
+    pub ready: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub unacked: u64,
+    /// Messages being written, not yet confirmed.
+    pub storing: u64,
+    /// Body bytes held.
+    pub bytes: u64,
+    /// Consumers.
+    pub consumers: usize,
+    /// Counters since the broker started.
+    #[serde(flatten)]
+    pub counters: QueueCounters,
+    /// Settings.
+    pub options: QueueOptions,
+}
+
+pub(crate) struct Queue {
+    pub spec: QueueSpec,
+    pub messages: HashMap<u64, Msg>,
+    /// Offsets of messages waiting for a consumer, oldest first.
+    pub ready: BTreeSet<u64>,
+    pub consumers: Vec<Consumer>,
+    /// Held messages whose consumer left with CANCEL keep: they wait for an
+    /// ack by tag or their ack timeout.
+    pub detached: HashSet<u64>,
+    /// Next consumer to try, for round-robin dispatch.
+    pub next_consumer: usize,
+    pub storing: u64,
+    pub bytes: u64,
+    pub dedup: HashMap<Bytes, Dedup>,
+    pub dedup_order: VecDeque<Bytes>,
+    pub counters: QueueCounters,
+}
+
+impl Queue {
+    pub fn new(spec: QueueSpec) -> Queue {
+        Queue {
+            spec,
+            messages: HashMap::new(),
+            ready: BTreeSet::new(),
+            consumers: Vec::new(),
+            detached: HashSet::new(),
+            next_consumer: 0,
+            storing: 0,
+            bytes: 0,
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            counters: QueueCounters::default(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.spec.id
+    }
+
+    pub fn options(&self) -> &QueueOptions {
+        &self.spec.options
+    }
+
+    pub fn len(&self) -> u64 {
+        self.messages.len() as u64 + self.storing
+    }
+
+    /// Remember a producer's message id, forgetting the oldest past the window.
+    pub fn remember(&mut self, msg_id: Bytes, state: Dedup) {
+        if msg_id.is_empty() || self.options().dedup_window == 0 {
+            return;
+        }
+        if self.dedup.insert(msg_id.clone(), state).is_none() {
+            self.dedup_order.push_back(msg_id);
+            while self.dedup_order.len() > self.options().dedup_window as usize {
+                if let Some(old) = self.dedup_order.pop_front() {
+                    self.dedup.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn forget(&mut self, msg_id: &Bytes) {
+        if !msg_id.is_empty() && self.dedup.remove(msg_id).is_some() {
+            self.dedup_order.retain(|m| m != msg_id);
+        }
+    }
+
+    /// Add a stored message as ready.
+    pub fn insert(&mut self, offset: u64, msg: Msg) {
+        self.bytes += msg.body.len() as u64;
+        self.ready.insert(offset);
+        self.messages.insert(offset, msg);
+    }
+
+    /// Take a message out for good (settled or moved).
+    pub fn remove(&mut self, offset: u64) -> Option<Msg> {
+        let msg = self.messages.remove(&offset)?;
+        self.ready.remove(&offset);
+        self.bytes -= msg.body.len() as u64;
+        self.detached.remove(&offset);
+        if let Some((peer, _)) = &msg.holder
+            && let Some(c) = self.consumers.iter_mut().find(|c| c.peer == *peer)
+        {
+            c.held.remove(&offset);
+        }
+        Some(msg)
+    }
+
+    /// Release a held message from its consumer; true when it was held.
+    pub fn release(&mut self, offset: u64) -> bool {
+        let Some(msg) = self.messages.get_mut(&offset) else {
+            return false;
+        };
+        let Some((peer, _)) = msg.holder.take() else {
+            return false;
+        };
+        self.detached.remove(&offset);
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.peer == peer) {
+            c.held.remove(&offset);
+        }
+        true
+    }
+
+    /// Hand ready messages to consumers with credit, round-robin, oldest
+    /// first. Returns the offsets found expired on the way, for the caller to
+    /// dead-letter, and the earliest ack deadline set.
+    pub fn dispatch(
+        &mut self,
+        now_ms: u64,
+        sends: &mut Vec<(Bytes, Vec<Bytes>)>,
+    ) -> (Vec<u64>, Option<u64>) {
+        let mut expired = Vec::new();
+        let mut earliest = None;
+        let n = self.consumers.len();
+        if n == 0 {
+            return (expired, earliest);
+        }
+        let ttl = self.spec.options.message_ttl_ms;
+        let ack_timeout = self.spec.options.ack_timeout_ms;
+        while let Some(&offset) = self.ready.first() {
+            let msg = self
+                .messages
+                .get_mut(&offset)
+                .expect("ready implies stored");
+            if ttl.is_some_and(|ttl| now_ms >= msg.published_ms.saturating_add(ttl)) {
+                self.ready.pop_first();
+                expired.push(offset);
+                continue;
+            }
+            let Some(i) = (0..n)
+                .map(|k| (self.next_consumer + k) % n)
+                .find(|&i| self.consumers[i].held.len() < self.consumers[i].prefetch as usize)
+            else {
+                break;
+            };
+            self.next_consumer = (i + 1) % n;
+            self.ready.pop_first();
+            let consumer = &mut self.consumers[i];
+            let deadline = now_ms + ack_timeout;
+            msg.deliveries += 1;
+            msg.holder = Some((consumer.peer.clone(), deadline));
+            consumer.held.insert(offset);
+            earliest.get_or_insert(deadline);
+            self.counters.delivered += 1;
+            sends.push((
+                consumer.peer.clone(),
+                proto::deliver(
+                    &self.spec.name,
+                    offset,
+                    msg.deliveries,
+                    &msg.msg_id,
+                    &msg.body,
+                ),
+            ));
+        }
+        (expired, earliest)
+    }
+
+    /// Offsets of held messages whose ack is overdue, and the earliest deadline still ahead.
+    pub fn overdue(&self, now_ms: u64) -> (Vec<u64>, Option<u64>) {
+        let mut due = Vec::new();
+        let mut next: Option<u64> = None;
+        let held = self.consumers.iter().flat_map(|c| c.held.iter());
+        {
+            for off in held.chain(self.detached.iter()) {
+                if let Some(Some((_, deadline))) = self.messages.get(off).map(|m| &m.holder) {
+                    if *deadline <= now_ms {
+                        due.push(*off);
+                    } else {
+                        next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
+                    }
+                }
+            }
+        }
+        due.sort_unstable();
+        (due, next)
+    }
+
+    /// Offsets of ready messages whose TTL ran out (the oldest are first in line).
+    pub fn expired_ready(&self, now_ms: u64) -> Vec<u64> {
+        let Some(ttl) = self.spec.options.message_ttl_ms else {
+            return Vec::new();
+        };
+        self.ready
+            .iter()
+            .take_while(|o| {
+                self.messages
+                    .get(o)
+                    .is_some_and(|m| now_ms >= m.published_ms.saturating_add(ttl))
+            })
+            .copied()
+            .collect()
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let unacked = self
+            .consumers
+            .iter()
+            .map(|c| c.held.len() as u64)
+            .sum::<u64>()
+            + self.detached.len() as u64;
+        QueueStats {
+            name: self.spec.name.clone(),
+            ready: self.ready.len() as u64,
+            unacked,
+            storing: self.storing,
+            bytes: self.bytes,
+            consumers: self.consumers.len(),
+            counters: self.counters.clone(),
+            options: self.spec.options.clone(),
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! The queue core's storage half: the journal (a [`zmesh_log::Log`]), group
+//! commit, the catalog file, and replay at start. Carries out the core's
+//! actions; the socket stays with the broker's driver.
+//!
+//! ```text
+//! data_dir/
+//!   queues.json      the catalog: declared queues (written, fsynced, renamed)
+//!   journal/         the storage log: PUBLISH / SETTLE / REQUEUE records
+//! ```
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use zmesh_log::{Durability, Log, LogConfig, LogError, RecoveryReport, Syncer};
+
+use super::core::{QueueAction, QueueCore, QueueCoreConfig};
+use super::options::Catalog;
+
+/// Where and how the queues are stored.
+#[derive(Clone, Debug)]
+pub struct QueueStoreConfig {
+    /// Directory for the catalog and the journal.
+    pub data_dir: PathBuf,
+    /// Journal settings.
+    pub log: LogConfig,
+    /// Queue core settings.
+    pub core: QueueCoreConfig,
+    /// Group commit: longest a record waits for its fsync to start.
+    pub group_commit_ms: u64,
+    /// Group commit: unsynced bytes that start an fsync at once.
+    pub group_commit_bytes: u64,
+}
+
+impl Default for QueueStoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("zmesh-data"),
+            log: LogConfig::default(),
+            core: QueueCoreConfig::default(),
+            group_commit_ms: 1,
+            group_commit_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Errors opening the store; all are the environment's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The journal could not be opened or read.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The catalog file is unreadable.
+    #[error("queue catalog {path}: {reason}")]
+    Catalog {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What start-up found.
+#[derive(Clone, Debug)]
+pub struct OpenReport {
+    /// The journal's recovery.
+    pub recovery: RecoveryReport,
+    /// Records replayed.
+    pub replayed: u64,
+    /// Messages held after replay.
+    pub messages: u64,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+/// Sends for the driver: (ROUTER identity, frames).
+pub type Sends = Vec<(Bytes, Vec<Bytes>)>;
+
+/// The queue core with its storage.
+pub struct QueueStore {
+    core: QueueCore,
+    log: Log,
+    syncer: Syncer,
+    durable_rx: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<u64>>,
+    catalog_path: PathBuf,
+    /// Appended, waiting for the end-of-batch flush: (offset, ticket, durability).
+    unflushed: Vec<(u64, u64, Durability)>,
+    /// Written, waiting for an fsync: (offset, ticket).
+    unsynced: VecDeque<(u64, u64)>,
+    /// Bytes written since the last sync request.
+    bytes_since_request: u64,
+    bytes_at_flush: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn load_catalog(path: &Path) -> Result<Catalog, StoreError> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Catalog {
+            path: path.into(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::default()),
+        Err(e) => Err(StoreError::Catalog {
+            path: path.into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Write, fsync, rename, fsync the directory: the catalog is old or new, never torn.
+fn save_catalog(path: &Path, catalog: &Catalog) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(catalog).expect("catalog serializes"))?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
+
+fn describe(e: &LogError) -> String {
+    if e.is_no_space() {
+        format!("disk full ({e})")
+    } else {
+        e.to_string()
+    }
+}
+
+impl QueueStore {
+    /// Open the data directory, recover the journal and replay it.
+    pub fn open(config: QueueStoreConfig) -> Result<(QueueStore, OpenReport), StoreError> {
+        let started = Instant::now();
+        fs::create_dir_all(&config.data_dir).map_err(|e| StoreError::Catalog {
+            path: config.data_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let catalog_path = config.data_dir.join("queues.json");
+        let catalog = load_catalog(&catalog_path)?;
+        let (log, recovery) = Log::open(config.data_dir.join("journal"), config.log.clone())?;
+        let mut core = QueueCore::new(config.core.clone(), catalog);
+        let mut from = log.first_offset();
+        let mut replayed = 0u64;
+        loop {
+            let batch = log.read(from, 4096, 8 << 20)?;
+            let Some(last) = batch.last() else { break };
+            from = last.offset + 1;
+            for r in &batch {
+                core.replay(r.offset, &r.payload);
+            }
+            replayed += batch.len() as u64;
+        }
+        let (tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
+        let syncer = Syncer::spawn(
+            config.group_commit_ms,
+            config.group_commit_bytes,
+            move |r| {
+                let _ = tx.send(r);
+            },
+        );
+        let report = OpenReport {
+            recovery,
+            replayed,
+            messages: core.message_count(),
+            elapsed: started.elapsed(),
+        };
+        let store = QueueStore {
+            core,
+            log,
+            syncer,
+            durable_rx,
+            catalog_path,
+            unflushed: Vec::new(),
+            unsynced: VecDeque::new(),
+            bytes_since_request: 0,
+            bytes_at_flush: 0,
+        };
+        Ok((store, report))
+    }
+
+    /// The protocol core (for stats).
+    pub fn core(&self) -> &QueueCore {
+        &self.core
+    }
+
+    /// The journal (for stats).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Handle one ZMQU01 message; returns what to send now.
+    pub fn handle(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
+        let actions = self.core.handle(now_ms(), from, frames);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        sends
+    }
+
+    /// Timers and log cleanup.
+    pub fn tick(&mut self) -> Sends {
+        let actions = self.core.tick(now_ms());
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        let pending = self
+            .unsynced
+            .front()
+            .map(|u| u.0)
+            .into_iter()
+            .chain(self.unflushed.first().map(|u| u.0));
+        let keep = self
+            .core
+            .min_live_offset()
+            .into_iter()
+            .chain(pending)
+            .min()
+            .unwrap_or(self.log.written_offset());
+        match self.log.remove_before(keep) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(segments = n, "settled journal segments removed"),
+            Err(e) => tracing::warn!(error = %e, "removing settled journal segments failed"),
+        }
+        sends
+    }
+
+    /// When [`QueueStore::tick`] is next due.
+    pub fn next_deadline(&self) -> Instant {
+        let wait = self.core.next_deadline_ms().saturating_sub(now_ms());
+        Instant::now() + Duration::from_millis(wait.min(1000))
+    }
+
+    /// End of a batch of messages: write the journal out, confirm what needs
+    /// no fsync, and ask for a group commit for the rest.
+    pub fn end_batch(&mut self) -> Sends {
+        let mut sends = Vec::new();
+        match self.log.flush() {
+            Ok(()) => {
+                let written = self.log.bytes();
+                self.bytes_since_request += written.saturating_sub(self.bytes_at_flush);
+                self.bytes_at_flush = written;
+                let mut resolved = Vec::new();
+                for (offset, ticket, durability) in self.unflushed.drain(..) {
+                    match durability {
+                        Durability::Os => resolved.push((offset, ticket)),
+                        _ => self.unsynced.push_back((offset, ticket)),
+                    }
+                }
+                for (offset, ticket) in resolved {
+                    let a = self.core.persisted(now_ms(), ticket, Ok(offset));
+                    self.carry_out(a, &mut sends);
+                }
+                if !self.unsynced.is_empty() && self.bytes_since_request > 0 {
+                    let (file, offset) = self.log.sync_target();
+                    self.syncer.request(file, offset, self.bytes_since_request);
+                    self.bytes_since_request = 0;
+                }
+            }
+            Err(e) => self.fail_unflushed(&e, &mut sends),
+        }
+        if !self.unflushed.is_empty() {
+            // Actions carried out above appended more; write them in the next round.
+            sends.extend(self.end_batch());
+        }
+        sends
+    }
+
+    /// Wait for the next group commit to finish.
+    pub async fn durable(&mut self) -> std::io::Result<u64> {
+        match self.durable_rx.recv().await {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A group commit finished (`Ok(offset)`: everything below is durable).
+    pub fn on_durable(&mut self, result: std::io::Result<u64>) -> Sends {
+        let mut sends = Vec::new();
+        let now = now_ms();
+        match result {
+            Ok(durable) => {
+                while let Some(&(offset, ticket)) = self.unsynced.front() {
+                    if offset >= durable {
+                        break;
+                    }
+                    self.unsynced.pop_front();
+                    let a = self.core.persisted(now, ticket, Ok(offset));
+                    self.carry_out(a, &mut sends);
+                }
+            }
+            Err(e) => {
+                // After a failed fsync the written pages may never reach the disk:
+                // nothing waiting may be confirmed.
+                tracing::error!(error = %e, "journal fsync failed");
+                let reason = format!("fsync failed: {e}");
+                while let Some((_, ticket)) = self.unsynced.pop_front() {
+                    let a = self.core.persisted(now, ticket, Err(reason.clone()));
+                    self.carry_out(a, &mut sends);
+                }
+            }
+        }
+        sends
+    }
+
+    fn fail_unflushed(&mut self, e: &LogError, sends: &mut Sends) {
+        tracing::warn!(error = %e, "journal write failed");
+        let lost_from = self.log.written_offset();
+        let reason = describe(e);
+        let (lost, kept): (Vec<_>, Vec<_>) = self
+            .unflushed
+            .drain(..)
+            .partition(|(offset, _, _)| *offset >= lost_from);
+        self.unflushed = kept;
+        for (_, ticket, _) in lost {
+            let a = self.core.persisted(now_ms(), ticket, Err(reason.clone()));
+            self.carry_out(a, sends);
+        }
+    }
+
+    fn carry_out(&mut self, actions: Vec<QueueAction>, sends: &mut Sends) {
+        let mut todo: VecDeque<QueueAction> = actions.into();
+        while let Some(action) = todo.pop_front() {
+            match action {
+                QueueAction::Send { to, frames } => sends.push((to, frames)),
+                QueueAction::SaveCatalog(c) => {
+                    if let Err(e) = save_catalog(&self.catalog_path, &c) {
+                        tracing::error!(error = %e, path = %self.catalog_path.display(), "saving the queue catalog failed");
+                    }
+                }
+                QueueAction::Append {
+                    record,
+                    durability,
+                    ticket,
+                } => match self.log.append(&record) {
+                    Ok(offset) => {
+                        let Some(ticket) = ticket else { continue };
+                        if durability == Durability::Always {
+                            // "fsync each write": this record is on disk before anything else happens.
+                            let result = self.log.sync().map(|()| offset).map_err(|e| describe(&e));
+                            todo.extend(self.core.persisted(now_ms(), ticket, result));
+                        } else {
+                            self.unflushed.push((offset, ticket, durability));
+                        }
+                    }
+                    Err(e) => {
+                        self.fail_unflushed(&e, sends);
+                        if let Some(ticket) = ticket {
+                            todo.extend(self.core.persisted(now_ms(), ticket, Err(describe(&e))));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}

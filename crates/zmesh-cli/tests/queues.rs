@@ -1,0 +1,363 @@
+//! Durable queues with real processes: a broker SIGKILLed again and again
+//! under load, damaged journal files, a full disk, and a pyzmq client written
+//! from docs/protocol/queues.md.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use zmesh::SocketOptions;
+use zmesh_broker::queue::QueueOptions;
+use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
+use zmesh_testkit::net::{bounded, free_endpoint};
+
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+fn data_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("zmesh-queues-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// `zmesh broker` on `ep` with its journal in `dir`, stderr captured.
+fn broker(ep: &str, dir: &Path, prefix: &[&str]) -> Child {
+    let mut cmd = Command::new(
+        prefix
+            .first()
+            .copied()
+            .unwrap_or(env!("CARGO_BIN_EXE_zmesh")),
+    );
+    if !prefix.is_empty() {
+        cmd.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_zmesh"));
+    }
+    cmd.args(["broker", "--bind", ep, "--data-dir"])
+        .arg(dir)
+        .args(["--segment-mib", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn broker")
+}
+
+/// Read the broker's start-up line (it comes after recovery and replay).
+async fn startup_line(b: &mut Child) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let stderr = b.stderr.as_mut().expect("stderr piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    while let Ok(Some(l)) = lines.next_line().await {
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.contains("listening") {
+            return seen;
+        }
+    }
+    panic!("broker ended before listening: {seen}");
+}
+
+/// A client that comes back quickly after the broker restarts.
+async fn client(ep: &str) -> QueueClient {
+    let cfg = QueueClientConfig {
+        attempt_timeout: Duration::from_millis(700),
+        retries: 40,
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(300),
+        heartbeat: Duration::from_millis(200),
+        broker_timeout: Duration::from_millis(2500),
+        ..QueueClientConfig::default()
+    };
+    let options =
+        SocketOptions::default().backoff(Duration::from_millis(20), Duration::from_millis(200));
+    QueueClient::connect_with(ep, cfg, options).await.unwrap()
+}
+
+#[tokio::test]
+async fn broker_killed_at_random_under_load_loses_nothing_confirmed() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("crash");
+        let mut b = broker(&ep, &dir, &[]);
+        startup_line(&mut b).await;
+        let admin = client(&ep).await;
+        let options = QueueOptions {
+            ack_timeout_ms: 3000,
+            max_deliveries: 1000,
+            ..QueueOptions::default()
+        };
+        admin.declare("orders", Some(&options)).await.unwrap();
+
+        const N: u64 = 6000;
+        let confirmed = Arc::new(Mutex::new(HashSet::new()));
+        let producer = {
+            let (c, confirmed) = (client(&ep).await, confirmed.clone());
+            tokio::spawn(async move {
+                let mut set = tokio::task::JoinSet::new();
+                for i in 0..N {
+                    if set.len() >= 64 {
+                        set.join_next().await;
+                    }
+                    let (c, confirmed) = (c.clone(), confirmed.clone());
+                    set.spawn(async move {
+                        // A stable id per message: retries across restarts are deduplicated.
+                        let r = c
+                            .publish_with_id("orders", format!("m{i}"), format!("m{i}"))
+                            .await;
+                        if r.is_ok() {
+                            confirmed.lock().unwrap().insert(format!("m{i}"));
+                        }
+                    });
+                }
+                while set.join_next().await.is_some() {}
+            })
+        };
+        let received: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let consumer = {
+            let (c, received) = (client(&ep).await, received.clone());
+            tokio::spawn(async move {
+                let mut consumer = c.consume("orders", 50).await.unwrap();
+                while let Some(d) = consumer.next().await {
+                    let body = String::from_utf8(d.body.to_vec()).unwrap();
+                    *received.lock().unwrap().entry(body).or_default() += 1;
+                    let _ = consumer.ack(d.tag).await;
+                }
+            })
+        };
+
+        // Kill the broker at random moments while both run; restart it on the same journal.
+        let mut seed = std::process::id() as u64;
+        let mut rounds = 0;
+        let started = Instant::now();
+        while !producer.is_finished() && rounds < 8 && started.elapsed() < Duration::from_secs(60) {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            tokio::time::sleep(Duration::from_millis(200 + (seed >> 33) % 700)).await;
+            b.kill().await.unwrap();
+            rounds += 1;
+            b = broker(&ep, &dir, &[]);
+            startup_line(&mut b).await;
+        }
+        producer.await.unwrap();
+        let confirmed = confirmed.lock().unwrap().clone();
+        // Every confirmed message arrives in the end.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let missing = {
+                let r = received.lock().unwrap();
+                confirmed.iter().filter(|m| !r.contains_key(*m)).count()
+            };
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing} confirmed messages never delivered after {rounds} kills"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        consumer.abort();
+        let r = received.lock().unwrap();
+        let duplicates: u32 = r.values().map(|n| n - 1).sum();
+        assert!(rounds >= 2, "the broker was killed {rounds} times");
+        assert!(
+            confirmed.len() as u64 > N / 2,
+            "only {} confirmed",
+            confirmed.len()
+        );
+        println!(
+            "{rounds} kills: {} confirmed, all delivered; {duplicates} duplicate deliveries",
+            confirmed.len()
+        );
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn torn_tail_is_cut_and_damage_reported_with_the_rest_kept() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("damage");
+        let mut b = broker(&ep, &dir, &[]);
+        startup_line(&mut b).await;
+        let c = client(&ep).await;
+        c.declare("q", None).await.unwrap();
+        // 1 KiB bodies over 1 MiB segments: several segments.
+        let body = vec![b'x'; 1024];
+        for i in 0..3000u32 {
+            let mut m = body.clone();
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            c.publish("q", m).await.unwrap();
+        }
+        b.kill().await.unwrap();
+        let segs = segments(&dir);
+        assert!(segs.len() >= 3, "{segs:?}");
+        // A torn write at the end, and a flipped byte in an older segment.
+        let last = segs.last().unwrap();
+        let mut tail = std::fs::read(last).unwrap();
+        tail.extend_from_slice(b"ZLR1\x40\x00\x00\x00half a record");
+        std::fs::write(last, &tail).unwrap();
+        let mut old = std::fs::read(&segs[1]).unwrap();
+        let mid = old.len() / 2;
+        old[mid] ^= 0x01;
+        std::fs::write(&segs[1], &old).unwrap();
+
+        let mut b = broker(&ep, &dir, &[]);
+        let line = startup_line(&mut b).await;
+        assert!(line.contains("torn tail"), "{line}");
+        assert!(line.contains("damaged"), "{line}");
+        assert!(
+            line.contains("2999 messages"),
+            "one record lost to the flipped byte: {line}"
+        );
+        let stats = c.stats(Some("q")).await.unwrap();
+        assert_eq!(stats[0]["ready"], 2999);
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn full_disk_refuses_publishes_clearly_and_keeps_serving_consumers() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("full");
+        // A file size limit stands in for a full disk: writes past it fail with EFBIG.
+        let mut b = broker(&ep, &dir, &["prlimit", "--fsize=400000"]);
+        startup_line(&mut b).await;
+        let c = client(&ep).await;
+        c.declare("q", None).await.unwrap();
+        let mut confirmed = Vec::new();
+        let refusal = loop {
+            match c.publish("q", vec![b'y'; 1000]).await {
+                Ok(conf) => confirmed.push(conf.tag),
+                Err(e) => break e,
+            }
+            assert!(confirmed.len() < 1000, "the limit never bit");
+        };
+        assert_eq!(refusal.code(), Some(507), "{refusal}");
+        assert!(refusal.to_string().contains("disk full"), "{refusal}");
+        // Still refusing, still alive, and every confirmed message is served.
+        assert_eq!(
+            c.publish("q", vec![b'y'; 1000]).await.unwrap_err().code(),
+            Some(507)
+        );
+        let mut consumer = c.consume("q", 100).await.unwrap();
+        let mut got = HashSet::new();
+        while got.len() < confirmed.len() {
+            let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+                .await
+                .expect("deliveries continue")
+                .unwrap();
+            got.insert(d.tag);
+            consumer.ack(d.tag).await.unwrap();
+        }
+        assert_eq!(got, confirmed.iter().copied().collect());
+        assert!(b.try_wait().unwrap().is_none(), "the broker survived");
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pyzmq_client_from_the_protocol_doc() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("pyzmq");
+        let mut b = broker(&ep, &dir, &[]);
+        startup_line(&mut b).await;
+        let script = zmesh_testkit::python::workspace_root().join("tests/python/queue_client.py");
+        let out = Command::new(zmesh_testkit::python::interpreter())
+            .arg(script)
+            .args([&ep, "py-jobs", "200"])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("published 200") && stdout.contains("consumed 200"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("stats ok 200"), "{stdout}");
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cli_round_trip_with_dead_letters() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("cli");
+        let mut b = broker(&ep, &dir, &[]);
+        startup_line(&mut b).await;
+        let run = |args: Vec<&str>| {
+            let ep = ep.clone();
+            let args: Vec<String> = args.into_iter().map(String::from).collect();
+            async move {
+                let out = Command::new(env!("CARGO_BIN_EXE_zmesh"))
+                    .arg("queue")
+                    .args(&args)
+                    .args(["--broker", &ep])
+                    .output()
+                    .await
+                    .unwrap();
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            }
+        };
+        let (code, _, err) = run(vec!["declare", "jobs", "--max-deliveries", "1"]).await;
+        assert_eq!(code, Some(0), "{err}");
+        let (code, out, _) = run(vec!["publish", "jobs", "a", "b", "c"]).await;
+        assert_eq!(code, Some(0));
+        assert!(out.contains("confirmed 3"), "{out}");
+        // Take one and reject it: with one delivery allowed it goes to the dead letters.
+        let (_, out, _) = run(vec!["consume", "jobs", "--count", "1", "--no-ack", "-v"]).await;
+        let tag = out.split('\t').next().unwrap().to_owned();
+        let (code, _, err) = run(vec!["ack", "jobs", &tag, "--nack"]).await;
+        assert_eq!(code, Some(0), "{err}");
+        let (code, out, _) = run(vec!["dead-letters", "jobs"]).await;
+        assert_eq!(code, Some(0));
+        assert!(out.contains("\ta"), "{out}");
+        let (_, out, _) = run(vec!["consume", "jobs", "--count", "5", "--idle", "0.5"]).await;
+        assert_eq!(out.lines().collect::<Vec<_>>(), ["b", "c"]);
+        let (_, out, _) = run(vec!["stats"]).await;
+        assert!(out.contains("jobs.dlq"), "{out}");
+        // Refusals exit 3 and say why.
+        let (code, _, err) = run(vec!["publish", "nope", "x"]).await;
+        assert_eq!(code, Some(3));
+        assert!(err.contains("404"), "{err}");
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
