@@ -93,6 +93,8 @@ pub async fn run_with_queues(
             r = durable => {
                 let q = queues.as_mut().expect("only polled with queues");
                 send_all(q.on_durable(r), &mut out);
+                // Confirms can lead to more records (dead-letter settles): write them now.
+                send_all(q.end_batch(), &mut out);
             }
             _ = tokio::time::sleep_until(next.into()) => {
                 out.extend(broker.tick(Instant::now()).into_iter().map(to_message));

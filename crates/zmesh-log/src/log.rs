@@ -57,6 +57,7 @@ pub struct Log {
     bytes_since_index: u64,
     /// Offset the next append gets.
     next_offset: u64,
+    written_total: u64,
     damaged: Vec<Damage>,
 }
 
@@ -127,6 +128,7 @@ impl Log {
             buf: Vec::new(),
             pending_index: Vec::new(),
             next_offset,
+            written_total: 0,
             damaged: report.damaged.clone(),
         };
         Ok((log, report))
@@ -156,6 +158,11 @@ impl Log {
     /// Bytes of records kept, written or buffered.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum::<u64>() + self.buf.len() as u64
+    }
+
+    /// Bytes written to segment files since the log was opened (only grows).
+    pub fn bytes_written_total(&self) -> u64 {
+        self.written_total
     }
 
     /// Number of segment files.
@@ -229,6 +236,7 @@ impl Log {
             self.pending_index.clear();
         }
         let written = self.buf.len() as u64;
+        self.written_total += written;
         self.buf.clear();
         let next = self.next_offset;
         let active = self.segments.last_mut().expect("at least one segment");
@@ -254,13 +262,15 @@ impl Log {
         let meta = SegmentMeta::new(&self.dir, self.next_offset);
         let file = OpenOptions::new()
             .append(true)
-            .create_new(true)
+            // Not create_new: a rotation that failed half-way left an empty file to reuse.
+            .create(true)
             .open(&meta.path)
             .map_err(LogError::io(&meta.path))?;
         let index_path = meta.index_path();
-        self.index_file = File::create(&index_path).map_err(LogError::io(&index_path))?;
+        let index_file = File::create(&index_path).map_err(LogError::io(&index_path))?;
         sync_dir(&self.dir)?;
         self.file = Arc::new(file);
+        self.index_file = index_file;
         self.segments.push(meta);
         self.bytes_since_index = u64::MAX;
         Ok(())

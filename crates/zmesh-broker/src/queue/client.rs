@@ -371,6 +371,7 @@ impl QueueClient {
             client: self.clone(),
             queue: queue.to_owned(),
             rx,
+            stopped: false,
         })
     }
 
@@ -415,6 +416,22 @@ pub struct Consumer {
     client: QueueClient,
     queue: String,
     rx: mpsc::UnboundedReceiver<Delivery>,
+    stopped: bool,
+}
+
+impl Drop for Consumer {
+    /// A consumer dropped without `cancel` stops consuming too: its
+    /// unacknowledged messages go back to the queue.
+    fn drop(&mut self) {
+        if !self.stopped {
+            lock(&self.client.inner.consumers).remove(&self.queue);
+            let _ = self.client.sock.try_send(frames([
+                Bytes::from("CANCEL"),
+                Bytes::from("0"),
+                Bytes::from(self.queue.clone()),
+            ]));
+        }
+    }
 }
 
 impl Consumer {
@@ -449,7 +466,8 @@ impl Consumer {
         self.stop(true).await
     }
 
-    async fn stop(self, keep: bool) -> Result<(), QueueError> {
+    async fn stop(mut self, keep: bool) -> Result<(), QueueError> {
+        self.stopped = true;
         lock(&self.client.inner.consumers).remove(&self.queue);
         let mut parts = vec!["CANCEL".into(), self.queue.clone().into()];
         if keep {

@@ -167,7 +167,17 @@ impl QueueCore {
 
     /// Apply one journal record read back at start-up.
     pub fn replay(&mut self, offset: u64, record: &Bytes) {
-        match Entry::decode(record) {
+        let entry = Entry::decode(record);
+        if let Some(
+            Entry::Publish { queue, .. }
+            | Entry::Settle { queue, .. }
+            | Entry::Requeue { queue, .. },
+        ) = &entry
+        {
+            // Should the catalog ever lag the journal, a new queue must not inherit old records.
+            self.catalog.next_id = self.catalog.next_id.max(queue + 1);
+        }
+        match entry {
             Some(Entry::Publish {
                 queue,
                 published_ms,

@@ -70,6 +70,9 @@ impl QueueOptions {
         if self.ack_timeout_ms == 0 || self.ack_timeout_ms > 24 * 3600 * 1000 {
             return Err("ack_timeout_ms must be between 1 and 86400000".into());
         }
+        if self.message_ttl_ms == Some(0) {
+            return Err("message_ttl_ms must be positive (omit it for no expiry)".into());
+        }
         if self.max_deliveries == 0 {
             return Err("max_deliveries must be at least 1".into());
         }

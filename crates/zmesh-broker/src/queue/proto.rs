@@ -244,7 +244,9 @@ pub fn parse(frames: &[Bytes]) -> Result<Command, ProtoError> {
             }
         }
         b"ACK" | b"REJECT" => {
-            let queue = name(args.first().ok_or_else(|| e("no queue".into()))?).map_err(e)?;
+            // ACK and REJECT carry no correlation id: errors go unanswered.
+            let queue = name(args.first().ok_or_else(|| bad(None, "no queue".into()))?)
+                .map_err(|r| bad(None, r))?;
             let tags = tags(&args[1..]).map_err(|r| bad(None, r))?;
             if &cmd[..] == b"ACK" {
                 Command::Ack { queue, tags }

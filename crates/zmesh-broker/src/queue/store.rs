@@ -240,7 +240,7 @@ impl QueueStore {
         let mut sends = Vec::new();
         match self.log.flush() {
             Ok(()) => {
-                let written = self.log.bytes();
+                let written = self.log.bytes_written_total();
                 self.bytes_since_request += written.saturating_sub(self.bytes_at_flush);
                 self.bytes_at_flush = written;
                 let mut resolved = Vec::new();
@@ -340,14 +340,24 @@ impl QueueStore {
                         let Some(ticket) = ticket else { continue };
                         if durability == Durability::Always {
                             // "fsync each write": this record is on disk before anything else happens.
-                            let result = self.log.sync().map(|()| offset).map_err(|e| describe(&e));
+                            let result = match self.log.sync() {
+                                Ok(()) => Ok(offset),
+                                Err(e) => {
+                                    // The failed flush took the buffered records of others with it.
+                                    self.fail_unflushed(&e, sends);
+                                    Err(describe(&e))
+                                }
+                            };
                             todo.extend(self.core.persisted(now_ms(), ticket, result));
                         } else {
                             self.unflushed.push((offset, ticket, durability));
                         }
                     }
                     Err(e) => {
-                        self.fail_unflushed(&e, sends);
+                        // Too large is this record's fault alone; an I/O error lost the buffer.
+                        if !matches!(e, LogError::RecordTooLarge { .. }) {
+                            self.fail_unflushed(&e, sends);
+                        }
                         if let Some(ticket) = ticket {
                             todo.extend(self.core.persisted(now_ms(), ticket, Err(describe(&e))));
                         }

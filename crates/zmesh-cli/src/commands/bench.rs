@@ -44,6 +44,20 @@ enum Role {
     NatsLoad(super::bench_rr::LoadArgs),
     /// NATS responders in a queue group (needs --features nats-bench).
     NatsEcho(super::bench_rr::LoadArgs),
+    /// Durable queue: publish-to-confirm through the zmesh broker.
+    QueuePublish(super::bench_queue::QueueLoadArgs),
+    /// Durable queue: consume and ack through the zmesh broker.
+    QueueConsume(super::bench_queue::QueueLoadArgs),
+    /// The disk's raw write+fdatasync rate, for scale.
+    FsyncRate(super::bench_queue::QueueLoadArgs),
+    /// RabbitMQ durable queue with publisher confirms (needs --features rabbit-bench).
+    RabbitPublish(super::bench_queue::QueueLoadArgs),
+    /// RabbitMQ consume with manual acks (needs --features rabbit-bench).
+    RabbitConsume(super::bench_queue::QueueLoadArgs),
+    /// JetStream file-stream async publish (needs --features nats-bench).
+    JsPublish(super::bench_queue::QueueLoadArgs),
+    /// JetStream pull consume with acks (needs --features nats-bench).
+    JsConsume(super::bench_queue::QueueLoadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +170,7 @@ impl BenchSocket {
 
 /// Run one benchmark role.
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
+    use super::bench_queue as bq;
     use super::bench_rr as rr;
     match cmd.role {
         Role::MdpLoad(a) => return rr::mdp_load(a).await,
@@ -163,6 +178,21 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
         Role::DirectLoad(a) => return rr::direct_load(a).await,
         Role::NatsLoad(a) => return rr::nats_load(a).await,
         Role::NatsEcho(a) => return rr::nats_echo(a).await,
+        Role::QueuePublish(a) => return bq::queue_publish(a).await,
+        Role::QueueConsume(a) => return bq::queue_consume(a).await,
+        Role::FsyncRate(a) => return bq::fsync_rate(a).await,
+        #[cfg(feature = "rabbit-bench")]
+        Role::RabbitPublish(a) => return bq::rabbit_publish(a).await,
+        #[cfg(feature = "rabbit-bench")]
+        Role::RabbitConsume(a) => return bq::rabbit_consume(a).await,
+        #[cfg(not(feature = "rabbit-bench"))]
+        Role::RabbitPublish(_) | Role::RabbitConsume(_) => return bq::not_built("rabbit-bench"),
+        #[cfg(feature = "nats-bench")]
+        Role::JsPublish(a) => return bq::js_publish(a).await,
+        #[cfg(feature = "nats-bench")]
+        Role::JsConsume(a) => return bq::js_consume(a).await,
+        #[cfg(not(feature = "nats-bench"))]
+        Role::JsPublish(_) | Role::JsConsume(_) => return bq::not_built("nats-bench"),
         Role::ThrRecv(c) => {
             let s = BenchSocket::open(&c, SocketType::Pull).await?;
             s.recv().await?;

@@ -432,9 +432,9 @@ async fn dead_letters(client: &QueueClient, a: DeadLettersArgs) -> Result<(), Qu
             String::from_utf8_lossy(&d.body)
         );
         if a.replay {
-            client
-                .publish_with_id(&a.queue, d.msg_id.clone(), d.body.clone())
-                .await?;
+            // A fresh message id: the original may still be in the queue's
+            // dedup window, which would confirm it as a duplicate and store nothing.
+            client.publish(&a.queue, d.body.clone()).await?;
         }
         seen.push(d.tag);
     }
