@@ -401,6 +401,7 @@ async fn canary_weights_and_rate_limits() {
 fn broker_process(ep: &str, idempotent: &str) -> Child {
     zmesh(&[
         "broker",
+        "--no-queues",
         "--bind",
         ep,
         "--worker-heartbeat-ms",
