@@ -46,6 +46,13 @@ def main():
     send(b"PUBLISH", b"dup", queue, b"py-0", b"body-0")
     reply = recv()
     assert reply[0] == b"CONFIRM" and reply[3:] == [b"duplicate"], reply
+    # A BATCH: two new messages and a repeat, one reply with a status each.
+    send(b"BATCH", b"b1", queue, b"py-b1", b"batch-1", b"py-b2", b"batch-2", b"py-0", b"body-0")
+    reply = recv()
+    assert reply[0] == b"CONFIRMED" and reply[1] == b"b1" and len(reply) == 5, reply
+    assert reply[2][:1] == b"c" and reply[3][:1] == b"c", reply
+    assert reply[4] == b"d%d" % min(tags), reply
+    n += 2
     print("published", len(tags), flush=True)
 
     send(b"CONSUME", b"c2", queue, b"10")
@@ -66,7 +73,8 @@ def main():
         got[msg_id] = body
         send(b"ACK", queue, tag)
         outstanding -= 1
-    assert all(got[b"py-%d" % i] == b"body-%d" % i for i in range(n))
+    assert all(got[b"py-%d" % i] == b"body-%d" % i for i in range(n - 2))
+    assert got[b"py-b1"] == b"batch-1" and got[b"py-b2"] == b"batch-2"
     print("consumed", len(got), flush=True)
 
     send(b"CANCEL", b"c3", queue)

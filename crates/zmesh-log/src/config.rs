@@ -25,9 +25,12 @@ pub enum Durability {
 }
 
 impl Durability {
-    /// Group commit with the defaults: start a sync within 1 ms, or at 1 MiB.
+    /// Group commit with the defaults: a sync starts as soon as the previous
+    /// one ends (whatever was written meanwhile rides along), or at 1 MiB.
+    /// Measured: a 1 ms delay cut throughput at a window of 100 publishes from
+    /// 72 k/s to 34 k/s and doubled latency, for no gain at high load.
     pub const GROUP_DEFAULT: Durability = Durability::Group {
-        max_delay_ms: 1,
+        max_delay_ms: 0,
         max_bytes: 1 << 20,
     };
 

@@ -17,7 +17,7 @@
 //! # let _ = confirm; Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -125,12 +125,30 @@ pub struct Delivery {
 
 enum Reply {
     Ok(Option<Bytes>),
-    Confirm(Confirm),
     Error(u16, String),
 }
 
+/// One message's outcome in a CONFIRMED reply.
+enum Status {
+    Stored(Confirm),
+    Refused(u16, String),
+}
+
+/// A publish waiting for the batcher.
+struct PublishReq {
+    queue: String,
+    msg_id: Bytes,
+    body: Bytes,
+    tx: oneshot::Sender<Status>,
+}
+
+/// Most messages the batcher puts in one BATCH.
+const BATCH_SEND_MAX: usize = 1024;
+
 struct Inner {
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// BATCH correlation id -> the publishers of its messages, in order.
+    batches: Mutex<HashMap<u64, Vec<oneshot::Sender<Status>>>>,
     consumers: Mutex<HashMap<String, (u32, mpsc::UnboundedSender<Delivery>)>>,
     next_corr: AtomicU64,
     last_heard: Mutex<Instant>,
@@ -144,6 +162,7 @@ pub struct QueueClient {
     sock: Socket,
     cfg: QueueClientConfig,
     inner: Arc<Inner>,
+    publish_tx: mpsc::Sender<PublishReq>,
     /// Aborts the reader and keeper tasks when the last clone goes.
     _tasks: Arc<Tasks>,
 }
@@ -193,8 +212,9 @@ impl QueueClient {
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).expect("OS random number generator unavailable");
         let inner = Arc::new(Inner {
-            pending: Mutex::new(HashMap::new()),
-            consumers: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
+            batches: Mutex::new(HashMap::default()),
+            consumers: Mutex::new(HashMap::default()),
             next_corr: AtomicU64::new(1),
             last_heard: Mutex::new(Instant::now()),
             id_prefix: hex::encode(seed),
@@ -202,11 +222,19 @@ impl QueueClient {
         });
         let reader = tokio::spawn(read_replies(sock.clone(), inner.clone()));
         let keeper = tokio::spawn(keep_consumers(sock.clone(), inner.clone(), cfg.clone()));
+        let (publish_tx, publish_rx) = mpsc::channel(cfg.in_flight_max.max(1));
+        let batcher = tokio::spawn(batch_publishes(
+            sock.clone(),
+            inner.clone(),
+            publish_rx,
+            cfg.attempt_timeout,
+        ));
         Ok(Self {
             sock,
             cfg,
             inner,
-            _tasks: Arc::new(Tasks(vec![reader, keeper])),
+            publish_tx,
+            _tasks: Arc::new(Tasks(vec![reader, keeper, batcher])),
         })
     }
 
@@ -332,24 +360,45 @@ impl QueueClient {
     }
 
     /// Publish with the caller's message id (deduplicated by the broker within its window).
+    ///
+    /// Concurrent publishes on one client travel together: whatever is waiting
+    /// when the connection is free goes in one BATCH, confirmed by one reply.
     pub async fn publish_with_id(
         &self,
         queue: &str,
         msg_id: impl Into<Bytes>,
         body: impl Into<Bytes>,
     ) -> Result<Confirm, QueueError> {
-        let parts = vec![
-            "PUBLISH".into(),
-            queue.to_owned().into(),
-            msg_id.into(),
-            body.into(),
-        ];
-        match self.request(parts).await? {
-            Reply::Confirm(c) => Ok(c),
-            _ => Err(QueueError::Protocol(
-                "PUBLISH answered without CONFIRM".into(),
-            )),
+        let (msg_id, body) = (msg_id.into(), body.into());
+        let attempts = self.cfg.retries + 1;
+        let mut wait = self.cfg.backoff_initial;
+        for attempt in 1..=attempts {
+            let (tx, rx) = oneshot::channel();
+            let req = PublishReq {
+                queue: queue.to_owned(),
+                msg_id: msg_id.clone(),
+                body: body.clone(),
+                tx,
+            };
+            if self.publish_tx.send(req).await.is_err() {
+                return Err(QueueError::Protocol(
+                    "the client's publisher stopped".into(),
+                ));
+            }
+            match tokio::time::timeout(self.cfg.attempt_timeout, rx).await {
+                Ok(Ok(Status::Stored(c))) => return Ok(c),
+                Ok(Ok(Status::Refused(code, reason))) => {
+                    return Err(QueueError::Refused { code, reason });
+                }
+                // Silence, or the batch could not be sent: try again with the same id.
+                _ if attempt < attempts => {
+                    tokio::time::sleep(jitter(wait)).await;
+                    wait = (wait * 2).min(self.cfg.backoff_max);
+                }
+                _ => {}
+            }
         }
+        Err(QueueError::Timeout(attempts))
     }
 
     /// Consume `queue` with at most `prefetch` messages unacknowledged.
@@ -482,10 +531,6 @@ fn parse_reply(f: &[Bytes]) -> Option<(u64, Reply)> {
     let num = |i: usize| -> Option<u64> { std::str::from_utf8(f.get(i)?).ok()?.parse().ok() };
     let reply = match &f[2][..] {
         b"OK" => Reply::Ok(f.get(4).cloned()),
-        b"CONFIRM" => Reply::Confirm(Confirm {
-            tag: num(4)?,
-            duplicate: f.get(5).is_some_and(|d| &d[..] == b"duplicate"),
-        }),
         b"ERROR" => Reply::Error(
             num(4)? as u16,
             String::from_utf8_lossy(f.get(5)?).into_owned(),
@@ -506,6 +551,75 @@ fn parse_delivery(f: &[Bytes]) -> Option<Delivery> {
     })
 }
 
+fn parse_status(f: &Bytes) -> Option<Status> {
+    let text = std::str::from_utf8(f).ok()?;
+    let (kind, rest) = text.split_at_checked(1)?;
+    Some(match kind {
+        "c" | "d" => Status::Stored(Confirm {
+            tag: rest.parse().ok()?,
+            duplicate: kind == "d",
+        }),
+        "e" => {
+            let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+            Status::Refused(code.parse().ok()?, reason.to_owned())
+        }
+        _ => return None,
+    })
+}
+
+/// Send waiting publishes in batches, one BATCH per queue per round.
+async fn batch_publishes(
+    sock: Socket,
+    inner: Arc<Inner>,
+    mut rx: mpsc::Receiver<PublishReq>,
+    attempt_timeout: Duration,
+) {
+    // Batches whose publishers gave up (and retried) are forgotten after a while.
+    let mut sent: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    while let Some(first) = rx.recv().await {
+        let mut round = vec![first];
+        while round.len() < BATCH_SEND_MAX {
+            match rx.try_recv() {
+                Ok(r) => round.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut by_queue: Vec<(String, Vec<PublishReq>)> = Vec::new();
+        for r in round {
+            match by_queue.iter_mut().find(|(q, _)| *q == r.queue) {
+                Some((_, v)) => v.push(r),
+                None => by_queue.push((r.queue.clone(), vec![r])),
+            }
+        }
+        for (queue, reqs) in by_queue {
+            let corr = inner.next_corr.fetch_add(1, Ordering::Relaxed);
+            let mut parts = Vec::with_capacity(2 + reqs.len() * 2);
+            parts.push(Bytes::from_static(b"BATCH"));
+            parts.push(Bytes::from(corr.to_string()));
+            parts.push(Bytes::from(queue));
+            let mut waiting = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                parts.push(r.msg_id);
+                parts.push(r.body);
+                waiting.push(r.tx);
+            }
+            lock(&inner.batches).insert(corr, waiting);
+            sent.push_back((Instant::now(), corr));
+            if sock.send(frames(parts)).await.is_err() {
+                // Dropping the senders tells each publisher to retry.
+                lock(&inner.batches).remove(&corr);
+            }
+        }
+        while let Some(&(at, corr)) = sent.front() {
+            if at.elapsed() < attempt_timeout * 2 {
+                break;
+            }
+            sent.pop_front();
+            lock(&inner.batches).remove(&corr);
+        }
+    }
+}
+
 async fn read_replies(sock: Socket, inner: Arc<Inner>) {
     while let Ok(m) = sock.recv().await {
         let f = m.frames();
@@ -522,6 +636,18 @@ async fn read_replies(sock: Socket, inner: Arc<Inner>) {
                 }
             }
             b"HEARTBEAT" => {}
+            b"CONFIRMED" => {
+                let corr = std::str::from_utf8(f.get(3).map_or(&[][..], |c| &c[..]))
+                    .ok()
+                    .and_then(|c| c.parse::<u64>().ok());
+                if let Some(waiting) = corr.and_then(|c| lock(&inner.batches).remove(&c)) {
+                    for (tx, status) in waiting.into_iter().zip(f.iter().skip(4)) {
+                        if let Some(st) = parse_status(status) {
+                            let _ = tx.send(st);
+                        }
+                    }
+                }
+            }
             _ => {
                 if let Some((corr, reply)) = parse_reply(&f)
                     && let Some(tx) = lock(&inner.pending).remove(&corr)

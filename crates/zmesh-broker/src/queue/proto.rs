@@ -12,6 +12,9 @@ pub const PROTOCOL: &[u8] = b"ZMQU01";
 /// Tags (message offsets) one ACK or NACK may carry.
 pub const TAGS_MAX: usize = 10_000;
 
+/// Messages one BATCH may carry.
+pub const BATCH_MAX: usize = 10_000;
+
 /// Prefetch a consumer may ask for.
 pub const PREFETCH_MAX: u32 = 100_000;
 
@@ -51,6 +54,15 @@ pub enum Command {
         msg_id: Bytes,
         /// Body.
         body: Bytes,
+    },
+    /// Store many messages; one CONFIRMED reply with a status per message.
+    Batch {
+        /// Correlation id.
+        corr: Bytes,
+        /// Queue name.
+        queue: String,
+        /// (message id, body) pairs.
+        items: Vec<(Bytes, Bytes)>,
     },
     /// Start (or re-state) consuming with at most `prefetch` unacknowledged.
     Consume {
@@ -231,6 +243,28 @@ pub fn parse(frames: &[Bytes]) -> Result<Command, ProtoError> {
                 body: args[3].clone(),
             }
         }
+        b"BATCH" => {
+            if args.len() < 4 || !args.len().is_multiple_of(2) {
+                return Err(e(
+                    "BATCH takes corr, queue, then message id and body pairs".into()
+                ));
+            }
+            if (args.len() - 2) / 2 > BATCH_MAX {
+                return Err(e(format!("BATCH holds at most {BATCH_MAX} messages")));
+            }
+            let items: Vec<(Bytes, Bytes)> = args[2..]
+                .chunks(2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect();
+            if items.iter().any(|(id, _)| id.len() > 255) {
+                return Err(e("message id longer than 255 bytes".into()));
+            }
+            Command::Batch {
+                corr: args[0].clone(),
+                queue: name(&args[1]).map_err(e)?,
+                items,
+            }
+        }
         b"CONSUME" => {
             want(3)?;
             let prefetch: u32 = number(&args[2], "prefetch").map_err(e)?;
@@ -321,6 +355,24 @@ pub fn confirm(corr: &Bytes, tag: u64, duplicate: bool) -> Vec<Bytes> {
         f.push(Bytes::from_static(b"duplicate"));
     }
     f
+}
+
+/// `CONFIRMED corr status...`: one status frame per message of a BATCH.
+pub fn confirmed(corr: &Bytes, statuses: impl Iterator<Item = Bytes>) -> Vec<Bytes> {
+    let mut f = head(b"CONFIRMED");
+    f.push(corr.clone());
+    f.extend(statuses);
+    f
+}
+
+/// A BATCH status: `c<tag>` stored, `d<tag>` a duplicate of the stored `tag`.
+pub fn batch_stored(tag: u64, duplicate: bool) -> Bytes {
+    Bytes::from(format!("{}{tag}", if duplicate { 'd' } else { 'c' }))
+}
+
+/// A BATCH status: `e<code> <reason>` refused.
+pub fn batch_refused(code: u16, reason: &str) -> Bytes {
+    Bytes::from(format!("e{code} {reason}"))
 }
 
 /// `ERROR corr code text`.

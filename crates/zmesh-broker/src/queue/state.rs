@@ -10,7 +10,9 @@
 //!                                   dead-letter queue ◄── deliveries ≥ max ─────┘ TTL expired
 //! ```
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use foldhash::{HashMap, HashSet};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -116,14 +118,14 @@ impl Queue {
     pub fn new(spec: QueueSpec) -> Queue {
         Queue {
             spec,
-            messages: HashMap::new(),
+            messages: HashMap::default(),
             ready: BTreeSet::new(),
             consumers: Vec::new(),
-            detached: HashSet::new(),
+            detached: HashSet::default(),
             next_consumer: 0,
             storing: 0,
             bytes: 0,
-            dedup: HashMap::new(),
+            dedup: HashMap::default(),
             dedup_order: VecDeque::new(),
             counters: QueueCounters::default(),
         }

@@ -41,7 +41,7 @@ impl Default for QueueStoreConfig {
             data_dir: PathBuf::from("zmesh-data"),
             log: LogConfig::default(),
             core: QueueCoreConfig::default(),
-            group_commit_ms: 1,
+            group_commit_ms: 0,
             group_commit_bytes: 1 << 20,
         }
     }

@@ -238,6 +238,40 @@ fn duplicate_message_ids_are_stored_once() {
 }
 
 #[test]
+fn a_batch_gets_one_reply_with_each_outcome_after_durability() {
+    let mut s = declared(r#"{"max_length": 3}"#);
+    s.send("p", &["PUBLISH", "1", "jobs", "a", "first"]);
+    s.sync();
+    // a: stored before; b, c: new (c the last that fits); b again; d: over max_length.
+    s.send(
+        "p",
+        &[
+            "BATCH", "9", "jobs", "a", "x", "b", "x", "c", "x", "b", "x", "d", "x",
+        ],
+    );
+    assert!(
+        s.take("p", "CONFIRMED").is_empty(),
+        "no reply before b and c are durable"
+    );
+    s.sync();
+    let r = s.take("p", "CONFIRMED");
+    assert_eq!(r.len(), 1);
+    let st: Vec<String> = r[0][4..]
+        .iter()
+        .map(|f| String::from_utf8(f.to_vec()).unwrap())
+        .collect();
+    assert_eq!(st[0], "d0", "a is a duplicate of tag 0");
+    assert!(st[1].starts_with('c') && st[2].starts_with('c'), "{st:?}");
+    assert_eq!(
+        st[3],
+        format!("d{}", &st[1][1..]),
+        "b repeated within the batch"
+    );
+    assert!(st[4].starts_with("e429 "), "{st:?}");
+    assert_eq!(s.stat("jobs").ready, 3);
+}
+
+#[test]
 fn limits_refuse_with_a_clear_error_and_storage_errors_lose_nothing_confirmed() {
     let mut s = declared(r#"{"max_length": 2}"#);
     for i in 0..3 {

@@ -49,8 +49,9 @@ pub struct BrokerCmd {
     /// Serve MDP only: no durable queues, nothing written to disk.
     #[arg(long)]
     pub no_queues: bool,
-    /// Group commit: longest a confirm waits for its fsync to start, in ms.
-    #[arg(long, default_value_t = 1)]
+    /// Group commit: longest a confirm waits for its fsync to start, in ms
+    /// (0: as soon as the previous fsync ends).
+    #[arg(long, default_value_t = 0)]
     pub group_commit_ms: u64,
     /// Group commit: unsynced bytes that start an fsync at once.
     #[arg(long, default_value_t = 1 << 20)]

@@ -16,10 +16,15 @@
 //! is durable, so nothing confirmed is lost across a crash — at worst
 //! delivered again.
 
-use std::collections::HashMap;
+// foldhash: fast, and randomly seeded per process (ids come from untrusted peers).
+use foldhash::HashMap;
 
 use bytes::Bytes;
 use zmesh_log::Durability;
+
+mod publish;
+
+use publish::{Batch, Waiter};
 
 use super::journal::{Entry, SETTLE_BATCH_MAX, SettleReason};
 use super::options::{Catalog, QueueOptions, QueueSpec};
@@ -80,10 +85,9 @@ pub enum QueueAction {
 enum Ticket {
     Publish {
         queue: u32,
-        reply_to: Bytes,
-        corr: Bytes,
         msg: Msg,
-        waiters: Vec<(Bytes, Bytes)>,
+        /// The publisher first, then repeats of its message id.
+        waiters: Vec<Waiter>,
     },
     DeadLetter {
         from: u32,
@@ -119,6 +123,9 @@ pub struct QueueCore {
     names: HashMap<u32, String>,
     tickets: HashMap<u64, Ticket>,
     next_ticket: u64,
+    /// BATCH publishes waiting for their last message's outcome.
+    batches: HashMap<u64, Batch>,
+    next_batch: u64,
     peers: HashMap<Bytes, Peer>,
     next_heartbeat_ms: u64,
     earliest_ack_deadline_ms: Option<u64>,
@@ -140,11 +147,13 @@ impl QueueCore {
         let mut core = QueueCore {
             config,
             catalog: Catalog::default(),
-            queues: HashMap::new(),
-            names: HashMap::new(),
-            tickets: HashMap::new(),
+            queues: HashMap::default(),
+            names: HashMap::default(),
+            tickets: HashMap::default(),
             next_ticket: 0,
-            peers: HashMap::new(),
+            batches: HashMap::default(),
+            next_batch: 0,
+            peers: HashMap::default(),
             next_heartbeat_ms: 0,
             earliest_ack_deadline_ms: None,
             messages: 0,
@@ -325,7 +334,17 @@ impl QueueCore {
                 queue,
                 msg_id,
                 body,
-            } => self.publish(now_ms, from, corr, &queue, msg_id, body),
+            } => {
+                let waiter = Waiter::Single {
+                    to: from.clone(),
+                    corr,
+                    duplicate: false,
+                };
+                self.publish(now_ms, &queue, msg_id, body, waiter);
+            }
+            Command::Batch { corr, queue, items } => {
+                self.publish_batch(now_ms, from, corr, &queue, items)
+            }
             Command::Consume {
                 corr,
                 queue,
@@ -487,98 +506,6 @@ impl QueueCore {
         self.send(from, proto::ok(corr, Some(body.into())));
     }
 
-    fn publish(
-        &mut self,
-        now_ms: u64,
-        from: &Bytes,
-        corr: Bytes,
-        name: &str,
-        msg_id: Bytes,
-        body: Bytes,
-    ) {
-        let messages = self.messages;
-        let Some(q) = self.queues.get_mut(name) else {
-            return self.send(
-                from,
-                proto::error(&corr, code::NOT_FOUND, &format!("no queue {name:?}")),
-            );
-        };
-        match q.dedup.get(&msg_id).copied() {
-            Some(Dedup::Stored(offset)) => {
-                q.counters.duplicates += 1;
-                return self.send(from, proto::confirm(&corr, offset, true));
-            }
-            Some(Dedup::Storing(ticket)) => {
-                q.counters.duplicates += 1;
-                if let Some(Ticket::Publish { waiters, .. }) = self.tickets.get_mut(&ticket) {
-                    waiters.push((from.clone(), corr));
-                }
-                return;
-            }
-            None => {}
-        }
-        let o = q.options();
-        let refusal = if q.len() >= o.max_length {
-            Some((
-                code::QUEUE_FULL,
-                format!(
-                    "queue {name:?} is full: {} messages (max_length)",
-                    o.max_length
-                ),
-            ))
-        } else if q.bytes + body.len() as u64 > o.max_bytes {
-            Some((
-                code::QUEUE_FULL,
-                format!("queue {name:?} is full: {} bytes (max_bytes)", o.max_bytes),
-            ))
-        } else if messages >= self.config.messages_max {
-            Some((
-                code::UNAVAILABLE,
-                "the broker holds its maximum number of messages".to_owned(),
-            ))
-        } else {
-            None
-        };
-        if let Some((c, reason)) = refusal {
-            q.counters.refused += 1;
-            return self.send(from, proto::error(&corr, c, &reason));
-        }
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        q.storing += 1;
-        q.bytes += body.len() as u64;
-        q.counters.published += 1;
-        q.remember(msg_id.clone(), Dedup::Storing(ticket));
-        let (id, durability) = (q.id(), q.options().durability);
-        self.messages += 1;
-        self.append(
-            Entry::Publish {
-                queue: id,
-                published_ms: now_ms,
-                msg_id: msg_id.clone(),
-                body: body.clone(),
-            },
-            durability,
-            Some(ticket),
-        );
-        self.tickets.insert(
-            ticket,
-            Ticket::Publish {
-                queue: id,
-                reply_to: from.clone(),
-                corr,
-                msg: Msg {
-                    body,
-                    msg_id,
-                    published_ms: now_ms,
-                    deliveries: 0,
-                    holder: None,
-                },
-                waiters: Vec::new(),
-            },
-        );
-    }
-
     /// The record of `ticket` is durable at `offset` (`Ok`), or could not be
     /// stored (`Err` with the reason).
     pub fn persisted(
@@ -590,11 +517,9 @@ impl QueueCore {
         match self.tickets.remove(&ticket) {
             Some(Ticket::Publish {
                 queue,
-                reply_to,
-                corr,
                 msg,
                 waiters,
-            }) => self.publish_persisted(now_ms, queue, reply_to, corr, msg, waiters, result),
+            }) => self.publish_persisted(now_ms, queue, msg, waiters, result),
             Some(Ticket::DeadLetter {
                 from,
                 from_offset,
@@ -604,51 +529,6 @@ impl QueueCore {
             None => {}
         }
         std::mem::take(&mut self.out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn publish_persisted(
-        &mut self,
-        now_ms: u64,
-        queue: u32,
-        reply_to: Bytes,
-        corr: Bytes,
-        msg: Msg,
-        waiters: Vec<(Bytes, Bytes)>,
-        result: Result<u64, String>,
-    ) {
-        let Some(q) = self.queue_by_id(queue) else {
-            self.messages -= 1;
-            for (to, corr) in std::iter::once((reply_to, corr)).chain(waiters) {
-                self.send(&to, proto::error(&corr, code::NOT_FOUND, "queue deleted"));
-            }
-            return;
-        };
-        q.storing -= 1;
-        q.bytes -= msg.body.len() as u64;
-        match result {
-            Ok(offset) => {
-                q.counters.confirmed += 1;
-                q.remember(msg.msg_id.clone(), Dedup::Stored(offset));
-                q.insert(offset, msg);
-                let name = q.spec.name.clone();
-                self.send(&reply_to, proto::confirm(&corr, offset, false));
-                for (to, corr) in waiters {
-                    self.send(&to, proto::confirm(&corr, offset, true));
-                }
-                self.dispatch(now_ms, &name);
-            }
-            Err(reason) => {
-                q.counters.refused += 1;
-                q.forget(&msg.msg_id);
-                self.messages -= 1;
-                self.counters.storage_errors += 1;
-                let text = format!("storage refused the message: {reason}");
-                for (to, corr) in std::iter::once((reply_to, corr)).chain(waiters) {
-                    self.send(&to, proto::error(&corr, code::STORAGE, &text));
-                }
-            }
-        }
     }
 
     fn dead_letter_persisted(
