@@ -8,6 +8,8 @@ use zmesh::{Message, Socket};
 use crate::core::{Action, Broker};
 use crate::queue::proto::is_queue_message;
 use crate::queue::store::{QueueStore, Sends};
+use crate::stream::StreamStore;
+use crate::stream::proto::is_stream_message;
 
 /// Longest sleep between ticks even when nothing is due.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -31,7 +33,9 @@ pub async fn run(
     broker: Broker,
     shutdown: impl Future<Output = ()>,
 ) -> zmesh::Result<Broker> {
-    Ok(run_with_queues(sock, broker, None, shutdown).await?.0)
+    Ok(run_with_stores(sock, broker, Stores::default(), shutdown)
+        .await?
+        .0)
 }
 
 fn send_all(sends: Sends, out: &mut Vec<Message>) {
@@ -42,14 +46,24 @@ fn send_all(sends: Sends, out: &mut Vec<Message>) {
     );
 }
 
-/// Like [`run`], and also serve durable queues (ZMQU01) from `queues` on the
-/// same ROUTER. Returns the core and the store once `shutdown` completes.
-pub async fn run_with_queues(
+/// The storage-backed services the broker may serve beside MDP.
+#[derive(Default)]
+pub struct Stores {
+    /// Durable queues (ZMQU01).
+    pub queues: Option<QueueStore>,
+    /// Streams (ZMST01).
+    pub streams: Option<StreamStore>,
+}
+
+/// Like [`run`], and also serve durable queues (ZMQU01) and streams (ZMST01)
+/// from `stores` on the same ROUTER. Returns the core and the stores once
+/// `shutdown` completes.
+pub async fn run_with_stores(
     sock: &Socket,
     mut broker: Broker,
-    mut queues: Option<QueueStore>,
+    mut stores: Stores,
     shutdown: impl Future<Output = ()>,
-) -> zmesh::Result<(Broker, Option<QueueStore>)> {
+) -> zmesh::Result<(Broker, Stores)> {
     tokio::pin!(shutdown);
     let mut out: Vec<Message> = Vec::new();
     loop {
@@ -57,12 +71,22 @@ pub async fn run_with_queues(
         let mut next = broker
             .next_deadline()
             .map_or(now + IDLE_TICK, |d| d.min(now + IDLE_TICK));
-        if let Some(q) = &queues {
+        if let Some(q) = &stores.queues {
             next = next.min(q.next_deadline());
         }
-        let durable = async {
+        if let Some(s) = &stores.streams {
+            next = next.min(s.next_deadline());
+        }
+        let Stores { queues, streams } = &mut stores;
+        let queue_durable = async {
             match queues.as_mut() {
                 Some(q) => q.durable().await,
+                None => std::future::pending().await,
+            }
+        };
+        let stream_durable = async {
+            match streams.as_mut() {
+                Some(s) => s.durable().await,
                 None => std::future::pending().await,
             }
         };
@@ -76,8 +100,9 @@ pub async fn run_with_queues(
                 while let Some(m) = next_msg.take() {
                     let frames = m.frames();
                     if let Some((from, rest)) = frames.split_first() {
-                        match queues.as_mut() {
-                            Some(q) if is_queue_message(rest) => send_all(q.handle(from, rest), &mut out),
+                        match (stores.queues.as_mut(), stores.streams.as_mut()) {
+                            (Some(q), _) if is_queue_message(rest) => send_all(q.handle(from, rest), &mut out),
+                            (_, Some(s)) if is_stream_message(rest) => send_all(s.handle(from, rest), &mut out),
                             _ => out.extend(broker.handle(now, from, rest).into_iter().map(to_message)),
                         }
                     }
@@ -86,29 +111,44 @@ pub async fn run_with_queues(
                         next_msg = sock.try_recv()?;
                     }
                 }
-                if let Some(q) = queues.as_mut() {
-                    send_all(q.end_batch(), &mut out);
-                }
+                end_batch(&mut stores, &mut out);
             }
-            r = durable => {
-                let q = queues.as_mut().expect("only polled with queues");
+            r = queue_durable => {
+                let q = stores.queues.as_mut().expect("only polled with queues");
                 send_all(q.on_durable(r), &mut out);
                 // Confirms can lead to more records (dead-letter settles): write them now.
-                send_all(q.end_batch(), &mut out);
+                end_batch(&mut stores, &mut out);
+            }
+            (tag, r) = stream_durable => {
+                let s = stores.streams.as_mut().expect("only polled with streams");
+                send_all(s.on_durable(tag, r), &mut out);
+                end_batch(&mut stores, &mut out);
             }
             _ = tokio::time::sleep_until(next.into()) => {
                 out.extend(broker.tick(Instant::now()).into_iter().map(to_message));
-                if let Some(q) = queues.as_mut() {
+                if let Some(q) = stores.queues.as_mut() {
                     send_all(q.tick(), &mut out);
-                    send_all(q.end_batch(), &mut out);
                 }
+                if let Some(s) = stores.streams.as_mut() {
+                    send_all(s.tick(), &mut out);
+                }
+                end_batch(&mut stores, &mut out);
             }
-            _ = &mut shutdown => return Ok((broker, queues)),
+            _ = &mut shutdown => return Ok((broker, stores)),
         };
         for m in out.drain(..) {
             // ROUTER drops messages for peers that are gone; that is the protocol's job to recover.
             sock.send(m).await?;
         }
+    }
+}
+
+fn end_batch(stores: &mut Stores, out: &mut Vec<Message>) {
+    if let Some(q) = stores.queues.as_mut() {
+        send_all(q.end_batch(), out);
+    }
+    if let Some(s) = stores.streams.as_mut() {
+        send_all(s.end_batch(), out);
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`worker`]: handlers with bounded concurrency, heartbeats, reconnect, drain.
 //! - [`breaker`]: the circuit breaker, sans-IO.
 //! - [`queue`]: durable work queues on the storage log (ZMQU01).
+//! - [`stream`]: replayable pub/sub streams on the storage log (ZMST01).
 
 pub mod breaker;
 pub mod client;
@@ -19,4 +20,5 @@ pub mod core;
 pub mod driver;
 pub mod mdp;
 pub mod queue;
+pub mod stream;
 pub mod worker;

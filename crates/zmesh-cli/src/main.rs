@@ -76,6 +76,8 @@ enum Command {
     Route(commands::mdp::RouteCmd),
     /// Durable queues: declare, publish, consume, ack, stats, purge, delete, dead-letters.
     Queue(commands::queue::QueueCmd),
+    /// Streams: create, publish, subscribe (replay and live), snapshot, info, delete.
+    Stream(commands::stream::StreamCmd),
     /// Make a CURVE key pair: NAME.key and NAME.key_secret (pyzmq/CZMQ format).
     Keygen(commands::keygen::KeygenCmd),
     /// A TCP proxy with faults on demand (delay, stall, cut, corrupt), for experiments.
@@ -142,6 +144,7 @@ async fn run(command: Command) -> i32 {
         Command::Route(c) => commands::mdp::run_route(c).await,
         Command::Bench(c) => commands::bench::run(c).await,
         Command::Queue(c) => commands::queue::run(c).await,
+        Command::Stream(c) => commands::stream::run(c).await,
     };
     match result {
         Ok(code) => code,

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// Ask for everything written to `file` before `offset` to be made durable.
 struct SyncRequest {
+    /// Which log (one syncer may serve several).
+    tag: u64,
     file: Arc<File>,
     offset: u64,
     bytes: u64,
@@ -33,12 +35,13 @@ struct SyncRequest {
 /// let dir = std::env::temp_dir().join(format!("zmesh-syncer-doc-{}", std::process::id()));
 /// let (mut log, _) = zmesh_log::Log::open(&dir, Default::default())?;
 /// let (tx, rx) = mpsc::channel();
-/// let syncer = zmesh_log::Syncer::spawn(1, 1 << 20, move |r| { let _ = tx.send(r); });
+/// let syncer = zmesh_log::Syncer::spawn(1, 1 << 20, move |tag, r| { let _ = tx.send((tag, r)); });
 /// log.append(b"x")?;
 /// log.flush()?;
 /// let (file, offset) = log.sync_target();
-/// syncer.request(file, offset, 21);
-/// assert_eq!(rx.recv().unwrap().unwrap(), 1);
+/// syncer.request(7, file, offset, 21);
+/// let (tag, result) = rx.recv().unwrap();
+/// assert_eq!((tag, result.unwrap()), (7, 1));
 /// # drop(log); std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok(()) }
 /// ```
@@ -48,19 +51,23 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    /// Start the thread. `on_durable` hears `Ok(offset)` when every record
-    /// before `offset` is on stable storage, or the error of a failed sync.
+    /// Start the thread. `on_durable` hears `(tag, Ok(offset))` when every
+    /// record of log `tag` before `offset` is on stable storage, or the error
+    /// of a failed sync.
     pub fn spawn(
         max_delay_ms: u64,
         max_bytes: u64,
-        mut on_durable: impl FnMut(std::io::Result<u64>) + Send + 'static,
+        mut on_durable: impl FnMut(u64, std::io::Result<u64>) + Send + 'static,
     ) -> Syncer {
         let (tx, rx) = mpsc::channel::<SyncRequest>();
         let thread = std::thread::Builder::new()
             .name("zmesh-log-sync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
-                    let (mut file, mut offset, mut bytes) = (first.file, first.offset, first.bytes);
+                    let mut bytes = first.bytes;
+                    // Latest (file, offset) per log; usually one entry.
+                    let mut targets: Vec<(u64, Arc<File>, u64)> =
+                        vec![(first.tag, first.file, first.offset)];
                     let deadline = Instant::now() + Duration::from_millis(max_delay_ms);
                     // Gather what else arrives before the delay ends or the bytes fill up.
                     while bytes < max_bytes {
@@ -70,19 +77,21 @@ impl Syncer {
                         } else {
                             rx.recv_timeout(left)
                         };
-                        match next {
-                            Ok(r) => {
-                                file = r.file;
-                                offset = offset.max(r.offset);
-                                bytes += r.bytes;
+                        let Ok(r) = next else { break };
+                        bytes += r.bytes;
+                        match targets.iter_mut().find(|t| t.0 == r.tag) {
+                            Some(t) => {
+                                t.1 = r.file;
+                                t.2 = t.2.max(r.offset);
                             }
-                            Err(RecvTimeoutError::Timeout) => break,
-                            Err(RecvTimeoutError::Disconnected) => break,
+                            None => targets.push((r.tag, r.file, r.offset)),
                         }
                     }
                     // Earlier segments were synced when they were sealed, so
                     // syncing the newest file covers every offset before `offset`.
-                    on_durable(file.sync_data().map(|()| offset));
+                    for (tag, file, offset) in targets {
+                        on_durable(tag, file.sync_data().map(|()| offset));
+                    }
                 }
             })
             .expect("spawning the sync thread");
@@ -92,11 +101,12 @@ impl Syncer {
         }
     }
 
-    /// Ask for a sync covering everything before `offset` in `file`;
-    /// `bytes` is how much was written since the previous request.
-    pub fn request(&self, file: Arc<File>, offset: u64, bytes: u64) {
+    /// Ask for a sync covering everything before `offset` in `file` of log
+    /// `tag`; `bytes` is how much was written since the previous request.
+    pub fn request(&self, tag: u64, file: Arc<File>, offset: u64, bytes: u64) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(SyncRequest {
+                tag,
                 file,
                 offset,
                 bytes,

@@ -104,7 +104,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-mod durability_text {
+pub(crate) mod durability_text {
     use serde::{Deserialize, Deserializer, Serializer};
     use zmesh_log::Durability;
 

@@ -115,11 +115,11 @@ fn load_catalog(path: &Path) -> Result<Catalog, StoreError> {
     }
 }
 
-/// Write, fsync, rename, fsync the directory: the catalog is old or new, never torn.
-fn save_catalog(path: &Path, catalog: &Catalog) -> std::io::Result<()> {
+/// Write, fsync, rename, fsync the directory: the file is old or new, never torn.
+pub(crate) fn save_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(catalog).expect("catalog serializes"))?;
+    f.write_all(&serde_json::to_vec_pretty(value).expect("serializes"))?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
@@ -160,7 +160,7 @@ impl QueueStore {
         let syncer = Syncer::spawn(
             config.group_commit_ms,
             config.group_commit_bytes,
-            move |r| {
+            move |_tag, r| {
                 let _ = tx.send(r);
             },
         );
@@ -256,7 +256,8 @@ impl QueueStore {
                 }
                 if !self.unsynced.is_empty() && self.bytes_since_request > 0 {
                     let (file, offset) = self.log.sync_target();
-                    self.syncer.request(file, offset, self.bytes_since_request);
+                    self.syncer
+                        .request(0, file, offset, self.bytes_since_request);
                     self.bytes_since_request = 0;
                 }
             }
@@ -327,7 +328,7 @@ impl QueueStore {
             match action {
                 QueueAction::Send { to, frames } => sends.push((to, frames)),
                 QueueAction::SaveCatalog(c) => {
-                    if let Err(e) = save_catalog(&self.catalog_path, &c) {
+                    if let Err(e) = save_json(&self.catalog_path, &c) {
                         tracing::error!(error = %e, path = %self.catalog_path.display(), "saving the queue catalog failed");
                     }
                 }

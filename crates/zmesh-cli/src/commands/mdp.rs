@@ -43,10 +43,10 @@ pub struct BrokerCmd {
     /// Requests a service may queue.
     #[arg(long, default_value_t = 10_000)]
     pub queue_max: usize,
-    /// Directory of the durable queues' journal and catalog (created if missing).
+    /// Directory of the queues' journal and the streams' logs (created if missing).
     #[arg(long, default_value = "zmesh-data", env = "ZMESH_DATA_DIR")]
     pub data_dir: std::path::PathBuf,
-    /// Serve MDP only: no durable queues, nothing written to disk.
+    /// Serve MDP only: no durable queues or streams, nothing written to disk.
     #[arg(long)]
     pub no_queues: bool,
     /// Group commit: longest a confirm waits for its fsync to start, in ms
@@ -96,10 +96,13 @@ pub async fn run_broker(cmd: BrokerCmd) -> anyhow::Result<i32> {
         );
     }
     // Recover the journal before listening: nobody waits on a broker that is replaying.
-    let queues = if cmd.no_queues {
-        None
+    let stores = if cmd.no_queues {
+        zmesh_broker::driver::Stores::default()
     } else {
-        Some(open_queues(&cmd)?)
+        zmesh_broker::driver::Stores {
+            queues: Some(open_queues(&cmd)?),
+            streams: Some(open_streams(&cmd)?),
+        }
     };
     let router = Socket::new(SocketType::Router, cmd.socket.options()?.name("broker"))?;
     for ep in &cmd.bind {
@@ -117,12 +120,29 @@ pub async fn run_broker(cmd: BrokerCmd) -> anyhow::Result<i32> {
             _ = term.recv() => {}
         }
     };
-    let (_, queues) =
-        zmesh_broker::driver::run_with_queues(&router, Broker::new(cfg), queues, shutdown).await?;
-    // Dropping the store flushes and syncs the journal.
-    drop(queues);
+    let (_, stores) =
+        zmesh_broker::driver::run_with_stores(&router, Broker::new(cfg), stores, shutdown).await?;
+    // Dropping the stores flushes and syncs the logs.
+    drop(stores);
     router.close().await?;
     Ok(0)
+}
+
+fn open_streams(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::stream::StreamStore> {
+    use zmesh_broker::stream::{StreamStore, StreamStoreConfig};
+    let config = StreamStoreConfig {
+        data_dir: cmd.data_dir.clone(),
+        log: zmesh_log::LogConfig {
+            segment_bytes_max: cmd.segment_mib.max(1) << 20,
+            ..zmesh_log::LogConfig::default()
+        },
+        group_commit_ms: cmd.group_commit_ms,
+        group_commit_bytes: cmd.group_commit_bytes,
+        ..StreamStoreConfig::default()
+    };
+    let (store, elapsed) = StreamStore::open(config)?;
+    eprintln!("zmesh: streams opened in {} ms", elapsed.as_millis());
+    Ok(store)
 }
 
 fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStore> {

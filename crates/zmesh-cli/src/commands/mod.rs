@@ -11,6 +11,7 @@ pub mod mdp;
 pub mod monitor;
 pub mod queue;
 pub mod socket;
+pub mod stream;
 
 /// The user asked for something that cannot work; exit code 2.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,815 @@
+//! The stream broker's protocol core, sans-IO.
+//!
+//! I/O contract: feed each stream's stored messages to [`StreamCore::replay`]
+//! at start (and the durable positions to [`StreamCore::load_durables`]);
+//! then call [`StreamCore::handle`] per ZMST01 message and [`StreamCore::tick`]
+//! about every second, and carry out every [`StreamAction`] in order,
+//! answering `Append` with [`StreamCore::persisted`], `Fetch` with
+//! [`StreamCore::fetched`], `Locate` with [`StreamCore::located`], `ReadSeqs`
+//! with [`StreamCore::snapshot_read`] and `Retain` with [`StreamCore::retained`].
+//!
+//! One delivery path for history and live tail: every subscription is a
+//! cursor into its stream's log plus a credit. Whenever it has credit and the
+//! cursor is behind the last durable message, the core asks the driver to
+//! read from the log at the cursor. Catching up and following live are the
+//! same loop, so the switch between them can have no gap and no duplicate;
+//! and a subscriber without credit costs the broker a cursor, never a buffer.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use foldhash::HashMap;
+use zmesh_log::Durability;
+
+use super::options::{StreamCatalog, StreamOptions, StreamSpec};
+use super::proto::{self, Command, Start};
+use super::record::StreamRecord;
+use super::subject::Filter;
+use crate::queue::proto::code;
+
+/// Core settings.
+#[derive(Clone, Debug)]
+pub struct StreamCoreConfig {
+    /// How often subscribers hear a HEARTBEAT.
+    pub heartbeat_ms: u64,
+    /// A subscriber silent this long is dropped.
+    pub peer_timeout_ms: u64,
+    /// Streams at once.
+    pub streams_max: usize,
+    /// Subscriptions at once.
+    pub subs_max: usize,
+    /// Records read per fetch.
+    pub fetch_max: usize,
+}
+
+impl Default for StreamCoreConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 1000,
+            peer_timeout_ms: 5000,
+            streams_max: 1000,
+            subs_max: 100_000,
+            fetch_max: 512,
+        }
+    }
+}
+
+/// A subscription: (peer identity, the client's subscription id).
+pub type SubKey = (Bytes, Bytes);
+
+/// Something for the driver to do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamAction {
+    /// Send frames to a peer.
+    Send {
+        /// ROUTER identity.
+        to: Bytes,
+        /// Frames after the identity.
+        frames: Vec<Bytes>,
+    },
+    /// Append to stream `stream`'s log; answer with `persisted(ticket, ..)`.
+    Append {
+        /// Stream id.
+        stream: u32,
+        /// Encoded [`StreamRecord`].
+        record: Bytes,
+        /// When it counts as stored.
+        durability: Durability,
+        /// Answer token.
+        ticket: u64,
+    },
+    /// Read up to `max` records from `from` (below `end`); answer with `fetched`.
+    Fetch {
+        /// Stream id.
+        stream: u32,
+        /// For whom.
+        sub: SubKey,
+        /// First sequence number.
+        from: u64,
+        /// Stop before this one.
+        end: u64,
+        /// At most this many records.
+        max: usize,
+    },
+    /// Find the first sequence number stored at or after `time_ms`; answer with `located`.
+    Locate {
+        /// Stream id.
+        stream: u32,
+        /// For whom.
+        sub: SubKey,
+        /// Time.
+        time_ms: u64,
+    },
+    /// Read these records; answer with `snapshot_read`.
+    ReadSeqs {
+        /// Stream id.
+        stream: u32,
+        /// Sequence numbers.
+        seqs: Vec<u64>,
+        /// Answer token.
+        snapshot: u64,
+    },
+    /// Apply the stream's retention; answer with `retained`.
+    Retain {
+        /// Stream id.
+        stream: u32,
+        /// Its settings.
+        options: StreamOptions,
+    },
+    /// Open storage for a new stream.
+    CreateStream(StreamSpec),
+    /// Remove a stream's storage.
+    DeleteStream(u32),
+    /// Save the catalog (atomically) before later actions.
+    SaveCatalog(StreamCatalog),
+    /// Save durable positions: stream id → durable name → next sequence number.
+    SaveDurables(BTreeMap<u32, BTreeMap<String, u64>>),
+}
+
+struct Stream {
+    spec: StreamSpec,
+    first_seq: u64,
+    /// Sequence after the last durable message: what subscribers may see.
+    visible_end: u64,
+    last_time_ms: u64,
+    last_values: HashMap<Bytes, u64>,
+    durables: BTreeMap<String, u64>,
+    published: u64,
+    delivered: u64,
+    skipped_by_retention: u64,
+}
+
+struct Sub {
+    stream: u32,
+    filter: Filter,
+    cursor: u64,
+    credit: u32,
+    dseq: u64,
+    durable: Option<String>,
+    /// A fetch or locate is out: wait for its answer.
+    busy: bool,
+    /// The OK still owed (subscriptions starting at a time).
+    pending_ok: Option<Bytes>,
+}
+
+struct PendingPublish {
+    stream: u32,
+    to: Bytes,
+    corr: Bytes,
+    subject: Bytes,
+}
+
+struct PendingSnapshot {
+    to: Bytes,
+    corr: Bytes,
+    last_seq: u64,
+}
+
+/// Streams and subscriptions: see the module docs for the I/O contract.
+pub struct StreamCore {
+    config: StreamCoreConfig,
+    catalog: StreamCatalog,
+    streams: HashMap<u32, Stream>,
+    names: HashMap<String, u32>,
+    subs: HashMap<SubKey, Sub>,
+    peers: HashMap<Bytes, u64>,
+    publishes: HashMap<u64, PendingPublish>,
+    snapshots: HashMap<u64, PendingSnapshot>,
+    next_ticket: u64,
+    next_heartbeat_ms: u64,
+    durables_dirty: bool,
+    out: Vec<StreamAction>,
+}
+
+fn err(to: &Bytes, corr: &Bytes, c: u16, reason: &str) -> StreamAction {
+    StreamAction::Send {
+        to: to.clone(),
+        frames: proto::error(corr, c, reason),
+    }
+}
+
+impl StreamCore {
+    /// A core with the streams of `catalog` (empty until replayed).
+    pub fn new(config: StreamCoreConfig, catalog: StreamCatalog) -> StreamCore {
+        let mut core = StreamCore {
+            config,
+            catalog: StreamCatalog::default(),
+            streams: HashMap::default(),
+            names: HashMap::default(),
+            subs: HashMap::default(),
+            peers: HashMap::default(),
+            publishes: HashMap::default(),
+            snapshots: HashMap::default(),
+            next_ticket: 0,
+            next_heartbeat_ms: 0,
+            durables_dirty: false,
+            out: Vec::new(),
+        };
+        for spec in &catalog.streams {
+            core.add_stream(spec.clone(), 0);
+        }
+        core.catalog = catalog;
+        core
+    }
+
+    fn add_stream(&mut self, spec: StreamSpec, first_seq: u64) {
+        self.names.insert(spec.name.clone(), spec.id);
+        self.streams.insert(
+            spec.id,
+            Stream {
+                spec,
+                first_seq,
+                visible_end: first_seq,
+                last_time_ms: 0,
+                last_values: HashMap::default(),
+                durables: BTreeMap::new(),
+                published: 0,
+                delivered: 0,
+                skipped_by_retention: 0,
+            },
+        );
+    }
+
+    /// Where a stream's log starts and ends after recovery.
+    pub fn set_bounds(&mut self, stream: u32, first_seq: u64, end: u64) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.first_seq = first_seq;
+            s.visible_end = end;
+        }
+    }
+
+    /// One stored message, read back at start-up (rebuilds the last values).
+    pub fn replay(&mut self, stream: u32, seq: u64, record: &Bytes) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if let Some(r) = StreamRecord::decode(record) {
+            s.last_time_ms = s.last_time_ms.max(r.time_ms);
+            remember_last(s, r.subject, seq);
+        }
+    }
+
+    /// Durable positions saved by an earlier run.
+    pub fn load_durables(&mut self, saved: BTreeMap<u32, BTreeMap<String, u64>>) {
+        for (id, durables) in saved {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.durables = durables;
+            }
+        }
+    }
+
+    fn send(&mut self, to: &Bytes, frames: Vec<Bytes>) {
+        self.out.push(StreamAction::Send {
+            to: to.clone(),
+            frames,
+        });
+    }
+
+    /// Handle one ZMST01 message from `from` (frames after the identity).
+    pub fn handle(&mut self, now_ms: u64, from: &Bytes, frames: &[Bytes]) -> Vec<StreamAction> {
+        if let Some(seen) = self.peers.get_mut(from) {
+            *seen = now_ms;
+        }
+        match proto::parse(frames) {
+            Ok(cmd) => self.command(now_ms, from, cmd),
+            Err(e) => {
+                if let Some(corr) = e.corr {
+                    self.out
+                        .push(err(from, &corr, code::BAD_REQUEST, &e.reason));
+                }
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn command(&mut self, now_ms: u64, from: &Bytes, cmd: Command) {
+        match cmd {
+            Command::Create {
+                corr,
+                stream,
+                options,
+            } => self.create(from, &corr, &stream, options),
+            Command::Delete { corr, stream } => self.delete(from, &corr, &stream),
+            Command::Info { corr, stream } => {
+                let info: Vec<serde_json::Value> = match &stream {
+                    Some(name) => match self.names.get(name) {
+                        Some(id) => vec![self.info(*id)],
+                        None => {
+                            let reason = format!("no stream {name:?}");
+                            return self.out.push(err(from, &corr, code::NOT_FOUND, &reason));
+                        }
+                    },
+                    None => {
+                        let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+                        ids.sort_unstable();
+                        ids.into_iter().map(|id| self.info(id)).collect()
+                    }
+                };
+                let body = serde_json::to_vec(&info).expect("info serializes");
+                self.send(from, proto::ok(&corr, Some(body.into())));
+            }
+            Command::Publish {
+                corr,
+                stream,
+                subject,
+                body,
+            } => self.publish(now_ms, from, corr, &stream, subject, body),
+            Command::Subscribe {
+                corr,
+                stream,
+                sub,
+                filter,
+                start,
+                credit,
+                durable,
+            } => self.subscribe(
+                now_ms, from, corr, &stream, sub, filter, start, credit, durable,
+            ),
+            Command::Credit { sub, credit } => {
+                let key = (from.clone(), sub);
+                if let Some(s) = self.subs.get_mut(&key) {
+                    s.credit = s.credit.saturating_add(credit).min(proto::CREDIT_MAX);
+                    self.pump(&key);
+                }
+            }
+            Command::Ack { sub, seq } => {
+                let key = (from.clone(), sub);
+                if let Some(s) = self.subs.get(&key)
+                    && let Some(name) = s.durable.clone()
+                    && let Some(st) = self.streams.get_mut(&s.stream)
+                {
+                    let pos = st.durables.entry(name).or_insert(0);
+                    *pos = (*pos).max(seq + 1);
+                    self.durables_dirty = true;
+                }
+            }
+            Command::Unsubscribe { corr, sub } => {
+                let gone = self.subs.remove(&(from.clone(), sub)).is_some();
+                let frames = if gone {
+                    proto::ok(&corr, None)
+                } else {
+                    proto::error(&corr, code::NOT_FOUND, "no such subscription")
+                };
+                self.send(from, frames);
+            }
+            Command::Snapshot {
+                corr,
+                stream,
+                filter,
+            } => self.snapshot(from, corr, &stream, &filter),
+            Command::Heartbeat => {}
+            Command::Disconnect => self.drop_peer(from),
+        }
+    }
+
+    fn info(&self, id: u32) -> serde_json::Value {
+        let s = &self.streams[&id];
+        serde_json::json!({
+            "name": s.spec.name,
+            "first_seq": s.first_seq,
+            "last_seq": s.visible_end.checked_sub(1),
+            "messages": s.visible_end - s.first_seq,
+            "subjects": s.last_values.len(),
+            "subscribers": self.subs.values().filter(|x| x.stream == id).count(),
+            "durables": s.durables,
+            "published": s.published,
+            "delivered": s.delivered,
+            "skipped_by_retention": s.skipped_by_retention,
+            "options": s.spec.options,
+        })
+    }
+
+    fn create(&mut self, from: &Bytes, corr: &Bytes, name: &str, options: Option<StreamOptions>) {
+        if let Some(id) = self.names.get(name) {
+            let s = &self.streams[id];
+            let frames = match &options {
+                Some(o) if *o != s.spec.options => proto::error(
+                    corr,
+                    code::CONFLICT,
+                    &format!("stream {name:?} exists with other options"),
+                ),
+                _ => proto::ok(
+                    corr,
+                    Some(serde_json::to_vec(&s.spec).expect("spec").into()),
+                ),
+            };
+            return self.send(from, frames);
+        }
+        if self.streams.len() >= self.config.streams_max {
+            return self.out.push(err(
+                from,
+                corr,
+                code::UNAVAILABLE,
+                "the broker's stream limit is reached",
+            ));
+        }
+        let spec = StreamSpec {
+            id: self.catalog.next_id,
+            name: name.to_owned(),
+            options: options.unwrap_or_default(),
+        };
+        self.catalog.next_id += 1;
+        self.catalog.streams.push(spec.clone());
+        self.add_stream(spec.clone(), 0);
+        self.out.push(StreamAction::CreateStream(spec.clone()));
+        self.out
+            .push(StreamAction::SaveCatalog(self.catalog.clone()));
+        tracing::info!(stream = name, "stream created");
+        self.send(
+            from,
+            proto::ok(corr, Some(serde_json::to_vec(&spec).expect("spec").into())),
+        );
+    }
+
+    fn delete(&mut self, from: &Bytes, corr: &Bytes, name: &str) {
+        let Some(id) = self.names.remove(name) else {
+            return self.out.push(err(
+                from,
+                corr,
+                code::NOT_FOUND,
+                &format!("no stream {name:?}"),
+            ));
+        };
+        self.streams.remove(&id);
+        self.subs.retain(|_, s| s.stream != id);
+        self.catalog.streams.retain(|s| s.id != id);
+        self.out
+            .push(StreamAction::SaveCatalog(self.catalog.clone()));
+        self.out.push(StreamAction::DeleteStream(id));
+        self.send(from, proto::ok(corr, None));
+    }
+
+    fn publish(
+        &mut self,
+        now_ms: u64,
+        from: &Bytes,
+        corr: Bytes,
+        name: &str,
+        subject: Bytes,
+        body: Bytes,
+    ) {
+        let Some(s) = self.names.get(name).and_then(|id| self.streams.get_mut(id)) else {
+            return self.out.push(err(
+                from,
+                &corr,
+                code::NOT_FOUND,
+                &format!("no stream {name:?}"),
+            ));
+        };
+        // Times never go backwards within a stream: "start at time T" relies on it.
+        s.last_time_ms = s.last_time_ms.max(now_ms);
+        let record = StreamRecord {
+            time_ms: s.last_time_ms,
+            subject: subject.clone(),
+            body,
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.out.push(StreamAction::Append {
+            stream: s.spec.id,
+            record: record.encode(),
+            durability: s.spec.options.durability,
+            ticket,
+        });
+        self.publishes.insert(
+            ticket,
+            PendingPublish {
+                stream: s.spec.id,
+                to: from.clone(),
+                corr,
+                subject,
+            },
+        );
+    }
+
+    /// The record of `ticket` is durable as `seq`, or could not be stored.
+    pub fn persisted(&mut self, ticket: u64, result: Result<u64, String>) -> Vec<StreamAction> {
+        if let Some(p) = self.publishes.remove(&ticket) {
+            match (result, self.streams.get_mut(&p.stream)) {
+                (Ok(seq), Some(s)) => {
+                    s.visible_end = s.visible_end.max(seq + 1);
+                    s.published += 1;
+                    remember_last(s, p.subject, seq);
+                    self.send(&p.to, proto::stored(&p.corr, seq));
+                    self.pump_stream(p.stream);
+                }
+                (Ok(_), None) => {
+                    self.out
+                        .push(err(&p.to, &p.corr, code::NOT_FOUND, "stream deleted"))
+                }
+                (Err(reason), _) => {
+                    let reason = format!("storage refused the message: {reason}");
+                    self.out.push(err(&p.to, &p.corr, code::STORAGE, &reason));
+                }
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe(
+        &mut self,
+        now_ms: u64,
+        from: &Bytes,
+        corr: Bytes,
+        name: &str,
+        sub: Bytes,
+        filter: Filter,
+        start: Start,
+        credit: u32,
+        durable: Option<String>,
+    ) {
+        let Some(s) = self.names.get(name).and_then(|id| self.streams.get_mut(id)) else {
+            return self.out.push(err(
+                from,
+                &corr,
+                code::NOT_FOUND,
+                &format!("no stream {name:?}"),
+            ));
+        };
+        let key = (from.clone(), sub);
+        if !self.subs.contains_key(&key) && self.subs.len() >= self.config.subs_max {
+            return self.out.push(err(
+                from,
+                &corr,
+                code::UNAVAILABLE,
+                "the broker's subscription limit is reached",
+            ));
+        }
+        let saved = durable.as_ref().and_then(|d| s.durables.get(d).copied());
+        let mut locate = None;
+        let cursor = match (saved, start) {
+            (Some(pos), _) => pos,
+            (None, Start::First) => s.first_seq,
+            (None, Start::New) => s.visible_end,
+            (None, Start::Seq(n)) => n,
+            (None, Start::Time(t)) => {
+                locate = Some(t);
+                s.first_seq
+            }
+        }
+        .max(s.first_seq);
+        if let Some(d) = &durable
+            && saved.is_none()
+            && locate.is_none()
+        {
+            s.durables.insert(d.clone(), cursor);
+            self.durables_dirty = true;
+        }
+        let stream = s.spec.id;
+        self.peers.insert(from.clone(), now_ms);
+        self.subs.insert(
+            key.clone(),
+            Sub {
+                stream,
+                filter,
+                cursor,
+                credit,
+                dseq: 0,
+                durable,
+                busy: locate.is_some(),
+                pending_ok: locate.map(|_| corr.clone()),
+            },
+        );
+        match locate {
+            Some(time_ms) => self.out.push(StreamAction::Locate {
+                stream,
+                sub: key,
+                time_ms,
+            }),
+            None => {
+                let body = format!(r#"{{"cursor":{cursor}}}"#);
+                self.send(from, proto::ok(&corr, Some(body.into())));
+                self.pump(&key);
+            }
+        }
+    }
+
+    /// The first sequence stored at or after the subscription's start time.
+    pub fn located(&mut self, sub: &SubKey, seq: u64) -> Vec<StreamAction> {
+        if let Some(s) = self.subs.get_mut(sub) {
+            s.cursor = s.cursor.max(seq);
+            s.busy = false;
+            if let Some(d) = s.durable.clone()
+                && let Some(st) = self.streams.get_mut(&s.stream)
+            {
+                st.durables.entry(d).or_insert(s.cursor);
+                self.durables_dirty = true;
+            }
+            if let Some(corr) = s.pending_ok.take() {
+                let body = format!(r#"{{"cursor":{}}}"#, s.cursor);
+                self.send(&sub.0, proto::ok(&corr, Some(body.into())));
+            }
+            self.pump(sub);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn pump_stream(&mut self, stream: u32) {
+        let keys: Vec<SubKey> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.stream == stream)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.pump(&k);
+        }
+    }
+
+    /// Ask for the next records of a subscription that has credit and is behind.
+    fn pump(&mut self, key: &SubKey) {
+        let Some(sub) = self.subs.get_mut(key) else {
+            return;
+        };
+        let Some(s) = self.streams.get(&sub.stream) else {
+            return;
+        };
+        if sub.busy || sub.credit == 0 || sub.cursor >= s.visible_end {
+            return;
+        }
+        sub.busy = true;
+        self.out.push(StreamAction::Fetch {
+            stream: sub.stream,
+            sub: key.clone(),
+            from: sub.cursor,
+            end: s.visible_end,
+            max: self.config.fetch_max,
+        });
+    }
+
+    /// Records read for a subscription's `Fetch`, in order (may be empty).
+    pub fn fetched(&mut self, key: &SubKey, records: Vec<(u64, Bytes)>) -> Vec<StreamAction> {
+        let Some(sub) = self.subs.get_mut(key) else {
+            return std::mem::take(&mut self.out);
+        };
+        sub.busy = false;
+        let Some(s) = self.streams.get_mut(&sub.stream) else {
+            return std::mem::take(&mut self.out);
+        };
+        if sub.cursor < s.first_seq {
+            s.skipped_by_retention += s.first_seq - sub.cursor;
+            sub.cursor = s.first_seq;
+        }
+        let progressed = !records.is_empty();
+        for (seq, payload) in records {
+            if seq < sub.cursor {
+                continue;
+            }
+            sub.cursor = seq + 1;
+            let Some(r) = StreamRecord::decode(&payload) else {
+                continue;
+            };
+            if !std::str::from_utf8(&r.subject).is_ok_and(|subj| sub.filter.matches(subj)) {
+                continue;
+            }
+            sub.dseq += 1;
+            sub.credit -= 1;
+            s.delivered += 1;
+            self.out.push(StreamAction::Send {
+                to: key.0.clone(),
+                frames: proto::msg(&key.1, seq, sub.dseq, r.time_ms, &r.subject, &r.body),
+            });
+            if sub.credit == 0 {
+                break;
+            }
+        }
+        if !progressed {
+            // Nothing readable where the log should have it (damage): move on
+            // rather than ask again forever.
+            sub.cursor = s.visible_end;
+        }
+        self.pump(key);
+        std::mem::take(&mut self.out)
+    }
+
+    fn snapshot(&mut self, from: &Bytes, corr: Bytes, name: &str, filter: &Filter) {
+        let Some(s) = self.names.get(name).and_then(|id| self.streams.get(id)) else {
+            return self.out.push(err(
+                from,
+                &corr,
+                code::NOT_FOUND,
+                &format!("no stream {name:?}"),
+            ));
+        };
+        let mut seqs: Vec<u64> = s
+            .last_values
+            .iter()
+            .filter(|(subj, seq)| {
+                **seq >= s.first_seq && std::str::from_utf8(subj).is_ok_and(|x| filter.matches(x))
+            })
+            .map(|(_, seq)| *seq)
+            .collect();
+        seqs.sort_unstable();
+        let id = self.next_ticket;
+        self.next_ticket += 1;
+        self.snapshots.insert(
+            id,
+            PendingSnapshot {
+                to: from.clone(),
+                corr,
+                last_seq: s.visible_end.saturating_sub(1),
+            },
+        );
+        self.out.push(StreamAction::ReadSeqs {
+            stream: s.spec.id,
+            seqs,
+            snapshot: id,
+        });
+    }
+
+    /// The records of a snapshot: reply `SNAPSHOT corr last_seq count` and then
+    /// `subject seq time_ms body` per subject, oldest first.
+    pub fn snapshot_read(
+        &mut self,
+        snapshot: u64,
+        records: Vec<(u64, Bytes)>,
+    ) -> Vec<StreamAction> {
+        if let Some(p) = self.snapshots.remove(&snapshot) {
+            let mut f = proto::head(b"SNAPSHOT");
+            f.push(p.corr);
+            f.push(Bytes::from(p.last_seq.to_string()));
+            let decoded: Vec<(u64, StreamRecord)> = records
+                .into_iter()
+                .filter_map(|(seq, b)| Some((seq, StreamRecord::decode(&b)?)))
+                .collect();
+            f.push(Bytes::from(decoded.len().to_string()));
+            for (seq, r) in decoded {
+                f.push(r.subject);
+                f.push(Bytes::from(seq.to_string()));
+                f.push(Bytes::from(r.time_ms.to_string()));
+                f.push(r.body);
+            }
+            self.send(&p.to, f);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Retention removed everything below `first_seq`.
+    pub fn retained(&mut self, stream: u32, first_seq: u64) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.first_seq = s.first_seq.max(first_seq);
+            let first = s.first_seq;
+            s.last_values.retain(|_, seq| *seq >= first);
+        }
+    }
+
+    fn drop_peer(&mut self, peer: &Bytes) {
+        self.subs.retain(|(p, _), _| p != peer);
+        self.peers.remove(peer);
+    }
+
+    /// Heartbeats, silent peers, retention, saving durable positions.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<StreamAction> {
+        let silent: Vec<Bytes> = self
+            .peers
+            .iter()
+            .filter(|(_, seen)| now_ms >= **seen + self.config.peer_timeout_ms)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in silent {
+            tracing::info!(peer = ?p, "stream subscriber silent too long; dropped");
+            self.drop_peer(&p);
+        }
+        if now_ms >= self.next_heartbeat_ms {
+            let peers: Vec<Bytes> = self.peers.keys().cloned().collect();
+            for p in peers {
+                self.send(&p, proto::heartbeat());
+            }
+            self.next_heartbeat_ms = now_ms + self.config.heartbeat_ms;
+            let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let options = self.streams[&id].spec.options.clone();
+                self.out.push(StreamAction::Retain {
+                    stream: id,
+                    options,
+                });
+            }
+        }
+        if self.durables_dirty {
+            self.durables_dirty = false;
+            let all = self
+                .streams
+                .iter()
+                .filter(|(_, s)| !s.durables.is_empty())
+                .map(|(id, s)| (*id, s.durables.clone()))
+                .collect();
+            self.out.push(StreamAction::SaveDurables(all));
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// When [`StreamCore::tick`] is next due.
+    pub fn next_deadline_ms(&self) -> u64 {
+        self.next_heartbeat_ms
+    }
+}
+
+fn remember_last(s: &mut Stream, subject: Bytes, seq: u64) {
+    if s.last_values.len() < s.spec.options.last_values_max as usize
+        || s.last_values.contains_key(&subject)
+    {
+        s.last_values.insert(subject, seq);
+    }
+}

@@ -1,0 +1,374 @@
+//! The stream core's storage half: one log per stream, a shared group-commit
+//! thread, the catalog and durable positions, replay at start.
+//!
+//! ```text
+//! data_dir/streams/
+//!   streams.json        the catalog (written, fsynced, renamed)
+//!   durables.json       durable subscriptions' positions (same)
+//!   <id>/               one storage log per stream
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use foldhash::HashMap;
+use zmesh_log::{Durability, Log, LogConfig, Retention, Syncer};
+
+use super::core::{StreamAction, StreamCore, StreamCoreConfig};
+use super::options::StreamCatalog;
+use crate::queue::store::{Sends, StoreError, save_json};
+
+/// Where and how streams are stored.
+#[derive(Clone, Debug)]
+pub struct StreamStoreConfig {
+    /// Directory (a `streams/` folder is made in it).
+    pub data_dir: PathBuf,
+    /// Settings of each stream's log.
+    pub log: LogConfig,
+    /// Core settings.
+    pub core: StreamCoreConfig,
+    /// Group commit: longest a record waits for its fsync to start.
+    pub group_commit_ms: u64,
+    /// Group commit: unsynced bytes that start an fsync at once.
+    pub group_commit_bytes: u64,
+}
+
+impl Default for StreamStoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("zmesh-data"),
+            log: LogConfig::default(),
+            core: StreamCoreConfig::default(),
+            group_commit_ms: 0,
+            group_commit_bytes: 1 << 20,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn load<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StoreError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Catalog {
+            path: path.into(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(StoreError::Catalog {
+            path: path.into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The stream core with its storage.
+pub struct StreamStore {
+    core: StreamCore,
+    dir: PathBuf,
+    log_config: LogConfig,
+    logs: HashMap<u32, Log>,
+    syncer: Syncer,
+    durable_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, std::io::Result<u64>)>,
+    /// Appended, not yet written: (stream, seq, ticket, durability).
+    unflushed: Vec<(u32, u64, u64, Durability)>,
+    /// Written, waiting for an fsync, per stream: (seq, ticket).
+    unsynced: HashMap<u32, VecDeque<(u64, u64)>>,
+}
+
+impl StreamStore {
+    /// Open every stream's log and replay it.
+    pub fn open(config: StreamStoreConfig) -> Result<(StreamStore, Duration), StoreError> {
+        let started = Instant::now();
+        let dir = config.data_dir.join("streams");
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Catalog {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let catalog: StreamCatalog = load(&dir.join("streams.json"))?;
+        let durables: BTreeMap<u32, BTreeMap<String, u64>> = load(&dir.join("durables.json"))?;
+        let mut core = StreamCore::new(config.core.clone(), catalog.clone());
+        let mut logs = HashMap::default();
+        for spec in &catalog.streams {
+            let (log, report) = Log::open(dir.join(spec.id.to_string()), config.log.clone())?;
+            for d in &report.damaged {
+                tracing::warn!(stream = %spec.name, bytes = ?d.bytes, offsets_lost = ?d.offsets_lost, "damaged stream records skipped");
+            }
+            core.set_bounds(spec.id, log.first_offset(), log.written_offset());
+            let mut from = log.first_offset();
+            loop {
+                let batch = log.read(from, 4096, 8 << 20)?;
+                let Some(last) = batch.last() else { break };
+                from = last.offset + 1;
+                for r in &batch {
+                    core.replay(spec.id, r.offset, &r.payload);
+                }
+            }
+            logs.insert(spec.id, log);
+        }
+        core.load_durables(durables);
+        let (tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
+        let syncer = Syncer::spawn(
+            config.group_commit_ms,
+            config.group_commit_bytes,
+            move |tag, r| {
+                let _ = tx.send((tag, r));
+            },
+        );
+        let store = StreamStore {
+            core,
+            dir,
+            log_config: config.log,
+            logs,
+            syncer,
+            durable_rx,
+            unflushed: Vec::new(),
+            unsynced: HashMap::default(),
+        };
+        Ok((store, started.elapsed()))
+    }
+
+    /// Handle one ZMST01 message; returns what to send now.
+    pub fn handle(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
+        let actions = self.core.handle(now_ms(), from, frames);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        sends
+    }
+
+    /// Timers, retention, durable positions.
+    pub fn tick(&mut self) -> Sends {
+        let actions = self.core.tick(now_ms());
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        sends
+    }
+
+    /// When [`StreamStore::tick`] is next due.
+    pub fn next_deadline(&self) -> Instant {
+        let wait = self.core.next_deadline_ms().saturating_sub(now_ms());
+        Instant::now() + Duration::from_millis(wait.min(1000))
+    }
+
+    /// End of a batch: write the logs, acknowledge what needs no fsync, ask for group commits.
+    pub fn end_batch(&mut self) -> Sends {
+        let mut sends = Vec::new();
+        let mut streams: Vec<u32> = self.unflushed.iter().map(|u| u.0).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let mut failed: HashMap<u32, String> = HashMap::default();
+        for id in &streams {
+            if let Some(log) = self.logs.get_mut(id)
+                && let Err(e) = log.flush()
+            {
+                failed.insert(*id, e.to_string());
+            }
+        }
+        let mut resolved = Vec::new();
+        let mut to_sync: Vec<u32> = Vec::new();
+        for (stream, seq, ticket, durability) in std::mem::take(&mut self.unflushed) {
+            if let Some(reason) = failed.get(&stream) {
+                resolved.push((ticket, Err(reason.clone())));
+            } else if durability == Durability::Os {
+                resolved.push((ticket, Ok(seq)));
+            } else {
+                self.unsynced
+                    .entry(stream)
+                    .or_default()
+                    .push_back((seq, ticket));
+                to_sync.push(stream);
+            }
+        }
+        to_sync.dedup();
+        for id in to_sync {
+            if let Some(log) = self.logs.get(&id) {
+                let (file, offset) = log.sync_target();
+                self.syncer.request(u64::from(id), file, offset, 1);
+            }
+        }
+        for (ticket, r) in resolved {
+            let a = self.core.persisted(ticket, r);
+            self.carry_out(a, &mut sends);
+        }
+        if !self.unflushed.is_empty() {
+            sends.extend(self.end_batch());
+        }
+        sends
+    }
+
+    /// Wait for the next group commit.
+    pub async fn durable(&mut self) -> (u64, std::io::Result<u64>) {
+        match self.durable_rx.recv().await {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A group commit finished for stream `tag`.
+    pub fn on_durable(&mut self, tag: u64, result: std::io::Result<u64>) -> Sends {
+        let mut sends = Vec::new();
+        let Some(waiting) = self.unsynced.get_mut(&(tag as u32)) else {
+            return sends;
+        };
+        let mut done = Vec::new();
+        match result {
+            Ok(end) => {
+                while let Some(&(seq, ticket)) = waiting.front() {
+                    if seq >= end {
+                        break;
+                    }
+                    waiting.pop_front();
+                    done.push((ticket, Ok(seq)));
+                }
+            }
+            Err(e) => {
+                let reason = format!("fsync failed: {e}");
+                done.extend(waiting.drain(..).map(|(_, t)| (t, Err(reason.clone()))));
+            }
+        }
+        for (ticket, r) in done {
+            let a = self.core.persisted(ticket, r);
+            self.carry_out(a, &mut sends);
+        }
+        sends
+    }
+
+    fn carry_out(&mut self, actions: Vec<StreamAction>, sends: &mut Sends) {
+        let mut todo: VecDeque<StreamAction> = actions.into();
+        while let Some(action) = todo.pop_front() {
+            match action {
+                StreamAction::Send { to, frames } => sends.push((to, frames)),
+                StreamAction::Append {
+                    stream,
+                    record,
+                    durability,
+                    ticket,
+                } => {
+                    let Some(log) = self.logs.get_mut(&stream) else {
+                        todo.extend(self.core.persisted(ticket, Err("no storage".into())));
+                        continue;
+                    };
+                    match log.append(&record) {
+                        Ok(seq) if durability == Durability::Always => {
+                            let r = log.sync().map(|()| seq).map_err(|e| e.to_string());
+                            todo.extend(self.core.persisted(ticket, r));
+                        }
+                        Ok(seq) => self.unflushed.push((stream, seq, ticket, durability)),
+                        Err(e) => todo.extend(self.core.persisted(ticket, Err(e.to_string()))),
+                    }
+                }
+                StreamAction::Fetch {
+                    stream,
+                    sub,
+                    from,
+                    end,
+                    max,
+                } => {
+                    let records = match self.logs.get(&stream) {
+                        Some(log) => log
+                            .read(from, max.min((end - from) as usize), 1 << 20)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(error = %e, "stream read failed");
+                                Vec::new()
+                            }),
+                        None => Vec::new(),
+                    };
+                    let records = records
+                        .into_iter()
+                        .filter(|r| r.offset < end)
+                        .map(|r| (r.offset, r.payload))
+                        .collect();
+                    todo.extend(self.core.fetched(&sub, records));
+                }
+                StreamAction::Locate {
+                    stream,
+                    sub,
+                    time_ms,
+                } => {
+                    let seq = self.logs.get(&stream).map_or(0, |log| locate(log, time_ms));
+                    todo.extend(self.core.located(&sub, seq));
+                }
+                StreamAction::ReadSeqs {
+                    stream,
+                    seqs,
+                    snapshot,
+                } => {
+                    let mut records = Vec::with_capacity(seqs.len());
+                    if let Some(log) = self.logs.get(&stream) {
+                        for seq in seqs {
+                            if let Ok(mut r) = log.read(seq, 1, 0)
+                                && let Some(r) = r.pop()
+                                && r.offset == seq
+                            {
+                                records.push((seq, r.payload));
+                            }
+                        }
+                    }
+                    todo.extend(self.core.snapshot_read(snapshot, records));
+                }
+                StreamAction::Retain { stream, options } => {
+                    if let Some(log) = self.logs.get_mut(&stream) {
+                        let retention = Retention {
+                            bytes_max: options.max_bytes,
+                            records_max: options.max_msgs,
+                            age_max: options.max_age_ms.map(Duration::from_millis),
+                        };
+                        match log.retain(&retention, SystemTime::now()) {
+                            Ok(0) => {}
+                            Ok(_) => self.core.retained(stream, log.first_offset()),
+                            Err(e) => tracing::warn!(error = %e, "stream retention failed"),
+                        }
+                    }
+                }
+                StreamAction::CreateStream(spec) => {
+                    match Log::open(self.dir.join(spec.id.to_string()), self.log_config.clone()) {
+                        Ok((log, _)) => {
+                            self.logs.insert(spec.id, log);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, stream = %spec.name, "cannot open stream storage")
+                        }
+                    }
+                }
+                StreamAction::DeleteStream(id) => {
+                    self.logs.remove(&id);
+                    self.unsynced.remove(&id);
+                    let _ = std::fs::remove_dir_all(self.dir.join(id.to_string()));
+                }
+                StreamAction::SaveCatalog(c) => {
+                    if let Err(e) = save_json(&self.dir.join("streams.json"), &c) {
+                        tracing::error!(error = %e, "saving the stream catalog failed");
+                    }
+                }
+                StreamAction::SaveDurables(d) => {
+                    if let Err(e) = save_json(&self.dir.join("durables.json"), &d) {
+                        tracing::error!(error = %e, "saving durable positions failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Binary search for the first record stored at or after `time_ms` (times
+/// never decrease within a stream).
+fn locate(log: &Log, time_ms: u64) -> u64 {
+    let time_at = |seq: u64| -> Option<u64> {
+        let r = log.read(seq, 1, 0).ok()?.pop()?;
+        super::record::StreamRecord::decode(&r.payload).map(|m| m.time_ms)
+    };
+    let (mut lo, mut hi) = (log.first_offset(), log.written_offset());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match time_at(mid) {
+            Some(t) if t < time_ms => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    lo
+}
