@@ -78,6 +78,8 @@ enum Command {
     Queue(commands::queue::QueueCmd),
     /// Streams: create, publish, subscribe (replay and live), snapshot, info, delete.
     Stream(commands::stream::StreamCmd),
+    /// Move a file or stdin reliably between two hosts, no broker (resumes after crashes).
+    Channel(commands::channel::ChannelCmd),
     /// Make a CURVE key pair: NAME.key and NAME.key_secret (pyzmq/CZMQ format).
     Keygen(commands::keygen::KeygenCmd),
     /// A TCP proxy with faults on demand (delay, stall, cut, corrupt), for experiments.
@@ -145,6 +147,7 @@ async fn run(command: Command) -> i32 {
         Command::Bench(c) => commands::bench::run(c).await,
         Command::Queue(c) => commands::queue::run(c).await,
         Command::Stream(c) => commands::stream::run(c).await,
+        Command::Channel(c) => commands::channel::run(c).await,
     };
     match result {
         Ok(code) => code,

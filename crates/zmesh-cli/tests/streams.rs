@@ -185,9 +185,9 @@ async fn snapshot_then_follow_without_a_gap() {
             .map(|m| String::from_utf8_lossy(&m.body).into_owned())
             .collect();
         assert_eq!(bodies, ["eu.sap=2", "eu.asml=2"]);
-        assert_eq!(snap.last_seq, 8);
+        assert_eq!(snap.next_seq, 9);
         let mut sub = c
-            .subscribe("prices", "px.eu.*", Start::Seq(snap.last_seq + 1), None)
+            .subscribe("prices", "px.eu.*", Start::Seq(snap.next_seq), None)
             .await
             .unwrap();
         c.publish("prices", "px.us.aapl", "skip").await.unwrap();

@@ -79,8 +79,9 @@ pub struct StreamMsg {
 /// The last message of each subject, and the sequence to follow from.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    /// The stream's last sequence number when the snapshot was taken.
-    pub last_seq: u64,
+    /// Where to follow from: the sequence after the newest one when the
+    /// snapshot was taken (0 for an empty stream).
+    pub next_seq: u64,
     /// One message per subject, oldest first.
     pub messages: Vec<StreamMsg>,
 }
@@ -337,7 +338,7 @@ impl StreamClient {
     }
 
     /// The last message of every subject matching `filter`, and the sequence
-    /// to follow from (`last_seq + 1`) without a gap.
+    /// to follow from (`next_seq`) without a gap.
     pub async fn snapshot(&self, stream: &str, filter: &str) -> Result<Snapshot, QueueError> {
         let f = self
             .request(vec![
@@ -352,7 +353,7 @@ impl StreamClient {
                 .and_then(|s| s.parse::<u64>().ok())
         };
         let bad = || QueueError::Protocol("malformed SNAPSHOT".into());
-        let last_seq = f.first().and_then(num).ok_or_else(bad)?;
+        let next_seq = f.first().and_then(num).ok_or_else(bad)?;
         let messages = f
             .get(2..)
             .unwrap_or_default()
@@ -367,7 +368,7 @@ impl StreamClient {
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(bad)?;
-        Ok(Snapshot { last_seq, messages })
+        Ok(Snapshot { next_seq, messages })
     }
 }
 
@@ -486,6 +487,12 @@ async fn read(sock: Socket, inner: Arc<Inner>) {
                 s.expected_dseq += 1;
                 if s.last_seq.is_some_and(|l| seq <= l) {
                     inner.duplicates.fetch_add(1, Ordering::Relaxed);
+                    // The application never sees it, so give its credit back here.
+                    let _ = sock.try_send(frames([
+                        Bytes::from("CREDIT"),
+                        Bytes::from(wire.to_owned()),
+                        Bytes::from("1"),
+                    ]));
                     continue;
                 }
                 s.last_seq = Some(seq);

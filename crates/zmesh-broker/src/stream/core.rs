@@ -162,7 +162,7 @@ struct PendingPublish {
 struct PendingSnapshot {
     to: Bytes,
     corr: Bytes,
-    last_seq: u64,
+    next_seq: u64,
 }
 
 /// Streams and subscriptions: see the module docs for the I/O contract.
@@ -683,6 +683,13 @@ impl StreamCore {
         std::mem::take(&mut self.out)
     }
 
+    /// A `Fetch` could not be read: the subscription waits for the next tick.
+    pub fn fetch_failed(&mut self, key: &SubKey) {
+        if let Some(s) = self.subs.get_mut(key) {
+            s.busy = false;
+        }
+    }
+
     fn snapshot(&mut self, from: &Bytes, corr: Bytes, name: &str, filter: &Filter) {
         let Some(s) = self.names.get(name).and_then(|id| self.streams.get(id)) else {
             return self.out.push(err(
@@ -708,7 +715,7 @@ impl StreamCore {
             PendingSnapshot {
                 to: from.clone(),
                 corr,
-                last_seq: s.visible_end.saturating_sub(1),
+                next_seq: s.visible_end,
             },
         );
         self.out.push(StreamAction::ReadSeqs {
@@ -718,7 +725,7 @@ impl StreamCore {
         });
     }
 
-    /// The records of a snapshot: reply `SNAPSHOT corr last_seq count` and then
+    /// The records of a snapshot: reply `SNAPSHOT corr next_seq count` and then
     /// `subject seq time_ms body` per subject, oldest first.
     pub fn snapshot_read(
         &mut self,
@@ -728,7 +735,7 @@ impl StreamCore {
         if let Some(p) = self.snapshots.remove(&snapshot) {
             let mut f = proto::head(b"SNAPSHOT");
             f.push(p.corr);
-            f.push(Bytes::from(p.last_seq.to_string()));
+            f.push(Bytes::from(p.next_seq.to_string()));
             let decoded: Vec<(u64, StreamRecord)> = records
                 .into_iter()
                 .filter_map(|(seq, b)| Some((seq, StreamRecord::decode(&b)?)))
@@ -777,6 +784,10 @@ impl StreamCore {
                 self.send(&p, proto::heartbeat());
             }
             self.next_heartbeat_ms = now_ms + self.config.heartbeat_ms;
+            let keys: Vec<SubKey> = self.subs.keys().cloned().collect();
+            for k in keys {
+                self.pump(&k);
+            }
             let mut ids: Vec<u32> = self.streams.keys().copied().collect();
             ids.sort_unstable();
             for id in ids {

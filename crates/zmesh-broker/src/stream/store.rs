@@ -270,12 +270,17 @@ impl StreamStore {
                     max,
                 } => {
                     let records = match self.logs.get(&stream) {
-                        Some(log) => log
-                            .read(from, max.min((end - from) as usize), 1 << 20)
-                            .unwrap_or_else(|e| {
-                                tracing::warn!(error = %e, "stream read failed");
-                                Vec::new()
-                            }),
+                        Some(log) => {
+                            match log.read(from, max.min((end - from) as usize), 1 << 20) {
+                                Ok(r) => r,
+                                Err(e) => {
+                                    // Not an empty read: that would skip messages. Try again at the next tick.
+                                    tracing::warn!(error = %e, "stream read failed");
+                                    self.core.fetch_failed(&sub);
+                                    continue;
+                                }
+                            }
+                        }
                         None => Vec::new(),
                     };
                     let records = records
@@ -337,7 +342,16 @@ impl StreamStore {
                 }
                 StreamAction::DeleteStream(id) => {
                     self.logs.remove(&id);
-                    self.unsynced.remove(&id);
+                    for (_, ticket) in self.unsynced.remove(&id).unwrap_or_default() {
+                        todo.extend(self.core.persisted(ticket, Err("stream deleted".into())));
+                    }
+                    let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unflushed)
+                        .into_iter()
+                        .partition(|u| u.0 == id);
+                    self.unflushed = kept;
+                    for (_, _, ticket, _) in gone {
+                        todo.extend(self.core.persisted(ticket, Err("stream deleted".into())));
+                    }
                     let _ = std::fs::remove_dir_all(self.dir.join(id.to_string()));
                 }
                 StreamAction::SaveCatalog(c) => {

@@ -125,11 +125,7 @@ pub async fn run(cmd: StreamCmd) -> anyhow::Result<i32> {
                     String::from_utf8_lossy(&m.body)
                 );
             }
-            eprintln!(
-                "snapshot at seq {}; follow with --start seq:{}",
-                s.last_seq,
-                s.last_seq + 1
-            );
+            eprintln!("follow with --start seq:{}", s.next_seq);
         }),
         StreamAction::Info(a) => client.info(a.stream.as_deref()).await.map(|v| {
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
