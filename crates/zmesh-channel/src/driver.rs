@@ -34,8 +34,8 @@ pub enum ChannelError {
     /// Caller: the channel's task has stopped (after an error, see the log).
     #[error("the channel has stopped")]
     Stopped,
-    /// Caller: a channel name must be 1-255 bytes.
-    #[error("channel name must be 1-255 bytes")]
+    /// Caller: a channel name must be 1-100 bytes.
+    #[error("channel name must be 1-100 bytes")]
     BadName,
 }
 
@@ -122,7 +122,7 @@ impl Drop for ChannelSender {
 impl ChannelSender {
     /// Open the outbox and start delivering to the receiver at `endpoint`.
     pub async fn open(endpoint: &str, opts: SenderOptions) -> Result<ChannelSender, ChannelError> {
-        if opts.channel.is_empty() || opts.channel.len() > 255 {
+        if opts.channel.is_empty() || opts.channel.len() > crate::proto::CHANNEL_NAME_MAX {
             return Err(ChannelError::BadName);
         }
         let (log, _) = Log::open(&opts.outbox_dir, LogConfig::default())?;
@@ -279,7 +279,7 @@ fn transmit(
     core: &mut SenderCore,
     channel: &Bytes,
 ) -> Result<(), ChannelError> {
-    let range = core.transmit();
+    let range = core.transmit(now_ms());
     let mut from = range.start;
     while from < range.end {
         let batch = log.read(from, (range.end - from) as usize, 4 << 20)?;
@@ -473,7 +473,14 @@ async fn run_receiver(
                         };
                         let Ok(name) = std::str::from_utf8(&ch_name) else { continue };
                         if !chans.contains_key(&ch_name) {
-                            let c = load_committed(&opts.state_dir, name)?;
+                            // One channel's unreadable state must not stop the others.
+                            let c = match load_committed(&opts.state_dir, name) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    tracing::error!(error = %e, channel = name, "channel state unreadable; its messages are ignored");
+                                    continue;
+                                }
+                            };
                             chans.insert(ch_name.clone(), Chan {
                                 core: ReceiverCore::new(c.committed, opts.window),
                                 peer: None,
@@ -500,10 +507,18 @@ async fn run_receiver(
             cmd = cmds.recv() => {
                 let Some(RecvCmd::Commit(name, c)) = cmd else { return Ok(()) };
                 let key = Bytes::from(name.clone());
-                if let Some(chan) = chans.get_mut(&key) {
+                // Positions only move forward; an older commit (and its meta) is ignored.
+                if let Some(chan) = chans.get_mut(&key)
+                    && c.committed > chan.core.committed
+                {
                     chan.core.commit(c.committed);
                     chan.meta = c.meta;
-                    save_committed(&opts.state_dir, &name, Committed { committed: chan.core.committed, meta: c.meta })?;
+                    let saved = Committed { committed: chan.core.committed, meta: c.meta };
+                    if let Err(e) = save_committed(&opts.state_dir, &name, saved) {
+                        // Not acknowledged as committed: the sender keeps the messages.
+                        tracing::error!(error = %e, channel = %name, "saving the channel position failed");
+                        continue;
+                    }
                     touched.push(key);
                 }
             }

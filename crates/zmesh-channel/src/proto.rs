@@ -18,6 +18,9 @@ use bytes::Bytes;
 /// Protocol name, the second frame of every message.
 pub const PROTOCOL: &[u8] = b"ZMCH01";
 
+/// Longest channel name (it names the receiver's state file, in hex).
+pub const CHANNEL_NAME_MAX: usize = 100;
+
 /// A message of the channel protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -69,7 +72,7 @@ impl Frame {
             return None;
         }
         let channel = f[3].clone();
-        if channel.is_empty() || channel.len() > 255 {
+        if channel.is_empty() || channel.len() > CHANNEL_NAME_MAX {
             return None;
         }
         Some(match (&f[2][..], f.len()) {

@@ -102,12 +102,17 @@ impl SenderCore {
 
     /// The range of sequence numbers to send now (possibly empty); the caller
     /// sends them and so moves `next` to the range's end.
-    pub fn transmit(&mut self) -> std::ops::Range<u64> {
+    pub fn transmit(&mut self, now_ms: u64) -> std::ops::Range<u64> {
         if !self.synced {
             return self.next..self.next;
         }
         let limit = self.end.min(self.received + self.window);
         let range = self.next..limit.max(self.next);
+        if !range.is_empty() && self.next == self.received {
+            // Nothing was in flight: the resend timer starts now, not at the
+            // last progress (which may be long ago after an idle spell).
+            self.last_progress_ms = now_ms;
+        }
         self.next = range.end;
         range
     }

@@ -59,6 +59,8 @@ async fn a_file_crosses_faults_and_crashes_exactly_once_in_order() {
             .await
             .unwrap();
         let send_ep = proxy.endpoint();
+        // A small outbox: the sender is killed with most of the file still
+        // unread, so its restart must resume reading at the right byte.
         let send_args = [
             "channel",
             "send",
@@ -66,6 +68,8 @@ async fn a_file_crosses_faults_and_crashes_exactly_once_in_order() {
             &send_ep,
             "--outbox",
             "outbox",
+            "--outbox-max",
+            "8",
             "in.bin",
         ];
         let mut sender = zmesh(&send_args, &d);

@@ -178,6 +178,8 @@ pub struct StreamCore {
     next_ticket: u64,
     next_heartbeat_ms: u64,
     durables_dirty: bool,
+    /// Streams with new durable messages since the last `pump_dirty`.
+    dirty: Vec<u32>,
     out: Vec<StreamAction>,
 }
 
@@ -203,6 +205,7 @@ impl StreamCore {
             next_ticket: 0,
             next_heartbeat_ms: 0,
             durables_dirty: false,
+            dirty: Vec::new(),
             out: Vec::new(),
         };
         for spec in &catalog.streams {
@@ -491,7 +494,11 @@ impl StreamCore {
                     s.published += 1;
                     remember_last(s, p.subject, seq);
                     self.send(&p.to, proto::stored(&p.corr, seq));
-                    self.pump_stream(p.stream);
+                    // Subscribers are served once per batch (`pump_dirty`),
+                    // not once per message: one log read covers the batch.
+                    if !self.dirty.contains(&p.stream) {
+                        self.dirty.push(p.stream);
+                    }
                 }
                 (Ok(_), None) => {
                     self.out
@@ -601,6 +608,15 @@ impl StreamCore {
                 self.send(&sub.0, proto::ok(&corr, Some(body.into())));
             }
             self.pump(sub);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Serve subscribers of streams that grew since the last call; the driver
+    /// calls it at the end of each batch.
+    pub fn pump_dirty(&mut self) -> Vec<StreamAction> {
+        for stream in std::mem::take(&mut self.dirty) {
+            self.pump_stream(stream);
         }
         std::mem::take(&mut self.out)
     }

@@ -198,6 +198,8 @@ impl StreamStore {
         if !self.unflushed.is_empty() {
             sends.extend(self.end_batch());
         }
+        let a = self.core.pump_dirty();
+        self.carry_out(a, &mut sends);
         sends
     }
 
@@ -235,6 +237,8 @@ impl StreamStore {
             let a = self.core.persisted(ticket, r);
             self.carry_out(a, &mut sends);
         }
+        let a = self.core.pump_dirty();
+        self.carry_out(a, &mut sends);
         sends
     }
 

@@ -58,6 +58,14 @@ enum Role {
     JsPublish(super::bench_queue::QueueLoadArgs),
     /// JetStream pull consume with acks (needs --features nats-bench).
     JsConsume(super::bench_queue::QueueLoadArgs),
+    /// Stream: publish rate into a fresh stream.
+    StreamPublish(super::bench_stream::StreamLoadArgs),
+    /// Stream: live fan-out to --subscribers.
+    StreamFanout(super::bench_stream::StreamLoadArgs),
+    /// Stream: one subscriber reading a full stream from the start.
+    StreamCatchup(super::bench_stream::StreamLoadArgs),
+    /// The reliable channel over loopback (sender and receiver in-process).
+    Channel(super::bench_stream::StreamLoadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -178,6 +186,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
         Role::DirectLoad(a) => return rr::direct_load(a).await,
         Role::NatsLoad(a) => return rr::nats_load(a).await,
         Role::NatsEcho(a) => return rr::nats_echo(a).await,
+        Role::StreamPublish(a) => return super::bench_stream::stream_publish(a).await,
+        Role::StreamFanout(a) => return super::bench_stream::stream_fanout(a).await,
+        Role::StreamCatchup(a) => return super::bench_stream::stream_catchup(a).await,
+        Role::Channel(a) => return super::bench_stream::channel_throughput(a).await,
         Role::QueuePublish(a) => return bq::queue_publish(a).await,
         Role::QueueConsume(a) => return bq::queue_consume(a).await,
         Role::FsyncRate(a) => return bq::fsync_rate(a).await,

@@ -47,6 +47,9 @@ pub struct SendArgs {
     /// Channel name.
     #[arg(long, default_value = "default")]
     pub channel: String,
+    /// Messages (64 KiB chunks) the outbox may hold unprocessed before reading waits.
+    #[arg(long, default_value_t = 1024)]
+    pub outbox_max: u64,
     /// fsync the outbox before sending (survives power loss, not just crashes).
     #[arg(long)]
     pub fsync: bool,
@@ -88,27 +91,42 @@ pub async fn run(cmd: ChannelCmd) -> anyhow::Result<i32> {
 async fn send(a: SendArgs) -> anyhow::Result<i32> {
     let mut opts = SenderOptions::new(&a.channel, &a.outbox);
     opts.fsync = a.fsync;
+    opts.outbox_max = a.outbox_max.max(1);
     opts.socket = a.socket.options()?.name("channel-send");
     let tx = ChannelSender::open(&a.connect, opts).await?;
+    // Resume: the outbox holds `written` messages of this transfer already —
+    // full chunks, then possibly the empty end marker.
+    let written = tx.status().written;
     let mut input: Box<dyn Read + Send> = match &a.input {
         Some(p) if p.as_os_str() != "-" => {
             let mut f = std::fs::File::open(p)?;
-            // The outbox already holds this many chunks from an earlier run.
-            let done = tx.status().written;
-            f.seek(SeekFrom::Start(done * CHUNK as u64))?;
-            if done > 0 {
-                eprintln!("zmesh: resuming after {done} chunks already in the outbox");
+            let len = f.metadata()?.len();
+            let data_chunks = len.div_ceil(CHUNK as u64);
+            if written > data_chunks + 1 {
+                anyhow::bail!(
+                    "the outbox holds {written} messages, more than {} for this input: another transfer's outbox?",
+                    data_chunks + 1
+                );
+            }
+            f.seek(SeekFrom::Start((written * CHUNK as u64).min(len)))?;
+            if written > 0 {
+                eprintln!("zmesh: resuming after {written} messages already in the outbox");
             }
             Box::new(f)
         }
+        _ if written > 0 => {
+            anyhow::bail!("stdin cannot resume: give the file, or a fresh --outbox")
+        }
         _ => Box::new(std::io::stdin()),
     };
-    let already_done = tx.status().written > 0 && {
-        // An earlier run got to the end-of-data marker: nothing to add.
-        let probe = input.read(&mut [0u8; 1])?;
-        probe == 0
+    let ended = match &a.input {
+        Some(p) if p.as_os_str() != "-" => {
+            let len = std::fs::metadata(p)?.len();
+            written == len.div_ceil(CHUNK as u64) + 1
+        }
+        _ => false,
     };
-    if !already_done {
+    if !ended {
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = read_full(&mut input, &mut buf)?;
