@@ -20,6 +20,8 @@ pub mod proto;
 pub mod record;
 pub mod store;
 pub mod subject;
+#[cfg(test)]
+mod tests;
 
 pub use self::core::{StreamAction, StreamCore, StreamCoreConfig};
 pub use options::{StreamCatalog, StreamOptions, StreamSpec};

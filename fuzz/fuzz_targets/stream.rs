@@ -1,0 +1,25 @@
+//! ZMST01 frames from untrusted peers into the stream core, and the stream
+//! record decoder: never a panic.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use zmesh_broker::stream::record::StreamRecord;
+use zmesh_broker::stream::{StreamAction, StreamCatalog, StreamCore, StreamCoreConfig};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = StreamRecord::decode(&Bytes::copy_from_slice(data));
+    let Some((&who, rest)) = data.split_first() else { return };
+    let mut frames = vec![Bytes::new(), Bytes::from_static(b"ZMST01")];
+    frames.extend(rest.split(|b| *b == 0xff).map(Bytes::copy_from_slice));
+    let _ = zmesh_broker::stream::proto::parse(&frames);
+    let mut core = StreamCore::new(StreamCoreConfig::default(), StreamCatalog::default());
+    let peer = Bytes::from(vec![who]);
+    let mut actions = core.handle(1_000, &peer, &frames);
+    actions.extend(core.tick(2_000));
+    for a in actions {
+        if let StreamAction::Append { ticket, .. } = a {
+            core.persisted(ticket, Ok(0));
+        }
+    }
+});
