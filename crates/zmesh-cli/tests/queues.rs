@@ -93,13 +93,18 @@ async fn broker_killed_at_random_under_load_loses_nothing_confirmed() {
         };
         admin.declare("orders", Some(&options)).await.unwrap();
 
-        const N: u64 = 6000;
+        // Sustained load: publishing goes on until the kills are done (bounded).
+        const N_MAX: u64 = 400_000;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let confirmed = Arc::new(Mutex::new(HashSet::new()));
         let producer = {
-            let (c, confirmed) = (client(&ep).await, confirmed.clone());
+            let (c, confirmed, stop) = (client(&ep).await, confirmed.clone(), stop.clone());
             tokio::spawn(async move {
                 let mut set = tokio::task::JoinSet::new();
-                for i in 0..N {
+                for i in 0..N_MAX {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
                     if set.len() >= 64 {
                         set.join_next().await;
                     }
@@ -134,7 +139,7 @@ async fn broker_killed_at_random_under_load_loses_nothing_confirmed() {
         let mut seed = std::process::id() as u64;
         let mut rounds = 0;
         let started = Instant::now();
-        while !producer.is_finished() && rounds < 8 && started.elapsed() < Duration::from_secs(60) {
+        while rounds < 6 && started.elapsed() < Duration::from_secs(60) {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
@@ -144,6 +149,7 @@ async fn broker_killed_at_random_under_load_loses_nothing_confirmed() {
             b = broker(&ep, &dir, &[]);
             startup_line(&mut b).await;
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         producer.await.unwrap();
         let confirmed = confirmed.lock().unwrap().clone();
         // Every confirmed message arrives in the end.
@@ -165,12 +171,8 @@ async fn broker_killed_at_random_under_load_loses_nothing_confirmed() {
         consumer.abort();
         let r = received.lock().unwrap();
         let duplicates: u32 = r.values().map(|n| n - 1).sum();
-        assert!(rounds >= 2, "the broker was killed {rounds} times");
-        assert!(
-            confirmed.len() as u64 > N / 2,
-            "only {} confirmed",
-            confirmed.len()
-        );
+        assert_eq!(rounds, 6, "the broker was killed {rounds} times");
+        assert!(confirmed.len() > 1000, "only {} confirmed", confirmed.len());
         println!(
             "{rounds} kills: {} confirmed, all delivered; {duplicates} duplicate deliveries",
             confirmed.len()
