@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use zmesh::{Message, Socket};
 
+use crate::admin::{AdminCommand, AdminLink, Snapshot};
 use crate::core::{Action, Broker};
 use crate::queue::proto::is_queue_message;
 use crate::queue::store::{QueueStore, Sends};
@@ -33,9 +34,15 @@ pub async fn run(
     broker: Broker,
     shutdown: impl Future<Output = ()>,
 ) -> zmesh::Result<Broker> {
-    Ok(run_with_stores(sock, broker, Stores::default(), shutdown)
-        .await?
-        .0)
+    let opts = RunOptions {
+        drain_timeout: Duration::ZERO,
+        ..RunOptions::default()
+    };
+    Ok(
+        run_with_stores(sock, broker, Stores::default(), opts, shutdown)
+            .await?
+            .0,
+    )
 }
 
 fn send_all(sends: Sends, out: &mut Vec<Message>) {
@@ -55,18 +62,94 @@ pub struct Stores {
     pub streams: Option<StreamStore>,
 }
 
+/// How the loop runs beside the protocol cores.
+pub struct RunOptions {
+    /// The admin port's end, if the broker has one.
+    pub admin: Option<AdminLink>,
+    /// After `shutdown`: how long held requests may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            admin: None,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn publish_snapshot(
+    link: &AdminLink,
+    sock: &Socket,
+    broker: &Broker,
+    stores: &Stores,
+    draining: bool,
+    started_ms: u64,
+) {
+    let snap = Snapshot {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_ms,
+        updated_ms: now_ms(),
+        draining,
+        services: broker.services(),
+        broker: broker.stats().clone(),
+        workers: broker.workers_registered(),
+        requests_held: broker.requests_held(),
+        queues: stores
+            .queues
+            .as_ref()
+            .map(|q| q.core().stats())
+            .unwrap_or_default(),
+        queue_counters: stores.queues.as_ref().map(|q| q.core().counters.clone()),
+        journal_bytes: stores.queues.as_ref().map_or(0, |q| q.log().bytes()),
+        streams: stores
+            .streams
+            .as_ref()
+            .map(|s| s.core().infos())
+            .unwrap_or_default(),
+        connections: sock.peers(),
+    };
+    *link.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
+}
+
 /// Like [`run`], and also serve durable queues (ZMQU01) and streams (ZMST01)
-/// from `stores` on the same ROUTER. Returns the core and the stores once
-/// `shutdown` completes.
+/// from `stores` on the same ROUTER, and the admin port's snapshot and
+/// commands. When `shutdown` completes the broker drains: new requests get
+/// 503, held ones are answered (up to `drain_timeout`), workers are told to
+/// disconnect, the logs are written out; then the cores and stores return.
 pub async fn run_with_stores(
     sock: &Socket,
     mut broker: Broker,
     mut stores: Stores,
+    mut opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> zmesh::Result<(Broker, Stores)> {
     tokio::pin!(shutdown);
     let mut out: Vec<Message> = Vec::new();
+    let started_ms = now_ms();
+    let mut drain_until: Option<Instant> = None;
+    if let Some(link) = &opts.admin {
+        publish_snapshot(link, sock, &broker, &stores, false, started_ms);
+    }
     loop {
+        if let Some(until) = drain_until
+            && (broker.requests_held() == 0 || Instant::now() >= until)
+        {
+            out.extend(broker.disconnect_workers().into_iter().map(to_message));
+            end_batch(&mut stores, &mut out);
+            for m in out.drain(..) {
+                let _ = sock.try_send(m);
+            }
+            tracing::info!(unanswered = broker.requests_held(), "drained");
+            return Ok((broker, stores));
+        }
         let now = Instant::now();
         let mut next = broker
             .next_deadline()
@@ -78,6 +161,12 @@ pub async fn run_with_stores(
             next = next.min(s.next_deadline());
         }
         let Stores { queues, streams } = &mut stores;
+        let admin_cmd = async {
+            match opts.admin.as_mut() {
+                Some(a) => a.commands.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         let queue_durable = async {
             match queues.as_mut() {
                 Some(q) => q.durable().await,
@@ -124,8 +213,29 @@ pub async fn run_with_stores(
                 send_all(s.on_durable(tag, r), &mut out);
                 end_batch(&mut stores, &mut out);
             }
+            Some(cmd) = admin_cmd => match cmd {
+                AdminCommand::Purge { queue, reply } => match stores.queues.as_mut() {
+                    Some(q) => {
+                        let (result, sends) = q.admin_purge(&queue);
+                        send_all(sends, &mut out);
+                        end_batch(&mut stores, &mut out);
+                        let _ = reply.send(result);
+                    }
+                    None => {
+                        let _ = reply.send(Err("this broker serves no queues".into()));
+                    }
+                },
+                AdminCommand::SetRoutes { service, spec, reply } => {
+                    let r = crate::core::parse_routes(&spec)
+                        .and_then(|routes| broker.set_routes(&service, routes));
+                    let _ = reply.send(r);
+                }
+            },
             _ = tokio::time::sleep_until(next.into()) => {
                 out.extend(broker.tick(Instant::now()).into_iter().map(to_message));
+                if let Some(link) = &opts.admin {
+                    publish_snapshot(link, sock, &broker, &stores, drain_until.is_some(), started_ms);
+                }
                 if let Some(q) = stores.queues.as_mut() {
                     send_all(q.tick(), &mut out);
                 }
@@ -134,7 +244,14 @@ pub async fn run_with_stores(
                 }
                 end_batch(&mut stores, &mut out);
             }
-            _ = &mut shutdown => return Ok((broker, stores)),
+            _ = &mut shutdown, if drain_until.is_none() => {
+                tracing::info!(held = broker.requests_held(), "shutting down: draining");
+                broker.begin_drain();
+                drain_until = Some(Instant::now() + opts.drain_timeout);
+                if let Some(link) = &opts.admin {
+                    publish_snapshot(link, sock, &broker, &stores, true, started_ms);
+                }
+            }
         };
         for m in out.drain(..) {
             // ROUTER drops messages for peers that are gone; that is the protocol's job to recover.

@@ -11,9 +11,11 @@
 //! - [`client`]: requests with deadline, retries, backoff and a circuit breaker.
 //! - [`worker`]: handlers with bounded concurrency, heartbeats, reconnect, drain.
 //! - [`breaker`]: the circuit breaker, sans-IO.
+//! - [`admin`]: the admin HTTP port (metrics, JSON API, probes).
 //! - [`queue`]: durable work queues on the storage log (ZMQU01).
 //! - [`stream`]: replayable pub/sub streams on the storage log (ZMST01).
 
+pub mod admin;
 pub mod breaker;
 pub mod client;
 pub mod core;

@@ -4,10 +4,11 @@
 //! 2 bad usage or configuration; 3 a network or peer error.
 
 mod commands;
+mod config;
 mod demo_proto;
 mod socket_args;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Reliable messaging on ZeroMQ's wire protocol.
 ///
@@ -89,7 +90,11 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The broker layers its config file under flags and environment: it needs
+    // to know where each value came from.
+    let broker_matches = matches.subcommand_matches("broker").cloned();
     init_logging(&cli.log, cli.log_json);
     let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
@@ -98,7 +103,7 @@ fn main() {
             std::process::exit(3);
         }
     };
-    let code = runtime.block_on(run(cli.command));
+    let code = runtime.block_on(run(cli.command, broker_matches));
     // Do not wait for stray tasks (e.g. a stdin reader blocked on a terminal).
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     std::process::exit(code);
@@ -122,7 +127,7 @@ fn runtime_builder() -> tokio::runtime::Builder {
     }
 }
 
-async fn run(command: Command) -> i32 {
+async fn run(command: Command, broker_matches: Option<clap::ArgMatches>) -> i32 {
     use zmesh::SocketType as T;
     let result = match command {
         Command::Req(c) => commands::socket::run(T::Req, c).await,
@@ -139,7 +144,7 @@ async fn run(command: Command) -> i32 {
         Command::DemoNode(c) => commands::demo::run_node(c).await,
         Command::FaultProxy(c) => commands::fault_proxy::run(c).await,
         Command::Keygen(c) => commands::keygen::run(c).await,
-        Command::Broker(c) => commands::mdp::run_broker(c).await,
+        Command::Broker(c) => commands::mdp::run_broker(c, broker_matches).await,
         Command::Call(c) => commands::mdp::run_call(c).await,
         Command::Serve(c) => commands::mdp::run_serve(c).await,
         Command::Services(c) => commands::mdp::run_services(c).await,

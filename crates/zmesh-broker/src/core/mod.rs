@@ -147,6 +147,7 @@ pub struct Broker {
     rng: u64,
     limiters: HashMap<Bytes, RateLimiter>,
     stats: BrokerStats,
+    draining: bool,
 }
 
 fn handle_bytes(h: u64) -> Bytes {
@@ -170,6 +171,7 @@ impl Broker {
             rng,
             limiters: HashMap::new(),
             stats: BrokerStats::default(),
+            draining: false,
         }
     }
 
@@ -292,6 +294,17 @@ impl Broker {
                 frames: mdp::client_reply(&proto, ReplyKind::Final, &requested, &reply),
             });
             return;
+        }
+        if self.draining {
+            // Shutting down: what is in flight finishes; nothing new starts.
+            return self.reply_error(
+                client,
+                &proto,
+                &requested,
+                "503",
+                "broker shutting down",
+                out,
+            );
         }
         let target = match self.cfg.routes.get(&name).cloned() {
             Some(routes) => {
@@ -660,7 +673,29 @@ impl Broker {
         workers.chain(requests).min()
     }
 
-    /// Requests held now (queued or at a worker).
+    /// Stop taking new requests (they get "503 broker shutting down");
+    /// requests already held are still answered.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Tell every worker to disconnect (the end of a drain).
+    pub fn disconnect_workers(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        let ids: Vec<Bytes> = self.workers.keys().cloned().collect();
+        for id in ids {
+            if let Some(v) = self.workers.get(&id).map(|w| w.version) {
+                self.delete_worker(&id, "broker shutting down", &mut out);
+                out.push(Action::Send {
+                    to: id,
+                    frames: mdp::worker_disconnect(v),
+                });
+            }
+        }
+        out
+    }
+
+    /// Requests held: queued or with a worker.
     pub fn requests_held(&self) -> usize {
         self.requests.len()
     }

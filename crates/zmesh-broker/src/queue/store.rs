@@ -194,6 +194,36 @@ impl QueueStore {
         &self.log
     }
 
+    /// Purge a queue on an operator's request; returns how many went.
+    pub fn admin_purge(&mut self, queue: &str) -> (Result<u64, String>, Sends) {
+        // Through the protocol path, as a peer no socket can have (identities
+        // from the engine are never empty-prefixed with 0xff).
+        let me = Bytes::from_static(b"\xffadmin");
+        let frames = [
+            Bytes::new(),
+            Bytes::from_static(super::proto::PROTOCOL),
+            Bytes::from_static(b"PURGE"),
+            Bytes::from_static(b"admin"),
+            Bytes::from(queue.to_owned()),
+        ];
+        let (mine, sends): (Sends, Sends) = self
+            .handle(&me, &frames)
+            .into_iter()
+            .partition(|(to, _)| *to == me);
+        let result = match mine.first() {
+            Some((_, f)) if f.get(2).is_some_and(|c| c == "OK") => f
+                .get(4)
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+                .and_then(|v| v["purged"].as_u64())
+                .ok_or_else(|| "malformed purge reply".to_owned()),
+            Some((_, f)) => {
+                Err(String::from_utf8_lossy(f.get(5).map_or(&b""[..], |b| &b[..])).into_owned())
+            }
+            None => Err("no reply".to_owned()),
+        };
+        (result, sends)
+    }
+
     /// Handle one ZMQU01 message; returns what to send now.
     pub fn handle(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
         let actions = self.core.handle(now_ms(), from, frames);

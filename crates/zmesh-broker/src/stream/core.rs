@@ -365,6 +365,13 @@ impl StreamCore {
         }
     }
 
+    /// Every stream's INFO object, by id.
+    pub fn infos(&self) -> Vec<serde_json::Value> {
+        let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|id| self.info(id)).collect()
+    }
+
     fn info(&self, id: u32) -> serde_json::Value {
         let s = &self.streams[&id];
         serde_json::json!({

@@ -133,6 +133,11 @@ impl StreamStore {
         Ok((store, started.elapsed()))
     }
 
+    /// The protocol core (for stats).
+    pub fn core(&self) -> &StreamCore {
+        &self.core
+    }
+
     /// Handle one ZMST01 message; returns what to send now.
     pub fn handle(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
         let actions = self.core.handle(now_ms(), from, frames);

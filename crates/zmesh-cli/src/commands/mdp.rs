@@ -13,6 +13,15 @@ use zmesh_broker::worker::{Worker, WorkerConfig, handler};
 use super::UsageError;
 use crate::socket_args::SocketArgs;
 
+/// A line on stderr that never panics: a broker whose stderr was closed
+/// (its parent went away) must keep serving, not die on a status line.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Default broker endpoint of the tools.
 const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555";
 
@@ -23,7 +32,7 @@ const DEFAULT_BROKER: &str = "tcp://127.0.0.1:5555";
   zmesh broker --bind tcp://*:5555 --idempotent resize --rate-limit orders=500 --route orders=orders@v1:95,orders@v2:5")]
 pub struct BrokerCmd {
     /// Endpoint(s) for clients and workers; repeatable.
-    #[arg(short, long, default_value = DEFAULT_BROKER)]
+    #[arg(short, long, default_value = DEFAULT_BROKER, env = "ZMESH_BIND", value_delimiter = ',')]
     pub bind: Vec<String>,
     /// Services whose requests may run twice: a dead worker's request goes to another worker.
     #[arg(long)]
@@ -59,6 +68,21 @@ pub struct BrokerCmd {
     /// Journal segment size in MiB.
     #[arg(long, default_value_t = 64)]
     pub segment_mib: u64,
+    /// Admin HTTP port (metrics, API, probes), e.g. 127.0.0.1:8222; off when absent.
+    #[arg(long, env = "ZMESH_ADMIN_BIND")]
+    pub admin_bind: Option<String>,
+    /// Token required for changes through the admin API (Bearer).
+    #[arg(long, env = "ZMESH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// On SIGTERM/SIGINT: how long held requests may take to finish.
+    #[arg(long, default_value_t = 10_000, env = "ZMESH_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: u64,
+    /// Settings file (TOML, a [broker] table); flags and environment win over it.
+    #[arg(long, env = "ZMESH_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the effective settings and exit.
+    #[arg(long)]
+    pub print_config: bool,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -68,8 +92,20 @@ fn split_eq<'a>(s: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str)> {
         .ok_or_else(|| UsageError(format!("{flag} {s:?}: expected SERVICE=...")).into())
 }
 
-/// Run the broker until Ctrl-C.
-pub async fn run_broker(cmd: BrokerCmd) -> anyhow::Result<i32> {
+/// Run the broker until SIGTERM or Ctrl-C (drained), or a second one (at once).
+pub async fn run_broker(
+    mut cmd: BrokerCmd,
+    matches: Option<clap::ArgMatches>,
+) -> anyhow::Result<i32> {
+    if let Some(m) = &matches {
+        let path = cmd.config.clone();
+        crate::config::apply(&mut cmd, m, path.as_deref())
+            .map_err(|e| UsageError(e.to_string()))?;
+    }
+    if cmd.print_config {
+        print!("{}", crate::config::effective(&cmd));
+        return Ok(0);
+    }
     let mut cfg = BrokerConfig {
         heartbeat_interval: Duration::from_millis(cmd.worker_heartbeat_ms),
         request_timeout: Duration::from_millis(cmd.request_timeout_ms),
@@ -104,10 +140,27 @@ pub async fn run_broker(cmd: BrokerCmd) -> anyhow::Result<i32> {
             streams: Some(open_streams(&cmd)?),
         }
     };
+    // The admin port is up before "listening" is printed: whoever waits for
+    // that line can use every port.
+    let mut opts = zmesh_broker::driver::RunOptions {
+        drain_timeout: Duration::from_millis(cmd.drain_timeout_ms),
+        ..Default::default()
+    };
+    if let Some(addr) = &cmd.admin_bind {
+        let (state, link) = zmesh_broker::admin::channel(cmd.admin_token.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        note!("zmesh: admin on http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = zmesh_broker::admin::serve(listener, state).await {
+                tracing::error!(error = %e, "admin port stopped");
+            }
+        });
+        opts.admin = Some(link);
+    }
     let router = Socket::new(SocketType::Router, cmd.socket.options()?.name("broker"))?;
     for ep in &cmd.bind {
         let real = router.bind(ep).await?;
-        eprintln!("zmesh: broker listening on {real}");
+        note!("zmesh: broker listening on {real}");
     }
     // A file size limit (RLIMIT_FSIZE) must refuse writes with EFBIG, not kill
     // the broker: with a handler installed, SIGXFSZ no longer terminates.
@@ -119,9 +172,23 @@ pub async fn run_broker(cmd: BrokerCmd) -> anyhow::Result<i32> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
+        note!("zmesh: draining (a second signal stops at once)");
+        // A second signal forces: exit now, with what is written so far.
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            note!("zmesh: forced stop");
+            std::process::exit(130);
+        });
     };
     let (_, stores) =
-        zmesh_broker::driver::run_with_stores(&router, Broker::new(cfg), stores, shutdown).await?;
+        zmesh_broker::driver::run_with_stores(&router, Broker::new(cfg), stores, opts, shutdown)
+            .await?;
     // Dropping the stores flushes and syncs the logs.
     drop(stores);
     router.close().await?;
@@ -141,7 +208,7 @@ fn open_streams(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::stream::StreamS
         ..StreamStoreConfig::default()
     };
     let (store, elapsed) = StreamStore::open(config)?;
-    eprintln!("zmesh: streams opened in {} ms", elapsed.as_millis());
+    note!("zmesh: streams opened in {} ms", elapsed.as_millis());
     Ok(store)
 }
 
@@ -159,7 +226,7 @@ fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStor
     };
     let (store, report) = QueueStore::open(config)?;
     let r = &report.recovery;
-    eprintln!(
+    note!(
         "zmesh: queues in {}: {} messages from {} records in {} ms{}{}",
         cmd.data_dir.display(),
         report.messages,
@@ -177,7 +244,7 @@ fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStor
         },
     );
     for d in &r.damaged {
-        eprintln!(
+        note!(
             "zmesh: damaged journal bytes {:?} in {} (offsets {:?} lost)",
             d.bytes,
             d.path.display(),

@@ -1,0 +1,161 @@
+//! HTTP handlers of the admin port.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{AdminCommand, AdminState, Snapshot};
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+fn snapshot(s: &AdminState) -> Snapshot {
+    s.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn error(status: StatusCode, reason: &str) -> Response {
+    (status, axum::Json(json!({ "error": reason }))).into_response()
+}
+
+/// Refuse unless the request carries the admin token: the refusal's status and reason.
+fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<(), (StatusCode, &'static str)> {
+    let Some(token) = &s.token else {
+        return Err((
+            StatusCode::FORBIDDEN,
+            "changes are disabled: the broker has no admin token (--admin-token)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time enough: compare all bytes whatever the first mismatch.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err((StatusCode::UNAUTHORIZED, "missing or wrong admin token"))
+    }
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route(
+            "/api/version",
+            get(|| async { axum::Json(json!({ "version": env!("CARGO_PKG_VERSION") })) }),
+        )
+        .route("/api/overview", get(overview))
+        .route(
+            "/api/services",
+            get(|State(s): State<AdminState>| async move { axum::Json(snapshot(&s).services) }),
+        )
+        .route(
+            "/api/queues",
+            get(|State(s): State<AdminState>| async move { axum::Json(snapshot(&s).queues) }),
+        )
+        .route(
+            "/api/streams",
+            get(|State(s): State<AdminState>| async move { axum::Json(snapshot(&s).streams) }),
+        )
+        .route(
+            "/api/connections",
+            get(|State(s): State<AdminState>| async move { axum::Json(snapshot(&s).connections) }),
+        )
+        .route("/api/queues/{name}/purge", post(purge))
+        .route("/api/routes/{service}", put(set_routes))
+        .with_state(state)
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    let snap = snapshot(&s);
+    if snap.updated_ms == 0 {
+        error(StatusCode::SERVICE_UNAVAILABLE, "starting")
+    } else if snap.draining {
+        error(StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        "ready".into_response()
+    }
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let body = super::metrics::render(&snapshot(&s));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn overview(State(s): State<AdminState>) -> Response {
+    axum::Json(snapshot(&s)).into_response()
+}
+
+async fn purge(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err((status, reason)) = authorize(&s, &headers) {
+        return error(status, reason);
+    }
+    let (reply, rx) = oneshot::channel();
+    if s.commands
+        .send(AdminCommand::Purge { queue: name, reply })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the broker is stopping");
+    }
+    match rx.await {
+        Ok(Ok(n)) => axum::Json(json!({ "purged": n })).into_response(),
+        Ok(Err(e)) if e.contains("no queue") => error(StatusCode::NOT_FOUND, &e),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the broker is stopping"),
+    }
+}
+
+async fn set_routes(
+    State(s): State<AdminState>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if let Err((status, reason)) = authorize(&s, &headers) {
+        return error(status, reason);
+    }
+    let (reply, rx) = oneshot::channel();
+    let cmd = AdminCommand::SetRoutes {
+        service,
+        spec: body.trim().to_owned(),
+        reply,
+    };
+    if s.commands.send(cmd).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the broker is stopping");
+    }
+    match rx.await {
+        Ok(Ok(())) => axum::Json(json!({ "ok": true })).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the broker is stopping"),
+    }
+}

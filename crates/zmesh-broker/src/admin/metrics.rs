@@ -1,0 +1,284 @@
+//! The snapshot as Prometheus metrics. Names follow Prometheus conventions
+//! (`zmesh_` prefix, base units, `_total` counters); label values come from
+//! the broker's own names and are capped at `LABELS_MAX` per family so
+//! cardinality stays bounded.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::Snapshot;
+
+/// Label values per family at most.
+const LABELS_MAX: usize = 1000;
+
+type Labels = Vec<(String, String)>;
+
+struct Families {
+    registry: Registry,
+}
+
+impl Families {
+    fn counter(&mut self, name: &str, help: &str, values: Vec<(Labels, u64)>) {
+        let f = Family::<Labels, Counter>::default();
+        for (l, v) in values.into_iter().take(LABELS_MAX) {
+            f.get_or_create(&l).inc_by(v);
+        }
+        self.registry.register(name, help, f);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, values: Vec<(Labels, i64)>) {
+        let f = Family::<Labels, Gauge>::default();
+        for (l, v) in values.into_iter().take(LABELS_MAX) {
+            f.get_or_create(&l).set(v);
+        }
+        self.registry.register(name, help, f);
+    }
+}
+
+fn label(k: &str, v: &str) -> Labels {
+    vec![(k.to_owned(), v.to_owned())]
+}
+
+/// Render `s` in the OpenMetrics text format.
+pub fn render(s: &Snapshot) -> String {
+    let mut m = Families {
+        registry: Registry::default(),
+    };
+    m.gauge(
+        "zmesh_up",
+        "1 while the broker runs; 0 while it drains",
+        vec![(vec![], i64::from(!s.draining))],
+    );
+    m.gauge(
+        "zmesh_start_time_seconds",
+        "When the broker started",
+        vec![(vec![], (s.started_ms / 1000) as i64)],
+    );
+    // MDP services.
+    let svc = |f: fn(&crate::core::ServiceInfo) -> u64| {
+        s.services
+            .iter()
+            .map(|x| (label("service", &x.name), f(x)))
+            .collect::<Vec<_>>()
+    };
+    m.counter(
+        "zmesh_service_requests",
+        "Requests received per service",
+        svc(|x| x.requests),
+    );
+    m.counter(
+        "zmesh_service_replies",
+        "Final replies delivered per service",
+        svc(|x| x.replies),
+    );
+    m.counter(
+        "zmesh_service_errors",
+        "Errors returned per service (timeouts, limits, dead workers)",
+        svc(|x| x.errors),
+    );
+    let g = |f: fn(&crate::core::ServiceInfo) -> usize| {
+        s.services
+            .iter()
+            .map(|x| (label("service", &x.name), f(x) as i64))
+            .collect::<Vec<_>>()
+    };
+    m.gauge(
+        "zmesh_service_workers",
+        "Registered workers per service",
+        g(|x| x.workers),
+    );
+    m.gauge(
+        "zmesh_service_queued_requests",
+        "Requests waiting for a worker",
+        g(|x| x.queued),
+    );
+    m.counter(
+        "zmesh_workers_expired",
+        "Workers expired by heartbeat",
+        vec![(vec![], s.broker.workers_expired)],
+    );
+    m.counter(
+        "zmesh_mdp_malformed_messages",
+        "Messages that were not valid MDP",
+        vec![(vec![], s.broker.malformed)],
+    );
+    // Durable queues.
+    let q = |f: fn(&crate::queue::QueueStats) -> u64| {
+        s.queues
+            .iter()
+            .map(|x| (label("queue", &x.name), f(x)))
+            .collect::<Vec<_>>()
+    };
+    let mut depth = Vec::new();
+    for x in &s.queues {
+        for (state, v) in [
+            ("ready", x.ready),
+            ("unacked", x.unacked),
+            ("storing", x.storing),
+        ] {
+            depth.push((
+                vec![
+                    ("queue".into(), x.name.clone()),
+                    ("state".into(), state.into()),
+                ],
+                v as i64,
+            ));
+        }
+    }
+    m.gauge(
+        "zmesh_queue_messages",
+        "Messages held per queue and state",
+        depth,
+    );
+    m.gauge(
+        "zmesh_queue_bytes",
+        "Body bytes held per queue",
+        q(|x| x.bytes)
+            .into_iter()
+            .map(|(l, v)| (l, v as i64))
+            .collect(),
+    );
+    m.gauge(
+        "zmesh_queue_consumers",
+        "Consumers per queue",
+        q(|x| x.consumers as u64)
+            .into_iter()
+            .map(|(l, v)| (l, v as i64))
+            .collect(),
+    );
+    m.counter(
+        "zmesh_queue_published",
+        "Publishes accepted",
+        q(|x| x.counters.published),
+    );
+    m.counter(
+        "zmesh_queue_confirmed",
+        "Publishes confirmed durable",
+        q(|x| x.counters.confirmed),
+    );
+    m.counter(
+        "zmesh_queue_refused",
+        "Publishes refused (limits, storage)",
+        q(|x| x.counters.refused),
+    );
+    m.counter(
+        "zmesh_queue_duplicates",
+        "Publishes recognised as duplicates",
+        q(|x| x.counters.duplicates),
+    );
+    m.counter(
+        "zmesh_queue_delivered",
+        "Deliveries, first and repeated",
+        q(|x| x.counters.delivered),
+    );
+    m.counter(
+        "zmesh_queue_acked",
+        "Messages acknowledged",
+        q(|x| x.counters.acked),
+    );
+    m.counter(
+        "zmesh_queue_redelivered",
+        "Messages returned for redelivery",
+        q(|x| x.counters.redelivered),
+    );
+    m.counter(
+        "zmesh_queue_dead_lettered",
+        "Messages moved to the dead-letter queue",
+        q(|x| x.counters.dead_lettered),
+    );
+    m.counter(
+        "zmesh_queue_expired",
+        "Messages whose TTL ran out",
+        q(|x| x.counters.expired),
+    );
+    m.gauge(
+        "zmesh_journal_bytes",
+        "Bytes of the queue journal on disk",
+        vec![(vec![], s.journal_bytes as i64)],
+    );
+    if let Some(c) = &s.queue_counters {
+        m.counter(
+            "zmesh_queue_storage_errors",
+            "Journal writes refused by the storage",
+            vec![(vec![], c.storage_errors)],
+        );
+    }
+    // Streams.
+    let st = |key: &str| {
+        s.streams
+            .iter()
+            .map(|x| {
+                let name = x["name"].as_str().unwrap_or("?");
+                (label("stream", name), x[key].as_u64().unwrap_or(0))
+            })
+            .collect::<Vec<_>>()
+    };
+    m.gauge(
+        "zmesh_stream_messages",
+        "Messages kept per stream",
+        st("messages")
+            .into_iter()
+            .map(|(l, v)| (l, v as i64))
+            .collect(),
+    );
+    m.gauge(
+        "zmesh_stream_subscribers",
+        "Subscriptions per stream",
+        st("subscribers")
+            .into_iter()
+            .map(|(l, v)| (l, v as i64))
+            .collect(),
+    );
+    m.counter(
+        "zmesh_stream_published",
+        "Messages stored per stream since start",
+        st("published"),
+    );
+    m.counter(
+        "zmesh_stream_delivered",
+        "Messages delivered per stream since start",
+        st("delivered"),
+    );
+    // Connections.
+    let mut states: std::collections::BTreeMap<String, i64> = Default::default();
+    let (mut reconnects, mut hs_fail, mut hb_timeouts) = (0u64, 0u64, 0u64);
+    for c in &s.connections {
+        let state = serde_json::to_value(c.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *states.entry(state).or_default() += 1;
+        reconnects += c.reconnects;
+        hs_fail += c.handshake_failures;
+        hb_timeouts += c.heartbeat_timeouts;
+    }
+    m.gauge(
+        "zmesh_connections",
+        "Connections of the broker's socket by state",
+        states
+            .into_iter()
+            .map(|(k, v)| (label("state", &k), v))
+            .collect(),
+    );
+    m.counter(
+        "zmesh_connection_handshake_failures",
+        "Handshakes that failed (including auth refusals)",
+        vec![(vec![], hs_fail)],
+    );
+    m.counter(
+        "zmesh_connection_heartbeat_timeouts",
+        "Connections closed by heartbeat timeout",
+        vec![(vec![], hb_timeouts)],
+    );
+    m.counter(
+        "zmesh_connection_reconnects",
+        "Reconnects",
+        vec![(vec![], reconnects)],
+    );
+    let mut out = String::new();
+    encode(&mut out, &m.registry).expect("writing to a String cannot fail");
+    out
+}

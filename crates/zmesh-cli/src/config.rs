@@ -1,0 +1,235 @@
+//! `zmesh broker --config FILE`: the broker's settings from a TOML file,
+//! under flags and environment variables. Precedence: flag > environment >
+//! file > built-in default. Every key is checked at start; an error names the
+//! key and the problem.
+
+use std::path::{Path, PathBuf};
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::{Deserialize, Serialize};
+
+use crate::commands::mdp::BrokerCmd;
+
+/// The file: one `[broker]` table.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Broker settings.
+    #[serde(default)]
+    pub broker: BrokerSection,
+}
+
+/// `[broker]`: the same names as the flags, with `_` for `-`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    pub bind: Option<Vec<String>>,
+    pub data_dir: Option<PathBuf>,
+    pub no_queues: Option<bool>,
+    pub idempotent: Option<Vec<String>>,
+    pub rate_limit: Option<Vec<String>>,
+    pub route: Option<Vec<String>>,
+    pub worker_heartbeat_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub queue_max: Option<usize>,
+    pub group_commit_ms: Option<u64>,
+    pub group_commit_bytes: Option<u64>,
+    pub segment_mib: Option<u64>,
+    pub admin_bind: Option<String>,
+    pub admin_token: Option<String>,
+    pub drain_timeout_ms: Option<u64>,
+    pub security: Option<SecuritySection>,
+}
+
+/// `[broker.security]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// Serve CURVE with this secret key file (`zmesh keygen`).
+    pub curve_secret_key_file: Option<PathBuf>,
+    /// Admit only clients whose public keys are in this directory.
+    pub curve_allow_dir: Option<PathBuf>,
+    /// CIDR ranges to admit.
+    pub allow: Option<Vec<String>>,
+    /// CIDR ranges to refuse.
+    pub deny: Option<Vec<String>>,
+    /// PLAIN user:password file.
+    pub plain_passwords: Option<PathBuf>,
+}
+
+/// A configuration mistake, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("config {file}: {problem}")]
+pub struct ConfigError {
+    file: String,
+    problem: String,
+}
+
+fn from_user(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Check an endpoint the broker can bind.
+pub fn check_endpoint(ep: &str) -> Result<(), String> {
+    let ok = if let Some(rest) = ep.strip_prefix("tcp://") {
+        rest.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && (port == "*" || port.parse::<u16>().is_ok())
+        })
+    } else if let Some(rest) = ep.strip_prefix("ipc://") {
+        !rest.is_empty()
+    } else if let Some(rest) = ep.strip_prefix("inproc://") {
+        !rest.is_empty()
+    } else {
+        false
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{ep:?} is not an endpoint (expected tcp://HOST:PORT, ipc://PATH or inproc://NAME)"
+        ))
+    }
+}
+
+/// Apply `path` under the flags and environment already in `cmd`, then
+/// validate the result.
+pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result<(), ConfigError> {
+    let file_name = path.map_or("(flags)".to_owned(), |p| p.display().to_string());
+    let err = |problem: String| ConfigError {
+        file: file_name.clone(),
+        problem,
+    };
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|e| err(e.to_string().trim().to_owned()))?;
+        let b = file.broker;
+        macro_rules! take {
+            ($field:ident) => {
+                if !from_user(m, stringify!($field))
+                    && let Some(v) = b.$field
+                {
+                    cmd.$field = v;
+                }
+            };
+            ($field:ident, opt) => {
+                if !from_user(m, stringify!($field)) && b.$field.is_some() {
+                    cmd.$field = b.$field;
+                }
+            };
+        }
+        take!(bind);
+        take!(data_dir);
+        take!(no_queues);
+        take!(idempotent);
+        take!(rate_limit);
+        take!(route);
+        take!(worker_heartbeat_ms);
+        take!(request_timeout_ms);
+        take!(queue_max);
+        take!(group_commit_ms);
+        take!(group_commit_bytes);
+        take!(segment_mib);
+        take!(admin_bind, opt);
+        take!(admin_token, opt);
+        take!(drain_timeout_ms);
+        if let Some(s) = b.security {
+            let sec = &mut cmd.socket.security;
+            if !from_user(m, "curve_secret_key_file") && s.curve_secret_key_file.is_some() {
+                sec.curve_secret_key_file = s.curve_secret_key_file;
+                sec.curve_server = true;
+            }
+            if !from_user(m, "curve_allow_dir") && s.curve_allow_dir.is_some() {
+                sec.curve_allow_dir = s.curve_allow_dir;
+            }
+            if !from_user(m, "allow")
+                && let Some(v) = s.allow
+            {
+                sec.allow = v;
+            }
+            if !from_user(m, "deny")
+                && let Some(v) = s.deny
+            {
+                sec.deny = v;
+            }
+            if !from_user(m, "plain_passwords") && s.plain_passwords.is_some() {
+                sec.plain_passwords = s.plain_passwords;
+            }
+        }
+    }
+    validate(cmd).map_err(err)
+}
+
+fn validate(cmd: &BrokerCmd) -> Result<(), String> {
+    if cmd.bind.is_empty() {
+        return Err("broker.bind: at least one endpoint".into());
+    }
+    for (i, ep) in cmd.bind.iter().enumerate() {
+        check_endpoint(ep).map_err(|e| format!("broker.bind[{i}]: {e}"))?;
+    }
+    if let Some(a) = &cmd.admin_bind {
+        a.parse::<std::net::SocketAddr>().map_err(|_| {
+            format!("broker.admin_bind: {a:?} is not HOST:PORT (e.g. 127.0.0.1:8222)")
+        })?;
+    }
+    if cmd.worker_heartbeat_ms == 0 || cmd.request_timeout_ms == 0 || cmd.queue_max == 0 {
+        return Err(
+            "broker.worker_heartbeat_ms, request_timeout_ms and queue_max must be positive".into(),
+        );
+    }
+    if cmd.segment_mib == 0 || cmd.segment_mib > 4096 {
+        return Err("broker.segment_mib must be 1 to 4096".into());
+    }
+    let sec = &cmd.socket.security;
+    for (key, p) in [
+        (
+            "broker.security.curve_secret_key_file",
+            &sec.curve_secret_key_file,
+        ),
+        ("broker.security.curve_allow_dir", &sec.curve_allow_dir),
+        ("broker.security.plain_passwords", &sec.plain_passwords),
+    ] {
+        if let Some(p) = p
+            && !p.exists()
+        {
+            return Err(format!("{key}: {} does not exist", p.display()));
+        }
+    }
+    Ok(())
+}
+
+/// The effective settings as TOML, secrets hidden.
+pub fn effective(cmd: &BrokerCmd) -> String {
+    let sec = &cmd.socket.security;
+    let file = ConfigFile {
+        broker: BrokerSection {
+            bind: Some(cmd.bind.clone()),
+            data_dir: Some(cmd.data_dir.clone()),
+            no_queues: Some(cmd.no_queues),
+            idempotent: Some(cmd.idempotent.clone()),
+            rate_limit: Some(cmd.rate_limit.clone()),
+            route: Some(cmd.route.clone()),
+            worker_heartbeat_ms: Some(cmd.worker_heartbeat_ms),
+            request_timeout_ms: Some(cmd.request_timeout_ms),
+            queue_max: Some(cmd.queue_max),
+            group_commit_ms: Some(cmd.group_commit_ms),
+            group_commit_bytes: Some(cmd.group_commit_bytes),
+            segment_mib: Some(cmd.segment_mib),
+            admin_bind: cmd.admin_bind.clone(),
+            admin_token: cmd.admin_token.as_ref().map(|_| "(set, hidden)".to_owned()),
+            drain_timeout_ms: Some(cmd.drain_timeout_ms),
+            security: Some(SecuritySection {
+                curve_secret_key_file: sec.curve_secret_key_file.clone(),
+                curve_allow_dir: sec.curve_allow_dir.clone(),
+                allow: Some(sec.allow.clone()),
+                deny: Some(sec.deny.clone()),
+                plain_passwords: sec.plain_passwords.clone(),
+            }),
+        },
+    };
+    toml::to_string_pretty(&file).expect("settings serialize")
+}

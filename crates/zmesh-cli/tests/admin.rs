@@ -1,0 +1,400 @@
+//! Operating the broker: the admin port's metrics (checked with a real
+//! OpenMetrics parser against known traffic), its API and token, config file
+//! errors, and a graceful shutdown under load.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use zmesh_broker::client::{Client, ClientConfig};
+use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
+use zmesh_testkit::net::{bounded, free_endpoint, free_port};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("zmesh-admin-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn broker(args: &[&str]) -> Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut b = Command::new(env!("CARGO_BIN_EXE_zmesh"))
+        .arg("broker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(b.stderr.take().unwrap()).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        if l.contains("listening") {
+            break;
+        }
+    }
+    b
+}
+
+/// A minimal HTTP/1.1 request; returns (status, body).
+async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let body = resp.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned();
+    (status, body)
+}
+
+fn parse_metrics(text: &str) -> serde_json::Value {
+    let script = zmesh_testkit::python::workspace_root().join("tests/python/parse_metrics.py");
+    let mut child = std::process::Command::new(zmesh_testkit::python::interpreter())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser refused /metrics:\n{text}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn metrics_and_api_reflect_known_traffic_and_changes_need_the_token() {
+    bounded(LIMIT, async {
+        let d = dir("metrics");
+        let ep = free_endpoint();
+        let port = free_port();
+        let admin = format!("127.0.0.1:{port}");
+        let data = d.join("data");
+        let _b = broker(&[
+            "--bind",
+            &ep,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--admin-bind",
+            &admin,
+            "--admin-token",
+            "s3cret",
+        ])
+        .await;
+        let c = QueueClient::connect(&ep, QueueClientConfig::default())
+            .await
+            .unwrap();
+        c.declare("jobs", None).await.unwrap();
+        for i in 0..5 {
+            c.publish("jobs", format!("m{i}")).await.unwrap();
+        }
+        let mut consumer = c.consume("jobs", 2).await.unwrap();
+        for _ in 0..2 {
+            let m = consumer.next().await.unwrap();
+            consumer.ack(m.tag).await.unwrap();
+        }
+        // Cancelled: what it still held goes back to ready.
+        consumer.cancel().await.unwrap();
+        // The snapshot behind /metrics is refreshed every second.
+        let want = [
+            ("zmesh_queue_published_total{queue=jobs}", 5.0),
+            ("zmesh_queue_acked_total{queue=jobs}", 2.0),
+            ("zmesh_queue_messages{queue=jobs,state=ready}", 3.0),
+            ("zmesh_up{}", 1.0),
+        ];
+        let t = Instant::now();
+        let samples = loop {
+            let (status, text) = http(port, "GET", "/metrics", None, "").await;
+            assert_eq!(status, 200);
+            let samples = parse_metrics(&text);
+            if want.iter().all(|(k, v)| samples[*k].as_f64() == Some(*v)) {
+                break samples;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "metrics never matched the traffic: {samples}"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert!(
+            samples.get("zmesh_connections{state=active}").is_some(),
+            "{samples}"
+        );
+
+        let (status, body) = http(port, "GET", "/api/queues", None, "").await;
+        assert_eq!(status, 200);
+        let queues: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(queues[0]["name"], "jobs");
+        assert_eq!(http(port, "GET", "/healthz", None, "").await.0, 200);
+        assert_eq!(http(port, "GET", "/readyz", None, "").await.0, 200);
+        // Every path the OpenAPI document lists is served.
+        let (_, doc) = http(port, "GET", "/api/openapi.json", None, "").await;
+        let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        for path in doc["paths"].as_object().unwrap().keys() {
+            if !path.contains('{') {
+                assert_eq!(http(port, "GET", path, None, "").await.0, 200, "{path}");
+            }
+        }
+        // Changes need the token.
+        assert_eq!(
+            http(port, "POST", "/api/queues/jobs/purge", None, "")
+                .await
+                .0,
+            401
+        );
+        assert_eq!(
+            http(port, "POST", "/api/queues/jobs/purge", Some("wrong"), "")
+                .await
+                .0,
+            401
+        );
+        assert_eq!(
+            http(port, "PUT", "/api/routes/orders", None, "orders@v1:1")
+                .await
+                .0,
+            401
+        );
+        let (status, body) = http(port, "POST", "/api/queues/jobs/purge", Some("s3cret"), "").await;
+        assert_eq!((status, body.as_str()), (200, r#"{"purged":3}"#));
+        assert_eq!(
+            http(port, "POST", "/api/queues/nope/purge", Some("s3cret"), "")
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            http(
+                port,
+                "PUT",
+                "/api/routes/orders",
+                Some("s3cret"),
+                "orders@v1:95,orders@v2:5"
+            )
+            .await
+            .0,
+            200
+        );
+        assert_eq!(
+            http(
+                port,
+                "PUT",
+                "/api/routes/orders",
+                Some("s3cret"),
+                "nonsense"
+            )
+            .await
+            .0,
+            400
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_token_every_change_is_refused() {
+    bounded(LIMIT, async {
+        let d = dir("notoken");
+        let port = free_port();
+        let admin = format!("127.0.0.1:{port}");
+        let data = d.join("data");
+        let _b = broker(&[
+            "--bind",
+            &free_endpoint(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--admin-bind",
+            &admin,
+        ])
+        .await;
+        assert_eq!(
+            http(port, "POST", "/api/queues/jobs/purge", Some("anything"), "")
+                .await
+                .0,
+            403
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_kind_of_config_mistake_is_named() {
+    let d = dir("config");
+    let cases = [
+        (
+            "[broker]\nbnd = [\"tcp://127.0.0.1:1\"]\n",
+            "unknown field `bnd`",
+        ),
+        ("[broker]\nqueue_max = \"many\"\n", "invalid type"),
+        ("[broker]\nbind = [\"tpc://x:1\"]\n", "broker.bind[0]"),
+        (
+            "[broker.security]\ncurve_secret_key_file = \"/no/such.key_secret\"\n",
+            "broker.security.curve_secret_key_file",
+        ),
+        (
+            "[broker]\nadmin_bind = \"localhost\"\n",
+            "broker.admin_bind",
+        ),
+        ("[brokr]\n", "unknown field `brokr`"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let f = d.join(format!("c{i}.toml"));
+        std::fs::write(&f, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
+            .args(["broker", "--config", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(want), "{text}: expected {want:?} in {err}");
+    }
+    // Precedence: flag > environment > file; secrets never printed.
+    let f = d.join("ok.toml");
+    std::fs::write(
+        &f,
+        "[broker]\nbind = [\"tcp://127.0.0.1:7001\"]\nqueue_max = 7\nadmin_token = \"hush\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
+        .args([
+            "broker",
+            "--config",
+            f.to_str().unwrap(),
+            "--queue-max",
+            "9",
+            "--print-config",
+        ])
+        .env("ZMESH_BIND", "tcp://127.0.0.1:7002")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("tcp://127.0.0.1:7002"),
+        "env over file: {text}"
+    );
+    assert!(text.contains("queue_max = 9"), "flag over file: {text}");
+    assert!(!text.contains("hush"), "a secret was printed: {text}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    bounded(LIMIT, async {
+        let d = dir("drain");
+        let ep = free_endpoint();
+        let data = d.join("data");
+        let mut b = broker(&[
+            "--bind",
+            &ep,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--drain-timeout-ms",
+            "5000",
+            "--worker-heartbeat-ms",
+            "500",
+        ])
+        .await;
+        let _w = Command::new(env!("CARGO_BIN_EXE_zmesh"))
+            .args([
+                "serve",
+                "slow",
+                "--broker",
+                &ep,
+                "--concurrency",
+                "8",
+                "--delay-ms",
+                "800",
+                "--heartbeat-ms",
+                "500",
+                "--echo",
+            ])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let client = Client::connect(
+            &ep,
+            ClientConfig {
+                retries: 0,
+                attempt_timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        // Wait for the worker, then put 8 requests in flight.
+        let t = Instant::now();
+        while client
+            .request("mmi.service", vec![Bytes::from("slow")])
+            .await
+            .unwrap()[0]
+            != "200"
+        {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let inflight: Vec<_> = (0..8)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(
+                    async move { c.request("slow", vec![Bytes::from(format!("r{i}"))]).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pid = b.id().unwrap();
+        let stopped_at = Instant::now();
+        zmesh_testkit::process::signal(pid, 15).unwrap();
+        // New requests are turned away while the held ones finish.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = client.request("slow", vec![Bytes::from("late")]).await;
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("shutting down")),
+            "a request was accepted while draining: {refused:?}"
+        );
+        for (i, r) in inflight.into_iter().enumerate() {
+            let reply = r
+                .await
+                .unwrap()
+                .expect("in-flight request answered during the drain");
+            assert_eq!(reply[0], format!("r{i}"));
+        }
+        let status = tokio::time::timeout(Duration::from_secs(6), b.wait())
+            .await
+            .expect("exits within the drain timeout")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+        assert!(stopped_at.elapsed() < Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(&d);
+    })
+    .await;
+}
