@@ -158,7 +158,8 @@ async fn metrics_and_api_reflect_known_traffic_and_changes_need_the_token() {
         let (_, doc) = http(port, "GET", "/api/openapi.json", None, "").await;
         let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
         for path in doc["paths"].as_object().unwrap().keys() {
-            if !path.contains('{') {
+            // /api/events never ends: it is checked by the dashboard test.
+            if !path.contains('{') && path != "/api/events" {
                 assert_eq!(http(port, "GET", path, None, "").await.0, 200, "{path}");
             }
         }

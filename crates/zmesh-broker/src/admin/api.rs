@@ -13,6 +13,9 @@ use super::{AdminCommand, AdminState, Snapshot};
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// The dashboard: one page, no build step, fed by `/api/events`.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
+
 fn snapshot(s: &AdminState) -> Snapshot {
     s.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
@@ -51,6 +54,8 @@ fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<(), (StatusCode, &'s
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(|| async { axum::response::Html(DASHBOARD) }))
+        .route("/api/events", get(events))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -82,6 +87,22 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queues/{name}/purge", post(purge))
         .route("/api/routes/{service}", put(set_routes))
         .with_state(state)
+}
+
+/// Server-sent events: the snapshot once a second, for the dashboard.
+async fn events(State(s): State<AdminState>) -> impl IntoResponse {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let stream = futures::stream::unfold((s, true), |(s, first)| async move {
+        if !first {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let data = serde_json::to_string(&snapshot(&s)).expect("snapshot serializes");
+        Some((
+            Ok::<_, std::convert::Infallible>(Event::default().data(data)),
+            (s, false),
+        ))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn ready(State(s): State<AdminState>) -> Response {
