@@ -85,6 +85,29 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn observe_latencies(link: &mut AdminLink, broker: &mut Broker, stores: &mut Stores) {
+    for (service, d) in broker.take_latencies() {
+        // Bounded label set: services beyond the cap share one label.
+        let label = if link.services_seen.contains(&service)
+            || link.services_seen.len() < crate::admin::SERVICE_LABELS_MAX
+        {
+            link.services_seen.insert(service.clone());
+            service
+        } else {
+            "other".to_owned()
+        };
+        link.histograms
+            .request_seconds
+            .get_or_create(&vec![("service".to_owned(), label)])
+            .observe(d.as_secs_f64());
+    }
+    if let Some(q) = stores.queues.as_mut() {
+        for d in q.take_sync_latencies() {
+            link.histograms.fsync_seconds.observe(d.as_secs_f64());
+        }
+    }
+}
+
 fn publish_snapshot(
     link: &AdminLink,
     sock: &Socket,
@@ -233,7 +256,8 @@ pub async fn run_with_stores(
             },
             _ = tokio::time::sleep_until(next.into()) => {
                 out.extend(broker.tick(Instant::now()).into_iter().map(to_message));
-                if let Some(link) = &opts.admin {
+                if let Some(link) = opts.admin.as_mut() {
+                    observe_latencies(link, &mut broker, &mut stores);
                     publish_snapshot(link, sock, &broker, &stores, drain_until.is_some(), started_ms);
                 }
                 if let Some(q) = stores.queues.as_mut() {

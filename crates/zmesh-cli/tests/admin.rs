@@ -143,6 +143,11 @@ async fn metrics_and_api_reflect_known_traffic_and_changes_need_the_token() {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
+        // Group commits were timed: the fsync histogram has observations.
+        assert!(
+            samples["zmesh_journal_fsync_duration_seconds_count{}"].as_f64() >= Some(1.0),
+            "{samples}"
+        );
         assert!(
             samples.get("zmesh_connections{state=active}").is_some(),
             "{samples}"

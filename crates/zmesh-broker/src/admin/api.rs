@@ -117,7 +117,7 @@ async fn ready(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let body = super::metrics::render(&snapshot(&s));
+    let body = super::metrics::render(&snapshot(&s), &s.histograms);
     (
         [(
             header::CONTENT_TYPE,

@@ -42,11 +42,21 @@ fn label(k: &str, v: &str) -> Labels {
     vec![(k.to_owned(), v.to_owned())]
 }
 
-/// Render `s` in the OpenMetrics text format.
-pub fn render(s: &Snapshot) -> String {
+/// Render `s` and the histograms in the OpenMetrics text format.
+pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
     let mut m = Families {
         registry: Registry::default(),
     };
+    m.registry.register(
+        "zmesh_request_duration_seconds",
+        "MDP request latency, arrival to final reply, by service",
+        h.request_seconds.clone(),
+    );
+    m.registry.register(
+        "zmesh_journal_fsync_duration_seconds",
+        "Group commit latency of the queue journal, sync asked to durable",
+        h.fsync_seconds.clone(),
+    );
     m.gauge(
         "zmesh_up",
         "1 while the broker runs; 0 while it drains",

@@ -19,6 +19,8 @@ mod metrics;
 
 use std::sync::{Arc, RwLock};
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -80,9 +82,39 @@ pub enum AdminCommand {
     },
 }
 
+/// Histograms by label set, each made with the latency buckets.
+pub type HistogramFamily = Family<Vec<(String, String)>, Histogram, fn() -> Histogram>;
+
+/// Latency histograms the loop observes into and `/metrics` renders.
+pub struct Histograms {
+    /// MDP request latency (arrival to final reply), by service.
+    pub request_seconds: HistogramFamily,
+    /// Group commit latency (sync asked to durable).
+    pub fsync_seconds: Histogram,
+}
+
+fn latency_buckets() -> Histogram {
+    // 100 µs to about 3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Default for Histograms {
+    fn default() -> Self {
+        Self {
+            request_seconds: Family::new_with_constructor(latency_buckets),
+            fsync_seconds: latency_buckets(),
+        }
+    }
+}
+
+/// Distinct service labels on the request histogram at most; the rest are "other".
+pub const SERVICE_LABELS_MAX: usize = 1000;
+
 /// Shared between the loop and the HTTP handlers.
 #[derive(Clone)]
 pub struct AdminState {
+    /// Histograms.
+    pub histograms: Arc<Histograms>,
     /// Latest snapshot.
     pub snapshot: Arc<RwLock<Snapshot>>,
     /// Commands to the loop.
@@ -93,6 +125,10 @@ pub struct AdminState {
 
 /// The loop's end: where to publish snapshots and receive commands.
 pub struct AdminLink {
+    /// Histograms (the loop observes into them).
+    pub histograms: Arc<Histograms>,
+    /// Service labels used so far on the request histogram.
+    pub services_seen: std::collections::HashSet<String>,
     /// Latest snapshot (the loop writes it).
     pub snapshot: Arc<RwLock<Snapshot>>,
     /// Commands from HTTP.
@@ -102,14 +138,18 @@ pub struct AdminLink {
 /// A pair of ends for one broker.
 pub fn channel(token: Option<String>) -> (AdminState, AdminLink) {
     let snapshot = Arc::new(RwLock::new(Snapshot::default()));
+    let histograms = Arc::new(Histograms::default());
     let (tx, rx) = mpsc::channel(64);
     (
         AdminState {
+            histograms: histograms.clone(),
             snapshot: snapshot.clone(),
             commands: tx,
             token,
         },
         AdminLink {
+            histograms,
+            services_seen: Default::default(),
             snapshot,
             commands: rx,
         },

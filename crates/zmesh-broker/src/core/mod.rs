@@ -148,7 +148,12 @@ pub struct Broker {
     limiters: HashMap<Bytes, RateLimiter>,
     stats: BrokerStats,
     draining: bool,
+    /// Latencies of answered requests not yet taken by the driver (bounded).
+    latencies: std::collections::VecDeque<(String, Duration)>,
 }
+
+/// Latencies kept between two `take_latencies` calls at most.
+const LATENCIES_MAX: usize = 100_000;
 
 fn handle_bytes(h: u64) -> Bytes {
     Bytes::copy_from_slice(&h.to_be_bytes())
@@ -172,6 +177,7 @@ impl Broker {
             limiters: HashMap::new(),
             stats: BrokerStats::default(),
             draining: false,
+            latencies: Default::default(),
         }
     }
 
@@ -344,6 +350,7 @@ impl Broker {
                 service: target.clone(),
                 body,
                 deadline: now + self.cfg.request_timeout,
+                received: now,
                 worker: None,
             },
         );
@@ -448,7 +455,7 @@ impl Broker {
                 body,
             } => {
                 self.touch_worker(now, from);
-                self.forward_reply(from, address, last, body, out);
+                self.forward_reply(now, from, address, last, body, out);
             }
         }
     }
@@ -488,6 +495,7 @@ impl Broker {
 
     fn forward_reply(
         &mut self,
+        now: Instant,
         worker: &Bytes,
         address: Bytes,
         last: bool,
@@ -520,6 +528,12 @@ impl Broker {
             return;
         }
         let req = self.requests.remove(&handle).expect("checked above");
+        if self.latencies.len() >= LATENCIES_MAX {
+            self.latencies.pop_front();
+        }
+        let service = String::from_utf8_lossy(&req.service).into_owned();
+        self.latencies
+            .push_back((service, now.saturating_duration_since(req.received)));
         if let Some(w) = self.workers.get_mut(worker) {
             w.busy = None;
         }
@@ -671,6 +685,11 @@ impl Broker {
             .filter_map(|s| s.waiting.front())
             .filter_map(|h| self.requests.get(h).map(|r| r.deadline));
         workers.chain(requests).min()
+    }
+
+    /// Request latencies (arrival to final reply) since the last call, by service.
+    pub fn take_latencies(&mut self) -> Vec<(String, Duration)> {
+        self.latencies.drain(..).collect()
     }
 
     /// Stop taking new requests (they get "503 broker shutting down");

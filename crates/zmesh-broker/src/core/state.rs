@@ -58,6 +58,8 @@ pub(super) struct Request {
     pub body: Vec<Bytes>,
     /// Error to the client if still queued then.
     pub deadline: Instant,
+    /// When it arrived (for the latency histogram).
+    pub received: Instant,
     /// The worker holding it.
     pub worker: Option<Bytes>,
 }

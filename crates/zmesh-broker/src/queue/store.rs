@@ -93,6 +93,10 @@ pub struct QueueStore {
     /// Bytes written since the last sync request.
     bytes_since_request: u64,
     bytes_at_flush: u64,
+    /// When the oldest unanswered sync request went out.
+    sync_started: Option<Instant>,
+    /// Request-to-durable times not yet taken (bounded).
+    sync_latencies: Vec<Duration>,
 }
 
 fn now_ms() -> u64 {
@@ -180,6 +184,8 @@ impl QueueStore {
             unsynced: VecDeque::new(),
             bytes_since_request: 0,
             bytes_at_flush: 0,
+            sync_started: None,
+            sync_latencies: Vec::new(),
         };
         Ok((store, report))
     }
@@ -187,6 +193,11 @@ impl QueueStore {
     /// The protocol core (for stats).
     pub fn core(&self) -> &QueueCore {
         &self.core
+    }
+
+    /// Group-commit times (sync asked to durable) since the last call.
+    pub fn take_sync_latencies(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.sync_latencies)
     }
 
     /// The journal (for stats).
@@ -288,6 +299,7 @@ impl QueueStore {
                     let (file, offset) = self.log.sync_target();
                     self.syncer
                         .request(0, file, offset, self.bytes_since_request);
+                    self.sync_started.get_or_insert_with(Instant::now);
                     self.bytes_since_request = 0;
                 }
             }
@@ -314,6 +326,11 @@ impl QueueStore {
         let now = now_ms();
         match result {
             Ok(durable) => {
+                if let Some(t) = self.sync_started.take()
+                    && self.sync_latencies.len() < 10_000
+                {
+                    self.sync_latencies.push(t.elapsed());
+                }
                 while let Some(&(offset, ticket)) = self.unsynced.front() {
                     if offset >= durable {
                         break;
