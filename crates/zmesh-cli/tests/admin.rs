@@ -404,3 +404,54 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn admin_api_conforms_to_its_openapi_document() {
+    bounded(Duration::from_secs(300), async {
+        let d = dir("schemathesis");
+        let port = free_port();
+        let admin = format!("127.0.0.1:{port}");
+        let data = d.join("data");
+        let _b = broker(&[
+            "--bind",
+            &free_endpoint(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--admin-bind",
+            &admin,
+            "--admin-token",
+            "t0k",
+        ])
+        .await;
+        // Without the token (every change refused) and with it (changes made):
+        // schemathesis generates requests from the document and checks every
+        // response against it, both ways (valid accepted, invalid refused).
+        for auth in [None, Some("Authorization: Bearer t0k")] {
+            // The venv's console script, beside its interpreter.
+            let st = zmesh_testkit::python::interpreter().with_file_name("schemathesis");
+            let mut cmd = Command::new(st);
+            cmd.arg("run")
+                .arg(format!("http://{admin}/api/openapi.json"))
+                .args([
+                    "--exclude-path",
+                    "/api/events",
+                    "--checks",
+                    "all",
+                    "--max-examples",
+                    "40",
+                ])
+                .args(["--seed", "20261127"]);
+            if let Some(h) = auth {
+                cmd.args(["-H", h]);
+            }
+            let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+                .await
+                .expect("schemathesis finishes")
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "auth {auth:?}:\n{text}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    })
+    .await;
+}

@@ -105,6 +105,27 @@ async fn events(State(s): State<AdminState>) -> impl IntoResponse {
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+/// The OpenAPI document's name pattern, exactly: what it allows is accepted.
+fn is_name(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
+/// The OpenAPI document's routes pattern, exactly.
+fn is_routes(s: &str) -> bool {
+    s.split(',').enumerate().all(|(i, part)| {
+        let Some((target, weight)) = part.split_once(':') else {
+            return false;
+        };
+        is_name(target, 100)
+            && !target.starts_with("mmi.")
+            && (1..=9).contains(&weight.len())
+            && weight.bytes().all(|b| b.is_ascii_digit())
+            && (i > 0 || !weight.starts_with('0'))
+    })
+}
+
 async fn ready(State(s): State<AdminState>) -> Response {
     let snap = snapshot(&s);
     if snap.updated_ms == 0 {
@@ -165,10 +186,22 @@ async fn set_routes(
     if let Err((status, reason)) = authorize(&s, &headers) {
         return error(status, reason);
     }
+    if !is_name(&service, 100) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "service names are 1-100 of A-Z a-z 0-9 . _ @ -",
+        );
+    }
+    if !is_routes(&body) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "routes are target:weight pairs separated by commas, targets outside mmi., the first weight above zero",
+        );
+    }
     let (reply, rx) = oneshot::channel();
     let cmd = AdminCommand::SetRoutes {
         service,
-        spec: body.trim().to_owned(),
+        spec: body,
         reply,
     };
     if s.commands.send(cmd).await.is_err() {
