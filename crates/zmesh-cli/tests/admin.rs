@@ -368,6 +368,14 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
             assert!(t.elapsed() < Duration::from_secs(10));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Confirmed queue messages must survive the stop.
+        let q = QueueClient::connect(&ep, QueueClientConfig::default())
+            .await
+            .unwrap();
+        q.declare("kept", None).await.unwrap();
+        for i in 0..100 {
+            q.publish("kept", format!("m{i}")).await.unwrap();
+        }
         let inflight: Vec<_> = (0..8)
             .map(|i| {
                 let c = client.clone();
@@ -400,6 +408,10 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
             .unwrap();
         assert!(status.success(), "{status:?}");
         assert!(stopped_at.elapsed() < Duration::from_secs(5));
+        // Restarted on the same data: every confirmed message is there.
+        let _b = broker(&["--bind", &ep, "--data-dir", data.to_str().unwrap()]).await;
+        let stats = q.stats(Some("kept")).await.unwrap();
+        assert_eq!(stats[0]["ready"], 100, "{stats:?}");
         let _ = std::fs::remove_dir_all(&d);
     })
     .await;

@@ -216,3 +216,53 @@ async fn snapshot_then_follow_without_a_gap() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn retention_drops_old_segments_and_moves_late_subscribers_forward() {
+    bounded(TEST_LIMIT, async {
+        use zmesh_broker::stream::StreamOptions;
+        let ep = free_endpoint();
+        let dir = data_dir("retention");
+        // 4 MiB segments (the broker flag above); 200 KiB messages fill several.
+        let _b = broker(&ep, &dir).await;
+        let c = client(&ep).await;
+        let o = StreamOptions {
+            max_msgs: Some(30),
+            ..StreamOptions::default()
+        };
+        c.create("big", Some(&o)).await.unwrap();
+        let body = vec![b'r'; 200 << 10];
+        for _ in 0..100 {
+            c.publish("big", "big.x", body.clone()).await.unwrap();
+        }
+        // Retention runs once a second.
+        let t = std::time::Instant::now();
+        let first = loop {
+            let info = c.info(Some("big")).await.unwrap();
+            let first = info[0]["first_seq"].as_u64().unwrap();
+            if first > 0 {
+                break first;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "retention never ran: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // Whole segments go: at most one segment (20 messages) more than asked is kept.
+        assert!(
+            (100 - first) >= 30 && (100 - first) <= 30 + 21,
+            "kept {}",
+            100 - first
+        );
+        // A subscriber asking for the start gets the oldest kept message.
+        let mut sub = c.subscribe("big", ">", Start::First, None).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.seq, first);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -247,6 +247,14 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
         "Messages stored per stream since start",
         st("published"),
     );
+    m.gauge(
+        "zmesh_stream_consumer_lag_messages",
+        "Messages the slowest subscription of each stream is behind",
+        st("lag_max")
+            .into_iter()
+            .map(|(l, v)| (l, v as i64))
+            .collect(),
+    );
     m.counter(
         "zmesh_stream_delivered",
         "Messages delivered per stream since start",

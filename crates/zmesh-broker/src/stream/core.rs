@@ -381,6 +381,9 @@ impl StreamCore {
             "messages": s.visible_end - s.first_seq,
             "subjects": s.last_values.len(),
             "subscribers": self.subs.values().filter(|x| x.stream == id).count(),
+            // How far the slowest subscription is behind the newest message.
+            "lag_max": self.subs.values().filter(|x| x.stream == id)
+                .map(|x| s.visible_end.saturating_sub(x.cursor)).max().unwrap_or(0),
             "durables": s.durables,
             "published": s.published,
             "delivered": s.delivered,

@@ -35,38 +35,38 @@ pub struct BrokerCmd {
     #[arg(short, long, default_value = DEFAULT_BROKER, env = "ZMESH_BIND", value_delimiter = ',')]
     pub bind: Vec<String>,
     /// Services whose requests may run twice: a dead worker's request goes to another worker.
-    #[arg(long)]
+    #[arg(long, env = "ZMESH_IDEMPOTENT", value_delimiter = ',')]
     pub idempotent: Vec<String>,
     /// SERVICE=N: at most N requests per second (then "429").
-    #[arg(long)]
+    #[arg(long, env = "ZMESH_RATE_LIMIT", value_delimiter = ',')]
     pub rate_limit: Vec<String>,
     /// SERVICE=TARGET:WEIGHT,...: split a service between versions.
-    #[arg(long)]
+    #[arg(long, env = "ZMESH_ROUTE")]
     pub route: Vec<String>,
     /// MDP heartbeat interval with workers, in ms (workers must use the same).
-    #[arg(long, default_value_t = 2500)]
+    #[arg(long, default_value_t = 2500, env = "ZMESH_WORKER_HEARTBEAT_MS")]
     pub worker_heartbeat_ms: u64,
     /// How long a request may wait for a worker, in ms (then "503").
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "ZMESH_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: u64,
     /// Requests a service may queue.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "ZMESH_QUEUE_MAX")]
     pub queue_max: usize,
     /// Directory of the queues' journal and the streams' logs (created if missing).
     #[arg(long, default_value = "zmesh-data", env = "ZMESH_DATA_DIR")]
     pub data_dir: std::path::PathBuf,
     /// Serve MDP only: no durable queues or streams, nothing written to disk.
-    #[arg(long)]
+    #[arg(long, env = "ZMESH_NO_QUEUES")]
     pub no_queues: bool,
     /// Group commit: longest a confirm waits for its fsync to start, in ms
     /// (0: as soon as the previous fsync ends).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "ZMESH_GROUP_COMMIT_MS")]
     pub group_commit_ms: u64,
     /// Group commit: unsynced bytes that start an fsync at once.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value_t = 1 << 20, env = "ZMESH_GROUP_COMMIT_BYTES")]
     pub group_commit_bytes: u64,
     /// Journal segment size in MiB.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, env = "ZMESH_SEGMENT_MIB")]
     pub segment_mib: u64,
     /// Admin HTTP port (metrics, API, probes), e.g. 127.0.0.1:8222; off when absent.
     #[arg(long, env = "ZMESH_ADMIN_BIND")]
