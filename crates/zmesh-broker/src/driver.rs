@@ -138,6 +138,7 @@ fn publish_snapshot(
             .map(|s| s.core().infos())
             .unwrap_or_default(),
         connections: sock.peers(),
+        traffic: sock.traffic(),
     };
     *link.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
 }

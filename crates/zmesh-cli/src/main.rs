@@ -81,6 +81,8 @@ enum Command {
     Stream(commands::stream::StreamCmd),
     /// Move a file or stdin reliably between two hosts, no broker (resumes after crashes).
     Channel(commands::channel::ChannelCmd),
+    /// Show the broker's services, queues, streams and connections (from its admin port).
+    Status(commands::status::StatusCmd),
     /// Make a CURVE key pair: NAME.key and NAME.key_secret (pyzmq/CZMQ format).
     Keygen(commands::keygen::KeygenCmd),
     /// A TCP proxy with faults on demand (delay, stall, cut, corrupt), for experiments.
@@ -153,6 +155,7 @@ async fn run(command: Command, broker_matches: Option<clap::ArgMatches>) -> i32 
         Command::Queue(c) => commands::queue::run(c).await,
         Command::Stream(c) => commands::stream::run(c).await,
         Command::Channel(c) => commands::channel::run(c).await,
+        Command::Status(c) => commands::status::run(c).await,
     };
     match result {
         Ok(code) => code,

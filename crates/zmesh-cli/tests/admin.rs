@@ -128,13 +128,20 @@ async fn metrics_and_api_reflect_known_traffic_and_changes_need_the_token() {
             ("zmesh_queue_acked_total{queue=jobs}", 2.0),
             ("zmesh_queue_messages{queue=jobs,state=ready}", 3.0),
             ("zmesh_up{}", 1.0),
+            // 5 publishes arrived at least (plus declare, consume, acks...).
+            ("zmesh_broker_messages_total{direction=in}", -1.0),
         ];
         let t = Instant::now();
         let samples = loop {
             let (status, text) = http(port, "GET", "/metrics", None, "").await;
             assert_eq!(status, 200);
             let samples = parse_metrics(&text);
-            if want.iter().all(|(k, v)| samples[*k].as_f64() == Some(*v)) {
+            // -1 stands for "present and positive".
+            let matches = |k: &str, v: f64| match samples[k].as_f64() {
+                Some(x) if v < 0.0 => x > 0.0,
+                x => x == Some(v),
+            };
+            if want.iter().all(|(k, v)| matches(k, *v)) {
                 break samples;
             }
             assert!(
@@ -168,6 +175,17 @@ async fn metrics_and_api_reflect_known_traffic_and_changes_need_the_token() {
                 assert_eq!(http(port, "GET", path, None, "").await.0, 200, "{path}");
             }
         }
+        // The CLI's overview reads the same API.
+        let out = Command::new(env!("CARGO_BIN_EXE_zmesh"))
+            .args(["status", "--admin", &admin])
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("jobs") && text.contains("serving"),
+            "{text}"
+        );
         // Changes need the token.
         assert_eq!(
             http(port, "POST", "/api/queues/jobs/purge", None, "")

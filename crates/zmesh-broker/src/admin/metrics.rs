@@ -296,6 +296,18 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
         "Reconnects",
         vec![(vec![], reconnects)],
     );
+    let t = &s.traffic;
+    let dir = |d: &str| label("direction", d);
+    m.counter(
+        "zmesh_broker_messages",
+        "ZeroMQ messages through the broker's socket",
+        vec![(dir("in"), t.msgs_in), (dir("out"), t.msgs_out)],
+    );
+    m.counter(
+        "zmesh_broker_bytes",
+        "Payload bytes through the broker's socket",
+        vec![(dir("in"), t.bytes_in), (dir("out"), t.bytes_out)],
+    );
     let mut out = String::new();
     encode(&mut out, &m.registry).expect("writing to a String cannot fail");
     out

@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub streams: Vec<serde_json::Value>,
     /// Connections of the broker's socket.
     pub connections: Vec<zmesh::registry::PeerSnapshot>,
+    /// Messages and bytes through the broker's socket, both ways.
+    pub traffic: zmesh::registry::Traffic,
 }
 
 /// A change asked for over HTTP, carried out by the broker's loop.

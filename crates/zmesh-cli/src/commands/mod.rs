@@ -13,6 +13,7 @@ pub mod mdp;
 pub mod monitor;
 pub mod queue;
 pub mod socket;
+pub mod status;
 pub mod stream;
 
 /// The user asked for something that cannot work; exit code 2.
