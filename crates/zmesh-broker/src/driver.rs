@@ -160,11 +160,18 @@ pub async fn run_with_stores(
     let started_ms = now_ms();
     let mut drain_until: Option<Instant> = None;
     if let Some(link) = &opts.admin {
+        broker.record_latencies(true);
         publish_snapshot(link, sock, &broker, &stores, false, started_ms);
     }
+    // Snapshots go out once a second whatever the traffic (the tick's sleep
+    // is pushed back while messages keep coming).
+    let mut snapshots = tokio::time::interval(Duration::from_secs(1));
+    snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let settled = stores.queues.as_ref().is_none_or(|q| q.settled())
+            && stores.streams.as_ref().is_none_or(|s| s.settled());
         if let Some(until) = drain_until
-            && (broker.requests_held() == 0 || Instant::now() >= until)
+            && ((broker.requests_held() == 0 && settled) || Instant::now() >= until)
         {
             out.extend(broker.disconnect_workers().into_iter().map(to_message));
             end_batch(&mut stores, &mut out);
@@ -185,6 +192,7 @@ pub async fn run_with_stores(
             next = next.min(s.next_deadline());
         }
         let Stores { queues, streams } = &mut stores;
+        let has_admin = opts.admin.is_some();
         let admin_cmd = async {
             match opts.admin.as_mut() {
                 Some(a) => a.commands.recv().await,
@@ -257,10 +265,7 @@ pub async fn run_with_stores(
             },
             _ = tokio::time::sleep_until(next.into()) => {
                 out.extend(broker.tick(Instant::now()).into_iter().map(to_message));
-                if let Some(link) = opts.admin.as_mut() {
-                    observe_latencies(link, &mut broker, &mut stores);
-                    publish_snapshot(link, sock, &broker, &stores, drain_until.is_some(), started_ms);
-                }
+
                 if let Some(q) = stores.queues.as_mut() {
                     send_all(q.tick(), &mut out);
                 }
@@ -269,9 +274,21 @@ pub async fn run_with_stores(
                 }
                 end_batch(&mut stores, &mut out);
             }
+            _ = snapshots.tick(), if has_admin => {
+                if let Some(link) = opts.admin.as_mut() {
+                    observe_latencies(link, &mut broker, &mut stores);
+                    publish_snapshot(link, sock, &broker, &stores, drain_until.is_some(), started_ms);
+                }
+            }
             _ = &mut shutdown, if drain_until.is_none() => {
                 tracing::info!(held = broker.requests_held(), "shutting down: draining");
                 broker.begin_drain();
+                if let Some(q) = stores.queues.as_mut() {
+                    q.begin_drain();
+                }
+                if let Some(s) = stores.streams.as_mut() {
+                    s.begin_drain();
+                }
                 drain_until = Some(Instant::now() + opts.drain_timeout);
                 if let Some(link) = &opts.admin {
                     publish_snapshot(link, sock, &broker, &stores, true, started_ms);

@@ -105,8 +105,14 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
     };
     if let Some(path) = path {
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let file: ConfigFile =
-            toml::from_str(&text).map_err(|e| err(e.to_string().trim().to_owned()))?;
+        // Not the error's Display: it quotes the offending line, which may hold a secret.
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            err(match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_owned(),
+            })
+        })?;
         let b = file.broker;
         macro_rules! take {
             ($field:ident) => {
@@ -161,6 +167,11 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
             }
         }
     }
+    // A secret key means serving CURVE, wherever the key came from (flag,
+    // environment or file): never a key on disk and a NULL broker.
+    if cmd.socket.security.curve_secret_key_file.is_some() {
+        cmd.socket.security.curve_server = true;
+    }
     validate(cmd).map_err(err)
 }
 
@@ -170,6 +181,13 @@ fn validate(cmd: &BrokerCmd) -> Result<(), String> {
     }
     for (i, ep) in cmd.bind.iter().enumerate() {
         check_endpoint(ep).map_err(|e| format!("broker.bind[{i}]: {e}"))?;
+    }
+    if cmd
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        return Err("broker.admin_token: empty (leave it out to refuse every change)".into());
     }
     if let Some(a) = &cmd.admin_bind {
         a.parse::<std::net::SocketAddr>().map_err(|_| {

@@ -23,6 +23,13 @@ fn dir(tag: &str) -> PathBuf {
 }
 
 async fn broker(args: &[&str]) -> Child {
+    broker_with_log(args).await.0
+}
+
+type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// The broker and its stderr lines after "listening".
+async fn broker_with_log(args: &[&str]) -> (Child, LogLines) {
     use tokio::io::AsyncBufReadExt;
     let mut b = Command::new(env!("CARGO_BIN_EXE_zmesh"))
         .arg("broker")
@@ -39,7 +46,7 @@ async fn broker(args: &[&str]) -> Child {
             break;
         }
     }
-    b
+    (b, lines)
 }
 
 /// A minimal HTTP/1.1 request; returns (status, body).
@@ -304,7 +311,7 @@ async fn each_kind_of_config_mistake_is_named() {
     let f = d.join("ok.toml");
     std::fs::write(
         &f,
-        "[broker]\nbind = [\"tcp://127.0.0.1:7001\"]\nqueue_max = 7\nadmin_token = \"hush\"\n",
+        "[broker]\nbind = [\"tcp://127.0.0.1:7001\"]\nqueue_max = 7\nsegment_mib = 3\nadmin_token = \"hush\"\n",
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
@@ -325,7 +332,23 @@ async fn each_kind_of_config_mistake_is_named() {
         "env over file: {text}"
     );
     assert!(text.contains("queue_max = 9"), "flag over file: {text}");
-    assert!(!text.contains("hush"), "a secret was printed: {text}");
+    assert!(
+        text.contains("segment_mib = 3"),
+        "file over default: {text}"
+    );
+    assert!(
+        text.contains("(set, hidden)") && !text.contains("hush"),
+        "the secret: {text}"
+    );
+    // A mistake on a secret's line does not print the secret.
+    let f = d.join("typo.toml");
+    std::fs::write(&f, "[broker]\nadmin_tokn = \"hush\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
+        .args(["broker", "--config", f.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("admin_tokn") && !err.contains("hush"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -335,7 +358,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         let d = dir("drain");
         let ep = free_endpoint();
         let data = d.join("data");
-        let mut b = broker(&[
+        let (mut b, mut log) = broker_with_log(&[
             "--bind",
             &ep,
             "--data-dir",
@@ -407,7 +430,19 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         let stopped_at = Instant::now();
         zmesh_testkit::process::signal(pid, 15).unwrap();
         // New requests are turned away while the held ones finish.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Wait for the broker to say it is draining (no fixed sleep).
+        while let Ok(Some(l)) = log.next_line().await {
+            if l.contains("draining") {
+                break;
+            }
+        }
+        // Publishes are refused too while draining.
+        let late_publish = q.publish("kept", "late").await;
+        assert_eq!(
+            late_publish.as_ref().err().and_then(|e| e.code()),
+            Some(503),
+            "{late_publish:?}"
+        );
         let refused = client.request("slow", vec![Bytes::from("late")]).await;
         assert!(
             matches!(&refused, Err(e) if e.to_string().contains("shutting down")),

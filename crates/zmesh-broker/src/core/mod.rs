@@ -150,6 +150,8 @@ pub struct Broker {
     draining: bool,
     /// Latencies of answered requests not yet taken by the driver (bounded).
     latencies: std::collections::VecDeque<(String, Duration)>,
+    /// Whether anyone takes them (the admin port's histogram).
+    record_latencies: bool,
 }
 
 /// Latencies kept between two `take_latencies` calls at most.
@@ -178,6 +180,7 @@ impl Broker {
             stats: BrokerStats::default(),
             draining: false,
             latencies: Default::default(),
+            record_latencies: false,
         }
     }
 
@@ -528,12 +531,14 @@ impl Broker {
             return;
         }
         let req = self.requests.remove(&handle).expect("checked above");
-        if self.latencies.len() >= LATENCIES_MAX {
+        if self.record_latencies && self.latencies.len() >= LATENCIES_MAX {
             self.latencies.pop_front();
         }
-        let service = String::from_utf8_lossy(&req.service).into_owned();
-        self.latencies
-            .push_back((service, now.saturating_duration_since(req.received)));
+        if self.record_latencies {
+            let service = String::from_utf8_lossy(&req.service).into_owned();
+            self.latencies
+                .push_back((service, now.saturating_duration_since(req.received)));
+        }
         if let Some(w) = self.workers.get_mut(worker) {
             w.busy = None;
         }
@@ -687,6 +692,11 @@ impl Broker {
         workers.chain(requests).min()
     }
 
+    /// Record request latencies for [`Broker::take_latencies`] (off by default).
+    pub fn record_latencies(&mut self, on: bool) {
+        self.record_latencies = on;
+    }
+
     /// Request latencies (arrival to final reply) since the last call, by service.
     pub fn take_latencies(&mut self) -> Vec<(String, Duration)> {
         self.latencies.drain(..).collect()
@@ -698,9 +708,27 @@ impl Broker {
         self.draining = true;
     }
 
-    /// Tell every worker to disconnect (the end of a drain).
+    /// The end of a drain: every request still held gets "503 broker
+    /// shutting down" (none is left without an answer), then every worker is
+    /// told to disconnect.
     pub fn disconnect_workers(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
+        let held: Vec<u64> = self.requests.keys().copied().collect();
+        for handle in held {
+            if let Some(req) = self.requests.remove(&handle) {
+                self.reply_error(
+                    &req.client,
+                    &req.proto,
+                    &req.requested,
+                    "503",
+                    "broker shutting down",
+                    &mut out,
+                );
+            }
+        }
+        for s in self.services.values_mut() {
+            s.waiting.clear();
+        }
         let ids: Vec<Bytes> = self.workers.keys().cloned().collect();
         for id in ids {
             if let Some(v) = self.workers.get(&id).map(|w| w.version) {

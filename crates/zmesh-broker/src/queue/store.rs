@@ -195,6 +195,16 @@ impl QueueStore {
         &self.core
     }
 
+    /// Shutting down: refuse new publishes.
+    pub fn begin_drain(&mut self) {
+        self.core.begin_drain();
+    }
+
+    /// Nothing waits to be written or synced: every accepted publish is answered.
+    pub fn settled(&self) -> bool {
+        self.unflushed.is_empty() && self.unsynced.is_empty()
+    }
+
     /// Group-commit times (sync asked to durable) since the last call.
     pub fn take_sync_latencies(&mut self) -> Vec<Duration> {
         std::mem::take(&mut self.sync_latencies)

@@ -180,6 +180,8 @@ pub struct StreamCore {
     durables_dirty: bool,
     /// Streams with new durable messages since the last `pump_dirty`.
     dirty: Vec<u32>,
+    /// Shutting down: publishes are refused (503).
+    draining: bool,
     out: Vec<StreamAction>,
 }
 
@@ -206,6 +208,7 @@ impl StreamCore {
             next_heartbeat_ms: 0,
             durables_dirty: false,
             dirty: Vec::new(),
+            draining: false,
             out: Vec::new(),
         };
         for spec in &catalog.streams {
@@ -452,6 +455,11 @@ impl StreamCore {
         self.send(from, proto::ok(corr, None));
     }
 
+    /// Refuse new publishes from now on ("503 broker shutting down").
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
     fn publish(
         &mut self,
         now_ms: u64,
@@ -461,6 +469,11 @@ impl StreamCore {
         subject: Bytes,
         body: Bytes,
     ) {
+        if self.draining {
+            return self
+                .out
+                .push(err(from, &corr, code::UNAVAILABLE, "broker shutting down"));
+        }
         let Some(s) = self.names.get(name).and_then(|id| self.streams.get_mut(id)) else {
             return self.out.push(err(
                 from,

@@ -133,6 +133,16 @@ impl StreamStore {
         Ok((store, started.elapsed()))
     }
 
+    /// Shutting down: refuse new publishes.
+    pub fn begin_drain(&mut self) {
+        self.core.begin_drain();
+    }
+
+    /// Nothing waits to be written or synced.
+    pub fn settled(&self) -> bool {
+        self.unflushed.is_empty() && self.unsynced.values().all(|q| q.is_empty())
+    }
+
     /// The protocol core (for stats).
     pub fn core(&self) -> &StreamCore {
         &self.core

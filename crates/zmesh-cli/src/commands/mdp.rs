@@ -97,10 +97,17 @@ pub async fn run_broker(
     mut cmd: BrokerCmd,
     matches: Option<clap::ArgMatches>,
 ) -> anyhow::Result<i32> {
-    if let Some(m) = &matches {
-        let path = cmd.config.clone();
-        crate::config::apply(&mut cmd, m, path.as_deref())
-            .map_err(|e| UsageError(e.to_string()))?;
+    match &matches {
+        Some(m) => {
+            let path = cmd.config.clone();
+            crate::config::apply(&mut cmd, m, path.as_deref())
+                .map_err(|e| UsageError(e.to_string()))?;
+        }
+        None => {
+            if cmd.socket.security.curve_secret_key_file.is_some() {
+                cmd.socket.security.curve_server = true;
+            }
+        }
     }
     if cmd.print_config {
         print!("{}", crate::config::effective(&cmd));

@@ -130,6 +130,8 @@ pub struct QueueCore {
     next_heartbeat_ms: u64,
     earliest_ack_deadline_ms: Option<u64>,
     messages: u64,
+    /// Shutting down: publishes are refused (503), the rest goes on.
+    draining: bool,
     out: Vec<QueueAction>,
     /// Counters.
     pub counters: CoreCounters,
@@ -157,6 +159,7 @@ impl QueueCore {
             next_heartbeat_ms: 0,
             earliest_ack_deadline_ms: None,
             messages: 0,
+            draining: false,
             out: Vec::new(),
             counters: CoreCounters::default(),
         };
@@ -266,6 +269,11 @@ impl QueueCore {
         let mut v: Vec<_> = self.queues.values().map(Queue::stats).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// Refuse new publishes from now on ("503 broker shutting down").
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
     }
 
     /// Messages held over all queues.

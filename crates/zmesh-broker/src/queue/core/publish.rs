@@ -67,6 +67,16 @@ impl QueueCore {
         body: Bytes,
         waiter: Waiter,
     ) {
+        if self.draining {
+            let reason = "broker shutting down".to_owned();
+            return self.resolve(
+                waiter,
+                Outcome::Refused {
+                    code: code::UNAVAILABLE,
+                    reason,
+                },
+            );
+        }
         let messages = self.messages;
         let Some(q) = self.queues.get_mut(name) else {
             let reason = format!("no queue {name:?}");
