@@ -21,6 +21,7 @@ use zmesh::codec::{Codec, Decode, Encode};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
+use crate::client_util::jitter;
 use crate::mdp::{ZMDPC1, cmd};
 
 /// Client settings.
@@ -323,14 +324,6 @@ impl Client {
 enum AttemptError {
     Timeout,
     Other(ClientError),
-}
-
-/// A uniformly random wait in [0, d] ("full jitter").
-fn jitter(d: Duration) -> Duration {
-    let mut r = [0u8; 8];
-    getrandom::fill(&mut r).expect("OS random number generator unavailable");
-    let frac = (u64::from_be_bytes(r) >> 11) as f64 / (1u64 << 53) as f64;
-    d.mul_f64(frac)
 }
 
 async fn read_replies(sock: Socket, inner: Arc<Inner>) {

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod breaker;
 pub mod client;
+mod client_util;
 pub mod core;
 pub mod driver;
 pub mod mdp;

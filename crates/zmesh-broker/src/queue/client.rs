@@ -28,6 +28,11 @@ use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use super::options::{QueueOptions, QueueSpec};
 use super::proto::PROTOCOL;
+use crate::client_util::{Tasks, jitter, lock};
+
+fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
+    crate::client_util::framed(PROTOCOL, parts)
+}
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -165,34 +170,6 @@ pub struct QueueClient {
     publish_tx: mpsc::Sender<PublishReq>,
     /// Aborts the reader and keeper tasks when the last clone goes.
     _tasks: Arc<Tasks>,
-}
-
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
-}
-
-fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
-    Message::from_frames(
-        [Bytes::new(), Bytes::from_static(PROTOCOL)]
-            .into_iter()
-            .chain(parts),
-    )
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn jitter(max: Duration) -> Duration {
-    let mut b = [0u8; 4];
-    getrandom::fill(&mut b).expect("OS random number generator unavailable");
-    max.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
 }
 
 impl QueueClient {

@@ -34,7 +34,12 @@ use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use super::options::{StreamOptions, StreamSpec};
 use super::proto::{PROTOCOL, Start};
+use crate::client_util::{Tasks, lock};
 use crate::queue::client::QueueError;
+
+fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
+    crate::client_util::framed(PROTOCOL, parts)
+}
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -127,18 +132,6 @@ struct Inner {
     duplicates: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
-    Message::from_frames(
-        [Bytes::new(), Bytes::from_static(PROTOCOL)]
-            .into_iter()
-            .chain(parts),
-    )
-}
-
 fn subscribe_frames(name: &str, s: &SubState, credit: u32) -> Message {
     frames([
         Bytes::from("SUBSCRIBE"),
@@ -159,16 +152,6 @@ pub struct StreamClient {
     cfg: StreamClientConfig,
     inner: Arc<Inner>,
     _tasks: Arc<Tasks>,
-}
-
-struct Tasks(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-    }
 }
 
 impl StreamClient {

@@ -202,14 +202,19 @@ pub async fn run_broker(
     Ok(0)
 }
 
+/// The storage log settings the broker's flags choose (queues and streams alike).
+fn log_config(cmd: &BrokerCmd) -> zmesh_log::LogConfig {
+    zmesh_log::LogConfig {
+        segment_bytes_max: cmd.segment_mib.max(1) << 20,
+        ..zmesh_log::LogConfig::default()
+    }
+}
+
 fn open_streams(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::stream::StreamStore> {
     use zmesh_broker::stream::{StreamStore, StreamStoreConfig};
     let config = StreamStoreConfig {
         data_dir: cmd.data_dir.clone(),
-        log: zmesh_log::LogConfig {
-            segment_bytes_max: cmd.segment_mib.max(1) << 20,
-            ..zmesh_log::LogConfig::default()
-        },
+        log: log_config(cmd),
         group_commit_ms: cmd.group_commit_ms,
         group_commit_bytes: cmd.group_commit_bytes,
         ..StreamStoreConfig::default()
@@ -223,10 +228,7 @@ fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStor
     use zmesh_broker::queue::{QueueStore, QueueStoreConfig};
     let config = QueueStoreConfig {
         data_dir: cmd.data_dir.clone(),
-        log: zmesh_log::LogConfig {
-            segment_bytes_max: cmd.segment_mib.max(1) << 20,
-            ..zmesh_log::LogConfig::default()
-        },
+        log: log_config(cmd),
         group_commit_ms: cmd.group_commit_ms,
         group_commit_bytes: cmd.group_commit_bytes,
         ..QueueStoreConfig::default()

@@ -216,6 +216,12 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<i32> {
         }),
         QueueAction::DeadLetters(a) => dead_letters(&client, a).await,
     };
+    exit_code(result, &cmd.broker)
+}
+
+/// The CLI's exit codes for a queue or stream operation: 0 done, 1 the broker
+/// did not answer, 3 the broker refused (its reason printed).
+pub fn exit_code(result: Result<(), QueueError>, broker: &str) -> anyhow::Result<i32> {
     match result {
         Ok(()) => Ok(0),
         Err(QueueError::Refused { code, reason }) => {
@@ -223,7 +229,7 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<i32> {
             Ok(3)
         }
         Err(e @ QueueError::Timeout(_)) => {
-            eprintln!("zmesh: {e} at {}", cmd.broker);
+            eprintln!("zmesh: {e} at {broker}");
             Ok(1)
         }
         Err(e) => Err(e.into()),

@@ -138,18 +138,7 @@ pub async fn run(cmd: StreamCmd) -> anyhow::Result<i32> {
             }),
         },
     };
-    match result {
-        Ok(()) => Ok(0),
-        Err(QueueError::Refused { code, reason }) => {
-            eprintln!("zmesh: broker refused ({code}): {reason}");
-            Ok(3)
-        }
-        Err(e @ QueueError::Timeout(_)) => {
-            eprintln!("zmesh: {e} at {}", cmd.broker);
-            Ok(1)
-        }
-        Err(e) => Err(e.into()),
-    }
+    super::queue::exit_code(result, &cmd.broker)
 }
 
 async fn create(c: &StreamClient, a: CreateArgs) -> Result<(), QueueError> {
