@@ -105,17 +105,18 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn load_catalog(path: &Path) -> Result<Catalog, StoreError> {
+/// Read a JSON file written by [`save_json`]; a missing file is the default.
+pub(crate) fn load_json<T: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+) -> Result<T, StoreError> {
+    let bad = |reason: String| StoreError::Catalog {
+        path: path.into(),
+        reason,
+    };
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Catalog {
-            path: path.into(),
-            reason: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Catalog::default()),
-        Err(e) => Err(StoreError::Catalog {
-            path: path.into(),
-            reason: e.to_string(),
-        }),
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| bad(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(bad(e.to_string())),
     }
 }
 
@@ -146,7 +147,7 @@ impl QueueStore {
             reason: e.to_string(),
         })?;
         let catalog_path = config.data_dir.join("queues.json");
-        let catalog = load_catalog(&catalog_path)?;
+        let catalog: Catalog = load_json(&catalog_path)?;
         let (log, recovery) = Log::open(config.data_dir.join("journal"), config.log.clone())?;
         let mut core = QueueCore::new(config.core.clone(), catalog);
         let mut from = log.first_offset();

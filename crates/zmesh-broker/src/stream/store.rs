@@ -9,7 +9,7 @@
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use zmesh_log::{Durability, Log, LogConfig, Retention, Syncer};
 
 use super::core::{StreamAction, StreamCore, StreamCoreConfig};
 use super::options::StreamCatalog;
-use crate::queue::store::{Sends, StoreError, save_json};
+use crate::queue::store::{Sends, StoreError, load_json as load, save_json};
 
 /// Where and how streams are stored.
 #[derive(Clone, Debug)]
@@ -51,20 +51,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn load<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StoreError> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| StoreError::Catalog {
-            path: path.into(),
-            reason: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(StoreError::Catalog {
-            path: path.into(),
-            reason: e.to_string(),
-        }),
-    }
 }
 
 /// The stream core with its storage.
