@@ -1,0 +1,280 @@
+//! Consumers and what becomes of a delivered message: consume and cancel,
+//! dispatch within credit, ack, nack, redelivery and dead letters.
+
+use bytes::Bytes;
+use zmesh_log::Durability;
+
+use super::{Peer, QueueAction, QueueCore, Ticket};
+use crate::queue::journal::{Entry, SettleReason};
+use crate::queue::proto::{self, code};
+use crate::queue::state::{Consumer, Msg};
+
+impl QueueCore {
+    pub(super) fn dead_letter_persisted(
+        &mut self,
+        now_ms: u64,
+        from: u32,
+        from_offset: u64,
+        to: u32,
+        msg: Msg,
+        result: Result<u64, String>,
+    ) {
+        match result {
+            Ok(offset) if self.names.contains_key(&to) => {
+                let q = self.queue_by_id(to).expect("checked");
+                q.insert(
+                    offset,
+                    Msg {
+                        deliveries: 0,
+                        holder: None,
+                        published_ms: now_ms,
+                        ..msg
+                    },
+                );
+                let name = q.spec.name.clone();
+                if let Some(src) = self.queue_by_id(from) {
+                    src.counters.dead_lettered += 1;
+                }
+                // Only now may the original go: its copy is durable.
+                self.settle(from, SettleReason::DeadLettered, vec![from_offset]);
+                self.dispatch(now_ms, &name);
+            }
+            _ => {
+                // The copy is not stored: the original stays where it was.
+                if let Some(src) = self.queue_by_id(from) {
+                    src.insert(from_offset, msg);
+                } else {
+                    self.messages -= 1;
+                }
+            }
+        }
+    }
+
+    pub(super) fn consume(
+        &mut self,
+        now_ms: u64,
+        from: &Bytes,
+        corr: &Bytes,
+        name: &str,
+        prefetch: u32,
+    ) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return self.send(
+                from,
+                proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
+            );
+        };
+        if !self.peers.contains_key(from) && self.peers.len() >= self.config.peers_max {
+            return self.send(
+                from,
+                proto::error(
+                    corr,
+                    code::UNAVAILABLE,
+                    "the broker's consumer limit is reached",
+                ),
+            );
+        }
+        match q.consumers.iter_mut().find(|c| c.peer == *from) {
+            Some(c) => c.prefetch = prefetch,
+            None => q.consumers.push(Consumer {
+                peer: from.clone(),
+                prefetch,
+                held: Default::default(),
+            }),
+        }
+        let peer = self.peers.entry(from.clone()).or_insert(Peer {
+            last_seen_ms: now_ms,
+            queues: Vec::new(),
+        });
+        if !peer.queues.iter().any(|n| n == name) {
+            peer.queues.push(name.to_owned());
+        }
+        self.send(from, proto::ok(corr, None));
+        self.dispatch(now_ms, name);
+    }
+
+    /// Remove `peer`'s consumer of `name`; its held messages go back, or with
+    /// `keep` stay held until acked by tag or timed out.
+    pub(super) fn cancel(&mut self, now_ms: u64, peer: &Bytes, name: &str, keep: bool) -> bool {
+        let Some(q) = self.queues.get_mut(name) else {
+            return false;
+        };
+        let Some(i) = q.consumers.iter().position(|c| c.peer == *peer) else {
+            return false;
+        };
+        let c = q.consumers.remove(i);
+        q.next_consumer = 0;
+        let mut held: Vec<u64> = if keep {
+            q.detached.extend(c.held);
+            Vec::new()
+        } else {
+            c.held.into_iter().collect()
+        };
+        held.sort_unstable();
+        for off in &held {
+            if let Some(m) = q.messages.get_mut(off) {
+                m.holder = None;
+            }
+        }
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.queues.retain(|n| n != name);
+            if p.queues.is_empty() {
+                self.peers.remove(peer);
+            }
+        }
+        for off in held {
+            self.redeliver(now_ms, name, off);
+        }
+        self.dispatch(now_ms, name);
+        true
+    }
+
+    pub(super) fn drop_peer(&mut self, now_ms: u64, peer: &Bytes) {
+        let Some(p) = self.peers.get(peer) else {
+            return;
+        };
+        for name in p.queues.clone() {
+            self.cancel(now_ms, peer, &name, false);
+        }
+        self.peers.remove(peer);
+    }
+
+    /// A message not processed goes back to its queue, or to the dead letters
+    /// once it has used up its deliveries.
+    pub(super) fn redeliver(&mut self, now_ms: u64, name: &str, offset: u64) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        let Some(m) = q.messages.get(&offset) else {
+            return;
+        };
+        if m.deliveries >= q.options().max_deliveries {
+            return self.dead_letter(now_ms, name, offset, "max deliveries");
+        }
+        let (id, deliveries) = (q.id(), m.deliveries);
+        q.ready.insert(offset);
+        q.counters.redelivered += 1;
+        self.append(
+            Entry::Requeue {
+                queue: id,
+                offset,
+                deliveries,
+            },
+            Durability::Os,
+            None,
+        );
+    }
+
+    pub(super) fn dead_letter(&mut self, now_ms: u64, name: &str, offset: u64, why: &str) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        let Some(msg) = q.remove(offset) else {
+            return;
+        };
+        let from = q.id();
+        let target = q
+            .options()
+            .dead_letter
+            .clone()
+            .filter(|d| !d.is_empty())
+            .and_then(|d| self.queues.get(&d))
+            .map(|d| (d.id(), d.options().durability));
+        tracing::debug!(queue = name, offset, why, "dead-lettering");
+        let Some((to, durability)) = target else {
+            if let Some(q) = self.queues.get_mut(name) {
+                q.counters.dropped += 1;
+            }
+            self.messages -= 1;
+            return self.settle(from, SettleReason::Dropped, vec![offset]);
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.append(
+            Entry::Publish {
+                queue: to,
+                published_ms: now_ms,
+                msg_id: msg.msg_id.clone(),
+                body: msg.body.clone(),
+            },
+            durability,
+            Some(ticket),
+        );
+        self.tickets.insert(
+            ticket,
+            Ticket::DeadLetter {
+                from,
+                from_offset: offset,
+                to,
+                msg,
+            },
+        );
+    }
+
+    pub(super) fn ack(&mut self, now_ms: u64, name: &str, tags: &[u64]) {
+        let Some(q) = self.queues.get_mut(name) else {
+            self.counters.unknown_tags += tags.len() as u64;
+            return;
+        };
+        let mut settled = Vec::with_capacity(tags.len());
+        for &tag in tags {
+            let held = q.messages.get(&tag).is_some_and(|m| m.holder.is_some());
+            if held && q.remove(tag).is_some() {
+                settled.push(tag);
+            } else {
+                self.counters.unknown_tags += 1;
+            }
+        }
+        q.counters.acked += settled.len() as u64;
+        let id = q.id();
+        self.messages -= settled.len() as u64;
+        if !settled.is_empty() {
+            self.settle(id, SettleReason::Acked, settled);
+        }
+        self.dispatch(now_ms, name);
+    }
+
+    pub(super) fn nack(&mut self, now_ms: u64, name: &str, requeue: bool, tags: &[u64]) {
+        let Some(q) = self.queues.get_mut(name) else {
+            self.counters.unknown_tags += tags.len() as u64;
+            return;
+        };
+        let mut released = Vec::new();
+        for &tag in tags {
+            if q.release(tag) {
+                released.push(tag);
+            } else {
+                self.counters.unknown_tags += 1;
+            }
+        }
+        for tag in released {
+            if requeue {
+                self.redeliver(now_ms, name, tag);
+            } else {
+                self.dead_letter(now_ms, name, tag, "rejected");
+            }
+        }
+        self.dispatch(now_ms, name);
+    }
+
+    pub(super) fn dispatch(&mut self, now_ms: u64, name: &str) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        let mut sends = Vec::new();
+        let (expired, earliest) = q.dispatch(now_ms, &mut sends);
+        q.counters.expired += expired.len() as u64;
+        if let Some(d) = earliest {
+            self.earliest_ack_deadline_ms =
+                Some(self.earliest_ack_deadline_ms.map_or(d, |e| e.min(d)));
+        }
+        self.out.extend(
+            sends
+                .into_iter()
+                .map(|(to, frames)| QueueAction::Send { to, frames }),
+        );
+        for off in expired {
+            self.dead_letter(now_ms, name, off, "expired");
+        }
+    }
+}
