@@ -2,11 +2,14 @@
 //! OpenMetrics parser against known traffic), its API and token, config file
 //! errors, and a graceful shutdown under load.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::broker_listening;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use zmesh_broker::client::{Client, ClientConfig};
@@ -23,30 +26,7 @@ fn dir(tag: &str) -> PathBuf {
 }
 
 async fn broker(args: &[&str]) -> Child {
-    broker_with_log(args).await.0
-}
-
-type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
-
-/// The broker and its stderr lines after "listening".
-async fn broker_with_log(args: &[&str]) -> (Child, LogLines) {
-    use tokio::io::AsyncBufReadExt;
-    let mut b = Command::new(env!("CARGO_BIN_EXE_zmesh"))
-        .arg("broker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(b.stderr.take().unwrap()).lines();
-    while let Ok(Some(l)) = lines.next_line().await {
-        if l.contains("listening") {
-            break;
-        }
-    }
-    (b, lines)
+    broker_listening(args).await.0
 }
 
 /// A minimal HTTP/1.1 request; returns (status, body).
@@ -358,7 +338,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         let d = dir("drain");
         let ep = free_endpoint();
         let data = d.join("data");
-        let (mut b, mut log) = broker_with_log(&[
+        let (mut b, mut log) = broker_listening(&[
             "--bind",
             &ep,
             "--data-dir",

@@ -4,11 +4,14 @@
 //! its edges are live and the page updates. The screenshot is kept in
 //! target/test-artifacts/dashboard.png.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::broker_listening;
 use tokio::process::Command;
 use zmesh_broker::client::{Client, ClientConfig};
 use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
@@ -25,31 +28,15 @@ async fn dashboard_shows_topology_and_live_rates() {
         let ep = free_endpoint();
         let port = free_port();
         let admin = format!("127.0.0.1:{port}");
-        let mut broker = Command::new(env!("CARGO_BIN_EXE_zmesh"))
-            .args([
-                "broker",
-                "--bind",
-                &ep,
-                "--admin-bind",
-                &admin,
-                "--data-dir",
-            ])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(broker.stderr.take().unwrap()).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                if l.contains("listening") {
-                    break;
-                }
-            }
-        }
+        let (_broker, _log) = broker_listening(&[
+            "--bind",
+            &ep,
+            "--admin-bind",
+            &admin,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .await;
         let _worker = Command::new(env!("CARGO_BIN_EXE_zmesh"))
             .args(["serve", "echo", "--echo", "--broker", &ep])
             .stdin(Stdio::null())

@@ -2,11 +2,13 @@
 //! catches up with no gap and no duplicate, then follows the live tail; the
 //! same across a SIGKILLed broker; snapshots (the Clone pattern).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use common::broker_listening;
+use tokio::process::Child;
 use zmesh::SocketOptions;
 use zmesh_broker::stream::client::{StreamClient, StreamClientConfig, Subscription};
 use zmesh_broker::stream::proto::Start;
@@ -21,24 +23,10 @@ fn data_dir(tag: &str) -> PathBuf {
 }
 
 async fn broker(ep: &str, dir: &Path) -> Child {
-    use tokio::io::AsyncBufReadExt;
-    let mut b = Command::new(env!("CARGO_BIN_EXE_zmesh"))
-        .args(["broker", "--bind", ep, "--data-dir"])
-        .arg(dir)
-        .args(["--segment-mib", "4"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn broker");
-    let mut lines = tokio::io::BufReader::new(b.stderr.take().unwrap()).lines();
-    while let Ok(Some(l)) = lines.next_line().await {
-        if l.contains("listening") {
-            break;
-        }
-    }
-    b
+    let dir = dir.to_str().expect("UTF-8 temp dir");
+    broker_listening(&["--bind", ep, "--data-dir", dir, "--segment-mib", "4"])
+        .await
+        .0
 }
 
 async fn client(ep: &str) -> StreamClient {

@@ -90,15 +90,21 @@ impl QueueOptions {
 
 /// Queue names: 1–200 bytes of `A-Z a-z 0-9 . _ - @ :`.
 pub fn check_name(name: &str) -> Result<(), String> {
+    check_name_of("queue", name)
+}
+
+/// The same rule for any named thing (streams and durable subscriptions
+/// too); `what` names it in the error.
+pub fn check_name_of(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 200 {
-        return Err(format!("queue name {name:?} must be 1-200 bytes"));
+        return Err(format!("{what} name {name:?} must be 1-200 bytes"));
     }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b".-_@:".contains(&b))
     {
         return Err(format!(
-            "queue name {name:?} may only hold letters, digits and . _ - @ :"
+            "{what} name {name:?} may only hold letters, digits and . _ - @ :"
         ));
     }
     Ok(())

@@ -5,7 +5,8 @@ use bytes::Bytes;
 
 use super::options::StreamOptions;
 use super::subject::{Filter, check_subject};
-use crate::queue::options::check_name;
+use crate::queue::options::check_name_of;
+pub use crate::queue::proto::ProtoError;
 
 /// Protocol name, the second frame of every message.
 pub const PROTOCOL: &[u8] = b"ZMST01";
@@ -137,15 +138,6 @@ pub enum Command {
     Disconnect,
 }
 
-/// Why a message was not understood.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProtoError {
-    /// Correlation id, to address an ERROR reply.
-    pub corr: Option<Bytes>,
-    /// What is wrong.
-    pub reason: String,
-}
-
 fn text(f: &Bytes) -> Result<&str, String> {
     std::str::from_utf8(f).map_err(|_| "a text frame is not UTF-8".to_owned())
 }
@@ -161,7 +153,7 @@ fn num<T: std::str::FromStr>(f: &Bytes, what: &str) -> Result<T, String> {
 
 fn stream_name(f: &Bytes) -> Result<String, String> {
     let n = text(f)?;
-    check_name(n).map_err(|e| e.replace("queue", "stream"))?;
+    check_name_of("stream", n)?;
     Ok(n.to_owned())
 }
 
@@ -261,7 +253,7 @@ pub fn parse(frames: &[Bytes]) -> Result<Command, ProtoError> {
             let durable = match args.get(6) {
                 Some(d) if !d.is_empty() => {
                     let d = text(d).map_err(fail)?;
-                    check_name(d).map_err(|e| fail(e.replace("queue", "durable")))?;
+                    check_name_of("durable", d).map_err(fail)?;
                     Some(d.to_owned())
                 }
                 _ => None,

@@ -19,3 +19,30 @@ pub fn zmesh(args: &[&str]) -> Child {
         .spawn()
         .expect("spawn zmesh")
 }
+
+/// The rest of a child's stderr, line by line.
+#[allow(dead_code)]
+pub type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// `zmesh broker <args>`, returned once it says "listening" (its stores are
+/// open and its admin port bound by then), with the rest of its stderr.
+#[allow(dead_code)]
+pub async fn broker_listening(args: &[&str]) -> (Child, LogLines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut b = Command::new(env!("CARGO_BIN_EXE_zmesh"))
+        .arg("broker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn zmesh broker");
+    let mut lines = tokio::io::BufReader::new(b.stderr.take().expect("piped")).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        if l.contains("listening") {
+            break;
+        }
+    }
+    (b, lines)
+}
