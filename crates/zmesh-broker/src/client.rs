@@ -1,6 +1,9 @@
 //! The client: requests with a deadline, retries with backoff and jitter, a
 //! circuit breaker per service, and many requests in flight on one connection
-//! (the zmesh client protocol, `ZMDPC1`, carries a request id).
+//! (the zmesh client protocol, `ZMDPC1`, carries a request id). Requests made
+//! while the connection is busy go out together as one BATCH, and the broker
+//! answers a busy client in batches too, so tasks sharing a client share the
+//! transport's per-message cost.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), zmesh_broker::client::ClientError> {
@@ -16,12 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use zmesh::codec::{Codec, Decode, Encode};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
-use crate::client_util::jitter;
+use crate::client_util::{Tasks, jitter};
+use crate::mdp::batch::{self, BATCH_ITEMS_MAX};
 use crate::mdp::{ZMDPC1, cmd};
 
 /// Client settings.
@@ -124,18 +128,11 @@ pub struct Reply {
 /// A broker client. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
-    sock: Socket,
     cfg: ClientConfig,
     inner: Arc<Inner>,
-    reader: Arc<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        if Arc::strong_count(&self.reader) == 1 {
-            self.reader.abort();
-        }
-    }
+    /// Requests for the writer task (bounded by `in_flight_max`).
+    outbox: mpsc::Sender<Vec<Bytes>>,
+    _tasks: Arc<Tasks>,
 }
 
 impl Client {
@@ -161,11 +158,13 @@ impl Client {
             next_id: AtomicU64::new(u64::from_be_bytes(seed) >> 1),
         });
         let reader = tokio::spawn(read_replies(sock.clone(), inner.clone()));
+        let (outbox, requests) = mpsc::channel(cfg.in_flight_max.max(1));
+        let writer = tokio::spawn(write_requests(sock, requests));
         Ok(Self {
-            sock,
             cfg,
             inner,
-            reader: Arc::new(reader),
+            outbox,
+            _tasks: Arc::new(Tasks(vec![reader, writer])),
         })
     }
 
@@ -295,13 +294,17 @@ impl Client {
             Bytes::from(service.to_owned()),
         ];
         frames.extend_from_slice(body);
-        // The common case sends at once; only a full queue waits, within the attempt's deadline.
-        let sent = match self.sock.try_send(Message::from_frames(frames)) {
+        // The common case queues at once; only a full outbox waits, within the attempt's deadline.
+        let closed = || Err(zmesh::Error::Closed);
+        let sent = match self.outbox.try_send(frames) {
             Ok(()) => Ok(Ok(())),
-            Err(zmesh::TrySendError::Full(m)) => {
-                tokio::time::timeout(self.cfg.attempt_timeout, self.sock.send(m)).await
+            Err(mpsc::error::TrySendError::Full(f)) => {
+                let send = self.outbox.send(f);
+                tokio::time::timeout(self.cfg.attempt_timeout, send)
+                    .await
+                    .map(|r| r.or_else(|_| closed()))
             }
-            Err(zmesh::TrySendError::Failed(e)) => Ok(Err(e)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(closed()),
         };
         let result = match sent {
             Ok(Ok(())) => match tokio::time::timeout(self.cfg.attempt_timeout, rx).await {
@@ -326,41 +329,68 @@ enum AttemptError {
     Other(ClientError),
 }
 
+/// Send the requests waiting in the outbox: one alone, several as one BATCH.
+async fn write_requests(sock: Socket, mut requests: mpsc::Receiver<Vec<Bytes>>) {
+    let mut waiting = Vec::new();
+    while requests.recv_many(&mut waiting, BATCH_ITEMS_MAX).await > 0 {
+        let frames = match waiting.len() {
+            1 => waiting.pop().expect("one"),
+            _ => batch::join(&waiting),
+        };
+        waiting.clear();
+        if let Err(e) = sock.send(Message::from_frames(frames)).await {
+            // Requests then time out and are retried by their callers.
+            tracing::warn!(error = %e, "client send failed");
+        }
+    }
+}
+
 async fn read_replies(sock: Socket, inner: Arc<Inner>) {
     while let Ok(m) = sock.recv().await {
         let frames = m.frames();
-        let [header, code, rid, _service, body @ ..] = frames.as_slice() else {
-            continue;
-        };
-        let (Some(code), Ok(rid)) = (code.first(), <[u8; 8]>::try_from(rid.as_ref())) else {
-            continue;
-        };
-        if header.as_ref() != ZMDPC1 {
+        if frames.first().is_none_or(|h| h.as_ref() != ZMDPC1) {
             continue;
         }
-        let id = u64::from_be_bytes(rid);
-        let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(p) = pending.get_mut(&id) else {
-            continue;
-        };
-        let answer = match *code {
-            cmd::C2_PARTIAL => {
-                p.partials.push(body.to_vec());
-                continue;
+        if batch::is_batch(&frames) {
+            for item in batch::split(&frames).unwrap_or_default() {
+                take_reply(&inner, &item);
             }
-            cmd::C2_FINAL => Answer::Final(body.to_vec()),
-            cmd::Z_ERROR => {
-                let text = |i: usize| {
-                    body.get(i)
-                        .map(|b| String::from_utf8_lossy(b).into_owned())
-                        .unwrap_or_default()
-                };
-                Answer::Error(text(0), text(1))
-            }
-            _ => continue,
-        };
-        if let Some(tx) = p.tx.take() {
-            let _ = tx.send((std::mem::take(&mut p.partials), answer));
+        } else {
+            take_reply(&inner, &frames);
         }
+    }
+}
+
+/// One ZMDPC1 reply (header first) to the request waiting for it, if any.
+fn take_reply(inner: &Inner, frames: &[Bytes]) {
+    let [_header, code, rid, _service, body @ ..] = frames else {
+        return;
+    };
+    let (Some(code), Ok(rid)) = (code.first(), <[u8; 8]>::try_from(rid.as_ref())) else {
+        return;
+    };
+    let id = u64::from_be_bytes(rid);
+    let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(p) = pending.get_mut(&id) else {
+        return;
+    };
+    let answer = match *code {
+        cmd::C2_PARTIAL => {
+            p.partials.push(body.to_vec());
+            return;
+        }
+        cmd::C2_FINAL => Answer::Final(body.to_vec()),
+        cmd::Z_ERROR => {
+            let text = |i: usize| {
+                body.get(i)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default()
+            };
+            Answer::Error(text(0), text(1))
+        }
+        _ => return,
+    };
+    if let Some(tx) = p.tx.take() {
+        let _ = tx.send((std::mem::take(&mut p.partials), answer));
     }
 }

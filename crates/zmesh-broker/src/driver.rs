@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use zmesh::{Message, Socket};
 
 use crate::admin::{AdminCommand, AdminLink, Snapshot};
-use crate::core::{Action, Broker};
+use crate::core::{Action, Broker, coalesce};
 use crate::queue::proto::is_queue_message;
 use crate::queue::store::{QueueStore, Sends};
 use crate::stream::StreamStore;
@@ -218,13 +218,14 @@ pub async fn run_with_stores(
                 let now = Instant::now();
                 let mut next_msg = Some(m?);
                 let mut n = 0;
+                let mut mdp_out = Vec::new();
                 while let Some(m) = next_msg.take() {
                     let frames = m.frames();
                     if let Some((from, rest)) = frames.split_first() {
                         match (stores.queues.as_mut(), stores.streams.as_mut()) {
                             (Some(q), _) if is_queue_message(rest) => send_all(q.handle(from, rest), &mut out),
                             (_, Some(s)) if is_stream_message(rest) => send_all(s.handle(from, rest), &mut out),
-                            _ => out.extend(broker.handle(now, from, rest).into_iter().map(to_message)),
+                            _ => mdp_out.extend(broker.handle(now, from, rest)),
                         }
                     }
                     n += 1;
@@ -232,6 +233,8 @@ pub async fn run_with_stores(
                         next_msg = sock.try_recv()?;
                     }
                 }
+                // One BATCH per zmesh peer for the whole round.
+                out.extend(coalesce(mdp_out).into_iter().map(to_message));
                 end_batch(&mut stores, &mut out);
             }
             r = queue_durable => {
@@ -264,7 +267,7 @@ pub async fn run_with_stores(
                 }
             },
             _ = tokio::time::sleep_until(next.into()) => {
-                out.extend(broker.tick(Instant::now()).into_iter().map(to_message));
+                out.extend(coalesce(broker.tick(Instant::now())).into_iter().map(to_message));
 
                 if let Some(q) = stores.queues.as_mut() {
                     send_all(q.tick(), &mut out);

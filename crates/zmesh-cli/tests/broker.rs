@@ -16,7 +16,7 @@ use zmesh::{Socket, SocketOptions, SocketType};
 use zmesh_broker::breaker::BreakerState;
 use zmesh_broker::client::{Client, ClientConfig, ClientError};
 use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy};
-use zmesh_broker::worker::{Worker, WorkerConfig, handler};
+use zmesh_broker::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
 use zmesh_testkit::net::{bounded, free_endpoint as free_ep};
 use zmesh_testkit::peer::PyPeer;
 use zmesh_testkit::process::{self, SIGCONT, SIGSTOP};
@@ -194,6 +194,68 @@ async fn zmesh_client_and_worker_with_many_requests_in_flight() {
             .await
             .unwrap();
         assert_eq!(total, 42);
+    })
+    .await;
+}
+
+/// The drain a deploy relies on: the worker stops taking work, answers every
+/// request it holds, says DISCONNECT and returns; nothing is lost or answered
+/// with an error. Both worker protocols.
+#[tokio::test]
+async fn worker_drain_answers_what_it_holds_then_leaves() {
+    bounded(TEST_LIMIT, async {
+        let ep = broker(test_config()).await;
+        let client = Client::connect(&ep, client_config()).await.unwrap();
+        for (protocol, service) in [
+            (WorkerProtocol::Zmesh, "slow"),
+            (WorkerProtocol::Mdp, "slow-mdp"),
+        ] {
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let cfg = WorkerConfig {
+                concurrency: 4,
+                protocol,
+                ..worker_config()
+            };
+            let h = handler(|body: Vec<Bytes>| async move {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Ok(body)
+            });
+            let run = tokio::spawn(Worker::new(&ep, service, cfg, h).run(rx));
+            wait_workers(
+                &client,
+                service,
+                if protocol == WorkerProtocol::Zmesh {
+                    1
+                } else {
+                    4
+                },
+            )
+            .await;
+            let calls: Vec<_> = (0..4)
+                .map(|i| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        client
+                            .request(service, vec![Bytes::from(format!("r{i}"))])
+                            .await
+                    })
+                })
+                .collect();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.send(true).unwrap();
+            for (i, c) in calls.into_iter().enumerate() {
+                let reply = c
+                    .await
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{service}: request {i} lost in the drain: {e}"));
+                assert_eq!(text(&reply), vec![format!("r{i}")]);
+            }
+            tokio::time::timeout(Duration::from_secs(5), run)
+                .await
+                .expect("the worker returns once drained")
+                .unwrap();
+            wait_workers(&client, service, 0).await;
+        }
     })
     .await;
 }

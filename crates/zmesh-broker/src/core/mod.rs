@@ -15,9 +15,12 @@
 //! never reads a clock or touches a socket, so every rule is a unit test.
 //!
 //! Invariants: a request is in exactly one place — a service queue or one
-//! worker's hands — until its final reply or its error is sent; a worker is
-//! idle or busy with one request; every queue and table is bounded.
+//! worker's hands — until its final reply or its error is sent; a worker holds
+//! at most its credit of requests (one for MDP workers), and has one free slot
+//! in its service's idle list per request it could still take; every queue and
+//! table is bounded.
 
+mod coalesce;
 mod policy;
 mod state;
 #[cfg(test)]
@@ -29,6 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 
+pub use coalesce::coalesce;
 pub use policy::{RateLimiter, Route, ServicePolicy, parse_routes, pick, validate_routes};
 use state::{Request, Service, Worker};
 
@@ -245,12 +249,12 @@ impl Broker {
     pub fn handle(&mut self, now: Instant, from: &Bytes, frames: &[Bytes]) -> Vec<Action> {
         let mut out = Vec::new();
         match mdp::parse(frames) {
-            Ok(Inbound::Client(ClientMsg::Request {
-                proto,
-                service,
-                body,
-            })) => self.client_request(now, from, proto, service, body, &mut out),
-            Ok(Inbound::Worker(v, msg)) => self.worker_message(now, from, v, msg, &mut out),
+            Ok(Inbound::Batch(items)) => {
+                for item in items {
+                    self.inbound(now, from, item, &mut out);
+                }
+            }
+            Ok(inbound) => self.inbound(now, from, inbound, &mut out),
             Err(e) => {
                 self.stats.malformed += 1;
                 tracing::debug!(error = %e, "malformed message dropped");
@@ -266,6 +270,19 @@ impl Broker {
             }
         }
         out
+    }
+
+    fn inbound(&mut self, now: Instant, from: &Bytes, inbound: Inbound, out: &mut Vec<Action>) {
+        match inbound {
+            Inbound::Client(ClientMsg::Request {
+                proto,
+                service,
+                body,
+            }) => self.client_request(now, from, proto, service, body, out),
+            Inbound::Worker(v, msg) => self.worker_message(now, from, v, msg, out),
+            // The parser never nests batches.
+            Inbound::Batch(_) => {}
+        }
     }
 
     fn reply_error(
@@ -420,7 +437,7 @@ impl Broker {
     ) {
         let known = self.workers.contains_key(from);
         match msg {
-            WorkerMsg::Ready { service } => {
+            WorkerMsg::Ready { service, credit } => {
                 let name = String::from_utf8_lossy(&service);
                 if known
                     || name.starts_with("mmi.")
@@ -437,7 +454,7 @@ impl Broker {
                     });
                     return;
                 }
-                self.register_worker(now, from, v, service, out);
+                self.register_worker(now, from, v, service, credit, out);
             }
             WorkerMsg::Disconnect => {
                 if known {
@@ -452,6 +469,20 @@ impl Broker {
                 });
             }
             WorkerMsg::Heartbeat => self.touch_worker(now, from),
+            WorkerMsg::Drain => {
+                self.touch_worker(now, from);
+                if let Some(w) = self.workers.get_mut(from) {
+                    w.draining = true;
+                    if let Some(s) = self.services.get_mut(&w.service) {
+                        s.idle.retain(|i| i != from);
+                    }
+                }
+                // After this, nothing more is sent to it but heartbeats.
+                out.push(Action::Send {
+                    to: from.clone(),
+                    frames: mdp::worker_drained(),
+                });
+            }
             WorkerMsg::Reply {
                 address,
                 last,
@@ -476,6 +507,7 @@ impl Broker {
         id: &Bytes,
         v: WorkerVersion,
         service: Bytes,
+        credit: u32,
         out: &mut Vec<Action>,
     ) {
         let w = Worker {
@@ -483,7 +515,8 @@ impl Broker {
             service: service.clone(),
             expiry: now + self.cfg.heartbeat_interval * self.cfg.heartbeat_liveness,
             next_heartbeat: now + self.cfg.heartbeat_interval,
-            busy: None,
+            busy: Vec::with_capacity(credit as usize),
+            draining: false,
         };
         self.workers.insert(id.clone(), w);
         let s = self
@@ -491,7 +524,8 @@ impl Broker {
             .entry(service.clone())
             .or_insert_with(Service::new);
         s.workers += 1;
-        s.idle.push_back(id.clone());
+        s.idle
+            .extend(std::iter::repeat_n(id.clone(), credit as usize));
         tracing::info!(service = %String::from_utf8_lossy(&service), "worker registered");
         self.dispatch_requests(&service, out);
     }
@@ -509,7 +543,10 @@ impl Broker {
             self.stats.stale_replies += 1;
             return;
         };
-        let ours = self.workers.get(worker).and_then(|w| w.busy) == Some(handle);
+        let ours = self
+            .workers
+            .get(worker)
+            .is_some_and(|w| w.busy.contains(&handle));
         let Some(req) = self.requests.get(&handle).filter(|_| ours) else {
             // Late reply for a request already answered, expired or re-dispatched.
             self.stats.stale_replies += 1;
@@ -539,15 +576,19 @@ impl Broker {
             self.latencies
                 .push_back((service, now.saturating_duration_since(req.received)));
         }
+        let mut free = false;
         if let Some(w) = self.workers.get_mut(worker) {
-            w.busy = None;
+            w.busy.retain(|h| *h != handle);
+            free = !w.draining;
         }
         let s = self
             .services
             .get_mut(&req.service)
             .expect("a busy worker's service exists");
         s.replies += 1;
-        s.idle.push_back(worker.clone());
+        if free {
+            s.idle.push_back(worker.clone());
+        }
         self.dispatch_requests(&req.service, out);
     }
 
@@ -566,7 +607,7 @@ impl Broker {
                 .workers
                 .get_mut(&wid)
                 .expect("idle workers are registered");
-            w.busy = Some(handle);
+            w.busy.push(handle);
             req.worker = Some(wid.clone());
             out.push(Action::Send {
                 to: wid,
@@ -586,20 +627,28 @@ impl Broker {
             s.workers -= 1;
             s.idle.retain(|i| i != id);
         }
-        let Some(handle) = w.busy else { return };
+        // Oldest first back to the front of the queue: pushed in reverse.
+        for &handle in w.busy.iter().rev() {
+            self.release_request(handle, &w.service, why, out);
+        }
+        self.dispatch_requests(&w.service, out);
+    }
+
+    /// A request whose worker is gone: back to the front of its queue
+    /// (idempotent services), or an error to its client.
+    fn release_request(&mut self, handle: u64, service: &Bytes, why: &str, out: &mut Vec<Action>) {
         let Some(req) = self.requests.get_mut(&handle) else {
             return;
         };
         req.worker = None;
         let name = String::from_utf8_lossy(&req.requested).into_owned();
         if self.policy(&name).idempotent
-            || self.policy(&String::from_utf8_lossy(&w.service)).idempotent
+            || self.policy(&String::from_utf8_lossy(service)).idempotent
         {
             self.stats.redispatched += 1;
-            if let Some(s) = self.services.get_mut(&w.service) {
+            if let Some(s) = self.services.get_mut(service) {
                 s.waiting.push_front(handle);
             }
-            self.dispatch_requests(&w.service, out);
         } else {
             let req = self.requests.remove(&handle).expect("present");
             let reason = format!(

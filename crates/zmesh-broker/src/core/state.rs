@@ -12,7 +12,9 @@ use crate::mdp::{ClientProto, WorkerVersion};
 pub(super) struct Service {
     /// Requests waiting for a worker, oldest first (handles).
     pub waiting: VecDeque<u64>,
-    /// Idle workers, longest idle first.
+    /// Free worker slots, longest idle first: a worker appears once per
+    /// request it could take now (once for MDP workers, up to its credit for
+    /// ZMDPW1 ones), so least-recently-used holds per slot.
     pub idle: VecDeque<Bytes>,
     /// Registered workers.
     pub workers: usize,
@@ -42,8 +44,10 @@ pub(super) struct Worker {
     /// Declared dead after this unless it speaks.
     pub expiry: Instant,
     pub next_heartbeat: Instant,
-    /// The request it holds.
-    pub busy: Option<u64>,
+    /// The requests it holds (at most `credit`).
+    pub busy: Vec<u64>,
+    /// Asked for no more requests (ZMDPW1 DRAIN).
+    pub draining: bool,
 }
 
 /// A request the broker holds.

@@ -363,3 +363,105 @@ fn random_frames_never_break_the_broker_bounds() {
         assert!(b.requests_held() <= 8);
     }
 }
+
+fn zmdpw1_ready(b: &mut Broker, now: Instant, w: &str, credit: u32) -> Vec<Action> {
+    let credit = credit.to_be_bytes();
+    b.handle(now, &id(w), &f(&[b"ZMDPW1", b"\x01", b"s", &credit]))
+}
+
+/// The handles of every ZMDPW1 REQUEST in `actions`, batched or not.
+fn zmdpw1_requests(actions: &[Action]) -> Vec<Bytes> {
+    coalesce(actions.to_vec())
+        .iter()
+        .flat_map(
+            |Action::Send { frames, .. }| match mdp::batch::is_batch(frames) {
+                true => mdp::batch::split(frames).unwrap(),
+                false => vec![frames.clone()],
+            },
+        )
+        .filter(|m| m[0] == "ZMDPW1" && m[1].as_ref() == [0x02])
+        .map(|m| m[2].clone())
+        .collect()
+}
+
+fn zmesh_request(id_: u64) -> Vec<Bytes> {
+    let rid = id_.to_be_bytes();
+    f(&[b"ZMDPC1", b"\x01", &rid, b"s", b"body"])
+}
+
+#[test]
+fn a_zmdpw1_worker_holds_up_to_its_credit() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig::default());
+    zmdpw1_ready(&mut b, t0, "w", 3);
+    let batch = mdp::batch::join(&(1..=4).map(zmesh_request).collect::<Vec<_>>());
+    let a = b.handle(t0, &id("c"), &batch);
+    let handles = zmdpw1_requests(&a);
+    assert_eq!(
+        handles.len(),
+        3,
+        "three slots, three requests; the fourth waits"
+    );
+    assert_eq!(b.queued("s"), 1);
+    assert_eq!(coalesce(a).len(), 1, "the three go out as one BATCH");
+    // A batch of two final replies frees two slots: the waiting one goes out,
+    // and both answers reach the client as one BATCH.
+    let finals: Vec<Vec<Bytes>> = handles[..2]
+        .iter()
+        .map(|h| {
+            let mut m = f(&[b"ZMDPW1", b"\x04"]);
+            m.extend([h.clone(), Bytes::new(), Bytes::from_static(b"ok")]);
+            m
+        })
+        .collect();
+    let a = coalesce(b.handle(t0, &id("w"), &mdp::batch::join(&finals)));
+    assert_eq!(zmdpw1_requests(&a).len(), 1);
+    let to_client = sent_to(&a, "c");
+    assert_eq!(to_client.len(), 1);
+    assert_eq!(mdp::batch::split(to_client[0]).unwrap().len(), 2);
+    assert_eq!(b.requests_held(), 2);
+}
+
+#[test]
+fn a_dead_zmdpw1_worker_releases_every_request_it_held() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig::default());
+    zmdpw1_ready(&mut b, t0, "w", 4);
+    for i in 0..3 {
+        b.handle(t0, &id("c"), &zmesh_request(i));
+    }
+    // Not idempotent: each of the three gets its own 503, none is lost.
+    let a = b.handle(t0, &id("w"), &f(&[b"ZMDPW1", b"\x06"]));
+    let errors: Vec<_> = sent_to(&a, "c")
+        .into_iter()
+        .filter(|m| m[1].as_ref() == [mdp::cmd::Z_ERROR] && m[4] == "503")
+        .collect();
+    assert_eq!(errors.len(), 3);
+    assert_eq!(b.requests_held(), 0);
+    assert_eq!(
+        b.services()[0].idle,
+        0,
+        "no slot of the gone worker is left"
+    );
+}
+
+#[test]
+fn drain_stops_dispatch_and_is_confirmed_after_the_last_request() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig::default());
+    zmdpw1_ready(&mut b, t0, "w", 2);
+    let h = zmdpw1_requests(&b.handle(t0, &id("c"), &zmesh_request(1)));
+    let a = b.handle(t0, &id("w"), &f(&[b"ZMDPW1", b"\x07"]));
+    assert_eq!(sent_to(&a, "w"), vec![&f(&[b"ZMDPW1", b"\x07"])]);
+    // New work waits for another worker; the held request is still answered.
+    assert!(zmdpw1_requests(&b.handle(t0, &id("c"), &zmesh_request(2))).is_empty());
+    let mut fin = f(&[b"ZMDPW1", b"\x04"]);
+    fin.extend([h[0].clone(), Bytes::new()]);
+    let a = b.handle(t0, &id("w"), &fin);
+    assert_eq!(sent_to(&a, "c").len(), 1);
+    assert!(
+        zmdpw1_requests(&a).is_empty(),
+        "no slot comes back while draining"
+    );
+    assert_eq!(b.queued("s"), 1);
+}

@@ -12,11 +12,29 @@
 //! reply:    "ZMDPC1" | 0x02 PARTIAL, 0x03 FINAL or 0x04 ERROR | request id | service | body...
 //!           (ERROR body: status code such as "503", then a reason)
 //! ```
-//! Workers never see it: they get standard MDP REQUESTs whatever the client spoke.
+//! Workers never see it: they get the REQUESTs of their own protocol whatever
+//! the client spoke.
+//!
+//! The zmesh worker protocol `ZMDPW1` is 18/MDP's worker side with a credit:
+//! one connection serves up to `credit` requests at once, so a worker process
+//! with a pool of handlers needs one connection rather than one per handler.
+//!
+//! ```text
+//! READY:      "ZMDPW1" | 0x01 | service | credit (4 bytes big-endian, 1..=1024)
+//! REQUEST:    "ZMDPW1" | 0x02 | handle | "" | body...       (broker to worker)
+//! PARTIAL:    "ZMDPW1" | 0x03 | handle | "" | body...       (worker to broker)
+//! FINAL:      "ZMDPW1" | 0x04 | handle | "" | body...
+//! HEARTBEAT:  "ZMDPW1" | 0x05
+//! DISCONNECT: "ZMDPW1" | 0x06
+//! DRAIN:      "ZMDPW1" | 0x07   worker: send me nothing more; broker: done,
+//!                               every request for you was sent before this
+//! ```
+//! Both zmesh protocols also carry a [`batch`] of their messages in one.
 
+pub mod batch;
 mod parse;
 
-pub use parse::{ClientMsg, ClientProto, Inbound, MdpError, WorkerMsg, parse};
+pub use parse::{ClientMsg, ClientProto, Inbound, MdpError, WORKER_CREDIT_MAX, WorkerMsg, parse};
 
 use bytes::Bytes;
 
@@ -30,6 +48,8 @@ pub const MDPC02: &[u8] = b"MDPC02";
 pub const MDPW02: &[u8] = b"MDPW02";
 /// zmesh client extension header.
 pub const ZMDPC1: &[u8] = b"ZMDPC1";
+/// zmesh worker extension header.
+pub const ZMDPW1: &[u8] = b"ZMDPW1";
 
 /// Worker protocol version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +58,8 @@ pub enum WorkerVersion {
     V1,
     /// MDPW02.
     V2,
+    /// ZMDPW1: MDPW02's commands, a credit, DRAIN and BATCH.
+    Zmesh,
 }
 
 /// Worker command codes per version.
@@ -72,23 +94,30 @@ pub mod cmd {
     pub const C2_FINAL: u8 = 0x03;
     /// zmesh client protocol: an error reply.
     pub const Z_ERROR: u8 = 0x04;
+    /// zmesh worker protocol: stop sending work (worker), none follows (broker).
+    pub const Z_DRAIN: u8 = 0x07;
+    /// zmesh protocols: several messages in one (see [`super::batch`]).
+    pub const BATCH: u8 = 0x10;
 }
 
 fn b(x: &'static [u8]) -> Bytes {
     Bytes::from_static(x)
 }
 
+/// The header frames of a worker message: `v1` is the 7/MDP command, `v2`
+/// the 18/MDP one (which ZMDPW1 shares).
+fn worker_command(v: WorkerVersion, v1: &'static [u8; 1], v2: &'static [u8; 1]) -> Vec<Bytes> {
+    match v {
+        WorkerVersion::V1 => vec![Bytes::new(), b(MDPW01), b(v1)],
+        WorkerVersion::V2 => vec![b(MDPW02), b(v2)],
+        WorkerVersion::Zmesh => vec![b(ZMDPW1), b(v2)],
+    }
+}
+
 /// Frames (after the peer identity) of a REQUEST to a worker. `address` is the
 /// broker's handle for the request, echoed back by the worker.
 pub fn worker_request(v: WorkerVersion, address: Bytes, body: &[Bytes]) -> Vec<Bytes> {
-    let mut f = match v {
-        WorkerVersion::V1 => vec![
-            Bytes::new(),
-            b(MDPW01),
-            Bytes::from_static(&[cmd::W1_REQUEST]),
-        ],
-        WorkerVersion::V2 => vec![b(MDPW02), Bytes::from_static(&[cmd::W2_REQUEST])],
-    };
+    let mut f = worker_command(v, &[cmd::W1_REQUEST], &[cmd::W2_REQUEST]);
     f.push(address);
     f.push(Bytes::new());
     f.extend_from_slice(body);
@@ -97,26 +126,17 @@ pub fn worker_request(v: WorkerVersion, address: Bytes, body: &[Bytes]) -> Vec<B
 
 /// A HEARTBEAT to a worker.
 pub fn worker_heartbeat(v: WorkerVersion) -> Vec<Bytes> {
-    match v {
-        WorkerVersion::V1 => vec![
-            Bytes::new(),
-            b(MDPW01),
-            Bytes::from_static(&[cmd::W1_HEARTBEAT]),
-        ],
-        WorkerVersion::V2 => vec![b(MDPW02), Bytes::from_static(&[cmd::W2_HEARTBEAT])],
-    }
+    worker_command(v, &[cmd::W1_HEARTBEAT], &[cmd::W2_HEARTBEAT])
 }
 
 /// A DISCONNECT to a worker.
 pub fn worker_disconnect(v: WorkerVersion) -> Vec<Bytes> {
-    match v {
-        WorkerVersion::V1 => vec![
-            Bytes::new(),
-            b(MDPW01),
-            Bytes::from_static(&[cmd::W1_DISCONNECT]),
-        ],
-        WorkerVersion::V2 => vec![b(MDPW02), Bytes::from_static(&[cmd::W2_DISCONNECT])],
-    }
+    worker_command(v, &[cmd::W1_DISCONNECT], &[cmd::W2_DISCONNECT])
+}
+
+/// The broker's answer to a ZMDPW1 DRAIN: no request follows it.
+pub fn worker_drained() -> Vec<Bytes> {
+    vec![b(ZMDPW1), b(&[cmd::Z_DRAIN])]
 }
 
 /// What kind of reply goes to a client.

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{MDPC01, MDPC02, MDPW01, MDPW02, WorkerVersion, ZMDPC1, cmd};
+use super::{MDPC01, MDPC02, MDPW01, MDPW02, WorkerVersion, ZMDPC1, ZMDPW1, batch, cmd};
 
 /// Which client protocol a request came in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +39,8 @@ pub enum WorkerMsg {
     Ready {
         /// Service name.
         service: Bytes,
+        /// Requests it takes at once (1 for MDP workers).
+        credit: u32,
     },
     /// A (partial or final) reply to the request the broker addressed as `address`.
     Reply {
@@ -53,6 +55,8 @@ pub enum WorkerMsg {
     Heartbeat,
     /// Leaving.
     Disconnect,
+    /// ZMDPW1: send no more requests; the ones held will be answered.
+    Drain,
 }
 
 /// A parsed broker input.
@@ -62,6 +66,8 @@ pub enum Inbound {
     Client(ClientMsg),
     /// From a worker speaking `version`.
     Worker(WorkerVersion, WorkerMsg),
+    /// A BATCH of zmesh client or worker messages, in order.
+    Batch(Vec<Inbound>),
 }
 
 /// A message that is not valid MDP. The peer is at fault.
@@ -83,6 +89,26 @@ pub enum MdpError {
     /// A service name that is empty or not printable.
     #[error("invalid service name")]
     BadService,
+    /// A ZMDPW1 READY whose credit is not 4 bytes within 1..=WORKER_CREDIT_MAX.
+    #[error("worker credit must be 4 bytes within 1..={WORKER_CREDIT_MAX}")]
+    BadCredit,
+    /// A BATCH that does not split into whole messages.
+    #[error("invalid BATCH: {0}")]
+    BadBatch(&'static str),
+}
+
+/// Most requests one ZMDPW1 worker may hold at once.
+pub const WORKER_CREDIT_MAX: u32 = 1024;
+
+fn credit(f: Option<&Bytes>) -> Result<u32, MdpError> {
+    let c = f
+        .and_then(|f| <[u8; 4]>::try_from(f.as_ref()).ok())
+        .map(u32::from_be_bytes)
+        .ok_or(MdpError::BadCredit)?;
+    if c == 0 || c > WORKER_CREDIT_MAX {
+        return Err(MdpError::BadCredit);
+    }
+    Ok(c)
 }
 
 /// Longest service name accepted.
@@ -112,6 +138,13 @@ pub fn parse(frames: &[Bytes]) -> Result<Inbound, MdpError> {
         None => return Err(MdpError::Truncated("message")),
     };
     let (header, rest) = rest.split_first().ok_or(MdpError::Truncated("header"))?;
+    let zmesh = header.as_ref() == ZMDPC1 || header.as_ref() == ZMDPW1;
+    if !v1 && zmesh && batch::is_batch(frames) {
+        let items = batch::split(frames)?;
+        return Ok(Inbound::Batch(
+            items.iter().map(|m| parse(m)).collect::<Result<_, _>>()?,
+        ));
+    }
     match (v1, header.as_ref()) {
         (true, h) if h == MDPC01 => {
             let (svc, body) = rest
@@ -153,15 +186,16 @@ pub fn parse(frames: &[Bytes]) -> Result<Inbound, MdpError> {
         }
         (true, h) if h == MDPW01 => worker(WorkerVersion::V1, rest),
         (false, h) if h == MDPW02 => worker(WorkerVersion::V2, rest),
+        (false, h) if h == ZMDPW1 => worker(WorkerVersion::Zmesh, rest),
         _ => Err(MdpError::UnknownHeader),
     }
 }
 
 fn worker(v: WorkerVersion, rest: &[Bytes]) -> Result<Inbound, MdpError> {
-    let what = if v == WorkerVersion::V1 {
-        "MDPW01"
-    } else {
-        "MDPW02"
+    let what = match v {
+        WorkerVersion::V1 => "MDPW01",
+        WorkerVersion::V2 => "MDPW02",
+        WorkerVersion::Zmesh => "ZMDPW1",
     };
     let c = command(rest.first(), what)?;
     let args = &rest[1..];
@@ -178,20 +212,17 @@ fn worker(v: WorkerVersion, rest: &[Bytes]) -> Result<Inbound, MdpError> {
             body: body.to_vec(),
         })
     };
+    use WorkerVersion::{V1, V2, Zmesh};
     let msg = match (v, c) {
-        (WorkerVersion::V1, cmd::W1_READY) | (WorkerVersion::V2, cmd::W2_READY) => {
-            WorkerMsg::Ready {
-                service: service(args.first().ok_or(MdpError::Truncated("READY"))?)?,
-            }
-        }
-        (WorkerVersion::V1, cmd::W1_REPLY) | (WorkerVersion::V2, cmd::W2_FINAL) => reply(true)?,
-        (WorkerVersion::V2, cmd::W2_PARTIAL) => reply(false)?,
-        (WorkerVersion::V1, cmd::W1_HEARTBEAT) | (WorkerVersion::V2, cmd::W2_HEARTBEAT) => {
-            WorkerMsg::Heartbeat
-        }
-        (WorkerVersion::V1, cmd::W1_DISCONNECT) | (WorkerVersion::V2, cmd::W2_DISCONNECT) => {
-            WorkerMsg::Disconnect
-        }
+        (V1, cmd::W1_READY) | (V2, cmd::W2_READY) | (Zmesh, cmd::W2_READY) => WorkerMsg::Ready {
+            service: service(args.first().ok_or(MdpError::Truncated("READY"))?)?,
+            credit: if v == Zmesh { credit(args.get(1))? } else { 1 },
+        },
+        (V1, cmd::W1_REPLY) | (V2 | Zmesh, cmd::W2_FINAL) => reply(true)?,
+        (V2 | Zmesh, cmd::W2_PARTIAL) => reply(false)?,
+        (V1, cmd::W1_HEARTBEAT) | (V2 | Zmesh, cmd::W2_HEARTBEAT) => WorkerMsg::Heartbeat,
+        (V1, cmd::W1_DISCONNECT) | (V2 | Zmesh, cmd::W2_DISCONNECT) => WorkerMsg::Disconnect,
+        (Zmesh, cmd::Z_DRAIN) => WorkerMsg::Drain,
         (_, other) => return Err(MdpError::UnknownCommand(what, other)),
     };
     Ok(Inbound::Worker(v, msg))
@@ -234,7 +265,8 @@ mod tests {
             Inbound::Worker(
                 WorkerVersion::V1,
                 WorkerMsg::Ready {
-                    service: "echo".into()
+                    service: "echo".into(),
+                    credit: 1
                 }
             )
         );
@@ -252,6 +284,55 @@ mod tests {
         assert_eq!(
             parse(&f(&[b"", b"MDPW01", b"\x04"])).unwrap(),
             Inbound::Worker(WorkerVersion::V1, WorkerMsg::Heartbeat)
+        );
+    }
+
+    #[test]
+    fn parses_the_zmesh_worker_protocol_and_batches() {
+        assert_eq!(
+            parse(&f(&[b"ZMDPW1", b"\x01", b"echo", b"\0\0\0\x08"])).unwrap(),
+            Inbound::Worker(
+                WorkerVersion::Zmesh,
+                WorkerMsg::Ready {
+                    service: "echo".into(),
+                    credit: 8
+                }
+            )
+        );
+        for bad in [&b"\0\0\0\0"[..], b"\0\0\x04\x01", b"\x08"] {
+            assert_eq!(
+                parse(&f(&[b"ZMDPW1", b"\x01", b"echo", bad])),
+                Err(MdpError::BadCredit)
+            );
+        }
+        let items = [
+            f(&[b"ZMDPW1", b"\x04", b"h1", b"", b"a"]),
+            f(&[b"ZMDPW1", b"\x07"]),
+        ];
+        assert_eq!(
+            parse(&batch::join(&items)).unwrap(),
+            Inbound::Batch(vec![
+                Inbound::Worker(
+                    WorkerVersion::Zmesh,
+                    WorkerMsg::Reply {
+                        address: "h1".into(),
+                        last: true,
+                        body: f(&[b"a"])
+                    }
+                ),
+                Inbound::Worker(WorkerVersion::Zmesh, WorkerMsg::Drain),
+            ])
+        );
+        // One bad item refuses the whole batch: nothing of it is acted on.
+        let mixed = [
+            f(&[b"ZMDPC1", b"\x01", b"12345678", b"echo"]),
+            f(&[b"ZMDPC1", b"\x01", b"12345678", b"bad name"]),
+        ];
+        assert_eq!(parse(&batch::join(&mixed)), Err(MdpError::BadService));
+        // 7/MDP has no batches.
+        assert_eq!(
+            parse(&f(&[b"", b"MDPW01", b"\x10"])),
+            Err(MdpError::UnknownCommand("MDPW01", 0x10))
         );
     }
 

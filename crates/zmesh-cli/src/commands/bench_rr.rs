@@ -16,9 +16,13 @@ pub struct LoadArgs {
     /// Broker, server or NATS endpoint.
     #[arg(long)]
     pub endpoint: String,
-    /// Concurrent clients (one connection each).
+    /// Concurrent clients, each with one request in flight.
     #[arg(long, default_value_t = 10)]
     pub clients: usize,
+    /// Connections the clients share (0: one per client). Client `i` uses
+    /// connection `i % connections`, as tasks of one service share its client.
+    #[arg(long, default_value_t = 0)]
+    pub connections: usize,
     /// Requests in total.
     #[arg(long, default_value_t = 50_000)]
     pub count: u64,
@@ -28,6 +32,15 @@ pub struct LoadArgs {
     /// Service or subject name.
     #[arg(long, default_value = "echo")]
     pub service: String,
+}
+
+impl LoadArgs {
+    fn connection_count(&self) -> usize {
+        match self.connections {
+            0 => self.clients,
+            n => n.min(self.clients),
+        }
+    }
 }
 
 /// Run `clients` loops that each take requests from a shared budget; print rate and percentiles.
@@ -44,11 +57,11 @@ where
     let payload = Bytes::from(vec![0x5a; a.size]);
     let one = Arc::new(one);
     let start = Instant::now();
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .map(|c| {
-            let (budget, payload, one, c) =
-                (budget.clone(), payload.clone(), one.clone(), Arc::new(c));
+    let conns: Vec<Arc<C>> = conns.into_iter().map(Arc::new).collect();
+    let tasks: Vec<_> = (0..a.clients)
+        .map(|i| {
+            let c = conns[i % conns.len()].clone();
+            let (budget, payload, one) = (budget.clone(), payload.clone(), one.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 while budget
@@ -85,7 +98,7 @@ pub async fn mdp_load(a: LoadArgs) -> anyhow::Result<i32> {
         ..Default::default()
     };
     let mut conns = Vec::new();
-    for _ in 0..a.clients {
+    for _ in 0..a.connection_count() {
         conns.push(Client::connect(&a.endpoint, cfg.clone()).await?);
     }
     let service = a.service.clone();
@@ -115,7 +128,7 @@ pub async fn direct_server(a: LoadArgs) -> anyhow::Result<i32> {
 /// Clients of [`direct_server`]: DEALERs, one request at a time each.
 pub async fn direct_load(a: LoadArgs) -> anyhow::Result<i32> {
     let mut conns = Vec::new();
-    for _ in 0..a.clients {
+    for _ in 0..a.connection_count() {
         let d = Socket::new(SocketType::Dealer, SocketOptions::default())?;
         d.connect(&a.endpoint).await?;
         conns.push(d);
@@ -132,7 +145,7 @@ pub async fn direct_load(a: LoadArgs) -> anyhow::Result<i32> {
 #[cfg(feature = "nats-bench")]
 pub async fn nats_load(a: LoadArgs) -> anyhow::Result<i32> {
     let mut conns = Vec::new();
-    for _ in 0..a.clients {
+    for _ in 0..a.connection_count() {
         conns.push(async_nats::connect(&a.endpoint).await?);
     }
     let subject = a.service.clone();

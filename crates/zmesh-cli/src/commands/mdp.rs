@@ -8,7 +8,7 @@ use clap::Args;
 use zmesh::{Socket, SocketType};
 use zmesh_broker::client::{Client, ClientConfig, ClientError};
 use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy, parse_routes};
-use zmesh_broker::worker::{Worker, WorkerConfig, handler};
+use zmesh_broker::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
 
 use super::UsageError;
 use crate::socket_args::SocketArgs;
@@ -338,6 +338,10 @@ pub struct ServeCmd {
     /// Requests handled at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
+    /// Speak 7/MDP (for any Majordomo broker; one connection per concurrent
+    /// request) instead of the zmesh worker protocol (one connection in all).
+    #[arg(long)]
+    pub mdp: bool,
     /// Wait this long before each reply, in ms (for experiments).
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
@@ -372,6 +376,11 @@ pub async fn run_serve(cmd: ServeCmd) -> anyhow::Result<i32> {
     let cfg = WorkerConfig {
         heartbeat_interval: Duration::from_millis(cmd.heartbeat_ms),
         concurrency: cmd.concurrency,
+        protocol: if cmd.mdp {
+            WorkerProtocol::Mdp
+        } else {
+            WorkerProtocol::Zmesh
+        },
         ..Default::default()
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);

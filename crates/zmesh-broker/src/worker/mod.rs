@@ -1,6 +1,11 @@
 //! The worker: serves one service through the broker with a handler, bounded
-//! concurrency (one MDP session per slot), heartbeats both ways, reconnect
-//! with backoff after the broker goes away, and a graceful drain.
+//! concurrency, heartbeats both ways, reconnect with backoff after the broker
+//! goes away, and a graceful drain.
+//!
+//! By default it speaks the zmesh worker protocol (`ZMDPW1`): one connection
+//! with a credit of `concurrency` requests, replies batched
+//! ([`multiplexed`]). With [`WorkerProtocol::Mdp`] it speaks 7/MDP to any
+//! Majordomo broker, one connection per concurrent request ([`mdp`]).
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -12,6 +17,9 @@
 //! # }
 //! ```
 
+mod mdp;
+mod multiplexed;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,10 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until};
-use zmesh::{Message, Socket, SocketOptions, SocketType};
-
-use crate::mdp::{MDPW01, cmd};
+use zmesh::{Socket, SocketOptions, SocketType};
 
 /// What a handler returns: the reply body, or an error text sent as `["500", text]`.
 pub type HandlerResult = Result<Vec<Bytes>, String>;
@@ -52,8 +57,20 @@ pub struct WorkerConfig {
     pub reconnect_initial: Duration,
     /// Longest reconnect wait.
     pub reconnect_max: Duration,
-    /// Requests handled at once (one broker session each).
+    /// Requests handled at once.
     pub concurrency: usize,
+    /// What to speak to the broker.
+    pub protocol: WorkerProtocol,
+}
+
+/// The worker's protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WorkerProtocol {
+    /// `ZMDPW1` (zmesh brokers): one connection, `concurrency` requests at once.
+    #[default]
+    Zmesh,
+    /// 7/MDP (any Majordomo broker): one connection per concurrent request.
+    Mdp,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +81,7 @@ impl Default for WorkerConfig {
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(5),
             concurrency: 1,
+            protocol: WorkerProtocol::Zmesh,
         }
     }
 }
@@ -84,14 +102,6 @@ pub struct Worker {
     cfg: WorkerConfig,
     handler: Handler,
     stats: Arc<WorkerStats>,
-}
-
-fn w1(command: u8) -> Vec<Bytes> {
-    vec![
-        Bytes::new(),
-        Bytes::from_static(MDPW01),
-        Bytes::from(vec![command]),
-    ]
 }
 
 enum SessionEnd {
@@ -122,7 +132,11 @@ impl Worker {
     /// DISCONNECT and return.
     pub async fn run(self, stop: watch::Receiver<bool>) {
         let me = Arc::new(self);
-        let slots: Vec<_> = (0..me.cfg.concurrency.max(1))
+        let sessions = match me.cfg.protocol {
+            WorkerProtocol::Zmesh => 1,
+            WorkerProtocol::Mdp => me.cfg.concurrency.max(1),
+        };
+        let slots: Vec<_> = (0..sessions)
             .map(|_| {
                 let me = me.clone();
                 let stop = stop.clone();
@@ -134,14 +148,19 @@ impl Worker {
         }
     }
 
-    /// One slot: sessions back to back, with backoff between them.
+    /// One connection's life: sessions back to back, with backoff between them.
     async fn slot(&self, mut stop: watch::Receiver<bool>) {
         let mut wait = self.cfg.reconnect_initial;
         loop {
             if *stop.borrow() {
                 return;
             }
-            match self.session(&mut stop).await {
+            self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+            let session = match self.cfg.protocol {
+                WorkerProtocol::Zmesh => self.multiplexed_session(&mut stop).await,
+                WorkerProtocol::Mdp => self.mdp_session(&mut stop).await,
+            };
+            match session {
                 Ok(SessionEnd::Stopped) => return,
                 Ok(SessionEnd::Lost) => {
                     tracing::info!(service = %self.service, "broker lost; reconnecting")
@@ -158,87 +177,13 @@ impl Worker {
         }
     }
 
-    async fn session(&self, stop: &mut watch::Receiver<bool>) -> zmesh::Result<SessionEnd> {
-        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+    /// A connected DEALER for one session.
+    async fn connect(&self) -> zmesh::Result<Socket> {
         let opts = SocketOptions::default()
             .linger(Duration::from_secs(1))
             .name(format!("worker-{}", self.service));
         let sock = Socket::new(SocketType::Dealer, opts)?;
         sock.connect(&self.endpoint).await?;
-        let mut ready = w1(cmd::W1_READY);
-        ready.push(Bytes::from(self.service.clone()));
-        sock.send(Message::from_frames(ready)).await?;
-        let hb = self.cfg.heartbeat_interval;
-        let patience = hb * self.cfg.heartbeat_liveness;
-        let mut broker_expiry = Instant::now() + patience;
-        let mut next_hb = Instant::now() + hb;
-        let end = loop {
-            tokio::select! {
-                m = sock.recv() => {
-                    broker_expiry = Instant::now() + patience;
-                    let frames = m?.frames();
-                    match frames.as_slice() {
-                        [e, h, c, ..] if e.is_empty() && h.as_ref() == MDPW01 && c.as_ref() == [cmd::W1_DISCONNECT] => break SessionEnd::Lost,
-                        [e, h, c, address, delim, body @ ..] if e.is_empty() && h.as_ref() == MDPW01 && c.as_ref() == [cmd::W1_REQUEST] && delim.is_empty() => {
-                            let reply = self.handle(&sock, body.to_vec(), &mut next_hb).await?;
-                            let mut f = w1(cmd::W1_REPLY);
-                            f.extend([address.clone(), Bytes::new()]);
-                            f.extend(reply);
-                            sock.send(Message::from_frames(f)).await?;
-                            self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                            if *stop.borrow() {
-                                break SessionEnd::Stopped;
-                            }
-                        }
-                        _ => {} // heartbeats and anything else: liveness only
-                    }
-                }
-                _ = sleep_until(next_hb) => {
-                    if Instant::now() >= broker_expiry {
-                        break SessionEnd::Lost;
-                    }
-                    sock.send(Message::from_frames(w1(cmd::W1_HEARTBEAT))).await?;
-                    next_hb = Instant::now() + hb;
-                }
-                _ = stop.changed() => {
-                    if *stop.borrow() {
-                        break SessionEnd::Stopped;
-                    }
-                }
-            }
-        };
-        if matches!(end, SessionEnd::Stopped) {
-            // Drained (we are between requests): tell the broker we are gone.
-            let _ = sock
-                .send(Message::from_frames(w1(cmd::W1_DISCONNECT)))
-                .await;
-        }
-        sock.close().await?;
-        Ok(end)
-    }
-
-    /// Run the handler while heartbeats keep going out.
-    async fn handle(
-        &self,
-        sock: &Socket,
-        body: Vec<Bytes>,
-        next_hb: &mut Instant,
-    ) -> zmesh::Result<Vec<Bytes>> {
-        let work = (self.handler)(body);
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                r = &mut work => {
-                    return Ok(match r {
-                        Ok(reply) => reply,
-                        Err(e) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
-                    });
-                }
-                _ = sleep_until(*next_hb) => {
-                    sock.send(Message::from_frames(w1(cmd::W1_HEARTBEAT))).await?;
-                    *next_hb = Instant::now() + self.cfg.heartbeat_interval;
-                }
-            }
-        }
+        Ok(sock)
     }
 }

@@ -1,0 +1,127 @@
+//! Sends to one zmesh peer within a round go out as one BATCH.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::Action;
+use crate::mdp::batch::{BATCH_ITEMS_MAX, push_item};
+use crate::mdp::{ZMDPC1, ZMDPW1, cmd};
+
+/// Bytes a batch may reach before the next send to that peer starts another.
+const BATCH_BYTES_MAX: usize = 1 << 20;
+
+fn batchable(frames: &[Bytes]) -> bool {
+    matches!(frames, [h, c, ..] if (h.as_ref() == ZMDPC1 || h.as_ref() == ZMDPW1) && c.as_ref() != [cmd::BATCH])
+}
+
+struct Open {
+    /// Index of the batch in the output.
+    at: usize,
+    items: usize,
+    bytes: usize,
+}
+
+/// Merge the sends of one round: every message to the same ZMDPC1 client or
+/// ZMDPW1 worker becomes one BATCH (up to [`BATCH_ITEMS_MAX`] items or 1 MiB),
+/// at the place of the first. Per peer the order is kept; 7/MDP and 18/MDP
+/// peers get their messages one by one, as their protocols say.
+///
+/// ```
+/// use bytes::Bytes;
+/// use zmesh_broker::core::{Action, coalesce};
+/// let to = Bytes::from_static(b"client");
+/// let reply = |id: &'static [u8]| Action::Send {
+///     to: to.clone(),
+///     frames: vec![Bytes::from_static(b"ZMDPC1"), Bytes::from_static(b"\x03"), Bytes::from_static(id)],
+/// };
+/// assert_eq!(coalesce(vec![reply(b"1"), reply(b"2")]).len(), 1);
+/// ```
+pub fn coalesce(actions: Vec<Action>) -> Vec<Action> {
+    if actions.len() < 2 {
+        return actions;
+    }
+    let mut out: Vec<Action> = Vec::with_capacity(actions.len());
+    let mut open: HashMap<Bytes, Open> = HashMap::new();
+    for Action::Send { to, frames } in actions {
+        if !batchable(&frames) {
+            // Whatever follows to this peer must come after it.
+            open.remove(&to);
+            out.push(Action::Send { to, frames });
+            continue;
+        }
+        let size: usize = frames.iter().map(Bytes::len).sum();
+        match open.get_mut(&to) {
+            Some(b) if b.items < BATCH_ITEMS_MAX && b.bytes + size <= BATCH_BYTES_MAX => {
+                let Action::Send { frames: batch, .. } = &mut out[b.at];
+                if b.items == 1 {
+                    let first = std::mem::take(batch);
+                    push_item(batch, &first);
+                }
+                push_item(batch, &frames);
+                b.items += 1;
+                b.bytes += size;
+            }
+            _ => {
+                open.insert(
+                    to.clone(),
+                    Open {
+                        at: out.len(),
+                        items: 1,
+                        bytes: size,
+                    },
+                );
+                out.push(Action::Send { to, frames });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mdp::batch::split;
+
+    fn send(to: &'static [u8], frames: &[&'static [u8]]) -> Action {
+        Action::Send {
+            to: Bytes::from_static(to),
+            frames: frames.iter().map(|f| Bytes::from_static(f)).collect(),
+        }
+    }
+
+    #[test]
+    fn merges_per_zmesh_peer_and_keeps_each_peers_order() {
+        let out = coalesce(vec![
+            send(b"c", &[b"ZMDPC1", b"\x03", b"1"]),
+            send(b"w", &[b"ZMDPW1", b"\x02", b"h", b"", b"x"]),
+            send(b"c", &[b"ZMDPC1", b"\x04", b"2"]),
+            send(b"m", &[b"", b"MDPW01", b"\x04"]),
+            send(b"m", &[b"", b"MDPW01", b"\x04"]),
+            send(b"c", &[b"ZMDPC1", b"\x03", b"3"]),
+        ]);
+        assert_eq!(out.len(), 4, "one batch to c, one message to w, two to m");
+        let Action::Send { to, frames } = &out[0];
+        assert_eq!(to.as_ref(), b"c");
+        let items = split(frames).unwrap();
+        let ids: Vec<&[u8]> = items.iter().map(|i| i[2].as_ref()).collect();
+        assert_eq!(ids, [b"1", b"2", b"3"]);
+        let Action::Send { frames, .. } = &out[1];
+        assert_eq!(
+            frames[1].as_ref(),
+            b"\x02",
+            "a lone message is sent as it is"
+        );
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_item_limit() {
+        let many: Vec<Action> = (0..BATCH_ITEMS_MAX + 1)
+            .map(|_| send(b"c", &[b"ZMDPC1", b"\x03", b"1"]))
+            .collect();
+        let out = coalesce(many);
+        assert_eq!(out.len(), 2);
+        let Action::Send { frames, .. } = &out[0];
+        assert_eq!(split(frames).unwrap().len(), BATCH_ITEMS_MAX);
+    }
+}

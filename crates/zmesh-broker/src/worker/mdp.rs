@@ -1,0 +1,104 @@
+//! The 7/MDP worker session: one connection, one request at a time.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use zmesh::{Message, Socket};
+
+use super::{SessionEnd, Worker};
+use crate::mdp::{MDPW01, cmd};
+
+fn w1(command: u8) -> Vec<Bytes> {
+    vec![
+        Bytes::new(),
+        Bytes::from_static(MDPW01),
+        Bytes::from(vec![command]),
+    ]
+}
+
+impl Worker {
+    /// One 7/MDP session: one request at a time.
+    pub(super) async fn mdp_session(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> zmesh::Result<SessionEnd> {
+        let sock = self.connect().await?;
+        let mut ready = w1(cmd::W1_READY);
+        ready.push(Bytes::from(self.service.clone()));
+        sock.send(Message::from_frames(ready)).await?;
+        let hb = self.cfg.heartbeat_interval;
+        let patience = hb * self.cfg.heartbeat_liveness;
+        let mut broker_expiry = Instant::now() + patience;
+        let mut next_hb = Instant::now() + hb;
+        let end = loop {
+            tokio::select! {
+                m = sock.recv() => {
+                    broker_expiry = Instant::now() + patience;
+                    let frames = m?.frames();
+                    match frames.as_slice() {
+                        [e, h, c, ..] if e.is_empty() && h.as_ref() == MDPW01 && c.as_ref() == [cmd::W1_DISCONNECT] => break SessionEnd::Lost,
+                        [e, h, c, address, delim, body @ ..] if e.is_empty() && h.as_ref() == MDPW01 && c.as_ref() == [cmd::W1_REQUEST] && delim.is_empty() => {
+                            let reply = self.handle(&sock, body.to_vec(), &mut next_hb).await?;
+                            let mut f = w1(cmd::W1_REPLY);
+                            f.extend([address.clone(), Bytes::new()]);
+                            f.extend(reply);
+                            sock.send(Message::from_frames(f)).await?;
+                            self.stats.handled.fetch_add(1, Ordering::Relaxed);
+                            if *stop.borrow() {
+                                break SessionEnd::Stopped;
+                            }
+                        }
+                        _ => {} // heartbeats and anything else: liveness only
+                    }
+                }
+                _ = sleep_until(next_hb) => {
+                    if Instant::now() >= broker_expiry {
+                        break SessionEnd::Lost;
+                    }
+                    sock.send(Message::from_frames(w1(cmd::W1_HEARTBEAT))).await?;
+                    next_hb = Instant::now() + hb;
+                }
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        break SessionEnd::Stopped;
+                    }
+                }
+            }
+        };
+        if matches!(end, SessionEnd::Stopped) {
+            // Drained (we are between requests): tell the broker we are gone.
+            let _ = sock
+                .send(Message::from_frames(w1(cmd::W1_DISCONNECT)))
+                .await;
+        }
+        sock.close().await?;
+        Ok(end)
+    }
+
+    /// Run the handler while heartbeats keep going out.
+    async fn handle(
+        &self,
+        sock: &Socket,
+        body: Vec<Bytes>,
+        next_hb: &mut Instant,
+    ) -> zmesh::Result<Vec<Bytes>> {
+        let work = (self.handler)(body);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                r = &mut work => {
+                    return Ok(match r {
+                        Ok(reply) => reply,
+                        Err(e) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
+                    });
+                }
+                _ = sleep_until(*next_hb) => {
+                    sock.send(Message::from_frames(w1(cmd::W1_HEARTBEAT))).await?;
+                    *next_hb = Instant::now() + self.cfg.heartbeat_interval;
+                }
+            }
+        }
+    }
+}

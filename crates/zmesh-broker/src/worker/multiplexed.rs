@@ -1,0 +1,131 @@
+//! The ZMDPW1 worker session: one connection holding up to `concurrency`
+//! requests, handlers running side by side, replies sent in batches.
+//!
+//! Drain: the worker says DRAIN and keeps answering; the broker answers DRAIN
+//! once nothing more will come, so when that answer is in and no handler is
+//! running, every request sent to this worker has been answered and
+//! DISCONNECT loses nothing.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use zmesh::Message;
+
+use super::{SessionEnd, Worker};
+use crate::mdp::batch::{self, BATCH_ITEMS_MAX};
+use crate::mdp::{WORKER_CREDIT_MAX, ZMDPW1, cmd};
+
+fn zw(command: u8) -> Vec<Bytes> {
+    vec![Bytes::from_static(ZMDPW1), Bytes::from(vec![command])]
+}
+
+/// One message for `items` (each header first): alone, or as a BATCH.
+fn message(mut items: Vec<Vec<Bytes>>) -> Message {
+    match items.len() {
+        1 => Message::from_frames(items.pop().expect("one")),
+        _ => Message::from_frames(batch::join(&items)),
+    }
+}
+
+impl Worker {
+    /// One ZMDPW1 session; returns when the broker is lost or the drain is done.
+    pub(super) async fn multiplexed_session(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> zmesh::Result<SessionEnd> {
+        let sock = self.connect().await?;
+        let credit = (self.cfg.concurrency as u32).clamp(1, WORKER_CREDIT_MAX);
+        let mut ready = zw(cmd::W2_READY);
+        ready.push(Bytes::from(self.service.clone()));
+        ready.push(Bytes::copy_from_slice(&credit.to_be_bytes()));
+        sock.send(Message::from_frames(ready)).await?;
+
+        let hb = self.cfg.heartbeat_interval;
+        let patience = hb * self.cfg.heartbeat_liveness;
+        let mut broker_expiry = Instant::now() + patience;
+        let mut next_hb = Instant::now() + hb;
+        // Replies from the handlers; at most `credit` are ever waiting.
+        let (reply_tx, mut replies) = mpsc::unbounded_channel::<Vec<Bytes>>();
+        // Dropped with the session: a lost broker's requests are not worked on.
+        let mut handlers = JoinSet::new();
+        let mut in_flight = 0usize;
+        let mut draining = false;
+        let mut drained = false;
+        let mut waiting = Vec::new();
+        let end = loop {
+            if draining && drained && in_flight == 0 {
+                break SessionEnd::Stopped;
+            }
+            tokio::select! {
+                m = sock.recv() => {
+                    broker_expiry = Instant::now() + patience;
+                    let frames = m?.frames();
+                    let items = if batch::is_batch(&frames) {
+                        batch::split(&frames).unwrap_or_default()
+                    } else {
+                        vec![frames]
+                    };
+                    for item in items {
+                        match item.as_slice() {
+                            [h, c, ..] if h.as_ref() != ZMDPW1 => {
+                                tracing::debug!(command = ?c, "not a ZMDPW1 message; ignored");
+                            }
+                            [_, c, ..] if c.as_ref() == [cmd::W2_DISCONNECT] => {
+                                return Ok(SessionEnd::Lost);
+                            }
+                            [_, c, ..] if c.as_ref() == [cmd::Z_DRAIN] => drained = true,
+                            [_, c, address, delim, body @ ..] if c.as_ref() == [cmd::W2_REQUEST] && delim.is_empty() => {
+                                in_flight += 1;
+                                let (address, body, tx) = (address.clone(), body.to_vec(), reply_tx.clone());
+                                let work = AssertUnwindSafe((self.handler)(body)).catch_unwind();
+                                handlers.spawn(async move {
+                                    let reply = match work.await {
+                                        Ok(Ok(reply)) => reply,
+                                        Ok(Err(e)) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
+                                        Err(_) => vec![Bytes::from_static(b"500"), Bytes::from_static(b"handler panicked")],
+                                    };
+                                    let mut f = zw(cmd::W2_FINAL);
+                                    f.extend([address, Bytes::new()]);
+                                    f.extend(reply);
+                                    let _ = tx.send(f);
+                                });
+                            }
+                            _ => {} // heartbeats and anything else: liveness only
+                        }
+                    }
+                }
+                n = replies.recv_many(&mut waiting, BATCH_ITEMS_MAX) => {
+                    while handlers.try_join_next().is_some() {}
+                    in_flight -= n;
+                    sock.send(message(std::mem::take(&mut waiting))).await?;
+                    self.stats.handled.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                _ = sleep_until(next_hb) => {
+                    if Instant::now() >= broker_expiry {
+                        break SessionEnd::Lost;
+                    }
+                    sock.send(Message::from_frames(zw(cmd::W2_HEARTBEAT))).await?;
+                    next_hb = Instant::now() + hb;
+                }
+                _ = stop.changed(), if !draining => {
+                    if *stop.borrow() {
+                        draining = true;
+                        sock.send(Message::from_frames(zw(cmd::Z_DRAIN))).await?;
+                    }
+                }
+            }
+        };
+        if matches!(end, SessionEnd::Stopped) {
+            let _ = sock
+                .send(Message::from_frames(zw(cmd::W2_DISCONNECT)))
+                .await;
+        }
+        sock.close().await?;
+        Ok(end)
+    }
+}
