@@ -259,6 +259,10 @@ impl Client {
             .breakers
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // Looked up before inserting: no allocation per request once known.
+        if let Some(b) = breakers.get_mut(service) {
+            return f(b);
+        }
         let b = breakers.entry(service.to_owned()).or_insert_with(|| {
             CircuitBreaker::new(self.cfg.breaker_threshold, self.cfg.breaker_cooldown)
         });

@@ -260,6 +260,53 @@ async fn worker_drain_answers_what_it_holds_then_leaves() {
     .await;
 }
 
+/// A handler that fails or panics costs its request a `500` reply, not the
+/// worker: the requests around it are answered, in the same batches.
+#[tokio::test]
+async fn a_failing_handler_answers_500_and_the_worker_carries_on() {
+    bounded(TEST_LIMIT, async {
+        let ep = broker(test_config()).await;
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        let cfg = WorkerConfig {
+            concurrency: 8,
+            ..worker_config()
+        };
+        let h = handler(|body: Vec<Bytes>| async move {
+            match body[0].as_ref() {
+                b"panic" => panic!("handler bug"),
+                b"fail" => Err("no such order".to_owned()),
+                b"slow" => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok(body)
+                }
+                _ => Ok(body),
+            }
+        });
+        tokio::spawn(Worker::new(&ep, "orders", cfg, h).run(rx));
+        let client = Client::connect(&ep, client_config()).await.unwrap();
+        let bodies: [&'static str; 7] = ["ok", "panic", "slow", "fail", "ok", "panic", "slow"];
+        let calls = bodies.into_iter().map(|b| {
+            let client = client.clone();
+            async move {
+                client
+                    .request("orders", vec![Bytes::from_static(b.as_bytes())])
+                    .await
+            }
+        });
+        let replies = futures_join_all(calls).await;
+        for (b, r) in bodies.iter().zip(replies) {
+            let got = text(&r.unwrap());
+            let want: Vec<String> = match *b {
+                "panic" => vec!["500".into(), "handler panicked".into()],
+                "fail" => vec!["500".into(), "no such order".into()],
+                other => vec![other.into()],
+            };
+            assert_eq!(got, want, "reply to {b:?}");
+        }
+    })
+    .await;
+}
+
 async fn futures_join_all<F>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,

@@ -51,7 +51,9 @@ impl Worker {
         let mut next_hb = Instant::now() + hb;
         // Replies from the handlers; at most `credit` are ever waiting.
         let (reply_tx, mut replies) = mpsc::unbounded_channel::<Vec<Bytes>>();
-        // Dropped with the session: a lost broker's requests are not worked on.
+        // Each handler is a task of its own, so a multi-threaded runtime runs
+        // them in parallel; dropped with the session, so a lost broker's
+        // requests are not worked on.
         let mut handlers = JoinSet::new();
         let mut in_flight = 0usize;
         let mut draining = false;
@@ -70,6 +72,9 @@ impl Worker {
                     } else {
                         vec![frames]
                     };
+                    // Replies of handlers that finish when first polled go
+                    // out together right away; the others run as tasks.
+                    let mut done_now = Vec::new();
                     for item in items {
                         match item.as_slice() {
                             [h, c, ..] if h.as_ref() != ZMDPW1 => {
@@ -80,23 +85,24 @@ impl Worker {
                             }
                             [_, c, ..] if c.as_ref() == [cmd::Z_DRAIN] => drained = true,
                             [_, c, address, delim, body @ ..] if c.as_ref() == [cmd::W2_REQUEST] && delim.is_empty() => {
-                                in_flight += 1;
-                                let (address, body, tx) = (address.clone(), body.to_vec(), reply_tx.clone());
-                                let work = AssertUnwindSafe((self.handler)(body)).catch_unwind();
-                                handlers.spawn(async move {
-                                    let reply = match work.await {
-                                        Ok(Ok(reply)) => reply,
-                                        Ok(Err(e)) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
-                                        Err(_) => vec![Bytes::from_static(b"500"), Bytes::from_static(b"handler panicked")],
-                                    };
-                                    let mut f = zw(cmd::W2_FINAL);
-                                    f.extend([address, Bytes::new()]);
-                                    f.extend(reply);
-                                    let _ = tx.send(f);
-                                });
+                                let mut work = Box::pin(self.answer(address.clone(), body.to_vec()));
+                                match (&mut work).now_or_never() {
+                                    Some(reply) => done_now.push(reply),
+                                    None => {
+                                        in_flight += 1;
+                                        let tx = reply_tx.clone();
+                                        handlers.spawn(async move {
+                                            let _ = tx.send(work.await);
+                                        });
+                                    }
+                                }
                             }
                             _ => {} // heartbeats and anything else: liveness only
                         }
+                    }
+                    if !done_now.is_empty() {
+                        self.stats.handled.fetch_add(done_now.len() as u64, Ordering::Relaxed);
+                        sock.send(message(done_now)).await?;
                     }
                 }
                 n = replies.recv_many(&mut waiting, BATCH_ITEMS_MAX) => {
@@ -127,5 +133,29 @@ impl Worker {
         }
         sock.close().await?;
         Ok(end)
+    }
+
+    /// The handler's FINAL reply to the request the broker calls `address`;
+    /// an error or a panic becomes a `500` reply.
+    fn answer(
+        &self,
+        address: Bytes,
+        body: Vec<Bytes>,
+    ) -> impl Future<Output = Vec<Bytes>> + Send + 'static {
+        let work = AssertUnwindSafe((self.handler)(body)).catch_unwind();
+        async move {
+            let reply = match work.await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
+                Err(_) => vec![
+                    Bytes::from_static(b"500"),
+                    Bytes::from_static(b"handler panicked"),
+                ],
+            };
+            let mut f = zw(cmd::W2_FINAL);
+            f.extend([address, Bytes::new()]);
+            f.extend(reply);
+            f
+        }
     }
 }
