@@ -340,9 +340,22 @@ fn random_frames_never_break_the_broker_bounds() {
         rng ^= rng << 17;
         rng
     };
-    let words: [&[u8]; 10] = [
-        b"", b"MDPC01", b"MDPW01", b"MDPC02", b"MDPW02", b"ZMDPC1", b"\x01", b"\x02", b"\x03",
+    let words: [&[u8]; 15] = [
+        b"",
+        b"MDPC01",
+        b"MDPW01",
+        b"MDPC02",
+        b"MDPW02",
+        b"ZMDPC1",
+        b"\x01",
+        b"\x02",
+        b"\x03",
         b"svc",
+        b"ZMDPW1",
+        b"\x10",
+        b"\0\0\0\x02",
+        b"\0\0\0\x04",
+        b"\x07",
     ];
     let t0 = Instant::now();
     let mut b = Broker::new(BrokerConfig {
@@ -351,12 +364,23 @@ fn random_frames_never_break_the_broker_bounds() {
         ..Default::default()
     });
     for round in 0..20_000u64 {
-        let n = (next() % 7) as usize;
+        let n = (next() % 9) as usize;
         let frames: Vec<Bytes> = (0..n)
-            .map(|_| Bytes::from_static(words[(next() % 10) as usize]))
+            .map(|_| Bytes::from_static(words[(next() % 15) as usize]))
             .collect();
         let peer = Bytes::from(vec![(next() % 3) as u8]);
-        b.handle(t0 + Duration::from_millis(round), &peer, &frames);
+        let out = b.handle(t0 + Duration::from_millis(round), &peer, &frames);
+        // Whatever goes out batched splits back into exactly what was sent.
+        let sent: usize = coalesce(out.clone())
+            .iter()
+            .map(
+                |Action::Send { frames, .. }| match mdp::batch::is_batch(frames) {
+                    true => mdp::batch::split(frames).expect("our batches parse").len(),
+                    false => 1,
+                },
+            )
+            .sum();
+        assert_eq!(sent, out.len());
         if round % 100 == 0 {
             b.tick(t0 + Duration::from_millis(round * 10));
         }
