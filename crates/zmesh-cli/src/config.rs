@@ -38,6 +38,7 @@ pub struct BrokerSection {
     pub segment_mib: Option<u64>,
     pub admin_bind: Option<String>,
     pub admin_token: Option<String>,
+    pub admin_host: Option<Vec<String>>,
     pub drain_timeout_ms: Option<u64>,
     pub security: Option<SecuritySection>,
 }
@@ -142,6 +143,7 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
         take!(segment_mib);
         take!(admin_bind, opt);
         take!(admin_token, opt);
+        take!(admin_host);
         take!(drain_timeout_ms);
         if let Some(s) = b.security {
             let sec = &mut cmd.socket.security;
@@ -188,6 +190,17 @@ fn validate(cmd: &BrokerCmd) -> Result<(), String> {
         .is_some_and(|t| t.trim().is_empty())
     {
         return Err("broker.admin_token: empty (leave it out to refuse every change)".into());
+    }
+    for (i, h) in cmd.admin_host.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+        if !ok {
+            return Err(format!(
+                "broker.admin_host[{i}]: {h:?} is not a host name (letters, digits, '-' and '.')"
+            ));
+        }
     }
     if let Some(a) = &cmd.admin_bind {
         a.parse::<std::net::SocketAddr>().map_err(|_| {
@@ -239,6 +252,7 @@ pub fn effective(cmd: &BrokerCmd) -> String {
             segment_mib: Some(cmd.segment_mib),
             admin_bind: cmd.admin_bind.clone(),
             admin_token: cmd.admin_token.as_ref().map(|_| "(set, hidden)".to_owned()),
+            admin_host: Some(cmd.admin_host.clone()),
             drain_timeout_ms: Some(cmd.drain_timeout_ms),
             security: Some(SecuritySection {
                 curve_secret_key_file: sec.curve_secret_key_file.clone(),

@@ -37,12 +37,32 @@ async fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    http_to(
+        port,
+        &format!("127.0.0.1:{port}"),
+        method,
+        path,
+        token,
+        body,
+    )
+    .await
+}
+
+/// [`http`] with the `Host` header given.
+async fn http_to(
+    port: u16,
+    host: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -256,6 +276,37 @@ async fn without_a_token_every_change_is_refused() {
     .await;
 }
 
+/// A web page whose domain re-resolves to the broker's address (DNS
+/// rebinding) sends its own name as Host: refused before any handler, reads
+/// included; addresses, localhost and names given with --admin-host pass.
+#[tokio::test]
+async fn requests_naming_a_foreign_host_are_refused() {
+    bounded(LIMIT, async {
+        let port = free_port();
+        let admin = format!("127.0.0.1:{port}");
+        let _b = broker(&[
+            "--bind",
+            &free_endpoint(),
+            "--no-queues",
+            "--admin-bind",
+            &admin,
+            "--admin-host",
+            "broker.internal",
+        ])
+        .await;
+        for path in ["/api/overview", "/metrics", "/", "/api/events"] {
+            let (status, body) = http_to(port, "evil.example", "GET", path, None, "").await;
+            assert_eq!(status, 403, "{path}: {body}");
+            assert!(body.contains("--admin-host"), "{body}");
+        }
+        for host in [admin.as_str(), "localhost", "broker.internal:8222"] {
+            let (status, body) = http_to(port, host, "GET", "/api/overview", None, "").await;
+            assert_eq!(status, 200, "{host}: {body}");
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn each_kind_of_config_mistake_is_named() {
     let d = dir("config");
@@ -273,6 +324,10 @@ async fn each_kind_of_config_mistake_is_named() {
         (
             "[broker]\nadmin_bind = \"localhost\"\n",
             "broker.admin_bind",
+        ),
+        (
+            "[broker]\nadmin_host = [\"evil example\"]\n",
+            "broker.admin_host[0]",
         ),
         ("[brokr]\n", "unknown field `brokr`"),
     ];

@@ -57,6 +57,48 @@ fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<(), (StatusCode, &'s
     }
 }
 
+/// Whether a `Host` header names this port in a way no other site can: an IP
+/// address, `localhost`, or a name the operator allowed. A page from an
+/// attacker's domain that re-resolves to 127.0.0.1 (DNS rebinding) still sends
+/// its own name, so it is refused before any handler runs.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // "[v6]" or "[v6]:port": an address literal.
+        Some(rest) => return rest.contains(']'),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || allowed.contains(&name)
+}
+
+async fn check_host(
+    State(s): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    // No Host at all is not a browser (they always send one).
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    match host {
+        Some(h) if !host_allowed(h, &s.allowed_hosts) => error(
+            StatusCode::FORBIDDEN,
+            "this Host is not allowed: the admin port answers IP addresses, localhost and the names given with --admin-host",
+        ),
+        _ => next.run(req).await,
+    }
+}
+
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -92,6 +134,10 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/api/queues/{name}/purge", post(purge))
         .route("/api/routes/{service}", put(set_routes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
         .with_state(state)
 }
 
@@ -109,6 +155,39 @@ async fn events(State(s): State<AdminState>) -> impl IntoResponse {
         ))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn hosts_an_attacker_cannot_name_are_allowed_and_others_refused() {
+        let allowed = vec!["broker.internal".to_owned()];
+        for ok in [
+            "127.0.0.1:8222",
+            "10.1.2.3",
+            "[::1]:8222",
+            "[fe80::1]",
+            "localhost:8222",
+            "LOCALHOST",
+            "app.localhost",
+            "broker.internal:8222",
+            "Broker.Internal.",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok} should be allowed");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8222",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "broker.internal.evil.example",
+            "",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad} should be refused");
+        }
+    }
 }
 
 /// The OpenAPI document's name pattern, exactly: what it allows is accepted.

@@ -123,6 +123,9 @@ pub struct AdminState {
     pub commands: mpsc::Sender<AdminCommand>,
     /// Token required for changes; `None` refuses every change.
     pub token: Option<String>,
+    /// Host names (lower case) the port answers to besides IP addresses and
+    /// `localhost`: a browser page on any other name may be a DNS rebinding.
+    pub allowed_hosts: Arc<Vec<String>>,
 }
 
 /// The loop's end: where to publish snapshots and receive commands.
@@ -148,6 +151,7 @@ pub fn channel(token: Option<String>) -> (AdminState, AdminLink) {
             snapshot: snapshot.clone(),
             commands: tx,
             token,
+            allowed_hosts: Arc::default(),
         },
         AdminLink {
             histograms,

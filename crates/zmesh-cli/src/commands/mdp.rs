@@ -74,6 +74,11 @@ pub struct BrokerCmd {
     /// Token required for changes through the admin API (Bearer).
     #[arg(long, env = "ZMESH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A host name the admin port answers to, besides IP addresses and
+    /// localhost (repeatable): requests naming any other host are refused, so
+    /// a web page cannot reach the port through DNS rebinding.
+    #[arg(long, env = "ZMESH_ADMIN_HOST", value_delimiter = ',')]
+    pub admin_host: Vec<String>,
     /// On SIGTERM/SIGINT: how long held requests may take to finish.
     #[arg(long, default_value_t = 10_000, env = "ZMESH_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: u64,
@@ -154,7 +159,13 @@ pub async fn run_broker(
         ..Default::default()
     };
     if let Some(addr) = &cmd.admin_bind {
-        let (state, link) = zmesh_broker::admin::channel(cmd.admin_token.clone());
+        let (mut state, link) = zmesh_broker::admin::channel(cmd.admin_token.clone());
+        state.allowed_hosts = std::sync::Arc::new(
+            cmd.admin_host
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+        );
         let listener = tokio::net::TcpListener::bind(addr).await?;
         note!("zmesh: admin on http://{}", listener.local_addr()?);
         tokio::spawn(async move {
