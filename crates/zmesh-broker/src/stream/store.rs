@@ -65,6 +65,9 @@ pub struct StreamStore {
     unflushed: Vec<(u32, u64, u64, Durability)>,
     /// Written, waiting for an fsync, per stream: (seq, ticket).
     unsynced: HashMap<u32, VecDeque<(u64, u64)>>,
+    /// Each log's bytes written when its last sync was asked for, so the
+    /// group-commit thread hears how much each request covers.
+    requested_at: HashMap<u32, u64>,
 }
 
 impl StreamStore {
@@ -115,6 +118,7 @@ impl StreamStore {
             durable_rx,
             unflushed: Vec::new(),
             unsynced: HashMap::default(),
+            requested_at: HashMap::default(),
         };
         Ok((store, started.elapsed()))
     }
@@ -189,7 +193,11 @@ impl StreamStore {
         for id in to_sync {
             if let Some(log) = self.logs.get(&id) {
                 let (file, offset) = log.sync_target();
-                self.syncer.request(u64::from(id), file, offset, 1);
+                let total = log.bytes_written_total();
+                let since = total.saturating_sub(self.requested_at.insert(id, total).unwrap_or(0));
+                // At least 1: a sync is asked for whatever was written.
+                self.syncer
+                    .request(u64::from(id), file, offset, since.max(1));
             }
         }
         for (ticket, r) in resolved {
@@ -347,6 +355,7 @@ impl StreamStore {
                 }
                 StreamAction::DeleteStream(id) => {
                     self.logs.remove(&id);
+                    self.requested_at.remove(&id);
                     for (_, ticket) in self.unsynced.remove(&id).unwrap_or_default() {
                         todo.extend(self.core.persisted(ticket, Err("stream deleted".into())));
                     }
