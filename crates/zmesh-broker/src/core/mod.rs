@@ -53,6 +53,11 @@ pub struct BrokerConfig {
     pub requests_max: usize,
     /// Workers the broker accepts at once.
     pub workers_max: usize,
+    /// Services the broker knows at once. Any client can name a service, so
+    /// without a bound made-up names would grow the table without end; a
+    /// service with no worker and nothing waiting is forgotten after
+    /// [`SERVICE_IDLE_EXPIRY`].
+    pub services_max: usize,
     /// Per-service policies by service name.
     pub policies: HashMap<String, ServicePolicy>,
     /// Weighted routes by requested service name.
@@ -70,6 +75,7 @@ impl Default for BrokerConfig {
             request_timeout: Duration::from_secs(10),
             requests_max: 100_000,
             workers_max: 10_000,
+            services_max: 10_000,
             policies: HashMap::new(),
             routes: HashMap::new(),
             seed: 0x2545_f491_4f6c_dd1d,
@@ -157,6 +163,9 @@ pub struct Broker {
     /// Whether anyone takes them (the admin port's histogram).
     record_latencies: bool,
 }
+
+/// How long a service with no worker and nothing waiting is remembered.
+pub const SERVICE_IDLE_EXPIRY: Duration = Duration::from_secs(60);
 
 /// Latencies kept between two `take_latencies` calls at most.
 const LATENCIES_MAX: usize = 100_000;
@@ -350,11 +359,19 @@ impl Broker {
             }
         }
         let queue_max = self.cfg.queue_max;
+        if !self.services.contains_key(&target) && self.services.len() >= self.cfg.services_max {
+            let why = format!(
+                "the broker knows {} services, its limit; {name} is not one of them",
+                self.services.len()
+            );
+            return self.reply_error(client, &proto, &requested, status::UNAVAILABLE, &why, out);
+        }
         let service = self
             .services
             .entry(target.clone())
-            .or_insert_with(Service::new);
+            .or_insert_with(|| Service::new(now));
         service.requests += 1;
+        service.last_active = now;
         if service.waiting.len() >= queue_max || self.requests.len() >= self.cfg.requests_max {
             let why = format!("{name}: queue full ({queue_max} waiting)");
             return self.reply_error(client, &proto, &requested, status::UNAVAILABLE, &why, out);
@@ -522,8 +539,9 @@ impl Broker {
         let s = self
             .services
             .entry(service.clone())
-            .or_insert_with(Service::new);
+            .or_insert_with(|| Service::new(now));
         s.workers += 1;
+        s.last_active = now;
         s.idle
             .extend(std::iter::repeat_n(id.clone(), credit as usize));
         tracing::info!(service = %String::from_utf8_lossy(&service), "worker registered");
@@ -586,6 +604,7 @@ impl Broker {
             .get_mut(&req.service)
             .expect("a busy worker's service exists");
         s.replies += 1;
+        s.last_active = now;
         if free {
             s.idle.push_back(worker.clone());
         }
@@ -724,6 +743,10 @@ impl Broker {
                 );
             }
         }
+        // Forget services nothing refers to any more (made-up names included).
+        self.services.retain(|_, s| {
+            !s.unused() || now.saturating_duration_since(s.last_active) < SERVICE_IDLE_EXPIRY
+        });
         out
     }
 

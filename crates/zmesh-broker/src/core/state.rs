@@ -21,10 +21,13 @@ pub(super) struct Service {
     pub requests: u64,
     pub replies: u64,
     pub errors: u64,
+    /// Last request, registration or reply: a service with no workers and
+    /// nothing waiting is forgotten a while after this.
+    pub last_active: Instant,
 }
 
 impl Service {
-    pub fn new() -> Self {
+    pub fn new(now: Instant) -> Self {
         Self {
             waiting: VecDeque::new(),
             idle: VecDeque::new(),
@@ -32,7 +35,13 @@ impl Service {
             requests: 0,
             replies: 0,
             errors: 0,
+            last_active: now,
         }
+    }
+
+    /// Nothing refers to it: no worker, no request waiting.
+    pub fn unused(&self) -> bool {
+        self.workers == 0 && self.waiting.is_empty()
     }
 }
 

@@ -489,3 +489,34 @@ fn drain_stops_dispatch_and_is_confirmed_after_the_last_request() {
     );
     assert_eq!(b.queued("s"), 1);
 }
+
+#[test]
+fn made_up_service_names_are_bounded_then_forgotten() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig {
+        services_max: 3,
+        request_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    ready(&mut b, t0, "w", "real");
+    for name in ["x1", "x2"] {
+        assert!(
+            request(&mut b, t0, "c", name, "?").is_empty(),
+            "waits for a worker"
+        );
+    }
+    // A fourth name is refused with a reason, not remembered.
+    let a = request(&mut b, t0, "c", "x3", "?");
+    assert_eq!(sent_to(&a, "c")[0][3], "503");
+    assert!(String::from_utf8_lossy(&sent_to(&a, "c")[0][4]).contains("limit"));
+    assert_eq!(b.services().len(), 3);
+    // The waiting requests time out (503); a minute later the unused names
+    // are gone, the service with a worker stays, and new names fit again.
+    b.tick(t0 + Duration::from_secs(2));
+    let later = t0 + Duration::from_secs(2) + SERVICE_IDLE_EXPIRY;
+    b.handle(later, &id("w"), &f(&[b"", b"MDPW01", b"\x04"])); // the worker lives on
+    b.tick(later);
+    let names: Vec<String> = b.services().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["real"]);
+    assert!(request(&mut b, t0 + Duration::from_secs(70), "c", "x3", "?").is_empty());
+}
