@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::Action;
-use crate::mdp::batch::{BATCH_ITEMS_MAX, push_item};
+use crate::mdp::batch::{BATCH_ITEMS_MAX, BatchWriter};
 use crate::mdp::{ZMDPC1, ZMDPW1, cmd};
 
 /// Bytes a batch may reach before the next send to that peer starts another.
@@ -16,10 +16,25 @@ fn batchable(frames: &[Bytes]) -> bool {
 }
 
 struct Open {
-    /// Index of the batch in the output.
+    /// Index in the output of the first message, which the batch replaces.
     at: usize,
-    items: usize,
+    /// From the second message on.
+    batch: Option<BatchWriter>,
     bytes: usize,
+}
+
+impl Open {
+    fn items(&self) -> usize {
+        self.batch.as_ref().map_or(1, BatchWriter::items)
+    }
+
+    /// Put the batch, if any, in the place of its first message.
+    fn close(self, out: &mut [Action]) {
+        if let Some(batch) = self.batch {
+            let Action::Send { frames, .. } = &mut out[self.at];
+            *frames = batch.finish();
+        }
+    }
 }
 
 /// Merge the sends of one round: every message to the same ZMDPC1 client or
@@ -46,34 +61,39 @@ pub fn coalesce(actions: Vec<Action>) -> Vec<Action> {
     for Action::Send { to, frames } in actions {
         if !batchable(&frames) {
             // Whatever follows to this peer must come after it.
-            open.remove(&to);
+            if let Some(o) = open.remove(&to) {
+                o.close(&mut out);
+            }
             out.push(Action::Send { to, frames });
             continue;
         }
         let size: usize = frames.iter().map(Bytes::len).sum();
         match open.get_mut(&to) {
-            Some(b) if b.items < BATCH_ITEMS_MAX && b.bytes + size <= BATCH_BYTES_MAX => {
-                let Action::Send { frames: batch, .. } = &mut out[b.at];
-                if b.items == 1 {
-                    let first = std::mem::take(batch);
-                    push_item(batch, &first);
-                }
-                push_item(batch, &frames);
-                b.items += 1;
-                b.bytes += size;
+            Some(o) if o.items() < BATCH_ITEMS_MAX && o.bytes + size <= BATCH_BYTES_MAX => {
+                let batch = o.batch.get_or_insert_with(|| {
+                    let Action::Send { frames: first, .. } = &out[o.at];
+                    let mut b = BatchWriter::new(None);
+                    b.push(first);
+                    b
+                });
+                batch.push(&frames);
+                o.bytes += size;
             }
             _ => {
-                open.insert(
-                    to.clone(),
-                    Open {
-                        at: out.len(),
-                        items: 1,
-                        bytes: size,
-                    },
-                );
+                let fresh = Open {
+                    at: out.len(),
+                    batch: None,
+                    bytes: size,
+                };
+                if let Some(full) = open.insert(to.clone(), fresh) {
+                    full.close(&mut out);
+                }
                 out.push(Action::Send { to, frames });
             }
         }
+    }
+    for (_, o) in open {
+        o.close(&mut out);
     }
     out
 }

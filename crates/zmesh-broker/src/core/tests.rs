@@ -340,7 +340,7 @@ fn random_frames_never_break_the_broker_bounds() {
         rng ^= rng << 17;
         rng
     };
-    let words: [&[u8]; 15] = [
+    let words: [&[u8]; 17] = [
         b"",
         b"MDPC01",
         b"MDPW01",
@@ -356,6 +356,9 @@ fn random_frames_never_break_the_broker_bounds() {
         b"\0\0\0\x02",
         b"\0\0\0\x04",
         b"\x07",
+        // Packed BATCH items: a DRAIN and a FINAL for handle 1; a request for "svc".
+        b"\0\0\0\x01\0\0\0\x01\x07\0\0\0\x03\0\0\0\x01\x04\0\0\0\x08\0\0\0\0\0\0\0\x01\0\0\0\0",
+        b"\0\0\0\x03\0\0\0\x01\x01\0\0\0\x08abcdefgh\0\0\0\x03svc",
     ];
     let t0 = Instant::now();
     let mut b = Broker::new(BrokerConfig {
@@ -366,7 +369,7 @@ fn random_frames_never_break_the_broker_bounds() {
     for round in 0..20_000u64 {
         let n = (next() % 9) as usize;
         let frames: Vec<Bytes> = (0..n)
-            .map(|_| Bytes::from_static(words[(next() % 15) as usize]))
+            .map(|_| Bytes::from_static(words[(next() % 17) as usize]))
             .collect();
         let peer = Bytes::from(vec![(next() % 3) as u8]);
         let out = b.handle(t0 + Duration::from_millis(round), &peer, &frames);

@@ -3,12 +3,17 @@
 //! transport once per batch rather than once per request.
 //!
 //! ```text
-//! header | 0x10 BATCH | (frame count, 4 bytes big-endian | command | args...)+
+//! header | 0x10 BATCH | packed
+//! packed = item+                  item  = frame count (4 bytes) | frame+
+//!                                 frame = length (4 bytes) | bytes
 //! ```
-//! Each item is a whole message of the same protocol without its header.
+//! Integers are big-endian. Each item is a whole message of the same protocol
+//! without its header (its first frame is the command). The items travel
+//! packed in one frame: the transport's cost is per frame as well as per
+//! message, and on receipt each item's frames are views of that one buffer.
 //! Batches do not nest.
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::MdpError;
 use super::cmd::BATCH;
@@ -29,33 +34,46 @@ pub fn is_batch(frames: &[Bytes]) -> bool {
 /// let a = vec![Bytes::from_static(b"ZMDPC1"), Bytes::from_static(b"\x03"), Bytes::from_static(b"x")];
 /// let b = vec![Bytes::from_static(b"ZMDPC1"), Bytes::from_static(b"\x04")];
 /// let joined = join(&[a.clone(), b.clone()]);
+/// assert_eq!(joined.len(), 3, "header, BATCH, one packed frame");
 /// assert_eq!(split(&joined).unwrap(), vec![a, b]);
 /// ```
 pub fn split(frames: &[Bytes]) -> Result<Vec<Vec<Bytes>>, MdpError> {
-    let [header, _batch, rest @ ..] = frames else {
-        return Err(MdpError::Truncated("BATCH"));
+    let [header, _batch, packed] = frames else {
+        return Err(MdpError::BadBatch("not one packed frame"));
     };
-    let mut rest = rest;
+    let mut rest = packed.clone();
     let mut items = Vec::new();
-    while let Some((count, tail)) = rest.split_first() {
-        let n = <[u8; 4]>::try_from(count.as_ref())
-            .map(u32::from_be_bytes)
-            .map_err(|_| MdpError::BadBatch("frame count is not 4 bytes"))?
-            as usize;
-        if n == 0 || n > tail.len() {
-            return Err(MdpError::BadBatch("frame count out of range"));
-        }
+    while rest.has_remaining() {
         if items.len() == BATCH_ITEMS_MAX {
             return Err(MdpError::BadBatch("too many items"));
         }
-        if tail[0].as_ref() == [BATCH] {
+        if rest.remaining() < 4 {
+            return Err(MdpError::BadBatch("truncated frame count"));
+        }
+        let count = rest.get_u32() as usize;
+        if count == 0 {
+            return Err(MdpError::BadBatch("an item with no frames"));
+        }
+        // Each frame takes 4 bytes at least: a larger count is a lie.
+        if count > rest.remaining() / 4 {
+            return Err(MdpError::BadBatch("truncated frame length"));
+        }
+        let mut item = Vec::with_capacity(count + 1);
+        item.push(header.clone());
+        for _ in 0..count {
+            if rest.remaining() < 4 {
+                return Err(MdpError::BadBatch("truncated frame length"));
+            }
+            let len = rest.get_u32() as usize;
+            if rest.remaining() < len {
+                return Err(MdpError::BadBatch("frame longer than the batch"));
+            }
+            item.push(rest.split_to(len));
+        }
+        if item[1].as_ref() == [BATCH] {
             return Err(MdpError::BadBatch("batches do not nest"));
         }
-        let mut item = Vec::with_capacity(n + 1);
-        item.push(header.clone());
-        item.extend_from_slice(&tail[..n]);
         items.push(item);
-        rest = &tail[n..];
     }
     if items.is_empty() {
         return Err(MdpError::BadBatch("no items"));
@@ -65,24 +83,60 @@ pub fn split(frames: &[Bytes]) -> Result<Vec<Vec<Bytes>>, MdpError> {
 
 /// One BATCH of `messages`, which all start with the same header.
 pub fn join(messages: &[Vec<Bytes>]) -> Vec<Bytes> {
-    let mut out = Vec::new();
+    let mut w = BatchWriter::new(messages.first().and_then(|m| m.first()).cloned());
     for m in messages {
-        push_item(&mut out, m);
+        w.push(m);
     }
-    out
+    w.finish()
 }
 
-/// Append message `m` (header first) to `batch`, starting the batch if empty.
-pub(crate) fn push_item(batch: &mut Vec<Bytes>, m: &[Bytes]) {
-    let Some((header, item)) = m.split_first() else {
-        return;
-    };
-    if batch.is_empty() {
-        batch.push(header.clone());
-        batch.push(Bytes::from_static(&[BATCH]));
+/// A BATCH being built, one message at a time.
+pub(crate) struct BatchWriter {
+    header: Option<Bytes>,
+    packed: BytesMut,
+    items: usize,
+}
+
+impl BatchWriter {
+    pub(crate) fn new(header: Option<Bytes>) -> Self {
+        Self {
+            header,
+            packed: BytesMut::new(),
+            items: 0,
+        }
     }
-    batch.push(Bytes::copy_from_slice(&(item.len() as u32).to_be_bytes()));
-    batch.extend_from_slice(item);
+
+    /// Append message `m` (header first).
+    pub(crate) fn push(&mut self, m: &[Bytes]) {
+        let Some((header, frames)) = m.split_first() else {
+            return;
+        };
+        self.header.get_or_insert_with(|| header.clone());
+        let size: usize = frames.iter().map(|f| 4 + f.len()).sum();
+        self.packed.reserve(4 + size);
+        // Frame counts and lengths fit in 4 bytes: a ZeroMQ message is far
+        // below 4 GiB under any socket's message size limit.
+        self.packed.put_u32(frames.len() as u32);
+        for f in frames {
+            self.packed.put_u32(f.len() as u32);
+            self.packed.put_slice(f);
+        }
+        self.items += 1;
+    }
+
+    /// Items so far.
+    pub(crate) fn items(&self) -> usize {
+        self.items
+    }
+
+    /// The message: header, BATCH, the packed items.
+    pub(crate) fn finish(self) -> Vec<Bytes> {
+        vec![
+            self.header.unwrap_or_default(),
+            Bytes::from_static(&[BATCH]),
+            self.packed.freeze(),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -94,32 +148,55 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bad_counts_empty_and_nested_batches() {
-        let bad = |frames: Vec<Bytes>| split(&frames).unwrap_err();
+    fn refuses_truncated_empty_and_nested_batches() {
+        let bad = |packed: &[u8]| {
+            split(&[
+                Bytes::from_static(b"ZMDPW1"),
+                Bytes::from_static(b"\x10"),
+                Bytes::copy_from_slice(packed),
+            ])
+            .unwrap_err()
+        };
+        assert_eq!(bad(b""), MdpError::BadBatch("no items"));
+        assert_eq!(bad(b"\0\0"), MdpError::BadBatch("truncated frame count"));
         assert_eq!(
-            bad(f(&[b"ZMDPW1", b"\x10"])),
-            MdpError::BadBatch("no items")
+            bad(b"\0\0\0\0"),
+            MdpError::BadBatch("an item with no frames")
         );
         assert_eq!(
-            bad(f(&[b"ZMDPW1", b"\x10", b"\0\0\0\x02", b"\x05"])),
-            MdpError::BadBatch("frame count out of range")
+            bad(b"\0\0\0\x01\0\0"),
+            MdpError::BadBatch("truncated frame length")
         );
         assert_eq!(
-            bad(f(&[b"ZMDPW1", b"\x10", b"\0\0\0\0"])),
-            MdpError::BadBatch("frame count out of range")
+            bad(b"\xff\xff\xff\xff\0\0\0\0"),
+            MdpError::BadBatch("truncated frame length")
         );
         assert_eq!(
-            bad(f(&[b"ZMDPW1", b"\x10", b"\x01", b"\x05"])),
-            MdpError::BadBatch("frame count is not 4 bytes")
+            bad(b"\0\0\0\x01\0\0\0\x02\x05"),
+            MdpError::BadBatch("frame longer than the batch")
         );
         assert_eq!(
-            bad(f(&[b"ZMDPW1", b"\x10", b"\0\0\0\x01", b"\x10"])),
+            bad(b"\0\0\0\x01\0\0\0\x01\x10"),
             MdpError::BadBatch("batches do not nest")
         );
-        let mut long = f(&[b"ZMDPW1", b"\x10"]);
+        assert_eq!(
+            split(&f(&[b"ZMDPW1", b"\x10", b"\0\0\0\x01", b"\0\0\0\x01\x05"])).unwrap_err(),
+            MdpError::BadBatch("not one packed frame")
+        );
+        let mut long = Vec::new();
         for _ in 0..=BATCH_ITEMS_MAX {
-            long.extend(f(&[b"\0\0\0\x01", b"\x05"]));
+            long.extend_from_slice(b"\0\0\0\x01\0\0\0\x01\x05");
         }
-        assert_eq!(bad(long), MdpError::BadBatch("too many items"));
+        assert_eq!(bad(&long), MdpError::BadBatch("too many items"));
+    }
+
+    #[test]
+    fn empty_frames_and_large_bodies_survive_the_round_trip() {
+        let big = vec![7u8; 100_000];
+        let items = vec![
+            f(&[b"ZMDPC1", b"\x01", b"12345678", b"svc", b"", &big]),
+            f(&[b"ZMDPC1", b"\x01", b"abcdefgh", b"svc"]),
+        ];
+        assert_eq!(split(&join(&items)).unwrap(), items);
     }
 }
