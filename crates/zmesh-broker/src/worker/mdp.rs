@@ -67,14 +67,8 @@ impl Worker {
                 }
             }
         };
-        if matches!(end, SessionEnd::Stopped) {
-            // Drained (we are between requests): tell the broker we are gone.
-            let _ = sock
-                .send(Message::from_frames(w1(cmd::W1_DISCONNECT)))
-                .await;
-        }
-        sock.close().await?;
-        Ok(end)
+        // Drained (we are between requests): DISCONNECT tells the broker.
+        super::end_session(sock, end, w1(cmd::W1_DISCONNECT)).await
     }
 
     /// Run the handler while heartbeats keep going out.

@@ -104,6 +104,19 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
 }
 
+/// Close a session's socket; after a drain, say `disconnect` first.
+async fn end_session(
+    sock: Socket,
+    end: SessionEnd,
+    disconnect: Vec<Bytes>,
+) -> zmesh::Result<SessionEnd> {
+    if matches!(end, SessionEnd::Stopped) {
+        let _ = sock.send(zmesh::Message::from_frames(disconnect)).await;
+    }
+    sock.close().await?;
+    Ok(end)
+}
+
 enum SessionEnd {
     /// The broker vanished or said DISCONNECT: reconnect.
     Lost,

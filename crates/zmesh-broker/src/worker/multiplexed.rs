@@ -126,13 +126,7 @@ impl Worker {
                 }
             }
         };
-        if matches!(end, SessionEnd::Stopped) {
-            let _ = sock
-                .send(Message::from_frames(zw(cmd::W2_DISCONNECT)))
-                .await;
-        }
-        sock.close().await?;
-        Ok(end)
+        super::end_session(sock, end, zw(cmd::W2_DISCONNECT)).await
     }
 
     /// The handler's FINAL reply to the request the broker calls `address`;
