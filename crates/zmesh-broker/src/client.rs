@@ -89,6 +89,10 @@ pub enum ClientError {
         /// Reason.
         reason: String,
     },
+    /// Caller: the service name is not one the broker accepts (1 to 255
+    /// printable ASCII characters, no spaces); nothing was sent.
+    #[error("{0:?} is not a valid service name (1-255 printable ASCII characters, no spaces)")]
+    InvalidService(String),
     /// Caller: too many requests in flight on this client.
     #[error("too many requests in flight ({0})")]
     Busy(usize),
@@ -205,6 +209,10 @@ impl Client {
         service: &str,
         body: Vec<Bytes>,
     ) -> Result<Reply, ClientError> {
+        // Checked here: a bad name would cost its whole batch a round trip.
+        if !crate::mdp::is_service_name(service.as_bytes()) {
+            return Err(ClientError::InvalidService(service.to_owned()));
+        }
         let attempts = self.cfg.retries + 1;
         let mut wait = self.cfg.backoff_initial;
         for attempt in 1..=attempts {
@@ -337,14 +345,11 @@ enum AttemptError {
 async fn write_requests(sock: Socket, mut requests: mpsc::Receiver<Vec<Bytes>>) {
     let mut waiting = Vec::new();
     while requests.recv_many(&mut waiting, BATCH_ITEMS_MAX).await > 0 {
-        let frames = match waiting.len() {
-            1 => waiting.pop().expect("one"),
-            _ => batch::join(&waiting),
-        };
-        waiting.clear();
-        if let Err(e) = sock.send(Message::from_frames(frames)).await {
-            // Requests then time out and are retried by their callers.
-            tracing::warn!(error = %e, "client send failed");
+        for frames in batch::pack(std::mem::take(&mut waiting)) {
+            if let Err(e) = sock.send(Message::from_frames(frames)).await {
+                // Requests then time out and are retried by their callers.
+                tracing::warn!(error = %e, "client send failed");
+            }
         }
     }
 }

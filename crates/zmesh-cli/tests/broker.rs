@@ -303,6 +303,29 @@ async fn a_failing_handler_answers_500_and_the_worker_carries_on() {
             };
             assert_eq!(got, want, "reply to {b:?}");
         }
+        // A name the broker would refuse never leaves the client (it would
+        // cost the other requests of its batch a round trip).
+        let bad = client.request("no such name", vec![]).await;
+        assert!(
+            matches!(bad, Err(ClientError::InvalidService(_))),
+            "{bad:?}"
+        );
+        // A handler that panics when called, before it returns its future.
+        let (_stop2, rx2) = tokio::sync::watch::channel(false);
+        let eager: zmesh_broker::worker::Handler = std::sync::Arc::new(|body: Vec<Bytes>| {
+            assert!(body[0].as_ref() != b"boom", "handler bug at call time");
+            Box::pin(async move { Ok(body) })
+        });
+        tokio::spawn(Worker::new(&ep, "eager", worker_config(), eager).run(rx2));
+        for (b, want) in [
+            ("boom", vec!["500", "handler panicked"]),
+            ("fine", vec!["fine"]),
+        ] {
+            let r = client
+                .request("eager", vec![Bytes::from_static(b.as_bytes())])
+                .await;
+            assert_eq!(text(&r.unwrap()), want, "reply to {b:?}");
+        }
     })
     .await;
 }

@@ -5,11 +5,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::Action;
-use crate::mdp::batch::{BATCH_ITEMS_MAX, BatchWriter};
+use crate::mdp::batch::{BATCH_BYTES_MAX, BATCH_ITEMS_MAX, BatchWriter};
 use crate::mdp::{ZMDPC1, ZMDPW1, cmd};
-
-/// Bytes a batch may reach before the next send to that peer starts another.
-const BATCH_BYTES_MAX: usize = 1 << 20;
 
 fn batchable(frames: &[Bytes]) -> bool {
     matches!(frames, [h, c, ..] if (h.as_ref() == ZMDPC1 || h.as_ref() == ZMDPW1) && c.as_ref() != [cmd::BATCH])
@@ -57,18 +54,22 @@ pub fn coalesce(actions: Vec<Action>) -> Vec<Action> {
         return actions;
     }
     let mut out: Vec<Action> = Vec::with_capacity(actions.len());
-    let mut open: HashMap<Bytes, Open> = HashMap::new();
+    let mut open: HashMap<(Bytes, Bytes), Open> = HashMap::new();
     for Action::Send { to, frames } in actions {
         if !batchable(&frames) {
             // Whatever follows to this peer must come after it.
-            if let Some(o) = open.remove(&to) {
-                o.close(&mut out);
+            for header in [ZMDPC1, ZMDPW1] {
+                if let Some(o) = open.remove(&(to.clone(), Bytes::from_static(header))) {
+                    o.close(&mut out);
+                }
             }
             out.push(Action::Send { to, frames });
             continue;
         }
         let size: usize = frames.iter().map(Bytes::len).sum();
-        match open.get_mut(&to) {
+        // By peer and protocol: one connection may be a client and a worker.
+        let key = (to.clone(), frames[0].clone());
+        match open.get_mut(&key) {
             Some(o) if o.items() < BATCH_ITEMS_MAX && o.bytes + size <= BATCH_BYTES_MAX => {
                 let batch = o.batch.get_or_insert_with(|| {
                     let Action::Send { frames: first, .. } = &out[o.at];
@@ -85,7 +86,7 @@ pub fn coalesce(actions: Vec<Action>) -> Vec<Action> {
                     batch: None,
                     bytes: size,
                 };
-                if let Some(full) = open.insert(to.clone(), fresh) {
+                if let Some(full) = open.insert(key, fresh) {
                     full.close(&mut out);
                 }
                 out.push(Action::Send { to, frames });
@@ -132,6 +133,26 @@ mod tests {
             b"\x02",
             "a lone message is sent as it is"
         );
+    }
+
+    #[test]
+    fn a_peer_that_is_client_and_worker_gets_one_batch_per_protocol() {
+        let out = coalesce(vec![
+            send(b"p", &[b"ZMDPC1", b"\x03", b"1"]),
+            send(b"p", &[b"ZMDPW1", b"\x02", b"h1", b"", b"x"]),
+            send(b"p", &[b"ZMDPC1", b"\x03", b"2"]),
+            send(b"p", &[b"ZMDPW1", b"\x02", b"h2", b"", b"y"]),
+        ]);
+        assert_eq!(out.len(), 2);
+        for (Action::Send { frames, .. }, header) in out.iter().zip([b"ZMDPC1", b"ZMDPW1"]) {
+            assert_eq!(frames[0].as_ref(), header);
+            assert!(
+                split(frames)
+                    .unwrap()
+                    .iter()
+                    .all(|m| m[0].as_ref() == header)
+            );
+        }
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub use coalesce::coalesce;
 pub use policy::{RateLimiter, Route, ServicePolicy, parse_routes, pick, validate_routes};
 use state::{Request, Service, Worker};
 
-use crate::mdp::{self, ClientMsg, ClientProto, Inbound, ReplyKind, WorkerMsg, WorkerVersion};
+use crate::mdp::{
+    self, BadItem, ClientMsg, ClientProto, Inbound, MdpError, ReplyKind, WorkerMsg, WorkerVersion,
+};
 
 /// Broker settings.
 #[derive(Clone, Debug)]
@@ -53,6 +55,10 @@ pub struct BrokerConfig {
     pub requests_max: usize,
     /// Workers the broker accepts at once.
     pub workers_max: usize,
+    /// Requests all workers together may hold: the sum of their credits
+    /// (one per MDP worker). A ZMDPW1 worker's credit is cut to what is left;
+    /// a worker that would get none is refused. Bounds the free-slot lists.
+    pub slots_max: usize,
     /// Services the broker knows at once. Any client can name a service, so
     /// without a bound made-up names would grow the table without end; a
     /// service with no worker and nothing waiting is forgotten after
@@ -75,6 +81,7 @@ impl Default for BrokerConfig {
             request_timeout: Duration::from_secs(10),
             requests_max: 100_000,
             workers_max: 10_000,
+            slots_max: 100_000,
             services_max: 10_000,
             policies: HashMap::new(),
             routes: HashMap::new(),
@@ -115,7 +122,8 @@ pub struct ServiceInfo {
     pub name: String,
     /// Registered workers.
     pub workers: usize,
-    /// Idle workers.
+    /// Free worker slots: requests the service's workers could take now
+    /// (an idle MDP worker is one; a ZMDPW1 worker up to its credit).
     pub idle: usize,
     /// Requests waiting for a worker.
     pub queued: usize,
@@ -153,6 +161,8 @@ pub struct Broker {
     services: HashMap<Bytes, Service>,
     workers: HashMap<Bytes, Worker>,
     requests: HashMap<u64, Request>,
+    /// Sum of the registered workers' credits (at most `slots_max`).
+    slots: usize,
     next_handle: u64,
     rng: u64,
     limiters: HashMap<Bytes, RateLimiter>,
@@ -187,6 +197,7 @@ impl Broker {
             services: HashMap::new(),
             workers: HashMap::new(),
             requests: HashMap::new(),
+            slots: 0,
             next_handle: 1,
             rng,
             limiters: HashMap::new(),
@@ -259,26 +270,54 @@ impl Broker {
         let mut out = Vec::new();
         match mdp::parse(frames) {
             Ok(Inbound::Batch(items)) => {
+                let mut invalid = None;
                 for item in items {
-                    self.inbound(now, from, item, &mut out);
+                    match item {
+                        Ok(inbound) => self.inbound(now, from, inbound, &mut out),
+                        // A bad request in a client's batch costs only itself.
+                        Err(BadItem {
+                            error,
+                            request_id: Some(request_id),
+                        }) => {
+                            self.stats.malformed += 1;
+                            out.push(Action::Send {
+                                to: from.clone(),
+                                frames: mdp::client_error(
+                                    &ClientProto::Zmesh { request_id },
+                                    &Bytes::new(),
+                                    status::BAD_REQUEST,
+                                    &error.to_string(),
+                                ),
+                            });
+                        }
+                        // Anything else is the peer's fault; its valid items
+                        // (replies it owes) are taken first.
+                        Err(bad) => invalid = Some(bad.error),
+                    }
+                }
+                if let Some(e) = invalid {
+                    self.malformed(from, &e, &mut out);
                 }
             }
             Ok(inbound) => self.inbound(now, from, inbound, &mut out),
-            Err(e) => {
-                self.stats.malformed += 1;
-                tracing::debug!(error = %e, "malformed message dropped");
-                // "treat that peer as invalid": a known worker is disconnected.
-                if let Some(w) = self.workers.get(from) {
-                    let v = w.version;
-                    self.delete_worker(from, "sent an invalid message", &mut out);
-                    out.push(Action::Send {
-                        to: from.clone(),
-                        frames: mdp::worker_disconnect(v),
-                    });
-                }
-            }
+            Err(e) => self.malformed(from, &e, &mut out),
         }
         out
+    }
+
+    /// An invalid message: counted and dropped; a known worker is
+    /// disconnected (7/MDP: "treat that peer as invalid").
+    fn malformed(&mut self, from: &Bytes, e: &MdpError, out: &mut Vec<Action>) {
+        self.stats.malformed += 1;
+        tracing::debug!(error = %e, "malformed message dropped");
+        if let Some(w) = self.workers.get(from) {
+            let v = w.version;
+            self.delete_worker(from, "sent an invalid message", out);
+            out.push(Action::Send {
+                to: from.clone(),
+                frames: mdp::worker_disconnect(v),
+            });
+        }
     }
 
     fn inbound(&mut self, now: Instant, from: &Bytes, inbound: Inbound, out: &mut Vec<Action>) {
@@ -359,9 +398,12 @@ impl Broker {
             }
         }
         let queue_max = self.cfg.queue_max;
-        if !self.services.contains_key(&target) && self.services.len() >= self.cfg.services_max {
+        if !self.services.contains_key(&target)
+            && self.services.len() >= self.cfg.services_max
+            && !self.forget_a_service()
+        {
             let why = format!(
-                "the broker knows {} services, its limit; {name} is not one of them",
+                "the broker knows {} services, its limit, all in use; {name} is not one of them",
                 self.services.len()
             );
             return self.reply_error(client, &proto, &requested, status::UNAVAILABLE, &why, out);
@@ -393,6 +435,19 @@ impl Broker {
         );
         service.waiting.push_back(handle);
         self.dispatch_requests(&target, out);
+    }
+
+    /// Make room in a full service table: forget the unused service idle
+    /// longest (made-up names go first, real ones keep their place while
+    /// they have workers or requests). False if every service is in use.
+    fn forget_a_service(&mut self) -> bool {
+        let oldest = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.unused())
+            .min_by_key(|(_, s)| s.last_active)
+            .map(|(name, _)| name.clone());
+        oldest.is_some_and(|name| self.services.remove(&name).is_some())
     }
 
     /// MMI (8/MMI) and zmesh's own services, answered by the broker itself.
@@ -460,6 +515,7 @@ impl Broker {
                     || name.starts_with("mmi.")
                     || name.starts_with("zmesh.")
                     || self.workers.len() >= self.cfg.workers_max
+                    || self.slots >= self.cfg.slots_max
                 {
                     // A second READY, a reserved name, or no room: not allowed.
                     if known {
@@ -471,6 +527,7 @@ impl Broker {
                     });
                     return;
                 }
+                let credit = credit.min((self.cfg.slots_max - self.slots) as u32);
                 self.register_worker(now, from, v, service, credit, out);
             }
             WorkerMsg::Disconnect => {
@@ -532,9 +589,11 @@ impl Broker {
             service: service.clone(),
             expiry: now + self.cfg.heartbeat_interval * self.cfg.heartbeat_liveness,
             next_heartbeat: now + self.cfg.heartbeat_interval,
-            busy: Vec::with_capacity(credit as usize),
+            busy: Vec::new(),
+            credit,
             draining: false,
         };
+        self.slots += credit as usize;
         self.workers.insert(id.clone(), w);
         let s = self
             .services
@@ -641,6 +700,7 @@ impl Broker {
         let Some(w) = self.workers.remove(id) else {
             return;
         };
+        self.slots -= w.credit as usize;
         tracing::info!(service = %String::from_utf8_lossy(&w.service), why, "worker removed");
         if let Some(s) = self.services.get_mut(&w.service) {
             s.workers -= 1;

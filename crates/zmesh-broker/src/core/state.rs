@@ -55,6 +55,8 @@ pub(super) struct Worker {
     pub next_heartbeat: Instant,
     /// The requests it holds (at most `credit`).
     pub busy: Vec<u64>,
+    /// Requests it may hold at once.
+    pub credit: u32,
     /// Asked for no more requests (ZMDPW1 DRAIN).
     pub draining: bool,
 }

@@ -496,30 +496,91 @@ fn drain_stops_dispatch_and_is_confirmed_after_the_last_request() {
 #[test]
 fn made_up_service_names_are_bounded_then_forgotten() {
     let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
     let mut b = Broker::new(BrokerConfig {
         services_max: 3,
         request_timeout: Duration::from_secs(1),
         ..Default::default()
     });
     ready(&mut b, t0, "w", "real");
-    for name in ["x1", "x2"] {
+    for (ms, name) in [(0, "x1"), (500, "x2")] {
+        let t = t0 + Duration::from_millis(ms);
         assert!(
-            request(&mut b, t0, "c", name, "?").is_empty(),
+            request(&mut b, t, "c", name, "?").is_empty(),
             "waits for a worker"
         );
     }
-    // A fourth name is refused with a reason, not remembered.
+    // Full, and every service in use (a worker, requests waiting): refused.
     let a = request(&mut b, t0, "c", "x3", "?");
     assert_eq!(sent_to(&a, "c")[0][3], "503");
     assert!(String::from_utf8_lossy(&sent_to(&a, "c")[0][4]).contains("limit"));
     assert_eq!(b.services().len(), 3);
-    // The waiting requests time out (503); a minute later the unused names
-    // are gone, the service with a worker stays, and new names fit again.
-    b.tick(t0 + Duration::from_secs(2));
-    let later = t0 + Duration::from_secs(2) + SERVICE_IDLE_EXPIRY;
+    // Once x1 and x2 time out they are unused: a new name takes the place of
+    // the one idle longest, and "real" (with its worker) stays.
+    b.tick(at(2));
+    assert!(request(&mut b, at(3), "c", "x3", "?").is_empty());
+    let names: Vec<String> = b.services().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["real", "x2", "x3"]);
+    // A minute unused and they are forgotten anyway.
+    let later = at(5) + SERVICE_IDLE_EXPIRY;
     b.handle(later, &id("w"), &f(&[b"", b"MDPW01", b"\x04"])); // the worker lives on
     b.tick(later);
     let names: Vec<String> = b.services().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["real"]);
-    assert!(request(&mut b, t0 + Duration::from_secs(70), "c", "x3", "?").is_empty());
+}
+
+#[test]
+fn total_credit_is_bounded() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig {
+        slots_max: 10,
+        ..Default::default()
+    });
+    zmdpw1_ready(&mut b, t0, "w1", 8);
+    zmdpw1_ready(&mut b, t0, "w2", 8); // gets the 2 slots left
+    let a = zmdpw1_ready(&mut b, t0, "w3", 8); // none left: refused
+    assert_eq!(sent_to(&a, "w3"), vec![&f(&[b"ZMDPW1", b"\x06"])]);
+    assert_eq!(b.workers_registered(), 2);
+    assert_eq!(b.services()[0].idle, 10);
+    b.handle(t0, &id("w1"), &f(&[b"ZMDPW1", b"\x06"]));
+    assert_eq!(b.services()[0].idle, 2);
+    zmdpw1_ready(&mut b, t0, "w3", 8);
+    assert_eq!(b.services()[0].idle, 10, "w1's slots went to w3");
+}
+
+#[test]
+fn a_bad_request_in_a_batch_costs_only_itself() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig::default());
+    zmdpw1_ready(&mut b, t0, "w", 4);
+    let bad = f(&[b"ZMDPC1", b"\x01", b"badbadba", b"no such name"]);
+    let batch = mdp::batch::join(&[zmesh_request(1), bad, zmesh_request(2)]);
+    let a = b.handle(t0, &id("c"), &batch);
+    assert_eq!(
+        zmdpw1_requests(&a).len(),
+        2,
+        "the good two go to the worker"
+    );
+    let to_client = sent_to(&a, "c");
+    assert_eq!(to_client.len(), 1);
+    assert_eq!(to_client[0][1].as_ref(), [mdp::cmd::Z_ERROR]);
+    assert_eq!(to_client[0][2], "badbadba", "answered by its own id");
+    assert_eq!(to_client[0][4], "400");
+    // From a worker, the valid replies of a batch are taken before the
+    // invalid item gets it disconnected.
+    let h = zmdpw1_requests(&a);
+    let mut fin = f(&[b"ZMDPW1", b"\x04"]);
+    fin.extend([h[0].clone(), Bytes::new()]);
+    let a = b.handle(
+        t0,
+        &id("w"),
+        &mdp::batch::join(&[fin, f(&[b"ZMDPW1", b"\x09"])]),
+    );
+    assert_eq!(
+        sent_to(&a, "c").len(),
+        2,
+        "the FINAL, then a 503 for the other request"
+    );
+    assert_eq!(sent_to(&a, "w"), vec![&f(&[b"ZMDPW1", b"\x06"])]);
+    assert_eq!(b.workers_registered(), 0);
 }

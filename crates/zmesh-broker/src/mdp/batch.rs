@@ -21,6 +21,11 @@ use super::cmd::BATCH;
 /// Most items one batch may carry; a longer batch is malformed.
 pub const BATCH_ITEMS_MAX: usize = 1024;
 
+/// Bytes a batch may reach before the next message starts another: far
+/// below any socket's message size limit, so a batch is never refused where
+/// its messages alone would have passed.
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+
 /// Whether `frames` (after any identity) is a BATCH of `header`'s protocol.
 pub fn is_batch(frames: &[Bytes]) -> bool {
     matches!(frames, [_, c, ..] if c.as_ref() == [BATCH])
@@ -79,6 +84,40 @@ pub fn split(frames: &[Bytes]) -> Result<Vec<Vec<Bytes>>, MdpError> {
         return Err(MdpError::BadBatch("no items"));
     }
     Ok(items)
+}
+
+/// `messages` (each header first, one protocol) as few ZeroMQ messages as the
+/// limits allow: a lone message as it is, several as BATCHes of at most
+/// [`BATCH_ITEMS_MAX`] items and [`BATCH_BYTES_MAX`] bytes; a message larger
+/// than that goes alone.
+///
+/// ```
+/// use bytes::Bytes;
+/// use zmesh_broker::mdp::batch::pack;
+/// let m = |b: &'static [u8]| vec![Bytes::from_static(b"ZMDPC1"), Bytes::from_static(b"\x03"), Bytes::from_static(b)];
+/// assert_eq!(pack(vec![m(b"a")]), vec![m(b"a")]);
+/// assert_eq!(pack(vec![m(b"a"), m(b"b")]).len(), 1);
+/// ```
+pub fn pack(messages: Vec<Vec<Bytes>>) -> Vec<Vec<Bytes>> {
+    let mut out = Vec::new();
+    let mut group: Vec<Vec<Bytes>> = Vec::new();
+    let mut bytes = 0;
+    let flush = |group: &mut Vec<Vec<Bytes>>, out: &mut Vec<Vec<Bytes>>| match group.len() {
+        0 => {}
+        1 => out.push(group.pop().expect("one")),
+        _ => out.push(join(&std::mem::take(group))),
+    };
+    for m in messages {
+        let size: usize = m.iter().map(Bytes::len).sum();
+        if !group.is_empty() && (group.len() == BATCH_ITEMS_MAX || bytes + size > BATCH_BYTES_MAX) {
+            flush(&mut group, &mut out);
+            bytes = 0;
+        }
+        bytes += size;
+        group.push(m);
+    }
+    flush(&mut group, &mut out);
+    out
 }
 
 /// One BATCH of `messages`, which all start with the same header.
@@ -188,6 +227,37 @@ mod tests {
             long.extend_from_slice(b"\0\0\0\x01\0\0\0\x01\x05");
         }
         assert_eq!(bad(&long), MdpError::BadBatch("too many items"));
+    }
+
+    #[test]
+    fn pack_keeps_order_and_stays_within_the_limits() {
+        let big = Bytes::from(vec![1u8; BATCH_BYTES_MAX / 2]);
+        let m =
+            |i: u8, body: Bytes| vec![Bytes::from_static(b"ZMDPC1"), Bytes::from(vec![i]), body];
+        let msgs: Vec<_> = (0..5).map(|i| m(i, big.clone())).collect();
+        let out = pack(msgs.clone());
+        assert!(out.len() >= 3, "1 MiB at most per batch");
+        let back: Vec<Vec<Bytes>> = out
+            .iter()
+            .flat_map(|o| {
+                if is_batch(o) {
+                    split(o).unwrap()
+                } else {
+                    vec![o.clone()]
+                }
+            })
+            .collect();
+        assert_eq!(back, msgs);
+        let huge = m(9, Bytes::from(vec![2u8; 2 * BATCH_BYTES_MAX]));
+        assert_eq!(
+            pack(vec![huge.clone()]),
+            vec![huge],
+            "too big for a batch: alone"
+        );
+        let many: Vec<_> = (0..BATCH_ITEMS_MAX + 1)
+            .map(|_| m(1, Bytes::new()))
+            .collect();
+        assert_eq!(pack(many).len(), 2);
     }
 
     #[test]

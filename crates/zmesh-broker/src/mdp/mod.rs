@@ -34,7 +34,10 @@
 pub mod batch;
 mod parse;
 
-pub use parse::{ClientMsg, ClientProto, Inbound, MdpError, WORKER_CREDIT_MAX, WorkerMsg, parse};
+pub use parse::{
+    BadItem, ClientMsg, ClientProto, Inbound, MdpError, WORKER_CREDIT_MAX, WorkerMsg,
+    is_service_name, parse,
+};
 
 use bytes::Bytes;
 

@@ -66,8 +66,18 @@ pub enum Inbound {
     Client(ClientMsg),
     /// From a worker speaking `version`.
     Worker(WorkerVersion, WorkerMsg),
-    /// A BATCH of zmesh client or worker messages, in order.
-    Batch(Vec<Inbound>),
+    /// A BATCH of zmesh client or worker messages, in order. Each item is
+    /// parsed on its own, so one bad item does not cost the others.
+    Batch(Vec<Result<Inbound, BadItem>>),
+}
+
+/// An item of a BATCH that is not a valid message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadItem {
+    /// What is wrong with it.
+    pub error: MdpError,
+    /// The request id, when the item is a ZMDPC1 request: it gets an error reply.
+    pub request_id: Option<Bytes>,
 }
 
 /// A message that is not valid MDP. The peer is at fault.
@@ -114,8 +124,16 @@ fn credit(f: Option<&Bytes>) -> Result<u32, MdpError> {
 /// Longest service name accepted.
 pub const SERVICE_NAME_MAX: usize = 255;
 
+/// Whether `name` is a service name the broker accepts: 1 to 255 printable
+/// ASCII characters, no spaces.
+pub fn is_service_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= SERVICE_NAME_MAX
+        && name.iter().all(|c| (0x21..0x7f).contains(c))
+}
+
 fn service(f: &Bytes) -> Result<Bytes, MdpError> {
-    if f.is_empty() || f.len() > SERVICE_NAME_MAX || f.iter().any(|c| !(0x21..0x7f).contains(c)) {
+    if !is_service_name(f) {
         return Err(MdpError::BadService);
     }
     Ok(f.clone())
@@ -142,7 +160,22 @@ pub fn parse(frames: &[Bytes]) -> Result<Inbound, MdpError> {
     if !v1 && zmesh && batch::is_batch(frames) {
         let items = batch::split(frames)?;
         return Ok(Inbound::Batch(
-            items.iter().map(|m| parse(m)).collect::<Result<_, _>>()?,
+            items
+                .iter()
+                .map(|m| {
+                    parse(m).map_err(|error| BadItem {
+                        error,
+                        request_id: match m.as_slice() {
+                            [h, c, rid, ..]
+                                if h.as_ref() == ZMDPC1 && c.as_ref() == [cmd::C2_REQUEST] =>
+                            {
+                                Some(rid.clone())
+                            }
+                            _ => None,
+                        },
+                    })
+                })
+                .collect(),
         ));
     }
     match (v1, header.as_ref()) {
@@ -312,23 +345,33 @@ mod tests {
         assert_eq!(
             parse(&batch::join(&items)).unwrap(),
             Inbound::Batch(vec![
-                Inbound::Worker(
+                Ok(Inbound::Worker(
                     WorkerVersion::Zmesh,
                     WorkerMsg::Reply {
                         address: "h1".into(),
                         last: true,
                         body: f(&[b"a"])
                     }
-                ),
-                Inbound::Worker(WorkerVersion::Zmesh, WorkerMsg::Drain),
+                )),
+                Ok(Inbound::Worker(WorkerVersion::Zmesh, WorkerMsg::Drain)),
             ])
         );
-        // One bad item refuses the whole batch: nothing of it is acted on.
+        // One bad item costs only itself; a request keeps its id for the error reply.
         let mixed = [
             f(&[b"ZMDPC1", b"\x01", b"12345678", b"echo"]),
-            f(&[b"ZMDPC1", b"\x01", b"12345678", b"bad name"]),
+            f(&[b"ZMDPC1", b"\x01", b"abcdefgh", b"bad name"]),
         ];
-        assert_eq!(parse(&batch::join(&mixed)), Err(MdpError::BadService));
+        let Ok(Inbound::Batch(items)) = parse(&batch::join(&mixed)) else {
+            panic!("a batch");
+        };
+        assert!(items[0].is_ok());
+        assert_eq!(
+            items[1],
+            Err(BadItem {
+                error: MdpError::BadService,
+                request_id: Some("abcdefgh".into())
+            })
+        );
         // 7/MDP has no batches.
         assert_eq!(
             parse(&f(&[b"", b"MDPW01", b"\x10"])),

@@ -24,12 +24,12 @@ fn zw(command: u8) -> Vec<Bytes> {
     vec![Bytes::from_static(ZMDPW1), Bytes::from(vec![command])]
 }
 
-/// One message for `items` (each header first): alone, or as a BATCH.
-fn message(mut items: Vec<Vec<Bytes>>) -> Message {
-    match items.len() {
-        1 => Message::from_frames(items.pop().expect("one")),
-        _ => Message::from_frames(batch::join(&items)),
+/// Send `items` (each header first) in as few messages as the limits allow.
+async fn send_all(sock: &zmesh::Socket, items: Vec<Vec<Bytes>>) -> zmesh::Result<()> {
+    for frames in batch::pack(items) {
+        sock.send(Message::from_frames(frames)).await?;
     }
+    Ok(())
 }
 
 impl Worker {
@@ -49,6 +49,7 @@ impl Worker {
         let patience = hb * self.cfg.heartbeat_liveness;
         let mut broker_expiry = Instant::now() + patience;
         let mut next_hb = Instant::now() + hb;
+        let mut heard = false;
         // Replies from the handlers; at most `credit` are ever waiting.
         let (reply_tx, mut replies) = mpsc::unbounded_channel::<Vec<Bytes>>();
         // Each handler is a task of its own, so a multi-threaded runtime runs
@@ -66,6 +67,7 @@ impl Worker {
             tokio::select! {
                 m = sock.recv() => {
                     broker_expiry = Instant::now() + patience;
+                    heard = true;
                     let frames = m?.frames();
                     let items = if batch::is_batch(&frames) {
                         batch::split(&frames).unwrap_or_default()
@@ -102,17 +104,23 @@ impl Worker {
                     }
                     if !done_now.is_empty() {
                         self.stats.handled.fetch_add(done_now.len() as u64, Ordering::Relaxed);
-                        sock.send(message(done_now)).await?;
+                        send_all(&sock, done_now).await?;
                     }
                 }
                 n = replies.recv_many(&mut waiting, BATCH_ITEMS_MAX) => {
                     while handlers.try_join_next().is_some() {}
                     in_flight -= n;
-                    sock.send(message(std::mem::take(&mut waiting))).await?;
+                    send_all(&sock, std::mem::take(&mut waiting)).await?;
                     self.stats.handled.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 _ = sleep_until(next_hb) => {
                     if Instant::now() >= broker_expiry {
+                        if !heard {
+                            tracing::warn!(
+                                endpoint = %self.endpoint,
+                                "no answer to READY: if this broker is not zmesh's, speak 7/MDP (zmesh serve --mdp, WorkerProtocol::Mdp)"
+                            );
+                        }
                         break SessionEnd::Lost;
                     }
                     sock.send(Message::from_frames(zw(cmd::W2_HEARTBEAT))).await?;
@@ -136,9 +144,15 @@ impl Worker {
         address: Bytes,
         body: Vec<Bytes>,
     ) -> impl Future<Output = Vec<Bytes>> + Send + 'static {
-        let work = AssertUnwindSafe((self.handler)(body)).catch_unwind();
+        // A handler may panic when called as well as when polled.
+        let work = std::panic::catch_unwind(AssertUnwindSafe(|| (self.handler)(body)))
+            .map(|fut| AssertUnwindSafe(fut).catch_unwind());
         async move {
-            let reply = match work.await {
+            let done = match work {
+                Ok(fut) => fut.await,
+                Err(panic) => Err(panic),
+            };
+            let reply = match done {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(e)) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
                 Err(_) => vec![

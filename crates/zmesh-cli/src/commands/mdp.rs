@@ -324,6 +324,7 @@ pub async fn run_call(cmd: CallCmd) -> anyhow::Result<i32> {
             eprintln!("zmesh: {e}");
             Ok(1)
         }
+        Err(e @ ClientError::InvalidService(_)) => Err(UsageError(e.to_string()).into()),
         Err(e) => {
             eprintln!("zmesh: {e}");
             Ok(3)
