@@ -3,8 +3,8 @@
 //! ```text
 //!   client REQUEST ──► route (weights) ──► rate limit ──► service queue (bounded)
 //!                                                             │ dispatch_request:
-//!   worker READY ──► idle workers (least recently used) ──────┘ oldest request to
-//!                                                               the longest-idle worker
+//!   worker READY ──► free slots (least busy, then least ─────┘ oldest request to
+//!                    recently used)                             the first free worker
 //!   worker REPLY ──► client (by the request handle the worker echoes)
 //!   tick: heartbeat_workers, expire_workers, expire_requests
 //! ```
@@ -16,12 +16,13 @@
 //!
 //! Invariants: a request is in exactly one place — a service queue or one
 //! worker's hands — until its final reply or its error is sent; a worker holds
-//! at most its credit of requests (one for MDP workers), and has one free slot
-//! in its service's idle list per request it could still take; every queue and
-//! table is bounded.
+//! at most its credit of requests (one for MDP workers), and is listed in its
+//! service's free slots exactly when it can take another and is not draining;
+//! every queue and table is bounded.
 
 mod coalesce;
 mod policy;
+mod slots;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -163,6 +164,8 @@ pub struct Broker {
     requests: HashMap<u64, Request>,
     /// Sum of the registered workers' credits (at most `slots_max`).
     slots: usize,
+    /// Orders workers of equal load in their services' free-slot lists.
+    slot_seq: u64,
     next_handle: u64,
     rng: u64,
     limiters: HashMap<Bytes, RateLimiter>,
@@ -198,6 +201,7 @@ impl Broker {
             workers: HashMap::new(),
             requests: HashMap::new(),
             slots: 0,
+            slot_seq: 0,
             next_handle: 1,
             rng,
             limiters: HashMap::new(),
@@ -229,7 +233,7 @@ impl Broker {
                 let s = self.services.get(name.as_bytes());
                 ServiceInfo {
                     workers: s.map_or(0, |s| s.workers),
-                    idle: s.map_or(0, |s| s.idle.len()),
+                    idle: s.map_or(0, |s| s.free.free()),
                     queued: s.map_or(0, |s| s.waiting.len()),
                     requests: s.map_or(0, |s| s.requests),
                     replies: s.map_or(0, |s| s.replies),
@@ -548,7 +552,7 @@ impl Broker {
                 if let Some(w) = self.workers.get_mut(from) {
                     w.draining = true;
                     if let Some(s) = self.services.get_mut(&w.service) {
-                        s.idle.retain(|i| i != from);
+                        s.free.withdraw(from, w);
                     }
                 }
                 // After this, nothing more is sent to it but heartbeats.
@@ -592,17 +596,18 @@ impl Broker {
             busy: Vec::new(),
             credit,
             draining: false,
+            listed: None,
         };
         self.slots += credit as usize;
-        self.workers.insert(id.clone(), w);
+        let w = self.workers.entry(id.clone()).insert_entry(w).into_mut();
         let s = self
             .services
             .entry(service.clone())
             .or_insert_with(|| Service::new(now));
         s.workers += 1;
         s.last_active = now;
-        s.idle
-            .extend(std::iter::repeat_n(id.clone(), credit as usize));
+        self.slot_seq += 1;
+        s.free.offer(id, w, self.slot_seq);
         tracing::info!(service = %String::from_utf8_lossy(&service), "worker registered");
         self.dispatch_requests(&service, out);
     }
@@ -653,39 +658,41 @@ impl Broker {
             self.latencies
                 .push_back((service, now.saturating_duration_since(req.received)));
         }
-        let mut free = false;
-        if let Some(w) = self.workers.get_mut(worker) {
-            w.busy.retain(|h| *h != handle);
-            free = !w.draining;
-        }
         let s = self
             .services
             .get_mut(&req.service)
             .expect("a busy worker's service exists");
         s.replies += 1;
         s.last_active = now;
-        if free {
-            s.idle.push_back(worker.clone());
+        if let Some(w) = self.workers.get_mut(worker) {
+            s.free.withdraw(worker, w);
+            w.busy.retain(|h| *h != handle);
+            self.slot_seq += 1;
+            s.free.offer(worker, w, self.slot_seq);
         }
         self.dispatch_requests(&req.service, out);
     }
 
-    /// Give waiting requests to idle workers, oldest request to longest-idle worker.
+    /// Give waiting requests to workers with free slots: oldest request to
+    /// the least busy worker, longest unchanged first (see [`slots`]).
     fn dispatch_requests(&mut self, service: &Bytes, out: &mut Vec<Action>) {
         let Some(s) = self.services.get_mut(service) else {
             return;
         };
-        while !s.waiting.is_empty() && !s.idle.is_empty() {
+        while !s.waiting.is_empty() {
+            let Some(wid) = s.free.next() else { break };
             let handle = s.waiting.pop_front().expect("not empty");
             let Some(req) = self.requests.get_mut(&handle) else {
                 continue;
             };
-            let wid = s.idle.pop_front().expect("not empty");
             let w = self
                 .workers
                 .get_mut(&wid)
-                .expect("idle workers are registered");
+                .expect("listed workers are registered");
+            s.free.withdraw(&wid, w);
             w.busy.push(handle);
+            self.slot_seq += 1;
+            s.free.offer(&wid, w, self.slot_seq);
             req.worker = Some(wid.clone());
             out.push(Action::Send {
                 to: wid,
@@ -697,14 +704,14 @@ impl Broker {
     /// Remove a worker; its request, if any, goes to another worker (idempotent
     /// services) or back to its client as an error.
     fn delete_worker(&mut self, id: &Bytes, why: &str, out: &mut Vec<Action>) {
-        let Some(w) = self.workers.remove(id) else {
+        let Some(mut w) = self.workers.remove(id) else {
             return;
         };
         self.slots -= w.credit as usize;
         tracing::info!(service = %String::from_utf8_lossy(&w.service), why, "worker removed");
         if let Some(s) = self.services.get_mut(&w.service) {
             s.workers -= 1;
-            s.idle.retain(|i| i != id);
+            s.free.withdraw(id, &mut w);
         }
         // Oldest first back to the front of the queue: pushed in reverse.
         for &handle in w.busy.iter().rev() {

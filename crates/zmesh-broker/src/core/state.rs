@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::slots::FreeSlots;
 use crate::mdp::{ClientProto, WorkerVersion};
 
 /// A service: its queue and its workers.
@@ -12,10 +13,8 @@ use crate::mdp::{ClientProto, WorkerVersion};
 pub(super) struct Service {
     /// Requests waiting for a worker, oldest first (handles).
     pub waiting: VecDeque<u64>,
-    /// Free worker slots, longest idle first: a worker appears once per
-    /// request it could take now (once for MDP workers, up to its credit for
-    /// ZMDPW1 ones), so least-recently-used holds per slot.
-    pub idle: VecDeque<Bytes>,
+    /// Its workers that can take a request, in the order they will.
+    pub free: FreeSlots,
     /// Registered workers.
     pub workers: usize,
     pub requests: u64,
@@ -30,7 +29,7 @@ impl Service {
     pub fn new(now: Instant) -> Self {
         Self {
             waiting: VecDeque::new(),
-            idle: VecDeque::new(),
+            free: FreeSlots::default(),
             workers: 0,
             requests: 0,
             replies: 0,
@@ -59,6 +58,8 @@ pub(super) struct Worker {
     pub credit: u32,
     /// Asked for no more requests (ZMDPW1 DRAIN).
     pub draining: bool,
+    /// Its place in its service's [`FreeSlots`]: (load, order) when listed.
+    pub listed: Option<(u32, u64)>,
 }
 
 /// A request the broker holds.

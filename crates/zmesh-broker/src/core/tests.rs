@@ -584,3 +584,25 @@ fn a_bad_request_in_a_batch_costs_only_itself() {
     assert_eq!(sent_to(&a, "w"), vec![&f(&[b"ZMDPW1", b"\x06"])]);
     assert_eq!(b.workers_registered(), 0);
 }
+
+#[test]
+fn a_burst_spreads_over_a_pool_of_zmdpw1_workers() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig::default());
+    zmdpw1_ready(&mut b, t0, "w1", 8);
+    zmdpw1_ready(&mut b, t0, "w2", 8);
+    let batch = mdp::batch::join(&(1..=6).map(zmesh_request).collect::<Vec<_>>());
+    let a = b.handle(t0, &id("c"), &batch);
+    let per_worker = |w: &str| {
+        sent_to(&a, w)
+            .iter()
+            .filter(|m| m[1].as_ref() == [0x02])
+            .count()
+    };
+    assert_eq!(
+        (per_worker("w1"), per_worker("w2")),
+        (3, 3),
+        "least busy first"
+    );
+    assert_eq!(b.services()[0].idle, 10);
+}
