@@ -26,7 +26,7 @@ pub const BATCH_ITEMS_MAX: usize = 1024;
 /// its messages alone would have passed.
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
 
-/// Whether `frames` (after any identity) is a BATCH of `header`'s protocol.
+/// Whether `frames` (header first, after any identity) is a BATCH.
 pub fn is_batch(frames: &[Bytes]) -> bool {
     matches!(frames, [_, c, ..] if c.as_ref() == [BATCH])
 }

@@ -39,7 +39,7 @@ impl Worker {
         stop: &mut watch::Receiver<bool>,
     ) -> zmesh::Result<SessionEnd> {
         let sock = self.connect().await?;
-        let credit = (self.cfg.concurrency as u32).clamp(1, WORKER_CREDIT_MAX);
+        let credit = self.cfg.concurrency.clamp(1, WORKER_CREDIT_MAX as usize) as u32;
         let mut ready = zw(cmd::W2_READY);
         ready.push(Bytes::from(self.service.clone()));
         ready.push(Bytes::copy_from_slice(&credit.to_be_bytes()));
