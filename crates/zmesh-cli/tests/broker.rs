@@ -260,6 +260,60 @@ async fn worker_drain_answers_what_it_holds_then_leaves() {
     .await;
 }
 
+/// A drain does not wait forever: a handler still running after the drain
+/// timeout is dropped, the worker leaves, and the broker answers the request
+/// (503: the service is not idempotent) instead of leaving it hanging.
+#[tokio::test]
+async fn a_drain_that_outlasts_its_timeout_leaves_and_the_broker_answers() {
+    bounded(TEST_LIMIT, async {
+        let ep = broker(test_config()).await;
+        let client = Client::connect(
+            &ep,
+            ClientConfig {
+                retries: 0,
+                attempt_timeout: Duration::from_secs(10),
+                ..client_config()
+            },
+        )
+        .await
+        .unwrap();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let cfg = WorkerConfig {
+            drain_timeout: Duration::from_millis(300),
+            ..worker_config()
+        };
+        let h = handler(|body: Vec<Bytes>| async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(body)
+        });
+        let run = tokio::spawn(Worker::new(&ep, "stuck", cfg, h).run(rx));
+        wait_workers(&client, "stuck", 1).await;
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client
+                    .request("stuck", vec![Bytes::from_static(b"x")])
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), run)
+            .await
+            .expect("the worker leaves after its drain timeout")
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(3), call)
+            .await
+            .expect("the request is answered, not left hanging")
+            .unwrap();
+        assert!(
+            matches!(&answer, Err(ClientError::Status { code, .. }) if code == "503"),
+            "{answer:?}"
+        );
+    })
+    .await;
+}
+
 /// A handler that fails or panics costs its request a `500` reply, not the
 /// worker: the requests around it are answered, in the same batches.
 #[tokio::test]

@@ -61,6 +61,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// What to speak to the broker.
     pub protocol: WorkerProtocol,
+    /// Longest a ZMDPW1 drain waits for running handlers; then the worker
+    /// leaves anyway and the broker hands what it held to another worker
+    /// (idempotent services) or answers it with an error.
+    pub drain_timeout: Duration,
 }
 
 /// The worker's protocol.
@@ -82,6 +86,7 @@ impl Default for WorkerConfig {
             reconnect_max: Duration::from_secs(5),
             concurrency: 1,
             protocol: WorkerProtocol::Zmesh,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }

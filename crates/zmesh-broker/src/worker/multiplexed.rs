@@ -4,10 +4,12 @@
 //! Drain: the worker says DRAIN and keeps answering; the broker answers DRAIN
 //! once nothing more will come, so when that answer is in and no handler is
 //! running, every request sent to this worker has been answered and
-//! DISCONNECT loses nothing.
+//! DISCONNECT loses nothing. A drain lasts at most `drain_timeout`; what is
+//! still running then is dropped and the broker deals with it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -59,6 +61,8 @@ impl Worker {
         let mut in_flight = 0usize;
         let mut draining = false;
         let mut drained = false;
+        // Far off until the drain starts.
+        let mut drain_deadline = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut waiting = Vec::new();
         let end = loop {
             if draining && drained && in_flight == 0 {
@@ -129,8 +133,13 @@ impl Worker {
                 _ = stop.changed(), if !draining => {
                     if *stop.borrow() {
                         draining = true;
+                        drain_deadline = Instant::now() + self.cfg.drain_timeout;
                         sock.send(Message::from_frames(zw(cmd::Z_DRAIN))).await?;
                     }
+                }
+                _ = sleep_until(drain_deadline), if draining => {
+                    tracing::warn!(held = in_flight, "drain timed out: leaving with requests unanswered");
+                    break SessionEnd::Stopped;
                 }
             }
         };
