@@ -216,9 +216,14 @@ async fn worker_drain_answers_what_it_holds_then_leaves() {
                 protocol,
                 ..worker_config()
             };
-            let h = handler(|body: Vec<Bytes>| async move {
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                Ok(body)
+            let started = Arc::new(AtomicU32::new(0));
+            let counter = started.clone();
+            let h = handler(move |body: Vec<Bytes>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    Ok(body)
+                }
             });
             let run = tokio::spawn(Worker::new(&ep, service, cfg, h).run(rx));
             wait_workers(
@@ -241,7 +246,8 @@ async fn worker_drain_answers_what_it_holds_then_leaves() {
                     })
                 })
                 .collect();
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The drain starts once the worker holds all four.
+            wait_until(|| started.load(Ordering::SeqCst) == 4).await;
             stop.send(true).unwrap();
             for (i, c) in calls.into_iter().enumerate() {
                 let reply = c
@@ -282,9 +288,14 @@ async fn a_drain_that_outlasts_its_timeout_leaves_and_the_broker_answers() {
             drain_timeout: Duration::from_millis(300),
             ..worker_config()
         };
-        let h = handler(|body: Vec<Bytes>| async move {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok(body)
+        let started = Arc::new(AtomicU32::new(0));
+        let counter = started.clone();
+        let h = handler(move |body: Vec<Bytes>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(body)
+            }
         });
         let run = tokio::spawn(Worker::new(&ep, "stuck", cfg, h).run(rx));
         wait_workers(&client, "stuck", 1).await;
@@ -296,7 +307,7 @@ async fn a_drain_that_outlasts_its_timeout_leaves_and_the_broker_answers() {
                     .await
             }
         });
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        wait_until(|| started.load(Ordering::SeqCst) == 1).await;
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(3), run)
             .await
@@ -611,6 +622,18 @@ fn serve_process(ep: &str, service: &str, delay_ms: &str) -> Child {
         "--delay-ms",
         delay_ms,
     ])
+}
+
+/// Poll `done` every 10 ms for up to 10 s.
+async fn wait_until(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Wait until the broker reports `n` workers for `service`.
