@@ -216,15 +216,7 @@ async fn worker_drain_answers_what_it_holds_then_leaves() {
                 protocol,
                 ..worker_config()
             };
-            let started = Arc::new(AtomicU32::new(0));
-            let counter = started.clone();
-            let h = handler(move |body: Vec<Bytes>| {
-                counter.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    tokio::time::sleep(Duration::from_millis(400)).await;
-                    Ok(body)
-                }
-            });
+            let (h, started) = slow_echo(Duration::from_millis(400));
             let run = tokio::spawn(Worker::new(&ep, service, cfg, h).run(rx));
             wait_workers(
                 &client,
@@ -288,15 +280,7 @@ async fn a_drain_that_outlasts_its_timeout_leaves_and_the_broker_answers() {
             drain_timeout: Duration::from_millis(300),
             ..worker_config()
         };
-        let started = Arc::new(AtomicU32::new(0));
-        let counter = started.clone();
-        let h = handler(move |body: Vec<Bytes>| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async move {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok(body)
-            }
-        });
+        let (h, started) = slow_echo(Duration::from_secs(60));
         let run = tokio::spawn(Worker::new(&ep, "stuck", cfg, h).run(rx));
         wait_workers(&client, "stuck", 1).await;
         let call = tokio::spawn({
@@ -622,6 +606,20 @@ fn serve_process(ep: &str, service: &str, delay_ms: &str) -> Child {
         "--delay-ms",
         delay_ms,
     ])
+}
+
+/// An echo handler that takes `delay`, and a count of the requests it has started.
+fn slow_echo(delay: Duration) -> (zmesh_broker::worker::Handler, Arc<AtomicU32>) {
+    let started = Arc::new(AtomicU32::new(0));
+    let counter = started.clone();
+    let h = handler(move |body: Vec<Bytes>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(delay).await;
+            Ok(body)
+        }
+    });
+    (h, started)
 }
 
 /// Poll `done` every 10 ms for up to 10 s.
