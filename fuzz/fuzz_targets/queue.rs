@@ -1,5 +1,6 @@
-//! ZMQU01 frames from untrusted peers into the queue core: never a panic, and
-//! every journal record the core writes decodes back.
+//! ZMQU01 frames from untrusted peers into the queue core, with journal
+//! compaction between rounds: never a panic, and every journal record the
+//! core writes decodes back.
 #![no_main]
 
 use bytes::Bytes;
@@ -19,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
         let peer = Bytes::from(vec![who.wrapping_add((i % 2) as u8)]);
         let mut actions = core.handle(1_000 + i * 3_000, &peer, &frames);
         actions.extend(core.tick(1_000 + i * 3_000));
+        // Journal compaction over everything written so far.
+        actions.extend(core.compact(offset, 8, 1 << 20));
         for a in actions {
             if let QueueAction::Append { record, ticket, .. } = a {
                 assert!(Entry::decode(&record).is_some(), "the core wrote an undecodable record");

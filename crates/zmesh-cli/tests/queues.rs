@@ -193,6 +193,84 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+fn journal_bytes(dir: &Path) -> u64 {
+    segments(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
+}
+
+#[tokio::test]
+async fn old_messages_do_not_pin_the_journal_and_keep_their_order_across_kill_9() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("compact");
+        let mut b = broker(&ep, &dir, &[]);
+        startup_line(&mut b).await;
+        let c = client(&ep).await;
+        // An idle queue's messages sit at the journal's head...
+        c.declare("audit", None).await.unwrap();
+        for i in 0..50 {
+            c.publish("audit", format!("a{i:02}")).await.unwrap();
+        }
+        // ...while 12 MiB of another queue's traffic goes through 1 MiB segments.
+        let fast = QueueOptions {
+            durability: zmesh_log::Durability::Os,
+            ..QueueOptions::default()
+        };
+        c.declare("orders", Some(&fast)).await.unwrap();
+        let mut consumer = c.consume("orders", 500).await.unwrap();
+        let body = vec![b'o'; 1024];
+        for _round in 0..12 {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..1000 {
+                let (c, body) = (c.clone(), body.clone());
+                set.spawn(async move { c.publish("orders", body).await.unwrap() });
+                if set.len() >= 64 {
+                    set.join_next().await.unwrap().unwrap();
+                }
+            }
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+            for _ in 0..1000 {
+                let d = consumer.next().await.expect("delivery");
+                consumer.ack(d.tag).await.unwrap();
+            }
+        }
+        // Compaction and segment deletion run with the traffic and the ticks.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while journal_bytes(&dir) > 4 << 20 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let bytes = journal_bytes(&dir);
+        assert!(
+            bytes <= 4 << 20,
+            "12 MiB went through, 50 small messages live, and the journal holds {bytes} bytes in {:?}",
+            segments(&dir)
+        );
+        b.kill().await.unwrap();
+
+        let mut b = broker(&ep, &dir, &[]);
+        let line = startup_line(&mut b).await;
+        assert!(line.contains("50 messages"), "{line}");
+        let mut audit = c.consume("audit", 100).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 50 {
+            let d = tokio::time::timeout(Duration::from_secs(10), audit.next())
+                .await
+                .expect("audit deliveries")
+                .expect("delivery");
+            got.push(String::from_utf8(d.body.to_vec()).unwrap());
+        }
+        let expect: Vec<String> = (0..50).map(|i| format!("a{i:02}")).collect();
+        assert_eq!(got, expect, "moved messages keep their order");
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn torn_tail_is_cut_and_damage_reported_with_the_rest_kept() {
     bounded(TEST_LIMIT, async {

@@ -319,6 +319,13 @@ impl Log {
         Ok(out)
     }
 
+    /// The offset after the last record of the oldest segment, when that
+    /// segment is sealed (it is the only one [`Log::remove_before`] can delete
+    /// next); `None` while only the active segment exists.
+    pub fn oldest_sealed_end(&self) -> Option<u64> {
+        (self.segments.len() > 1).then(|| self.segments[0].end)
+    }
+
     /// Delete sealed segments whose records all lie below `offset`.
     pub fn remove_before(&mut self, offset: u64) -> Result<usize> {
         let mut removed = 0;

@@ -4,10 +4,16 @@
 //! PUBLISH  01 | queue u32 | published_ms u64 | msg_id_len u16 | msg_id | body
 //! SETTLE   02 | queue u32 | reason u8 | count u32 | offset u64 × count
 //! REQUEUE  03 | queue u32 | offset u64 | deliveries u32
+//! MOVE     04 | queue u32 | from u64 | order u64 | published_ms u64 | deliveries u32
+//!             | msg_id_len u16 | msg_id | body
 //! ```
-//! (integers little-endian). A message is identified by the log offset of its
-//! PUBLISH record. Replaying the log in order rebuilds every queue: a PUBLISH
-//! adds a message, a SETTLE removes it, a REQUEUE restores its delivery count.
+//! (integers little-endian). A message is identified by the log offset of the
+//! record that stores it: its PUBLISH, or the MOVE that compaction wrote when
+//! it copied the message forward so that old segments can go. Replaying the
+//! log in order rebuilds every queue: a PUBLISH adds a message, a SETTLE
+//! removes it, a REQUEUE restores its delivery count, a MOVE replaces the
+//! message at `from` with itself (one record, so a crash leaves either the
+//! old copy or the new one, never both).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -47,6 +53,23 @@ pub enum Entry {
         reason: SettleReason,
         /// Their offsets.
         offsets: Vec<u64>,
+    },
+    /// A message copied forward by compaction; it replaces the one at `from`.
+    Move {
+        /// Queue id.
+        queue: u32,
+        /// The tag it had.
+        from: u64,
+        /// Its place in the queue (the offset of its first PUBLISH).
+        order: u64,
+        /// Wall-clock time of the original publish.
+        published_ms: u64,
+        /// Deliveries so far.
+        deliveries: u32,
+        /// Producer's id for deduplication (may be empty).
+        msg_id: Bytes,
+        /// Body.
+        body: Bytes,
     },
     /// A message back in its queue after `deliveries` deliveries.
     Requeue {
@@ -93,6 +116,26 @@ impl Entry {
                 for o in offsets {
                     b.put_u64_le(*o);
                 }
+            }
+            Entry::Move {
+                queue,
+                from,
+                order,
+                published_ms,
+                deliveries,
+                msg_id,
+                body,
+            } => {
+                b.reserve(35 + msg_id.len() + body.len());
+                b.put_u8(4);
+                b.put_u32_le(*queue);
+                b.put_u64_le(*from);
+                b.put_u64_le(*order);
+                b.put_u64_le(*published_ms);
+                b.put_u32_le(*deliveries);
+                b.put_u16_le(msg_id.len() as u16);
+                b.put_slice(msg_id);
+                b.put_slice(body);
             }
             Entry::Requeue {
                 queue,
@@ -148,6 +191,21 @@ impl Entry {
                 offset: u64_at(5)?,
                 deliveries: u32_at(13)?,
             }),
+            4 => {
+                let id_len = u16::from_le_bytes(p.get(33..35)?.try_into().ok()?) as usize;
+                if p.len() < 35 + id_len {
+                    return None;
+                }
+                Some(Entry::Move {
+                    queue: u32_at(1)?,
+                    from: u64_at(5)?,
+                    order: u64_at(13)?,
+                    published_ms: u64_at(21)?,
+                    deliveries: u32_at(29)?,
+                    msg_id: p.slice(35..35 + id_len),
+                    body: p.slice(35 + id_len..),
+                })
+            }
             _ => None,
         }
     }
@@ -176,15 +234,28 @@ mod tests {
                 offset: 5,
                 deliveries: 2,
             },
+            Entry::Move {
+                queue: 3,
+                from: 5,
+                order: 4,
+                published_ms: 99,
+                deliveries: 2,
+                msg_id: Bytes::from_static(b"id-1"),
+                body: Bytes::from_static(b"body"),
+            },
         ];
         for e in entries {
             let bytes = e.encode();
             assert_eq!(Entry::decode(&bytes), Some(e.clone()));
             for cut in 0..bytes.len() {
                 let short = bytes.slice(..cut);
-                // A PUBLISH cut inside its body is still a (shorter) publish; nothing else decodes.
+                // A PUBLISH or MOVE cut inside its body is still one (the log's
+                // checksum is what catches that); nothing else decodes.
                 if let Some(d) = Entry::decode(&short) {
-                    assert!(matches!(d, Entry::Publish { .. }), "{d:?} from {cut} bytes");
+                    assert!(
+                        matches!(d, Entry::Publish { .. } | Entry::Move { .. }),
+                        "{d:?} from {cut} bytes"
+                    );
                 }
             }
         }

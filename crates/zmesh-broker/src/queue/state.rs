@@ -10,7 +10,7 @@
 //!                                   dead-letter queue ◄── deliveries ≥ max ─────┘ TTL expired
 //! ```
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use foldhash::{HashMap, HashSet};
 
@@ -27,8 +27,30 @@ pub(crate) struct Msg {
     pub msg_id: Bytes,
     pub published_ms: u64,
     pub deliveries: u32,
+    /// Its place in the queue: the offset of its first PUBLISH record. The
+    /// tag changes when compaction moves the message to a new record; this
+    /// does not, so a moved message keeps its turn.
+    pub order: u64,
     /// The consumer holding it and when its ack is due.
     pub holder: Option<(Bytes, u64)>,
+    /// Being copied to the journal's tail by compaction: neither ready nor
+    /// held until the copy is durable.
+    pub moving: bool,
+}
+
+impl Msg {
+    /// A message first stored at `offset`, never delivered.
+    pub fn new(body: Bytes, msg_id: Bytes, published_ms: u64, offset: u64) -> Msg {
+        Msg {
+            body,
+            msg_id,
+            published_ms,
+            deliveries: 0,
+            order: offset,
+            holder: None,
+            moving: false,
+        }
+    }
 }
 
 /// One consumer of a queue: a peer and its credit window.
@@ -98,9 +120,11 @@ pub struct QueueStats {
 
 pub(crate) struct Queue {
     pub spec: QueueSpec,
-    pub messages: HashMap<u64, Msg>,
-    /// Offsets of messages waiting for a consumer, oldest first.
-    pub ready: BTreeSet<u64>,
+    /// By tag (the offset of the record that stores them), so that the
+    /// messages of a journal segment are a range.
+    pub messages: BTreeMap<u64, Msg>,
+    /// Messages waiting for a consumer, as (order, tag), oldest first.
+    pub ready: BTreeSet<(u64, u64)>,
     pub consumers: Vec<Consumer>,
     /// Held messages whose consumer left with CANCEL keep: they wait for an
     /// ack by tag or their ack timeout.
@@ -118,7 +142,7 @@ impl Queue {
     pub fn new(spec: QueueSpec) -> Queue {
         Queue {
             spec,
-            messages: HashMap::default(),
+            messages: BTreeMap::new(),
             ready: BTreeSet::new(),
             consumers: Vec::new(),
             detached: HashSet::default(),
@@ -167,14 +191,30 @@ impl Queue {
     /// Add a stored message as ready.
     pub fn insert(&mut self, offset: u64, msg: Msg) {
         self.bytes += msg.body.len() as u64;
-        self.ready.insert(offset);
+        self.ready.insert((msg.order, offset));
         self.messages.insert(offset, msg);
+    }
+
+    /// Put a stored message (back) in line; false when it is not stored.
+    pub fn make_ready(&mut self, offset: u64) -> bool {
+        let Some(m) = self.messages.get(&offset) else {
+            return false;
+        };
+        self.ready.insert((m.order, offset));
+        true
+    }
+
+    /// Take a message out of line (it stays stored); true when it was in line.
+    pub fn unready(&mut self, offset: u64) -> bool {
+        self.messages
+            .get(&offset)
+            .is_some_and(|m| self.ready.remove(&(m.order, offset)))
     }
 
     /// Take a message out for good (settled or moved).
     pub fn remove(&mut self, offset: u64) -> Option<Msg> {
         let msg = self.messages.remove(&offset)?;
-        self.ready.remove(&offset);
+        self.ready.remove(&(msg.order, offset));
         self.bytes -= msg.body.len() as u64;
         self.detached.remove(&offset);
         if let Some((peer, _)) = &msg.holder
@@ -216,7 +256,7 @@ impl Queue {
         }
         let ttl = self.spec.options.message_ttl_ms;
         let ack_timeout = self.spec.options.ack_timeout_ms;
-        while let Some(&offset) = self.ready.first() {
+        while let Some(&(_, offset)) = self.ready.first() {
             let msg = self
                 .messages
                 .get_mut(&offset)
@@ -282,12 +322,12 @@ impl Queue {
         };
         self.ready
             .iter()
+            .map(|&(_, tag)| tag)
             .take_while(|o| {
                 self.messages
                     .get(o)
                     .is_some_and(|m| now_ms >= m.published_ms.saturating_add(ttl))
             })
-            .copied()
             .collect()
     }
 

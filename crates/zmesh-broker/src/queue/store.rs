@@ -5,8 +5,14 @@
 //! ```text
 //! data_dir/
 //!   queues.json      the catalog: declared queues (written, fsynced, renamed)
-//!   journal/         the storage log: PUBLISH / SETTLE / REQUEUE records
+//!   journal/         the storage log: PUBLISH / SETTLE / REQUEUE / MOVE records
 //! ```
+//!
+//! The journal stays near the size of the live messages: segments wholly
+//! below the oldest live message are deleted, and once the journal is more
+//! than half dead records, each batch also moves a bounded number of live
+//! messages out of the oldest segment (`core/compact.rs`), so that one old
+//! message cannot keep everything written after it.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -79,6 +85,17 @@ pub struct OpenReport {
 /// Sends for the driver: (ROUTER identity, frames).
 pub type Sends = Vec<(Bytes, Vec<Bytes>)>;
 
+/// Journal bytes counted for a live message besides its body (record
+/// header, message id, the log's framing), when judging how much is dead.
+const RECORD_OVERHEAD_BYTES: u64 = 64;
+
+/// Messages one batch may move for compaction: the pause it adds to a batch
+/// stays small, and it still outpaces the traffic that makes dead records.
+const COMPACT_MOVES_MAX: usize = 1024;
+
+/// Body bytes one batch may move for compaction.
+const COMPACT_BYTES_MAX: u64 = 4 << 20;
+
 /// The queue core with its storage.
 pub struct QueueStore {
     core: QueueCore,
@@ -97,6 +114,10 @@ pub struct QueueStore {
     sync_started: Option<Instant>,
     /// Request-to-durable times not yet taken (bounded).
     sync_latencies: Vec<Duration>,
+    /// The journal's segment size, for the compaction threshold.
+    segment_bytes_max: u64,
+    /// Shutting down: no compaction (it would only delay the end).
+    draining: bool,
 }
 
 fn now_ms() -> u64 {
@@ -187,6 +208,8 @@ impl QueueStore {
             bytes_at_flush: 0,
             sync_started: None,
             sync_latencies: Vec::new(),
+            segment_bytes_max: config.log.segment_bytes_max,
+            draining: false,
         };
         Ok((store, report))
     }
@@ -199,6 +222,7 @@ impl QueueStore {
     /// Shutting down: refuse new publishes.
     pub fn begin_drain(&mut self) {
         self.core.begin_drain();
+        self.draining = true;
     }
 
     /// Nothing waits to be written or synced: every accepted publish is answered.
@@ -286,9 +310,38 @@ impl QueueStore {
         Instant::now() + Duration::from_millis(wait.min(1000))
     }
 
+    /// Compact when the journal is mostly dead records: move live messages
+    /// out of its oldest segment (bounded per batch).
+    fn compact(&mut self, sends: &mut Sends) {
+        if self.draining {
+            return;
+        }
+        let Some(oldest_end) = self.log.oldest_sealed_end() else {
+            return;
+        };
+        let live = self.core.live_bytes(RECORD_OVERHEAD_BYTES);
+        // Rewriting a journal that is mostly live would only copy it; with
+        // half dead, each byte moved frees at least one more.
+        let slack = 2 * self.segment_bytes_max;
+        if self.log.bytes() <= 2 * live + slack {
+            return;
+        }
+        let actions = self
+            .core
+            .compact(oldest_end, COMPACT_MOVES_MAX, COMPACT_BYTES_MAX);
+        self.carry_out(actions, sends);
+    }
+
     /// End of a batch of messages: write the journal out, confirm what needs
     /// no fsync, and ask for a group commit for the rest.
     pub fn end_batch(&mut self) -> Sends {
+        let mut sends = Vec::new();
+        self.compact(&mut sends);
+        sends.extend(self.write_out());
+        sends
+    }
+
+    fn write_out(&mut self) -> Sends {
         let mut sends = Vec::new();
         match self.log.flush() {
             Ok(()) => {
@@ -318,7 +371,7 @@ impl QueueStore {
         }
         if !self.unflushed.is_empty() {
             // Actions carried out above appended more; write them in the next round.
-            sends.extend(self.end_batch());
+            sends.extend(self.write_out());
         }
         sends
     }

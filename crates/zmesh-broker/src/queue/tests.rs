@@ -319,6 +319,125 @@ fn declare_with_other_options_conflicts_and_delete_forgets_the_journal() {
     );
 }
 
+impl Sim {
+    /// One compaction pass below `below`, everything made durable after.
+    fn compact(&mut self, below: u64) {
+        let a = self.core.compact(below, 100, 1 << 20);
+        self.apply(a);
+        self.sync();
+    }
+
+    /// What the store deletes: records below the oldest one still needed
+    /// (a deleted record replays as nothing).
+    fn delete_dead_records(&mut self) {
+        let pending = self.waiting.iter().map(|w| w.1).min();
+        let keep = self
+            .core
+            .min_live_offset()
+            .into_iter()
+            .chain(pending)
+            .min()
+            .unwrap_or(self.journal.len() as u64);
+        for r in &mut self.journal[..keep as usize] {
+            *r = Bytes::new();
+        }
+    }
+
+    /// Bodies in line, in delivery order, from a consumer taking them all.
+    fn drain_bodies(&mut self, queue: &str) -> Vec<String> {
+        self.send("drain", &["CONSUME", "x", queue, "1000"]);
+        self.take("drain", "DELIVER")
+            .iter()
+            .map(|f| String::from_utf8(f[7].to_vec()).unwrap())
+            .collect()
+    }
+}
+
+#[test]
+fn compaction_moves_old_messages_forward_keeping_their_place_and_deliveries() {
+    let mut s = declared(r#"{"ack_timeout_ms": 1000}"#);
+    for i in 0..6 {
+        s.send(
+            "p",
+            &[
+                "PUBLISH",
+                &i.to_string(),
+                "jobs",
+                &format!("id{i}"),
+                &format!("m{i}"),
+            ],
+        );
+    }
+    s.sync();
+    // m0 is delivered once and comes back (its consumer cancels): the move
+    // must keep its count.
+    s.send("c", &["CONSUME", "x", "jobs", "1"]);
+    assert_eq!(s.tags("c"), ["0"]);
+    s.send("c", &["CANCEL", "x", "jobs"]);
+    s.sent.clear();
+    // Everything below the fourth message moves; nothing else.
+    let below = 3 + 1; // the DECLARE wrote nothing; offsets 0..=5 are m0..m5
+    s.compact(below);
+    assert_eq!(s.core.counters.moved, 4);
+    assert_eq!(
+        s.core.min_live_offset(),
+        Some(4),
+        "the old copies are retired"
+    );
+    s.delete_dead_records();
+    // A repeat of a moved message's id is still recognised.
+    s.send("p", &["PUBLISH", "r", "jobs", "id1", "again"]);
+    s.sync();
+    assert_eq!(s.stat("jobs").counters.duplicates, 1);
+
+    let expect: Vec<String> = (0..6).map(|i| format!("m{i}")).collect();
+    let mut replayed = Sim::restore(s.catalog.clone(), s.journal.clone());
+    assert_eq!(
+        replayed.drain_bodies("jobs"),
+        expect,
+        "replay keeps the order"
+    );
+    assert_eq!(
+        s.drain_bodies("jobs"),
+        expect,
+        "the running core keeps the order"
+    );
+    // m0's delivery count survived the move into the journal.
+    let mut r2 = Sim::restore(s.catalog.clone(), s.journal.clone());
+    r2.send("e", &["CONSUME", "x", "jobs", "1"]);
+    let deliveries = |f: &Vec<Bytes>| String::from_utf8(f[5].to_vec()).unwrap();
+    assert_eq!(deliveries(&r2.take("e", "DELIVER")[0]), "2");
+}
+
+#[test]
+fn compaction_skips_held_messages_and_a_purge_during_a_move_wins() {
+    let mut s = declared(r#"{"ack_timeout_ms": 1000}"#);
+    for i in 0..3 {
+        s.send(
+            "p",
+            &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
+        );
+    }
+    s.sync();
+    s.send("c", &["CONSUME", "x", "jobs", "1"]);
+    let held = s.tags("c");
+    assert_eq!(held, ["0"]);
+    // Start the moves, purge before they are durable, then finish them.
+    let a = s.core.compact(3, 100, 1 << 20);
+    s.apply(a);
+    assert_eq!(s.core.counters.moved, 2, "the held message stays put");
+    s.send("admin", &["PURGE", "c", "jobs"]);
+    s.sync();
+    assert_eq!(s.stat("jobs").ready, 0);
+    let r = Sim::restore(s.catalog.clone(), s.journal.clone());
+    assert_eq!(
+        r.core.message_count(),
+        1,
+        "only the held message is live after replay"
+    );
+    assert_eq!(s.core.message_count(), 1);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Publish,
@@ -328,6 +447,7 @@ enum Op {
     Leave(u8),
     Sync,
     Advance(u16),
+    Compact(u8),
     Crash,
 }
 
@@ -340,6 +460,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..3).prop_map(Op::Leave),
         3 => Just(Op::Sync),
         1 => (0u16..3000).prop_map(Op::Advance),
+        1 => (1u8..=4).prop_map(Op::Compact),
         1 => Just(Op::Crash),
     ]
 }
@@ -347,8 +468,9 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
-    /// Whatever happens — acks, nacks, timeouts, consumers leaving, crashes
-    /// that lose unsynced records — every confirmed message is at the end
+    /// Whatever happens — acks, nacks, timeouts, consumers leaving, journal
+    /// compaction and deleted dead records, crashes that lose unsynced
+    /// records — every confirmed message is at the end
     /// acked, ready, held, or dead-lettered; consumers never exceed their
     /// window; replaying the journal gives the same live messages.
     #[test]
@@ -397,8 +519,16 @@ proptest! {
                         s.send(&format!("c{c}"), &["HEARTBEAT"]);
                     }
                 }
+                Op::Compact(quarter) => {
+                    // Sometimes left in flight: a crash may come before it is durable.
+                    let below = s.journal.len() as u64 * u64::from(quarter) / 4;
+                    let a = s.core.compact(below, 3, 1 << 20);
+                    s.apply(a);
+                }
                 Op::Crash => {
-                    // Unsynced records are lost; every client reconnects.
+                    // Dead segments were deleted, unsynced records are lost,
+                    // every client reconnects.
+                    s.delete_dead_records();
                     let durable = s.waiting.iter().map(|w| w.1).min().unwrap_or(s.journal.len() as u64);
                     let journal = s.journal[..durable as usize].to_vec();
                     s = Sim::restore(s.catalog.clone(), journal);

@@ -22,15 +22,7 @@ impl QueueCore {
         match result {
             Ok(offset) if self.names.contains_key(&to) => {
                 let q = self.queue_by_id(to).expect("checked");
-                q.insert(
-                    offset,
-                    Msg {
-                        deliveries: 0,
-                        holder: None,
-                        published_ms: now_ms,
-                        ..msg
-                    },
-                );
+                q.insert(offset, Msg::new(msg.body, msg.msg_id, now_ms, offset));
                 let name = q.spec.name.clone();
                 if let Some(src) = self.queue_by_id(from) {
                     src.counters.dead_lettered += 1;
@@ -152,7 +144,7 @@ impl QueueCore {
             return self.dead_letter(now_ms, name, offset, "max deliveries");
         }
         let (id, deliveries) = (q.id(), m.deliveries);
-        q.ready.insert(offset);
+        q.make_ready(offset);
         q.counters.redelivered += 1;
         self.append(
             Entry::Requeue {

@@ -22,6 +22,7 @@ use foldhash::HashMap;
 use bytes::Bytes;
 use zmesh_log::Durability;
 
+mod compact;
 mod deliver;
 mod publish;
 
@@ -96,6 +97,8 @@ enum Ticket {
         to: u32,
         msg: Msg,
     },
+    /// Compaction's copy of the message at `from` (which stays until then).
+    Move { queue: u32, from: u64 },
 }
 
 struct Peer {
@@ -114,6 +117,8 @@ pub struct CoreCounters {
     pub storage_errors: u64,
     /// Consumers dropped for silence.
     pub peers_expired: u64,
+    /// Messages copied forward by journal compaction.
+    pub moved: u64,
 }
 
 /// Durable work queues: see the module docs for the I/O contract.
@@ -184,7 +189,8 @@ impl QueueCore {
         if let Some(
             Entry::Publish { queue, .. }
             | Entry::Settle { queue, .. }
-            | Entry::Requeue { queue, .. },
+            | Entry::Requeue { queue, .. }
+            | Entry::Move { queue, .. },
         ) = &entry
         {
             // Should the catalog ever lag the journal, a new queue must not inherit old records.
@@ -201,16 +207,7 @@ impl QueueCore {
                     return;
                 };
                 q.remember(msg_id.clone(), Dedup::Stored(offset));
-                q.insert(
-                    offset,
-                    Msg {
-                        body,
-                        msg_id,
-                        published_ms,
-                        deliveries: 0,
-                        holder: None,
-                    },
-                );
+                q.insert(offset, Msg::new(body, msg_id, published_ms, offset));
                 self.messages += 1;
             }
             Some(Entry::Settle { queue, offsets, .. }) => {
@@ -219,6 +216,28 @@ impl QueueCore {
                 };
                 let removed = offsets.iter().filter(|o| q.remove(**o).is_some()).count();
                 self.messages -= removed as u64;
+            }
+            Some(Entry::Move {
+                queue,
+                from,
+                order,
+                published_ms,
+                deliveries,
+                msg_id,
+                body,
+            }) => {
+                let Some(q) = self.queue_by_id(queue) else {
+                    return;
+                };
+                // The original is gone already when its segment was deleted.
+                if q.remove(from).is_none() {
+                    self.messages += 1;
+                }
+                let q = self.queue_by_id(queue).expect("found above");
+                q.remember(msg_id.clone(), Dedup::Stored(offset));
+                let mut msg = Msg::new(body, msg_id, published_ms, order);
+                msg.deliveries = deliveries;
+                q.insert(offset, msg);
             }
             Some(Entry::Requeue {
                 queue,
@@ -241,19 +260,12 @@ impl QueueCore {
     pub fn min_live_offset(&self) -> Option<u64> {
         self.queues
             .values()
-            .flat_map(|q| {
-                let ready = q.ready.first().copied();
-                let held = q
-                    .consumers
-                    .iter()
-                    .flat_map(|c| c.held.iter().copied())
-                    .chain(q.detached.iter().copied())
-                    .min();
-                ready.into_iter().chain(held)
-            })
+            .filter_map(|q| q.messages.first_key_value().map(|(tag, _)| *tag))
             .chain(self.tickets.values().filter_map(|t| match t {
                 // The original stays needed until its dead-letter copy is durable.
                 Ticket::DeadLetter { from_offset, .. } => Some(*from_offset),
+                // Likewise until its move is durable.
+                Ticket::Move { from, .. } => Some(*from),
                 Ticket::Publish { .. } => None,
             }))
             .min()
@@ -504,7 +516,13 @@ impl QueueCore {
                 proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
             );
         };
-        let offsets: Vec<u64> = q.ready.iter().copied().collect();
+        // Waiting in line, or being moved by compaction (it would be in line).
+        let offsets: Vec<u64> = q
+            .messages
+            .iter()
+            .filter(|(_, m)| m.holder.is_none())
+            .map(|(tag, _)| *tag)
+            .collect();
         for o in &offsets {
             q.remove(*o);
         }
@@ -535,6 +553,7 @@ impl QueueCore {
                 to,
                 msg,
             }) => self.dead_letter_persisted(now_ms, from, from_offset, to, msg, result),
+            Some(Ticket::Move { queue, from }) => self.move_persisted(now_ms, queue, from, result),
             None => {}
         }
         std::mem::take(&mut self.out)
@@ -574,7 +593,7 @@ impl QueueCore {
                 if let Some(q) = self.queues.get_mut(name) {
                     q.counters.expired += expired.len() as u64;
                     for off in &expired {
-                        q.ready.remove(off);
+                        q.unready(*off);
                     }
                 }
                 for off in expired {

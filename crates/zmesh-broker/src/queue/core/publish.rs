@@ -150,13 +150,8 @@ impl QueueCore {
             durability,
             Some(ticket),
         );
-        let msg = Msg {
-            body,
-            msg_id,
-            published_ms: now_ms,
-            deliveries: 0,
-            holder: None,
-        };
+        // Its order is its offset, known once stored.
+        let msg = Msg::new(body, msg_id, now_ms, 0);
         self.tickets.insert(
             ticket,
             Ticket::Publish {
@@ -254,7 +249,13 @@ impl QueueCore {
             Ok(offset) => {
                 q.counters.confirmed += 1;
                 q.remember(msg.msg_id.clone(), Dedup::Stored(offset));
-                q.insert(offset, msg);
+                q.insert(
+                    offset,
+                    Msg {
+                        order: offset,
+                        ..msg
+                    },
+                );
                 let name = q.spec.name.clone();
                 for w in waiters {
                     let duplicate = w.duplicate();
