@@ -1,8 +1,9 @@
 //! Small pieces every client of this crate shares: background tasks that
 //! end with the client, a mutex that survives a panicked holder, full-jitter
-//! backoff, and framing under a protocol name.
+//! backoff, framing under a protocol name, and message ids for deduplication.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +31,30 @@ pub(crate) fn jitter(d: Duration) -> Duration {
     getrandom::fill(&mut r).expect("OS random number generator unavailable");
     let frac = (u64::from_be_bytes(r) >> 11) as f64 / (1u64 << 53) as f64;
     d.mul_f64(frac)
+}
+
+/// Message ids unique to one client: a random prefix and a counter. A
+/// publish keeps its id through its retries, so the broker stores it once.
+pub(crate) struct MsgIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl MsgIds {
+    pub fn new() -> MsgIds {
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).expect("OS random number generator unavailable");
+        MsgIds {
+            prefix: hex::encode(seed),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh id, `PREFIX-N`.
+    pub fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.prefix)
+    }
 }
 
 /// `"" PROTOCOL parts...`: the envelope every zmesh protocol message starts with.

@@ -12,6 +12,7 @@
 //! - [`worker`]: handlers with bounded concurrency, heartbeats, reconnect, drain.
 //! - [`breaker`]: the circuit breaker, sans-IO.
 //! - [`admin`]: the admin HTTP port (metrics, JSON API, probes).
+//! - [`dedup`]: producer message ids remembered by queues and streams.
 //! - [`queue`]: durable work queues on the storage log (ZMQU01).
 //! - [`stream`]: replayable pub/sub streams on the storage log (ZMST01).
 
@@ -20,6 +21,7 @@ pub mod breaker;
 pub mod client;
 mod client_util;
 pub mod core;
+pub mod dedup;
 pub mod driver;
 pub mod mdp;
 pub mod queue;

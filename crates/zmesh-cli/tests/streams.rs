@@ -1,6 +1,7 @@
 //! Streams with real processes: a subscriber that misses 100,000 messages and
 //! catches up with no gap and no duplicate, then follows the live tail; the
-//! same across a SIGKILLed broker; snapshots (the Clone pattern).
+//! same across a SIGKILLed broker; a repeated publish stored once across a
+//! SIGKILLed broker; snapshots (the Clone pattern).
 
 mod common;
 
@@ -146,6 +147,43 @@ async fn durable_subscription_survives_a_sigkilled_broker() {
         };
         expect_run(&mut sub, &mut next, 5000).await;
         more.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_publish_repeated_across_a_sigkilled_broker_is_stored_once() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("dedup");
+        let mut b = broker(&ep, &dir).await;
+        let p = client(&ep).await;
+        p.create("events", None).await.unwrap();
+        publish(&p, 0, 10).await;
+        let seq = p
+            .publish_with_id("events", "events.order", "order-17", "paid")
+            .await
+            .unwrap();
+        b.kill().await.unwrap();
+        let _b = broker(&ep, &dir).await;
+        // The producer did not hear the answer and sends it again, after the restart.
+        let again = p
+            .publish_with_id("events", "events.order", "order-17", "paid")
+            .await
+            .unwrap();
+        assert_eq!(
+            again, seq,
+            "the repeat is answered with the first sequence number"
+        );
+        let next = p
+            .publish_with_id("events", "events.order", "order-18", "paid")
+            .await
+            .unwrap();
+        assert_eq!(next, seq + 1, "nothing was stored for the repeat");
+        let info = &p.info(Some("events")).await.unwrap()[0];
+        assert_eq!(info["messages"], 12, "{info}");
+        assert_eq!(info["duplicates"], 1, "{info}");
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;

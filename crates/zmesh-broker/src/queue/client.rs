@@ -28,7 +28,7 @@ use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use super::options::{QueueOptions, QueueSpec};
 use super::proto::PROTOCOL;
-use crate::client_util::{Tasks, jitter, lock};
+use crate::client_util::{MsgIds, Tasks, jitter, lock};
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
     crate::client_util::framed(PROTOCOL, parts)
@@ -157,8 +157,7 @@ struct Inner {
     consumers: Mutex<HashMap<String, (u32, mpsc::UnboundedSender<Delivery>)>>,
     next_corr: AtomicU64,
     last_heard: Mutex<Instant>,
-    id_prefix: String,
-    next_msg: AtomicU64,
+    msg_ids: MsgIds,
 }
 
 /// A connection to the broker's queues. Cheap to clone; clones share it.
@@ -186,16 +185,13 @@ impl QueueClient {
     ) -> Result<Self, QueueError> {
         let sock = Socket::new(SocketType::Dealer, options)?;
         sock.connect(endpoint).await?;
-        let mut seed = [0u8; 8];
-        getrandom::fill(&mut seed).expect("OS random number generator unavailable");
         let inner = Arc::new(Inner {
             pending: Mutex::new(HashMap::default()),
             batches: Mutex::new(HashMap::default()),
             consumers: Mutex::new(HashMap::default()),
             next_corr: AtomicU64::new(1),
             last_heard: Mutex::new(Instant::now()),
-            id_prefix: hex::encode(seed),
-            next_msg: AtomicU64::new(0),
+            msg_ids: MsgIds::new(),
         });
         let reader = tokio::spawn(read_replies(sock.clone(), inner.clone()));
         let keeper = tokio::spawn(keep_consumers(sock.clone(), inner.clone(), cfg.clone()));
@@ -331,9 +327,8 @@ impl QueueClient {
         queue: &str,
         body: impl Into<Bytes>,
     ) -> Result<Confirm, QueueError> {
-        let n = self.inner.next_msg.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{n}", self.inner.id_prefix);
-        self.publish_with_id(queue, id, body).await
+        self.publish_with_id(queue, self.inner.msg_ids.next(), body)
+            .await
     }
 
     /// Publish with the caller's message id (deduplicated by the broker within its window).

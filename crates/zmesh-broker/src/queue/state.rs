@@ -10,9 +10,12 @@
 //!                                   dead-letter queue ◄── deliveries ≥ max ─────┘ TTL expired
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashSet;
+
+pub(crate) use crate::dedup::Dedup;
+use crate::dedup::DedupWindow;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -60,15 +63,6 @@ pub(crate) struct Consumer {
     pub prefetch: u32,
     /// Tags delivered and not yet settled; never more than `prefetch`.
     pub held: HashSet<u64>,
-}
-
-/// Where a producer's message id stands.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Dedup {
-    /// Being stored under this ticket.
-    Storing(u64),
-    /// Stored at this offset.
-    Stored(u64),
 }
 
 /// Counters of one queue.
@@ -133,8 +127,7 @@ pub(crate) struct Queue {
     pub next_consumer: usize,
     pub storing: u64,
     pub bytes: u64,
-    pub dedup: HashMap<Bytes, Dedup>,
-    pub dedup_order: VecDeque<Bytes>,
+    pub dedup: DedupWindow,
     pub counters: QueueCounters,
 }
 
@@ -149,8 +142,7 @@ impl Queue {
             next_consumer: 0,
             storing: 0,
             bytes: 0,
-            dedup: HashMap::default(),
-            dedup_order: VecDeque::new(),
+            dedup: DedupWindow::default(),
             counters: QueueCounters::default(),
         }
     }
@@ -169,23 +161,12 @@ impl Queue {
 
     /// Remember a producer's message id, forgetting the oldest past the window.
     pub fn remember(&mut self, msg_id: Bytes, state: Dedup) {
-        if msg_id.is_empty() || self.options().dedup_window == 0 {
-            return;
-        }
-        if self.dedup.insert(msg_id.clone(), state).is_none() {
-            self.dedup_order.push_back(msg_id);
-            while self.dedup_order.len() > self.options().dedup_window as usize {
-                if let Some(old) = self.dedup_order.pop_front() {
-                    self.dedup.remove(&old);
-                }
-            }
-        }
+        let window = self.options().dedup_window as usize;
+        self.dedup.remember(msg_id, state, window);
     }
 
     pub fn forget(&mut self, msg_id: &Bytes) {
-        if !msg_id.is_empty() && self.dedup.remove(msg_id).is_some() {
-            self.dedup_order.retain(|m| m != msg_id);
-        }
+        self.dedup.forget(msg_id);
     }
 
     /// Add a stored message as ready.

@@ -34,7 +34,7 @@ use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use super::options::{StreamOptions, StreamSpec};
 use super::proto::{PROTOCOL, Start};
-use crate::client_util::{Tasks, lock};
+use crate::client_util::{MsgIds, Tasks, lock};
 use crate::queue::client::QueueError;
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
@@ -130,6 +130,7 @@ struct Inner {
     /// Counters: gaps seen, duplicates dropped.
     gaps: AtomicU64,
     duplicates: AtomicU64,
+    msg_ids: MsgIds,
 }
 
 fn subscribe_frames(name: &str, s: &SubState, credit: u32) -> Message {
@@ -182,6 +183,7 @@ impl StreamClient {
             credit: cfg.credit.clamp(2, super::proto::CREDIT_MAX),
             gaps: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            msg_ids: MsgIds::new(),
         });
         let reader = tokio::spawn(read(sock.clone(), inner.clone()));
         let keeper = tokio::spawn(keep(sock.clone(), inner.clone(), cfg.clone()));
@@ -255,12 +257,28 @@ impl StreamClient {
             .map_err(|e| QueueError::Protocol(format!("info: {e}")))
     }
 
-    /// Append a message; returns its sequence number once durable. A retry
-    /// after a lost reply can store it twice (streams do not deduplicate).
+    /// Append a message; returns its sequence number once durable. It goes
+    /// with an id of this client's making, so a retry after a lost reply is
+    /// recognised by the broker and answered with the first sequence number.
     pub async fn publish(
         &self,
         stream: &str,
         subject: &str,
+        body: impl Into<Bytes>,
+    ) -> Result<u64, QueueError> {
+        self.publish_with_id(stream, subject, self.inner.msg_ids.next(), body)
+            .await
+    }
+
+    /// Append a message with the caller's id (at most 255 bytes; empty: no
+    /// deduplication). Within the stream's `dedup_window` a repeat of the id,
+    /// from any client and across broker restarts, is not stored again: it is
+    /// answered with the first message's sequence number.
+    pub async fn publish_with_id(
+        &self,
+        stream: &str,
+        subject: &str,
+        msg_id: impl Into<Bytes>,
         body: impl Into<Bytes>,
     ) -> Result<u64, QueueError> {
         let f = self
@@ -269,6 +287,7 @@ impl StreamClient {
                 stream.to_owned().into(),
                 subject.to_owned().into(),
                 body.into(),
+                msg_id.into(),
             ])
             .await?;
         std::str::from_utf8(f.first().map_or(&b""[..], |b| &b[..]))

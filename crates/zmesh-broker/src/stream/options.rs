@@ -24,6 +24,8 @@ pub struct StreamOptions {
     pub max_msgs: Option<u64>,
     /// Subjects whose last value the broker remembers for snapshots.
     pub last_values_max: u32,
+    /// Producer message ids remembered for deduplication (the newest; 0: none).
+    pub dedup_window: u32,
 }
 
 impl Default for StreamOptions {
@@ -34,6 +36,7 @@ impl Default for StreamOptions {
             max_bytes: Some(1 << 30),
             max_msgs: None,
             last_values_max: 100_000,
+            dedup_window: 100_000,
         }
     }
 }
@@ -51,6 +54,9 @@ impl StreamOptions {
         }
         if self.last_values_max > 10_000_000 {
             return Err("last_values_max above 10000000".into());
+        }
+        if self.dedup_window > 10_000_000 {
+            return Err("dedup_window above 10000000".into());
         }
         Ok(())
     }

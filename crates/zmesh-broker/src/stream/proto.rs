@@ -84,6 +84,8 @@ pub enum Command {
         subject: Bytes,
         /// Body.
         body: Bytes,
+        /// The producer's id for deduplication, 0-255 bytes (empty: none).
+        msg_id: Bytes,
     },
     /// Start a subscription.
     Subscribe {
@@ -236,13 +238,18 @@ pub fn parse(frames: &[Bytes]) -> Result<Command, ProtoError> {
             }
         }
         b"PUBLISH" => {
-            arity(4, 4)?;
+            arity(4, 5)?;
             check_subject(text(&args[2]).map_err(fail)?).map_err(fail)?;
+            let msg_id = args.get(4).cloned().unwrap_or_default();
+            if msg_id.len() > 255 {
+                return Err(fail("msg_id must be at most 255 bytes".into()));
+            }
             Command::Publish {
                 corr: args[0].clone(),
                 stream: stream_name(&args[1]).map_err(fail)?,
                 subject: args[2].clone(),
                 body: args[3].clone(),
+                msg_id,
             }
         }
         b"SUBSCRIBE" => {

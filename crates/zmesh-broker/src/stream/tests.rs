@@ -129,3 +129,86 @@ proptest! {
         prop_assert!(seen.iter().enumerate().all(|(i, m)| m.1 == i as u64 + 1));
     }
 }
+
+/// `(peer, STORED seq)` replies in `actions`.
+fn stored(actions: &[StreamAction]) -> Vec<(String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            StreamAction::Send { to, frames } if frames[2] == "STORED" => Some((
+                String::from_utf8(to.to_vec()).unwrap(),
+                String::from_utf8(frames[4].to_vec()).unwrap(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_repeated_msg_id_is_stored_once_while_storing_after_and_after_a_restart() {
+    let mut s = Sim::new();
+    let core = &mut s.core;
+    let publish = |core: &mut StreamCore, who: &str, id: &str| {
+        core.handle(
+            1000,
+            &Bytes::from(who.to_owned()),
+            &msg(&["PUBLISH", "1", "ev", "ev.a", "body", id]),
+        )
+    };
+    // The first is being written when its retry arrives: the retry waits.
+    let first = publish(core, "p", "id-1");
+    let Some(StreamAction::Append { record, ticket, .. }) = first.first().cloned() else {
+        panic!("{first:?}")
+    };
+    assert!(publish(core, "q", "id-1").is_empty(), "no second append");
+    let answers = stored(&core.persisted(ticket, Ok(0)));
+    assert_eq!(
+        answers,
+        [("p".into(), "0".into()), ("q".into(), "0".into())]
+    );
+    // Once stored, a repeat is answered at once with the same sequence number.
+    assert_eq!(
+        stored(&publish(core, "r", "id-1")),
+        [("r".into(), "0".into())]
+    );
+    // A different id, and no id at all, are new messages.
+    assert!(matches!(
+        publish(core, "p", "id-2").first(),
+        Some(StreamAction::Append { .. })
+    ));
+    assert!(matches!(
+        publish(core, "p", "").first(),
+        Some(StreamAction::Append { .. })
+    ));
+    let info = core.infos();
+    assert_eq!(info[0]["duplicates"], 2);
+
+    // After a restart the ids come back from the log.
+    let mut again = Sim::new();
+    again.core.replay(0, 0, &record);
+    assert_eq!(
+        stored(&publish(&mut again.core, "p", "id-1")),
+        [("p".into(), "0".into())]
+    );
+}
+
+#[test]
+fn a_refused_publish_lets_its_id_try_again() {
+    let mut s = Sim::new();
+    let a = s.core.handle(
+        1000,
+        &Bytes::from_static(b"p"),
+        &msg(&["PUBLISH", "1", "ev", "ev.a", "body", "id-1"]),
+    );
+    let Some(StreamAction::Append { ticket, .. }) = a.first() else {
+        panic!("{a:?}")
+    };
+    let refused = s.core.persisted(*ticket, Err("disk full".into()));
+    assert!(stored(&refused).is_empty());
+    let retry = s.core.handle(
+        1000,
+        &Bytes::from_static(b"p"),
+        &msg(&["PUBLISH", "2", "ev", "ev.a", "body", "id-1"]),
+    );
+    assert!(matches!(retry.first(), Some(StreamAction::Append { .. })));
+}

@@ -97,10 +97,8 @@ impl QueueCore {
             Ok(tag) if still_moving => {
                 let mut m = q.messages.remove(&from).expect("checked");
                 m.moving = false;
-                if !m.msg_id.is_empty()
-                    && let Some(d @ Dedup::Stored(_)) = q.dedup.get_mut(&m.msg_id)
-                {
-                    *d = Dedup::Stored(tag);
+                if let Some(Dedup::Stored(_)) = q.dedup.get(&m.msg_id) {
+                    q.remember(m.msg_id.clone(), Dedup::Stored(tag));
                 }
                 q.messages.insert(tag, m);
                 q.make_ready(tag);

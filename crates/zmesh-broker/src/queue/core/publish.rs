@@ -88,7 +88,7 @@ impl QueueCore {
                 },
             );
         };
-        match q.dedup.get(&msg_id).copied() {
+        match q.dedup.get(&msg_id) {
             Some(Dedup::Stored(offset)) => {
                 q.counters.duplicates += 1;
                 let outcome = Outcome::Stored {

@@ -22,11 +22,13 @@ use foldhash::HashMap;
 use zmesh_log::Durability;
 
 mod deliver;
+mod publish;
 
 use super::options::{StreamCatalog, StreamOptions, StreamSpec};
 use super::proto::{self, Command};
 use super::record::StreamRecord;
 use super::subject::Filter;
+use crate::dedup::{Dedup, DedupWindow};
 use crate::queue::proto::code;
 
 /// Core settings.
@@ -137,8 +139,11 @@ struct Stream {
     last_values: HashMap<Bytes, u64>,
     durables: BTreeMap<String, u64>,
     published: u64,
+    /// Publishes recognised as repeats of a remembered message id.
+    duplicates: u64,
     delivered: u64,
     skipped_by_retention: u64,
+    dedup: DedupWindow,
 }
 
 struct Sub {
@@ -156,9 +161,10 @@ struct Sub {
 
 struct PendingPublish {
     stream: u32,
-    to: Bytes,
-    corr: Bytes,
+    /// The publisher first, then repeats of its message id: (peer, corr).
+    waiters: Vec<(Bytes, Bytes)>,
     subject: Bytes,
+    msg_id: Bytes,
 }
 
 struct PendingSnapshot {
@@ -232,8 +238,10 @@ impl StreamCore {
                 last_values: HashMap::default(),
                 durables: BTreeMap::new(),
                 published: 0,
+                duplicates: 0,
                 delivered: 0,
                 skipped_by_retention: 0,
+                dedup: DedupWindow::default(),
             },
         );
     }
@@ -254,6 +262,8 @@ impl StreamCore {
         if let Some(r) = StreamRecord::decode(record) {
             s.last_time_ms = s.last_time_ms.max(r.time_ms);
             remember_last(s, r.subject, seq);
+            let window = s.spec.options.dedup_window as usize;
+            s.dedup.remember(r.msg_id, Dedup::Stored(seq), window);
         }
     }
 
@@ -321,7 +331,8 @@ impl StreamCore {
                 stream,
                 subject,
                 body,
-            } => self.publish(now_ms, from, corr, &stream, subject, body),
+                msg_id,
+            } => self.publish(now_ms, from, corr, &stream, subject, body, msg_id),
             Command::Subscribe {
                 corr,
                 stream,
@@ -391,6 +402,7 @@ impl StreamCore {
                 .map(|x| s.visible_end.saturating_sub(x.cursor)).max().unwrap_or(0),
             "durables": s.durables,
             "published": s.published,
+            "duplicates": s.duplicates,
             "delivered": s.delivered,
             "skipped_by_retention": s.skipped_by_retention,
             "options": s.spec.options,
@@ -460,82 +472,6 @@ impl StreamCore {
     /// Refuse new publishes from now on ("503 broker shutting down").
     pub fn begin_drain(&mut self) {
         self.draining = true;
-    }
-
-    fn publish(
-        &mut self,
-        now_ms: u64,
-        from: &Bytes,
-        corr: Bytes,
-        name: &str,
-        subject: Bytes,
-        body: Bytes,
-    ) {
-        if self.draining {
-            return self
-                .out
-                .push(err(from, &corr, code::UNAVAILABLE, "broker shutting down"));
-        }
-        let Some(s) = self.names.get(name).and_then(|id| self.streams.get_mut(id)) else {
-            return self.out.push(err(
-                from,
-                &corr,
-                code::NOT_FOUND,
-                &format!("no stream {name:?}"),
-            ));
-        };
-        // Times never go backwards within a stream: "start at time T" relies on it.
-        s.last_time_ms = s.last_time_ms.max(now_ms);
-        let record = StreamRecord {
-            time_ms: s.last_time_ms,
-            subject: subject.clone(),
-            body,
-        };
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
-        self.out.push(StreamAction::Append {
-            stream: s.spec.id,
-            record: record.encode(),
-            durability: s.spec.options.durability,
-            ticket,
-        });
-        self.publishes.insert(
-            ticket,
-            PendingPublish {
-                stream: s.spec.id,
-                to: from.clone(),
-                corr,
-                subject,
-            },
-        );
-    }
-
-    /// The record of `ticket` is durable as `seq`, or could not be stored.
-    pub fn persisted(&mut self, ticket: u64, result: Result<u64, String>) -> Vec<StreamAction> {
-        if let Some(p) = self.publishes.remove(&ticket) {
-            match (result, self.streams.get_mut(&p.stream)) {
-                (Ok(seq), Some(s)) => {
-                    s.visible_end = s.visible_end.max(seq + 1);
-                    s.published += 1;
-                    remember_last(s, p.subject, seq);
-                    self.send(&p.to, proto::stored(&p.corr, seq));
-                    // Subscribers are served once per batch (`pump_dirty`),
-                    // not once per message: one log read covers the batch.
-                    if !self.dirty.contains(&p.stream) {
-                        self.dirty.push(p.stream);
-                    }
-                }
-                (Ok(_), None) => {
-                    self.out
-                        .push(err(&p.to, &p.corr, code::NOT_FOUND, "stream deleted"))
-                }
-                (Err(reason), _) => {
-                    let reason = format!("storage refused the message: {reason}");
-                    self.out.push(err(&p.to, &p.corr, code::STORAGE, &reason));
-                }
-            }
-        }
-        std::mem::take(&mut self.out)
     }
 
     /// Retention removed everything below `first_seq`.
