@@ -260,7 +260,8 @@ async fn worker_drain_answers_what_it_holds_then_leaves() {
 
 /// A drain does not wait forever: a handler still running after the drain
 /// timeout is dropped, the worker leaves, and the broker answers the request
-/// (503: the service is not idempotent) instead of leaving it hanging.
+/// (503: the service is not idempotent) instead of leaving it hanging. Both
+/// worker protocols; and a dropped stop sender is a stop, not a spin.
 #[tokio::test]
 async fn a_drain_that_outlasts_its_timeout_leaves_and_the_broker_answers() {
     bounded(TEST_LIMIT, async {
@@ -275,36 +276,47 @@ async fn a_drain_that_outlasts_its_timeout_leaves_and_the_broker_answers() {
         )
         .await
         .unwrap();
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let cfg = WorkerConfig {
-            drain_timeout: Duration::from_millis(300),
-            ..worker_config()
-        };
-        let (h, started) = slow_echo(Duration::from_secs(60));
-        let run = tokio::spawn(Worker::new(&ep, "stuck", cfg, h).run(rx));
-        wait_workers(&client, "stuck", 1).await;
-        let call = tokio::spawn({
-            let client = client.clone();
-            async move {
-                client
-                    .request("stuck", vec![Bytes::from_static(b"x")])
-                    .await
+        for (protocol, service, drop_sender) in [
+            (WorkerProtocol::Zmesh, "stuck", false),
+            (WorkerProtocol::Mdp, "stuck-mdp", false),
+            (WorkerProtocol::Mdp, "stuck-dropped", true),
+        ] {
+            let (stop, rx) = tokio::sync::watch::channel(false);
+            let cfg = WorkerConfig {
+                drain_timeout: Duration::from_millis(300),
+                protocol,
+                ..worker_config()
+            };
+            let (h, started) = slow_echo(Duration::from_secs(60));
+            let run = tokio::spawn(Worker::new(&ep, service, cfg, h).run(rx));
+            wait_workers(&client, service, 1).await;
+            let call = tokio::spawn({
+                let client = client.clone();
+                async move {
+                    client
+                        .request(service, vec![Bytes::from_static(b"x")])
+                        .await
+                }
+            });
+            wait_until(|| started.load(Ordering::SeqCst) == 1).await;
+            if drop_sender {
+                drop(stop);
+            } else {
+                stop.send(true).unwrap();
             }
-        });
-        wait_until(|| started.load(Ordering::SeqCst) == 1).await;
-        stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), run)
-            .await
-            .expect("the worker leaves after its drain timeout")
-            .unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(3), call)
-            .await
-            .expect("the request is answered, not left hanging")
-            .unwrap();
-        assert!(
-            matches!(&answer, Err(ClientError::Status { code, .. }) if code == "503"),
-            "{answer:?}"
-        );
+            tokio::time::timeout(Duration::from_secs(3), run)
+                .await
+                .unwrap_or_else(|_| panic!("{service}: the worker leaves after its drain timeout"))
+                .unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(3), call)
+                .await
+                .expect("the request is answered, not left hanging")
+                .unwrap();
+            assert!(
+                matches!(&answer, Err(ClientError::Status { code, .. }) if code == "503"),
+                "{service}: {answer:?}"
+            );
+        }
     })
     .await;
 }
@@ -331,26 +343,33 @@ async fn a_failing_handler_answers_500_and_the_worker_carries_on() {
                 _ => Ok(body),
             }
         });
-        tokio::spawn(Worker::new(&ep, "orders", cfg, h).run(rx));
+        let mdp = WorkerConfig {
+            protocol: WorkerProtocol::Mdp,
+            ..cfg.clone()
+        };
+        tokio::spawn(Worker::new(&ep, "orders", cfg, h.clone()).run(rx.clone()));
+        tokio::spawn(Worker::new(&ep, "orders-mdp", mdp, h).run(rx));
         let client = Client::connect(&ep, client_config()).await.unwrap();
-        let bodies: [&'static str; 7] = ["ok", "panic", "slow", "fail", "ok", "panic", "slow"];
-        let calls = bodies.into_iter().map(|b| {
-            let client = client.clone();
-            async move {
-                client
-                    .request("orders", vec![Bytes::from_static(b.as_bytes())])
-                    .await
+        for service in ["orders", "orders-mdp"] {
+            let bodies: [&'static str; 7] = ["ok", "panic", "slow", "fail", "ok", "panic", "slow"];
+            let calls = bodies.into_iter().map(|b| {
+                let client = client.clone();
+                async move {
+                    client
+                        .request(service, vec![Bytes::from_static(b.as_bytes())])
+                        .await
+                }
+            });
+            let replies = futures_join_all(calls).await;
+            for (b, r) in bodies.iter().zip(replies) {
+                let got = text(&r.unwrap());
+                let want: Vec<String> = match *b {
+                    "panic" => vec!["500".into(), "handler panicked".into()],
+                    "fail" => vec!["500".into(), "no such order".into()],
+                    other => vec![other.into()],
+                };
+                assert_eq!(got, want, "{service}: reply to {b:?}");
             }
-        });
-        let replies = futures_join_all(calls).await;
-        for (b, r) in bodies.iter().zip(replies) {
-            let got = text(&r.unwrap());
-            let want: Vec<String> = match *b {
-                "panic" => vec!["500".into(), "handler panicked".into()],
-                "fail" => vec!["500".into(), "no such order".into()],
-                other => vec![other.into()],
-            };
-            assert_eq!(got, want, "reply to {b:?}");
         }
         // A name the broker would refuse never leaves the client (it would
         // cost the other requests of its batch a round trip).

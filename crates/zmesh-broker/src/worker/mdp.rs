@@ -40,7 +40,10 @@ impl Worker {
                     match frames.as_slice() {
                         [e, h, c, ..] if e.is_empty() && h.as_ref() == MDPW01 && c.as_ref() == [cmd::W1_DISCONNECT] => break SessionEnd::Lost,
                         [e, h, c, address, delim, body @ ..] if e.is_empty() && h.as_ref() == MDPW01 && c.as_ref() == [cmd::W1_REQUEST] && delim.is_empty() => {
-                            let reply = self.handle(&sock, body.to_vec(), &mut next_hb).await?;
+                            let Some(reply) = self.handle(&sock, body.to_vec(), &mut next_hb, stop).await? else {
+                                tracing::warn!("drain timed out: leaving with a request unanswered");
+                                break SessionEnd::Stopped;
+                            };
                             let mut f = w1(cmd::W1_REPLY);
                             f.extend([address.clone(), Bytes::new()]);
                             f.extend(reply);
@@ -60,37 +63,39 @@ impl Worker {
                     sock.send(Message::from_frames(w1(cmd::W1_HEARTBEAT))).await?;
                     next_hb = Instant::now() + hb;
                 }
-                _ = stop.changed() => {
-                    if *stop.borrow() {
-                        break SessionEnd::Stopped;
-                    }
-                }
+                _ = super::stopped(stop) => break SessionEnd::Stopped,
             }
         };
         // Drained (we are between requests): DISCONNECT tells the broker.
         super::end_session(sock, end, w1(cmd::W1_DISCONNECT)).await
     }
 
-    /// Run the handler while heartbeats keep going out.
+    /// Run the handler while heartbeats keep going out. Once a stop is
+    /// asked, the handler has `drain_timeout` to finish; `None` when it did
+    /// not (the broker then deals with the request when we DISCONNECT).
     async fn handle(
         &self,
         sock: &Socket,
         body: Vec<Bytes>,
         next_hb: &mut Instant,
-    ) -> zmesh::Result<Vec<Bytes>> {
-        let work = (self.handler)(body);
+        stop: &mut watch::Receiver<bool>,
+    ) -> zmesh::Result<Option<Vec<Bytes>>> {
+        let work = super::reply_to(&self.handler, body);
         tokio::pin!(work);
+        let drain_timeout = self.cfg.drain_timeout;
+        let mut drain_deadline = None;
         loop {
             tokio::select! {
-                r = &mut work => {
-                    return Ok(match r {
-                        Ok(reply) => reply,
-                        Err(e) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
-                    });
-                }
+                reply = &mut work => return Ok(Some(reply)),
                 _ = sleep_until(*next_hb) => {
                     sock.send(Message::from_frames(w1(cmd::W1_HEARTBEAT))).await?;
                     *next_hb = Instant::now() + self.cfg.heartbeat_interval;
+                }
+                _ = super::stopped(stop), if drain_deadline.is_none() => {
+                    drain_deadline = Some(Instant::now() + drain_timeout);
+                }
+                _ = sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
+                    return Ok(None);
                 }
             }
         }

@@ -122,6 +122,38 @@ async fn end_session(
     Ok(end)
 }
 
+/// The handler's reply to `body`; an error, or a panic when the handler is
+/// called or polled, becomes a `500` reply (the worker lives on).
+fn reply_to(
+    handler: &Handler,
+    body: Vec<Bytes>,
+) -> impl Future<Output = Vec<Bytes>> + Send + 'static {
+    use futures::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    let work = std::panic::catch_unwind(AssertUnwindSafe(|| handler(body)))
+        .map(|fut| AssertUnwindSafe(fut).catch_unwind());
+    async move {
+        let done = match work {
+            Ok(fut) => fut.await,
+            Err(panic) => Err(panic),
+        };
+        match done {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
+            Err(_) => vec![
+                Bytes::from_static(b"500"),
+                Bytes::from_static(b"handler panicked"),
+            ],
+        }
+    }
+}
+
+/// Resolves once a stop is asked: `stop` true, or its sender gone. (Waiting
+/// on `changed()` alone would spin once the sender is dropped.)
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 enum SessionEnd {
     /// The broker vanished or said DISCONNECT: reconnect.
     Lost,
@@ -146,8 +178,9 @@ impl Worker {
         self.stats.clone()
     }
 
-    /// Serve until `stop` turns true; then finish in-flight requests, say
-    /// DISCONNECT and return.
+    /// Serve until `stop` turns true (or its sender is dropped: nobody is
+    /// left to say stop); then finish in-flight requests, within
+    /// `drain_timeout`, say DISCONNECT and return.
     pub async fn run(self, stop: watch::Receiver<bool>) {
         let me = Arc::new(self);
         let sessions = match me.cfg.protocol {
@@ -170,7 +203,7 @@ impl Worker {
     async fn slot(&self, mut stop: watch::Receiver<bool>) {
         let mut wait = self.cfg.reconnect_initial;
         loop {
-            if *stop.borrow() {
+            if *stop.borrow() || stop.has_changed().is_err() {
                 return;
             }
             self.stats.sessions.fetch_add(1, Ordering::Relaxed);
@@ -189,7 +222,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+                _ = stopped(&mut stop) => return,
             }
             wait = (wait * 2).min(self.cfg.reconnect_max);
         }

@@ -7,7 +7,6 @@
 //! DISCONNECT loses nothing. A drain lasts at most `drain_timeout`; what is
 //! still running then is dropped and the broker deals with it.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -130,12 +129,10 @@ impl Worker {
                     sock.send(Message::from_frames(zw(cmd::W2_HEARTBEAT))).await?;
                     next_hb = Instant::now() + hb;
                 }
-                _ = stop.changed(), if !draining => {
-                    if *stop.borrow() {
-                        draining = true;
-                        drain_deadline = Instant::now() + self.cfg.drain_timeout;
-                        sock.send(Message::from_frames(zw(cmd::Z_DRAIN))).await?;
-                    }
+                _ = super::stopped(stop), if !draining => {
+                    draining = true;
+                    drain_deadline = Instant::now() + self.cfg.drain_timeout;
+                    sock.send(Message::from_frames(zw(cmd::Z_DRAIN))).await?;
                 }
                 _ = sleep_until(drain_deadline), if draining => {
                     tracing::warn!(held = in_flight, "drain timed out: leaving with requests unanswered");
@@ -153,25 +150,11 @@ impl Worker {
         address: Bytes,
         body: Vec<Bytes>,
     ) -> impl Future<Output = Vec<Bytes>> + Send + 'static {
-        // A handler may panic when called as well as when polled.
-        let work = std::panic::catch_unwind(AssertUnwindSafe(|| (self.handler)(body)))
-            .map(|fut| AssertUnwindSafe(fut).catch_unwind());
+        let reply = super::reply_to(&self.handler, body);
         async move {
-            let done = match work {
-                Ok(fut) => fut.await,
-                Err(panic) => Err(panic),
-            };
-            let reply = match done {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(e)) => vec![Bytes::from_static(b"500"), Bytes::from(e)],
-                Err(_) => vec![
-                    Bytes::from_static(b"500"),
-                    Bytes::from_static(b"handler panicked"),
-                ],
-            };
             let mut f = zw(cmd::W2_FINAL);
             f.extend([address, Bytes::new()]);
-            f.extend(reply);
+            f.extend(reply.await);
             f
         }
     }
