@@ -33,6 +33,26 @@ pub(crate) fn jitter(d: Duration) -> Duration {
     d.mul_f64(frac)
 }
 
+/// Resolves when a link of the socket `socket_id` becomes active again (the
+/// broker is back after a restart or a dropped connection), or when events
+/// were missed. A client then subscribes again at once, instead of waiting
+/// until the broker's silence shows. Cancel-safe.
+pub(crate) async fn link_restored(
+    events: &mut tokio::sync::broadcast::Receiver<zmesh::registry::ConnectionEvent>,
+    socket_id: u64,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    use zmesh::registry::PeerState;
+    loop {
+        match events.recv().await {
+            Ok(ev) if ev.socket_id == socket_id && ev.to == PeerState::Active => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
 /// Message ids unique to one client: a random prefix and a counter. A
 /// publish keeps its id through its retries, so the broker stores it once.
 pub(crate) struct MsgIds {

@@ -193,6 +193,50 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A consumer is back as soon as its broker is: it subscribes again when the
+/// link comes back, not when the broker's silence shows (here a minute).
+#[tokio::test]
+async fn a_consumer_resumes_as_soon_as_a_killed_broker_is_back() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("relink");
+        let mut b = broker(&ep, &dir, &[]);
+        startup_line(&mut b).await;
+        let cfg = QueueClientConfig {
+            broker_timeout: Duration::from_secs(60),
+            heartbeat: Duration::from_millis(200),
+            ..QueueClientConfig::default()
+        };
+        let options =
+            SocketOptions::default().backoff(Duration::from_millis(20), Duration::from_millis(200));
+        let c = QueueClient::connect_with(&ep, cfg, options).await.unwrap();
+        c.declare("jobs", None).await.unwrap();
+        let mut consumer = c.consume("jobs", 10).await.unwrap();
+        let p = client(&ep).await;
+        p.publish("jobs", "before").await.unwrap();
+        let d = consumer.next().await.expect("delivery");
+        consumer.ack(d.tag).await.unwrap();
+        // The ack is in before the kill, so "before" does not come back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while p.stats(Some("jobs")).await.unwrap()[0]["acked"] != 1 {
+            assert!(Instant::now() < deadline, "the ack never arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b.kill().await.unwrap();
+        let mut b = broker(&ep, &dir, &[]);
+        startup_line(&mut b).await;
+        p.publish("jobs", "after").await.unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("the consumer subscribed again when the broker came back")
+            .expect("delivery");
+        assert_eq!(&d.body[..], b"after");
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
 fn journal_bytes(dir: &Path) -> u64 {
     segments(dir)
         .iter()

@@ -152,6 +152,44 @@ async fn durable_subscription_survives_a_sigkilled_broker() {
     .await;
 }
 
+/// A subscriber is back as soon as its broker is: it subscribes again when
+/// the link comes back, not when the broker's silence shows (here a minute).
+#[tokio::test]
+async fn a_subscriber_resumes_as_soon_as_a_killed_broker_is_back() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("relink");
+        let mut b = broker(&ep, &dir).await;
+        let p = client(&ep).await;
+        p.create("events", None).await.unwrap();
+        let cfg = StreamClientConfig {
+            heartbeat: Duration::from_millis(200),
+            broker_timeout: Duration::from_secs(60),
+            ..StreamClientConfig::default()
+        };
+        let options =
+            SocketOptions::default().backoff(Duration::from_millis(20), Duration::from_millis(200));
+        let c = StreamClient::connect_with(&ep, cfg, options).await.unwrap();
+        let mut sub = c
+            .subscribe("events", "events.*", Start::First, None)
+            .await
+            .unwrap();
+        publish(&p, 0, 5).await;
+        let mut next = 0;
+        expect_run(&mut sub, &mut next, 5).await;
+        b.kill().await.unwrap();
+        let _b = broker(&ep, &dir).await;
+        publish(&p, 5, 5).await;
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("the subscriber subscribed again when the broker came back")
+            .unwrap();
+        assert_eq!(m.seq, 5, "it goes on where it was");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_publish_repeated_across_a_sigkilled_broker_is_stored_once() {
     bounded(TEST_LIMIT, async {

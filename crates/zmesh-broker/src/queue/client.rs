@@ -28,7 +28,7 @@ use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use super::options::{QueueOptions, QueueSpec};
 use super::proto::PROTOCOL;
-use crate::client_util::{MsgIds, Tasks, jitter, lock};
+use crate::client_util::{MsgIds, Tasks, jitter, link_restored, lock};
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
     crate::client_util::framed(PROTOCOL, parts)
@@ -631,11 +631,16 @@ async fn read_replies(sock: Socket, inner: Arc<Inner>) {
     }
 }
 
-/// Heartbeats while consuming; subscribe again when the broker falls silent.
+/// Heartbeats while consuming; subscribe again when the link to the broker
+/// comes back, or when the broker falls silent.
 async fn keep_consumers(sock: Socket, inner: Arc<Inner>, cfg: QueueClientConfig) {
     let mut tick = tokio::time::interval(cfg.heartbeat);
+    let mut events = sock.registry().subscribe();
     loop {
-        tick.tick().await;
+        let relinked = tokio::select! {
+            _ = tick.tick() => false,
+            _ = link_restored(&mut events, sock.id()) => true,
+        };
         let consumers: Vec<(String, u32)> = lock(&inner.consumers)
             .iter()
             .map(|(q, (p, _))| (q.clone(), *p))
@@ -645,8 +650,8 @@ async fn keep_consumers(sock: Socket, inner: Arc<Inner>, cfg: QueueClientConfig)
         }
         let _ = sock.try_send(frames([Bytes::from("HEARTBEAT")]));
         let silent = lock(&inner.last_heard).elapsed() > cfg.broker_timeout;
-        if silent {
-            tracing::info!("broker silent; subscribing again");
+        if relinked || silent {
+            tracing::info!(relinked, "subscribing again");
             *lock(&inner.last_heard) = Instant::now();
             for (queue, prefetch) in consumers {
                 // The OK goes unanswered: no one waits on correlation id 0.

@@ -34,7 +34,7 @@ use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use super::options::{StreamOptions, StreamSpec};
 use super::proto::{PROTOCOL, Start};
-use crate::client_util::{MsgIds, Tasks, lock};
+use crate::client_util::{MsgIds, Tasks, link_restored, lock};
 use crate::queue::client::QueueError;
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
@@ -527,19 +527,24 @@ async fn read(sock: Socket, inner: Arc<Inner>) {
     }
 }
 
-/// Heartbeats while subscribed; subscribe again when the broker falls silent.
+/// Heartbeats while subscribed; subscribe again when the link to the broker
+/// comes back, or when the broker falls silent.
 async fn keep(sock: Socket, inner: Arc<Inner>, cfg: StreamClientConfig) {
     let mut tick = tokio::time::interval(cfg.heartbeat);
+    let mut events = sock.registry().subscribe();
     loop {
-        tick.tick().await;
+        let relinked = tokio::select! {
+            _ = tick.tick() => false,
+            _ = link_restored(&mut events, sock.id()) => true,
+        };
         let mut subs = lock(&inner.subs);
         if subs.is_empty() {
             continue;
         }
         let _ = sock.try_send(frames([Bytes::from("HEARTBEAT")]));
-        if lock(&inner.last_heard).elapsed() > cfg.broker_timeout {
+        if relinked || lock(&inner.last_heard).elapsed() > cfg.broker_timeout {
             *lock(&inner.last_heard) = Instant::now();
-            tracing::info!("broker silent; subscribing again");
+            tracing::info!(relinked, "subscribing again");
             for (name, s) in subs.iter_mut() {
                 resubscribe(&sock, name, s, inner.credit);
             }
