@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{PendingSnapshot, StreamAction, StreamCore, Sub, SubKey, err};
+use super::{PendingSnapshot, StreamAction, StreamCore, Sub, SubKey, err, no_stream};
 use crate::queue::proto::code;
 use crate::stream::proto::{self, Start};
 use crate::stream::record::StreamRecord;
@@ -24,12 +24,7 @@ impl StreamCore {
         durable: Option<String>,
     ) {
         let Some(s) = self.names.get(name).and_then(|id| self.streams.get_mut(id)) else {
-            return self.out.push(err(
-                from,
-                &corr,
-                code::NOT_FOUND,
-                &format!("no stream {name:?}"),
-            ));
+            return self.out.push(no_stream(from, &corr, name));
         };
         let key = (from.clone(), sub);
         if !self.subs.contains_key(&key) && self.subs.len() >= self.config.subs_max {
@@ -205,12 +200,7 @@ impl StreamCore {
 
     pub(super) fn snapshot(&mut self, from: &Bytes, corr: Bytes, name: &str, filter: &Filter) {
         let Some(s) = self.names.get(name).and_then(|id| self.streams.get(id)) else {
-            return self.out.push(err(
-                from,
-                &corr,
-                code::NOT_FOUND,
-                &format!("no stream {name:?}"),
-            ));
+            return self.out.push(no_stream(from, &corr, name));
         };
         let mut seqs: Vec<u64> = s
             .last_values

@@ -200,6 +200,11 @@ fn err(to: &Bytes, corr: &Bytes, c: u16, reason: &str) -> StreamAction {
     }
 }
 
+/// ERROR 404 for a stream that does not exist.
+fn no_stream(to: &Bytes, corr: &Bytes, name: &str) -> StreamAction {
+    err(to, corr, code::NOT_FOUND, &format!("no stream {name:?}"))
+}
+
 impl StreamCore {
     /// A core with the streams of `catalog` (empty until replayed).
     pub fn new(config: StreamCoreConfig, catalog: StreamCatalog) -> StreamCore {
@@ -312,10 +317,7 @@ impl StreamCore {
                 let info: Vec<serde_json::Value> = match &stream {
                     Some(name) => match self.names.get(name) {
                         Some(id) => vec![self.info(*id)],
-                        None => {
-                            let reason = format!("no stream {name:?}");
-                            return self.out.push(err(from, &corr, code::NOT_FOUND, &reason));
-                        }
+                        None => return self.out.push(no_stream(from, &corr, name)),
                     },
                     None => {
                         let mut ids: Vec<u32> = self.streams.keys().copied().collect();
@@ -453,12 +455,7 @@ impl StreamCore {
 
     fn delete(&mut self, from: &Bytes, corr: &Bytes, name: &str) {
         let Some(id) = self.names.remove(name) else {
-            return self.out.push(err(
-                from,
-                corr,
-                code::NOT_FOUND,
-                &format!("no stream {name:?}"),
-            ));
+            return self.out.push(no_stream(from, corr, name));
         };
         self.streams.remove(&id);
         self.subs.retain(|_, s| s.stream != id);

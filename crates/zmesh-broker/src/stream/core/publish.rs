@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{PendingPublish, StreamAction, StreamCore, err};
+use super::{PendingPublish, StreamAction, StreamCore, err, no_stream};
 use crate::dedup::Dedup;
 use crate::queue::proto::code;
 use crate::stream::proto;
@@ -28,12 +28,7 @@ impl StreamCore {
                 .push(err(from, &corr, code::UNAVAILABLE, "broker shutting down"));
         }
         let Some(s) = self.names.get(name).and_then(|id| self.streams.get_mut(id)) else {
-            return self.out.push(err(
-                from,
-                &corr,
-                code::NOT_FOUND,
-                &format!("no stream {name:?}"),
-            ));
+            return self.out.push(no_stream(from, &corr, name));
         };
         match s.dedup.get(&msg_id) {
             Some(Dedup::Stored(seq)) => {
