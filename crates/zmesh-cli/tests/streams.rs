@@ -227,6 +227,38 @@ async fn a_publish_repeated_across_a_sigkilled_broker_is_stored_once() {
     .await;
 }
 
+/// `zmesh stream publish --msg-id` run twice stores once.
+#[tokio::test]
+async fn cli_publish_with_a_msg_id_run_twice_stores_once() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("cli-dedup");
+        let _b = broker(&ep, &dir).await;
+        let p = client(&ep).await;
+        p.create("events", None).await.unwrap();
+        let run = || async {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
+                .args(["stream", "publish", "events", "events.a", "x", "y"])
+                .args(["--msg-id", "batch-7", "--broker", &ep])
+                .output()
+                .await
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let first = run().await;
+        assert_eq!(first, "stored 0\nstored 1\n");
+        assert_eq!(
+            run().await,
+            first,
+            "the second run is answered with the same sequences"
+        );
+        assert_eq!(p.info(Some("events")).await.unwrap()[0]["messages"], 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn snapshot_then_follow_without_a_gap() {
     bounded(TEST_LIMIT, async {

@@ -15,7 +15,7 @@ use crate::socket_args::SocketArgs;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   zmesh stream create orders --max-age-ms 86400000
-  zmesh stream publish orders orders.eu '{\"id\": 7}'
+  zmesh stream publish orders orders.eu '{\"id\": 7}' --msg-id order-7
   zmesh stream subscribe orders 'orders.>' --start first --durable audit
   zmesh stream snapshot orders 'orders.*'
   zmesh stream info")]
@@ -67,6 +67,11 @@ pub struct PublishArgs {
     pub bodies: Vec<String>,
     #[arg(long)]
     pub stdin: bool,
+    /// Message id for deduplication (several messages: ID-0, ID-1, ...):
+    /// running the same command again stores nothing new and prints the
+    /// first sequence numbers.
+    #[arg(long)]
+    pub msg_id: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -171,8 +176,19 @@ async fn publish(c: &StreamClient, a: PublishArgs) -> Result<(), QueueError> {
     } else {
         a.bodies
     };
-    for b in bodies {
-        let seq = c.publish(&a.stream, &a.subject, b).await?;
+    let several = bodies.len() > 1;
+    for (i, b) in bodies.into_iter().enumerate() {
+        let seq = match &a.msg_id {
+            Some(id) if several => {
+                c.publish_with_id(&a.stream, &a.subject, format!("{id}-{i}"), b)
+                    .await?
+            }
+            Some(id) => {
+                c.publish_with_id(&a.stream, &a.subject, id.clone(), b)
+                    .await?
+            }
+            None => c.publish(&a.stream, &a.subject, b).await?,
+        };
         println!("stored {seq}");
     }
     Ok(())
