@@ -215,6 +215,11 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
             "Journal writes refused by the storage",
             vec![(vec![], c.storage_errors)],
         );
+        m.counter(
+            "zmesh_queue_compaction_moved",
+            "Waiting messages copied forward by journal compaction",
+            vec![(vec![], c.moved)],
+        );
     }
     // Streams.
     let st = |key: &str| {
@@ -254,6 +259,11 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
             .into_iter()
             .map(|(l, v)| (l, v as i64))
             .collect(),
+    );
+    m.counter(
+        "zmesh_stream_duplicates",
+        "Publishes per stream recognised as repeats of a remembered message id",
+        st("duplicates"),
     );
     m.counter(
         "zmesh_stream_delivered",
