@@ -21,7 +21,12 @@ fuzz_target!(|data: &[u8]| {
         let mut actions = core.handle(1_000 + i * 3_000, &peer, &frames);
         actions.extend(core.tick(1_000 + i * 3_000));
         // Journal compaction over everything written so far.
-        actions.extend(core.compact(offset, 8, 1 << 20));
+        let limits = zmesh_broker::queue::core::CompactLimits {
+            moves_max: 8,
+            bytes_max: 1 << 20,
+            record_bytes_max: 1 << 24,
+        };
+        actions.extend(core.compact(offset, limits));
         for a in actions {
             if let QueueAction::Append { record, ticket, .. } = a {
                 assert!(Entry::decode(&record).is_some(), "the core wrote an undecodable record");

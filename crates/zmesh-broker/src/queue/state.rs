@@ -127,6 +127,8 @@ pub(crate) struct Queue {
     pub next_consumer: usize,
     pub storing: u64,
     pub bytes: u64,
+    /// Msg id bytes of the stored messages (for the journal's live size).
+    pub id_bytes: u64,
     pub dedup: DedupWindow,
     pub counters: QueueCounters,
 }
@@ -142,6 +144,7 @@ impl Queue {
             next_consumer: 0,
             storing: 0,
             bytes: 0,
+            id_bytes: 0,
             dedup: DedupWindow::default(),
             counters: QueueCounters::default(),
         }
@@ -172,6 +175,7 @@ impl Queue {
     /// Add a stored message as ready.
     pub fn insert(&mut self, offset: u64, msg: Msg) {
         self.bytes += msg.body.len() as u64;
+        self.id_bytes += msg.msg_id.len() as u64;
         self.ready.insert((msg.order, offset));
         self.messages.insert(offset, msg);
     }
@@ -197,6 +201,7 @@ impl Queue {
         let msg = self.messages.remove(&offset)?;
         self.ready.remove(&(msg.order, offset));
         self.bytes -= msg.body.len() as u64;
+        self.id_bytes -= msg.msg_id.len() as u64;
         self.detached.remove(&offset);
         if let Some((peer, _)) = &msg.holder
             && let Some(c) = self.consumers.iter_mut().find(|c| c.peer == *peer)
@@ -246,6 +251,10 @@ impl Queue {
                 self.ready.pop_first();
                 expired.push(offset);
                 continue;
+            }
+            if msg.moving {
+                // Its copy is being made durable: nothing overtakes it.
+                break;
             }
             let Some(i) = (0..n)
                 .map(|k| (self.next_consumer + k) % n)

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use zmesh_log::{Durability, Log, LogConfig, LogError, RecoveryReport, Syncer};
 
-use super::core::{QueueAction, QueueCore, QueueCoreConfig};
+use super::core::{CompactLimits, QueueAction, QueueCore, QueueCoreConfig};
 use super::options::Catalog;
 
 /// Where and how the queues are stored.
@@ -85,16 +85,18 @@ pub struct OpenReport {
 /// Sends for the driver: (ROUTER identity, frames).
 pub type Sends = Vec<(Bytes, Vec<Bytes>)>;
 
-/// Journal bytes counted for a live message besides its body (record
-/// header, message id, the log's framing), when judging how much is dead.
-const RECORD_OVERHEAD_BYTES: u64 = 64;
-
 /// Messages one batch may move for compaction: the pause it adds to a batch
 /// stays small, and it still outpaces the traffic that makes dead records.
 const COMPACT_MOVES_MAX: usize = 1024;
 
 /// Body bytes one batch may move for compaction.
 const COMPACT_BYTES_MAX: u64 = 4 << 20;
+
+/// After a move fails (a full disk, most likely), compaction rests this long
+/// at first, doubling up to `COMPACT_BACKOFF_MAX`: it needs free space to free
+/// space, and must not retry on every batch meanwhile.
+const COMPACT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const COMPACT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// The queue core with its storage.
 pub struct QueueStore {
@@ -116,6 +118,14 @@ pub struct QueueStore {
     sync_latencies: Vec<Duration>,
     /// The journal's segment size, for the compaction threshold.
     segment_bytes_max: u64,
+    /// The journal's largest record: moves that would not fit are skipped.
+    record_bytes_max: u64,
+    /// Move failures already answered with a pause.
+    compact_failures_seen: u64,
+    /// The current pause after a failure (zero: none yet).
+    compact_backoff: Duration,
+    /// No compaction before this.
+    compact_resume: Option<Instant>,
     /// Shutting down: no compaction (it would only delay the end).
     draining: bool,
 }
@@ -182,6 +192,7 @@ impl QueueStore {
             }
             replayed += batch.len() as u64;
         }
+        core.replay_done();
         let (tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
         let syncer = Syncer::spawn(
             config.group_commit_ms,
@@ -209,6 +220,10 @@ impl QueueStore {
             sync_started: None,
             sync_latencies: Vec::new(),
             segment_bytes_max: config.log.segment_bytes_max,
+            record_bytes_max: u64::from(config.log.record_bytes_max),
+            compact_failures_seen: 0,
+            compact_backoff: Duration::ZERO,
+            compact_resume: None,
             draining: false,
         };
         Ok((store, report))
@@ -311,33 +326,55 @@ impl QueueStore {
     }
 
     /// Compact when the journal is mostly dead records: move live messages
-    /// out of its oldest segment (bounded per batch).
-    fn compact(&mut self, sends: &mut Sends) {
+    /// out of its oldest segment (bounded per batch). True when it wrote.
+    fn compact(&mut self, sends: &mut Sends) -> bool {
         if self.draining {
-            return;
+            return false;
+        }
+        let failures = self.core.move_failures();
+        if failures > self.compact_failures_seen {
+            self.compact_failures_seen = failures;
+            self.compact_backoff =
+                (self.compact_backoff * 2).clamp(COMPACT_BACKOFF_INITIAL, COMPACT_BACKOFF_MAX);
+            self.compact_resume = Some(Instant::now() + self.compact_backoff);
+            tracing::warn!(pause = ?self.compact_backoff, "journal compaction pauses after a failed move");
+        }
+        if self.compact_resume.is_some_and(|t| Instant::now() < t) {
+            return false;
         }
         let Some(oldest_end) = self.log.oldest_sealed_end() else {
-            return;
+            return false;
         };
-        let live = self.core.live_bytes(RECORD_OVERHEAD_BYTES);
         // Rewriting a journal that is mostly live would only copy it; with
-        // half dead, each byte moved frees at least one more.
+        // half dead, each byte moved frees at least one more. (`live_bytes`
+        // counts each message's largest record, so a journal that is all
+        // live never passes.)
         let slack = 2 * self.segment_bytes_max;
-        if self.log.bytes() <= 2 * live + slack {
-            return;
+        if self.log.bytes() <= 2 * self.core.live_bytes() + slack {
+            return false;
         }
-        let actions = self
-            .core
-            .compact(oldest_end, COMPACT_MOVES_MAX, COMPACT_BYTES_MAX);
+        let limits = CompactLimits {
+            moves_max: COMPACT_MOVES_MAX,
+            bytes_max: COMPACT_BYTES_MAX,
+            record_bytes_max: self.record_bytes_max,
+        };
+        let actions = self.core.compact(oldest_end, limits);
+        if actions.is_empty() {
+            return false;
+        }
         self.carry_out(actions, sends);
+        true
     }
 
     /// End of a batch of messages: write the journal out, confirm what needs
     /// no fsync, and ask for a group commit for the rest.
     pub fn end_batch(&mut self) -> Sends {
-        let mut sends = Vec::new();
-        self.compact(&mut sends);
-        sends.extend(self.write_out());
+        // The batch's own records first, on their own: a failed write of
+        // compaction's moves must not take them with it.
+        let mut sends = self.write_out();
+        if self.compact(&mut sends) {
+            sends.extend(self.write_out());
+        }
         sends
     }
 

@@ -41,6 +41,7 @@ impl Sim {
         for (o, r) in journal.iter().enumerate() {
             core.replay(o as u64, r);
         }
+        core.replay_done();
         Sim {
             core,
             catalog,
@@ -319,10 +320,18 @@ fn declare_with_other_options_conflicts_and_delete_forgets_the_journal() {
     );
 }
 
+fn limits(moves_max: usize) -> super::core::CompactLimits {
+    super::core::CompactLimits {
+        moves_max,
+        bytes_max: 1 << 20,
+        record_bytes_max: 1 << 24,
+    }
+}
+
 impl Sim {
     /// One compaction pass below `below`, everything made durable after.
     fn compact(&mut self, below: u64) {
-        let a = self.core.compact(below, 100, 1 << 20);
+        let a = self.core.compact(below, limits(100));
         self.apply(a);
         self.sync();
     }
@@ -423,7 +432,7 @@ fn compaction_skips_held_messages_and_a_purge_during_a_move_wins() {
     let held = s.tags("c");
     assert_eq!(held, ["0"]);
     // Start the moves, purge before they are durable, then finish them.
-    let a = s.core.compact(3, 100, 1 << 20);
+    let a = s.core.compact(3, limits(100));
     s.apply(a);
     assert_eq!(s.core.counters.moved, 2, "the held message stays put");
     s.send("admin", &["PURGE", "c", "jobs"]);
@@ -438,6 +447,73 @@ fn compaction_skips_held_messages_and_a_purge_during_a_move_wins() {
     assert_eq!(s.core.message_count(), 1);
 }
 
+#[test]
+fn a_purge_while_a_move_is_in_flight_survives_a_kill() {
+    let mut s = declared("{}");
+    for i in 0..3 {
+        s.send(
+            "p",
+            &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
+        );
+    }
+    s.sync();
+    // The moves are written, not yet durable; the purge is written after them.
+    let a = s.core.compact(3, limits(100));
+    s.apply(a);
+    s.send("admin", &["PURGE", "c", "jobs"]);
+    assert_eq!(s.take("admin", "OK").len(), 1);
+    // SIGKILL before the moves are confirmed: every record is in the file.
+    let r = Sim::restore(s.catalog.clone(), s.journal.clone());
+    assert_eq!(r.core.message_count(), 0, "the purge reaches the copies");
+}
+
+#[test]
+fn a_failed_move_then_a_second_one_leaves_one_copy() {
+    let mut s = declared("{}");
+    s.send("p", &["PUBLISH", "1", "jobs", "", "m0"]);
+    s.sync();
+    // The first move's fsync fails, but its record is in the file.
+    let a = s.core.compact(1, limits(100));
+    s.apply(a);
+    let (ticket, _) = s.waiting.pop().unwrap();
+    let a = s.core.persisted(s.now, ticket, Err("fsync failed".into()));
+    s.apply(a);
+    // The second succeeds; then the message is delivered and acked.
+    s.compact(1);
+    s.send("c", &["CONSUME", "x", "jobs", "1"]);
+    let tags = s.tags("c");
+    assert_eq!(tags.len(), 1);
+    s.send("c", &["ACK", "jobs", &tags[0]]);
+    let r = Sim::restore(s.catalog.clone(), s.journal.clone());
+    assert_eq!(r.core.message_count(), 0, "no second copy outlives the ack");
+}
+
+#[test]
+fn a_message_being_moved_keeps_its_turn() {
+    let mut s = declared("{}");
+    for i in 0..3 {
+        s.send(
+            "p",
+            &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
+        );
+    }
+    s.sync();
+    let a = s.core.compact(1, limits(100)); // m0 only, not yet durable
+    s.apply(a);
+    s.send("c", &["CONSUME", "x", "jobs", "10"]);
+    assert!(
+        s.tags("c").is_empty(),
+        "nothing overtakes the message being moved"
+    );
+    s.sync();
+    let bodies: Vec<String> = s
+        .take("c", "DELIVER")
+        .iter()
+        .map(|f| String::from_utf8(f[7].to_vec()).unwrap())
+        .collect();
+    assert_eq!(bodies, ["m0", "m1", "m2"]);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Publish,
@@ -449,6 +525,7 @@ enum Op {
     Advance(u16),
     Compact(u8),
     Crash,
+    Kill,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -462,6 +539,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u16..3000).prop_map(Op::Advance),
         1 => (1u8..=4).prop_map(Op::Compact),
         1 => Just(Op::Crash),
+        1 => Just(Op::Kill),
     ]
 }
 
@@ -522,7 +600,7 @@ proptest! {
                 Op::Compact(quarter) => {
                     // Sometimes left in flight: a crash may come before it is durable.
                     let below = s.journal.len() as u64 * u64::from(quarter) / 4;
-                    let a = s.core.compact(below, 3, 1 << 20);
+                    let a = s.core.compact(below, limits(3));
                     s.apply(a);
                 }
                 Op::Crash => {
@@ -532,6 +610,14 @@ proptest! {
                     let durable = s.waiting.iter().map(|w| w.1).min().unwrap_or(s.journal.len() as u64);
                     let journal = s.journal[..durable as usize].to_vec();
                     s = Sim::restore(s.catalog.clone(), journal);
+                    held.clear();
+                    prefetch.clear();
+                }
+                Op::Kill => {
+                    // The process dies (SIGKILL): everything written stays,
+                    // records still waiting for their fsync included.
+                    s.delete_dead_records();
+                    s = Sim::restore(s.catalog.clone(), s.journal.clone());
                     held.clear();
                     prefetch.clear();
                 }

@@ -32,15 +32,20 @@ impl Worker {
         let patience = hb * self.cfg.heartbeat_liveness;
         let mut broker_expiry = Instant::now() + patience;
         let mut next_hb = Instant::now() + hb;
+        // One deadline for the whole drain, set when the stop comes.
+        let mut drain_deadline = None;
         let end = loop {
             tokio::select! {
+                // A stop wins over a request that arrives at the same moment.
+                biased;
+                _ = super::stopped(stop) => break SessionEnd::Stopped,
                 m = sock.recv() => {
                     broker_expiry = Instant::now() + patience;
                     let frames = m?.frames();
                     match frames.as_slice() {
                         [e, h, c, ..] if e.is_empty() && h.as_ref() == MDPW01 && c.as_ref() == [cmd::W1_DISCONNECT] => break SessionEnd::Lost,
                         [e, h, c, address, delim, body @ ..] if e.is_empty() && h.as_ref() == MDPW01 && c.as_ref() == [cmd::W1_REQUEST] && delim.is_empty() => {
-                            let Some(reply) = self.handle(&sock, body.to_vec(), &mut next_hb, stop).await? else {
+                            let Some(reply) = self.handle(&sock, body.to_vec(), &mut next_hb, stop, &mut drain_deadline).await? else {
                                 tracing::warn!("drain timed out: leaving with a request unanswered");
                                 break SessionEnd::Stopped;
                             };
@@ -49,9 +54,6 @@ impl Worker {
                             f.extend(reply);
                             sock.send(Message::from_frames(f)).await?;
                             self.stats.handled.fetch_add(1, Ordering::Relaxed);
-                            if *stop.borrow() {
-                                break SessionEnd::Stopped;
-                            }
                         }
                         _ => {} // heartbeats and anything else: liveness only
                     }
@@ -63,7 +65,6 @@ impl Worker {
                     sock.send(Message::from_frames(w1(cmd::W1_HEARTBEAT))).await?;
                     next_hb = Instant::now() + hb;
                 }
-                _ = super::stopped(stop) => break SessionEnd::Stopped,
             }
         };
         // Drained (we are between requests): DISCONNECT tells the broker.
@@ -79,11 +80,11 @@ impl Worker {
         body: Vec<Bytes>,
         next_hb: &mut Instant,
         stop: &mut watch::Receiver<bool>,
+        drain_deadline: &mut Option<Instant>,
     ) -> zmesh::Result<Option<Vec<Bytes>>> {
         let work = super::reply_to(&self.handler, body);
         tokio::pin!(work);
         let drain_timeout = self.cfg.drain_timeout;
-        let mut drain_deadline = None;
         loop {
             tokio::select! {
                 reply = &mut work => return Ok(Some(reply)),
@@ -92,7 +93,7 @@ impl Worker {
                     *next_hb = Instant::now() + self.cfg.heartbeat_interval;
                 }
                 _ = super::stopped(stop), if drain_deadline.is_none() => {
-                    drain_deadline = Some(Instant::now() + drain_timeout);
+                    *drain_deadline = Some(Instant::now() + drain_timeout);
                 }
                 _ = sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
                     return Ok(None);

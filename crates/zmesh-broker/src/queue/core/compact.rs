@@ -22,35 +22,54 @@ use super::{QueueAction, QueueCore, Ticket};
 use crate::queue::journal::{Entry, SettleReason};
 use crate::queue::state::Dedup;
 
+/// Bytes of a MOVE record besides its msg id and body.
+pub const MOVE_HEADER_BYTES: u64 = 35;
+
+/// Journal bytes of a live message besides its msg id and body: the larger
+/// of the PUBLISH and MOVE headers, plus the log's framing (at most 20).
+pub const RECORD_OVERHEAD_BYTES: u64 = MOVE_HEADER_BYTES + 20;
+
+/// How much one compaction pass may do.
+#[derive(Clone, Copy, Debug)]
+pub struct CompactLimits {
+    /// Messages moved at most.
+    pub moves_max: usize,
+    /// Body bytes moved at most (at least one message is, whatever its size).
+    pub bytes_max: u64,
+    /// The log's largest record: a message whose MOVE would not fit stays.
+    pub record_bytes_max: u64,
+}
+
 impl QueueCore {
-    /// Move messages waiting in line whose tag is below `below`, at most
-    /// `moves_max` of them and about `bytes_max` of bodies; returns the
-    /// actions to carry out (MOVE records, each with a ticket).
+    /// Move messages waiting in line whose tag is below `below`, within
+    /// `limits`; returns the actions to carry out (MOVE records, each with a
+    /// ticket) and the failures seen so far (see [`QueueCore::move_failures`]).
     ///
     /// ```
+    /// use zmesh_broker::queue::core::CompactLimits;
     /// use zmesh_broker::queue::{Catalog, QueueCore, QueueCoreConfig};
     /// let mut core = QueueCore::new(QueueCoreConfig::default(), Catalog::default());
-    /// assert!(core.compact(1_000, 100, 1 << 20).is_empty()); // nothing stored, nothing to move
+    /// let limits = CompactLimits { moves_max: 100, bytes_max: 1 << 20, record_bytes_max: 1 << 24 };
+    /// assert!(core.compact(1_000, limits).is_empty()); // nothing stored, nothing to move
     /// ```
-    pub fn compact(&mut self, below: u64, moves_max: usize, bytes_max: u64) -> Vec<QueueAction> {
+    pub fn compact(&mut self, below: u64, limits: CompactLimits) -> Vec<QueueAction> {
         let mut entries = Vec::new();
         let mut bytes = 0u64;
         for q in self.queues.values_mut() {
-            if entries.len() >= moves_max || bytes >= bytes_max {
-                break;
-            }
             let mut movable = Vec::new();
             for (tag, m) in q.messages.range(..below) {
-                if entries.len() + movable.len() >= moves_max || bytes >= bytes_max {
+                if entries.len() + movable.len() >= limits.moves_max || bytes >= limits.bytes_max {
                     break;
                 }
-                if m.holder.is_none() && !m.moving {
+                let record = MOVE_HEADER_BYTES + m.msg_id.len() as u64 + m.body.len() as u64;
+                if m.holder.is_none() && !m.moving && record <= limits.record_bytes_max {
                     bytes += m.body.len() as u64;
                     movable.push(*tag);
                 }
             }
             for from in movable {
-                q.unready(from);
+                // It keeps its place in line; dispatch waits at it until the
+                // copy is durable (a few milliseconds), so nothing overtakes it.
                 let m = q.messages.get_mut(&from).expect("just listed");
                 m.moving = true;
                 entries.push(Entry::Move {
@@ -78,6 +97,11 @@ impl QueueCore {
         std::mem::take(&mut self.out)
     }
 
+    /// Moves that failed so far (storage errors): the store backs off.
+    pub fn move_failures(&self) -> u64 {
+        self.counters.move_failures
+    }
+
     /// The MOVE record of the message at `from` is durable at `result`'s
     /// offset, or failed.
     pub(super) fn move_persisted(
@@ -87,6 +111,9 @@ impl QueueCore {
         from: u64,
         result: Result<u64, String>,
     ) {
+        if result.is_err() {
+            self.counters.move_failures += 1;
+        }
         // A deleted queue's records die with its id.
         let Some(q) = self.queue_by_id(queue) else {
             return;
@@ -95,46 +122,47 @@ impl QueueCore {
         let still_moving = q.messages.get(&from).is_some_and(|m| m.moving);
         match result {
             Ok(tag) if still_moving => {
+                // Same body and id: the byte counts stay as they are.
                 let mut m = q.messages.remove(&from).expect("checked");
                 m.moving = false;
-                if let Some(Dedup::Stored(_)) = q.dedup.get(&m.msg_id) {
-                    q.remember(m.msg_id.clone(), Dedup::Stored(tag));
+                if q.dedup.get(&m.msg_id) == Some(Dedup::Stored(from)) {
+                    q.dedup.update(&m.msg_id, Dedup::Stored(tag));
+                }
+                let in_line = q.ready.remove(&(m.order, from));
+                if in_line {
+                    q.ready.insert((m.order, tag));
                 }
                 q.messages.insert(tag, m);
-                q.make_ready(tag);
                 self.dispatch(now_ms, &name);
             }
             Ok(tag) => {
-                // Purged while its copy was written: the SETTLE of the
-                // original misses the copy on replay, so the copy goes too.
+                // Settled (purged, expired) while its copy was written: the
+                // copy goes too. (Replay also sends a SETTLE of the original
+                // to the copy, should this one not be written.)
                 self.settle(queue, SettleReason::Purged, vec![tag]);
             }
             Err(reason) => {
                 // The original stays. Should the copy reach the disk after
-                // all, a restart takes the copy instead: at worst the message
-                // is delivered again.
+                // all, replay takes it in the original's place.
                 tracing::warn!(
                     queue = name,
                     from,
                     reason,
                     "journal compaction: a move failed"
                 );
-                if still_moving {
-                    let m = q.messages.get_mut(&from).expect("checked");
+                if let Some(m) = q.messages.get_mut(&from) {
                     m.moving = false;
-                    q.make_ready(from);
-                    self.dispatch(now_ms, &name);
                 }
+                self.dispatch(now_ms, &name);
             }
         }
     }
 
-    /// Bytes the live messages would take in the journal, counting
-    /// `record_overhead` bytes for each besides its body.
-    pub fn live_bytes(&self, record_overhead: u64) -> u64 {
+    /// Bytes the live messages take in the journal, at most.
+    pub fn live_bytes(&self) -> u64 {
         self.queues
             .values()
-            .map(|q| q.bytes + q.len() * record_overhead)
+            .map(|q| q.bytes + q.id_bytes + q.len() * RECORD_OVERHEAD_BYTES)
             .sum()
     }
 }

@@ -1,7 +1,7 @@
 //! The queue broker's protocol core, sans-IO.
 //!
 //! I/O contract: at start, feed every journal record to [`QueueCore::replay`]
-//! in offset order. Then call [`QueueCore::handle`] for each ZMQU01 message,
+//! in offset order, then call [`QueueCore::replay_done`]. Then call [`QueueCore::handle`] for each ZMQU01 message,
 //! [`QueueCore::tick`] no later than [`QueueCore::next_deadline_ms`], and
 //! carry out every returned [`QueueAction`] in order: an `Append` with a
 //! ticket must be answered by [`QueueCore::persisted`] once the record is
@@ -23,6 +23,8 @@ use bytes::Bytes;
 use zmesh_log::Durability;
 
 mod compact;
+
+pub use compact::{CompactLimits, MOVE_HEADER_BYTES, RECORD_OVERHEAD_BYTES};
 mod deliver;
 mod publish;
 
@@ -119,6 +121,8 @@ pub struct CoreCounters {
     pub peers_expired: u64,
     /// Messages copied forward by journal compaction.
     pub moved: u64,
+    /// Compaction moves the storage refused.
+    pub move_failures: u64,
 }
 
 /// Durable work queues: see the module docs for the I/O contract.
@@ -138,6 +142,8 @@ pub struct QueueCore {
     messages: u64,
     /// Shutting down: publishes are refused (503), the rest goes on.
     draining: bool,
+    /// During replay: MOVE records seen, original tag -> copy's tag.
+    replay_moves: HashMap<u64, u64>,
     out: Vec<QueueAction>,
     /// Counters.
     pub counters: CoreCounters,
@@ -166,6 +172,7 @@ impl QueueCore {
             earliest_ack_deadline_ms: None,
             messages: 0,
             draining: false,
+            replay_moves: HashMap::default(),
             out: Vec::new(),
             counters: CoreCounters::default(),
         };
@@ -211,6 +218,7 @@ impl QueueCore {
                 self.messages += 1;
             }
             Some(Entry::Settle { queue, offsets, .. }) => {
+                let offsets: Vec<u64> = offsets.iter().map(|o| self.moved_to(*o)).collect();
                 let Some(q) = self.queue_by_id(queue) else {
                     return;
                 };
@@ -226,15 +234,21 @@ impl QueueCore {
                 msg_id,
                 body,
             }) => {
+                // Where the message is now: a MOVE after a failed one (or
+                // a SETTLE of the original written while the move was in
+                // flight) must reach the copy, not resurrect the original.
+                let current = self.moved_to(from);
+                self.replay_moves.insert(from, offset);
                 let Some(q) = self.queue_by_id(queue) else {
                     return;
                 };
                 // The original is gone already when its segment was deleted.
-                if q.remove(from).is_none() {
+                if q.remove(current).is_none() {
                     self.messages += 1;
                 }
                 let q = self.queue_by_id(queue).expect("found above");
-                q.remember(msg_id.clone(), Dedup::Stored(offset));
+                // An id past the window stays forgotten: a move does not make it new.
+                q.dedup.update(&msg_id, Dedup::Stored(offset));
                 let mut msg = Msg::new(body, msg_id, published_ms, order);
                 msg.deliveries = deliveries;
                 q.insert(offset, msg);
@@ -244,6 +258,7 @@ impl QueueCore {
                 offset,
                 deliveries,
             }) => {
+                let offset = self.moved_to(offset);
                 if let Some(m) = self
                     .queue_by_id(queue)
                     .and_then(|q| q.messages.get_mut(&offset))
@@ -253,6 +268,20 @@ impl QueueCore {
             }
             None => tracing::warn!(offset, "journal record of an unknown kind skipped"),
         }
+    }
+
+    /// Replay is over: forget how moved messages were renamed.
+    pub fn replay_done(&mut self) {
+        self.replay_moves = HashMap::default();
+    }
+
+    /// During replay, the tag a message stored at `tag` has now (after the
+    /// MOVEs replayed so far).
+    fn moved_to(&self, mut tag: u64) -> u64 {
+        while let Some(&next) = self.replay_moves.get(&tag) {
+            tag = next;
+        }
+        tag
     }
 
     /// The lowest offset a live message still needs; the log may drop
