@@ -6,15 +6,19 @@
 //! little of them is live, and the journal grows with the traffic of every
 //! other queue. The store asks for a pass when the journal is mostly dead
 //! records (`QueueStore::end_batch`); the core then writes a MOVE record for
-//! each message waiting in line below the segment's end. One record both
-//! stores the copy and retires the original, so a crash leaves one of the two,
-//! never both and never neither.
+//! each message waiting in line below the segment's end, in queues that no
+//! consumer can take from at the moment (none, or all windows full): a queue
+//! being consumed frees its old segments itself, head first. One record both
+//! stores the copy and retires the original, so a crash leaves one of the
+//! two, never both and never neither.
 //!
-//! While its copy is being written the message is out of line (`moving`); once
-//! the copy is durable it takes the copy's offset as its tag and goes back in
-//! line at its old place (`order`), with its delivery count. Held messages are
-//! not moved, because their consumer acks them by tag; they leave the segment
-//! when acked, or are moved by a later pass once back in line.
+//! While its copy is being written the message is `moving`: it keeps its
+//! place in line but holds the line (a consumer arriving meanwhile waits the
+//! few milliseconds of the fsync); once the copy is durable it takes the
+//! copy's offset as its tag, with its order and delivery count. Held
+//! messages are not moved, because their consumer acks them by tag; they
+//! leave the segment when acked, or are moved by a later pass once back in
+//! line.
 
 use zmesh_log::Durability;
 
@@ -56,6 +60,15 @@ impl QueueCore {
         let mut entries = Vec::new();
         let mut bytes = 0u64;
         for q in self.queues.values_mut() {
+            // A queue that is being consumed frees its old segments itself,
+            // head first; moving its head would only copy messages about to
+            // go and make its consumers wait for the copies.
+            if q.consumers
+                .iter()
+                .any(|c| c.held.len() < c.prefetch as usize)
+            {
+                continue;
+            }
             let mut movable = Vec::new();
             for (tag, m) in q.messages.range(..below) {
                 if entries.len() + movable.len() >= limits.moves_max || bytes >= limits.bytes_max {
