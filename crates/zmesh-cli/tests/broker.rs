@@ -9,48 +9,19 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::inproc::*;
 use common::zmesh;
 use tokio::process::{Child, Command};
 use zmesh::codec::Json;
-use zmesh::{Socket, SocketOptions, SocketType};
 use zmesh_broker::breaker::BreakerState;
 use zmesh_broker::client::{Client, ClientConfig, ClientError};
-use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy};
-use zmesh_broker::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
+use zmesh_broker::core::{BrokerConfig, ServicePolicy};
+use zmesh_broker::worker::{Worker, WorkerConfig, handler};
 use zmesh_testkit::net::{bounded, free_endpoint as free_ep};
 use zmesh_testkit::peer::PyPeer;
 use zmesh_testkit::process::{self, SIGCONT, SIGSTOP};
 
 const TEST_LIMIT: Duration = Duration::from_secs(90);
-/// Heartbeats fast enough for tests; python's mdp_peer.py uses the same 300 ms.
-const HB: Duration = Duration::from_millis(300);
-
-fn test_config() -> BrokerConfig {
-    BrokerConfig {
-        heartbeat_interval: HB,
-        request_timeout: Duration::from_secs(3),
-        ..Default::default()
-    }
-}
-
-/// A broker in this process; returns its endpoint.
-async fn broker(cfg: BrokerConfig) -> String {
-    let router = Socket::new(SocketType::Router, SocketOptions::default().name("broker")).unwrap();
-    let ep = router.bind("tcp://127.0.0.1:0").await.unwrap();
-    tokio::spawn(async move {
-        zmesh_broker::driver::run(&router, Broker::new(cfg), std::future::pending()).await
-    });
-    ep
-}
-
-fn worker_config() -> WorkerConfig {
-    WorkerConfig {
-        heartbeat_interval: HB,
-        reconnect_initial: Duration::from_millis(100),
-        ..Default::default()
-    }
-}
-
 /// An in-process zmesh worker; stops when the returned sender is dropped or set.
 fn spawn_worker(
     ep: &str,
@@ -69,21 +40,6 @@ fn spawn_worker(
     });
     tokio::spawn(Worker::new(ep, service, cfg, h).run(rx));
     tx
-}
-
-fn client_config() -> ClientConfig {
-    ClientConfig {
-        attempt_timeout: Duration::from_secs(2),
-        retries: 3,
-        ..Default::default()
-    }
-}
-
-fn text(frames: &[Bytes]) -> Vec<String> {
-    frames
-        .iter()
-        .map(|f| String::from_utf8_lossy(f).into_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -196,219 +152,6 @@ async fn zmesh_client_and_worker_with_many_requests_in_flight() {
         assert_eq!(total, 42);
     })
     .await;
-}
-
-/// The drain a deploy relies on: the worker stops taking work, answers every
-/// request it holds, says DISCONNECT and returns; nothing is lost or answered
-/// with an error. Both worker protocols.
-#[tokio::test]
-async fn worker_drain_answers_what_it_holds_then_leaves() {
-    bounded(TEST_LIMIT, async {
-        let ep = broker(test_config()).await;
-        let client = Client::connect(&ep, client_config()).await.unwrap();
-        for (protocol, service) in [
-            (WorkerProtocol::Zmesh, "slow"),
-            (WorkerProtocol::Mdp, "slow-mdp"),
-        ] {
-            let (stop, rx) = tokio::sync::watch::channel(false);
-            let cfg = WorkerConfig {
-                concurrency: 4,
-                protocol,
-                ..worker_config()
-            };
-            let (h, started) = slow_echo(Duration::from_millis(400));
-            let run = tokio::spawn(Worker::new(&ep, service, cfg, h).run(rx));
-            wait_workers(
-                &client,
-                service,
-                if protocol == WorkerProtocol::Zmesh {
-                    1
-                } else {
-                    4
-                },
-            )
-            .await;
-            let calls: Vec<_> = (0..4)
-                .map(|i| {
-                    let client = client.clone();
-                    tokio::spawn(async move {
-                        client
-                            .request(service, vec![Bytes::from(format!("r{i}"))])
-                            .await
-                    })
-                })
-                .collect();
-            // The drain starts once the worker holds all four.
-            wait_until(|| started.load(Ordering::SeqCst) == 4).await;
-            stop.send(true).unwrap();
-            for (i, c) in calls.into_iter().enumerate() {
-                let reply = c
-                    .await
-                    .unwrap()
-                    .unwrap_or_else(|e| panic!("{service}: request {i} lost in the drain: {e}"));
-                assert_eq!(text(&reply), vec![format!("r{i}")]);
-            }
-            tokio::time::timeout(Duration::from_secs(5), run)
-                .await
-                .expect("the worker returns once drained")
-                .unwrap();
-            wait_workers(&client, service, 0).await;
-        }
-    })
-    .await;
-}
-
-/// A drain does not wait forever: a handler still running after the drain
-/// timeout is dropped, the worker leaves, and the broker answers the request
-/// (503: the service is not idempotent) instead of leaving it hanging. Both
-/// worker protocols; and a dropped stop sender is a stop, not a spin.
-#[tokio::test]
-async fn a_drain_that_outlasts_its_timeout_leaves_and_the_broker_answers() {
-    bounded(TEST_LIMIT, async {
-        let ep = broker(test_config()).await;
-        let client = Client::connect(
-            &ep,
-            ClientConfig {
-                retries: 0,
-                attempt_timeout: Duration::from_secs(10),
-                ..client_config()
-            },
-        )
-        .await
-        .unwrap();
-        for (protocol, service, drop_sender) in [
-            (WorkerProtocol::Zmesh, "stuck", false),
-            (WorkerProtocol::Mdp, "stuck-mdp", false),
-            (WorkerProtocol::Mdp, "stuck-dropped", true),
-        ] {
-            let (stop, rx) = tokio::sync::watch::channel(false);
-            let cfg = WorkerConfig {
-                drain_timeout: Duration::from_millis(300),
-                protocol,
-                ..worker_config()
-            };
-            let (h, started) = slow_echo(Duration::from_secs(60));
-            let run = tokio::spawn(Worker::new(&ep, service, cfg, h).run(rx));
-            wait_workers(&client, service, 1).await;
-            let call = tokio::spawn({
-                let client = client.clone();
-                async move {
-                    client
-                        .request(service, vec![Bytes::from_static(b"x")])
-                        .await
-                }
-            });
-            wait_until(|| started.load(Ordering::SeqCst) == 1).await;
-            if drop_sender {
-                drop(stop);
-            } else {
-                stop.send(true).unwrap();
-            }
-            tokio::time::timeout(Duration::from_secs(3), run)
-                .await
-                .unwrap_or_else(|_| panic!("{service}: the worker leaves after its drain timeout"))
-                .unwrap();
-            let answer = tokio::time::timeout(Duration::from_secs(3), call)
-                .await
-                .expect("the request is answered, not left hanging")
-                .unwrap();
-            assert!(
-                matches!(&answer, Err(ClientError::Status { code, .. }) if code == "503"),
-                "{service}: {answer:?}"
-            );
-        }
-    })
-    .await;
-}
-
-/// A handler that fails or panics costs its request a `500` reply, not the
-/// worker: the requests around it are answered, in the same batches.
-#[tokio::test]
-async fn a_failing_handler_answers_500_and_the_worker_carries_on() {
-    bounded(TEST_LIMIT, async {
-        let ep = broker(test_config()).await;
-        let (_stop, rx) = tokio::sync::watch::channel(false);
-        let cfg = WorkerConfig {
-            concurrency: 8,
-            ..worker_config()
-        };
-        let h = handler(|body: Vec<Bytes>| async move {
-            match body[0].as_ref() {
-                b"panic" => panic!("handler bug"),
-                b"fail" => Err("no such order".to_owned()),
-                b"slow" => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok(body)
-                }
-                _ => Ok(body),
-            }
-        });
-        let mdp = WorkerConfig {
-            protocol: WorkerProtocol::Mdp,
-            ..cfg.clone()
-        };
-        tokio::spawn(Worker::new(&ep, "orders", cfg, h.clone()).run(rx.clone()));
-        tokio::spawn(Worker::new(&ep, "orders-mdp", mdp, h).run(rx));
-        let client = Client::connect(&ep, client_config()).await.unwrap();
-        for service in ["orders", "orders-mdp"] {
-            let bodies: [&'static str; 7] = ["ok", "panic", "slow", "fail", "ok", "panic", "slow"];
-            let calls = bodies.into_iter().map(|b| {
-                let client = client.clone();
-                async move {
-                    client
-                        .request(service, vec![Bytes::from_static(b.as_bytes())])
-                        .await
-                }
-            });
-            let replies = futures_join_all(calls).await;
-            for (b, r) in bodies.iter().zip(replies) {
-                let got = text(&r.unwrap());
-                let want: Vec<String> = match *b {
-                    "panic" => vec!["500".into(), "handler panicked".into()],
-                    "fail" => vec!["500".into(), "no such order".into()],
-                    other => vec![other.into()],
-                };
-                assert_eq!(got, want, "{service}: reply to {b:?}");
-            }
-        }
-        // A name the broker would refuse never leaves the client (it would
-        // cost the other requests of its batch a round trip).
-        let bad = client.request("no such name", vec![]).await;
-        assert!(
-            matches!(bad, Err(ClientError::InvalidService(_))),
-            "{bad:?}"
-        );
-        // A handler that panics when called, before it returns its future.
-        let (_stop2, rx2) = tokio::sync::watch::channel(false);
-        let eager: zmesh_broker::worker::Handler = std::sync::Arc::new(|body: Vec<Bytes>| {
-            assert!(body[0].as_ref() != b"boom", "handler bug at call time");
-            Box::pin(async move { Ok(body) })
-        });
-        tokio::spawn(Worker::new(&ep, "eager", worker_config(), eager).run(rx2));
-        for (b, want) in [
-            ("boom", vec!["500", "handler panicked"]),
-            ("fine", vec!["fine"]),
-        ] {
-            let r = client
-                .request("eager", vec![Bytes::from_static(b.as_bytes())])
-                .await;
-            assert_eq!(text(&r.unwrap()), want, "reply to {b:?}");
-        }
-    })
-    .await;
-}
-
-async fn futures_join_all<F>(fs: impl IntoIterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = fs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.unwrap());
-    }
-    out
 }
 
 #[tokio::test]
@@ -628,55 +371,6 @@ fn serve_process(ep: &str, service: &str, delay_ms: &str) -> Child {
 }
 
 /// An echo handler that takes `delay`, and a count of the requests it has started.
-fn slow_echo(delay: Duration) -> (zmesh_broker::worker::Handler, Arc<AtomicU32>) {
-    let started = Arc::new(AtomicU32::new(0));
-    let counter = started.clone();
-    let h = handler(move |body: Vec<Bytes>| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        async move {
-            tokio::time::sleep(delay).await;
-            Ok(body)
-        }
-    });
-    (h, started)
-}
-
-/// Poll `done` every 10 ms for up to 10 s.
-async fn wait_until(done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Wait until the broker reports `n` workers for `service`.
-async fn wait_workers(client: &Client, service: &str, n: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(r) = client.request("zmesh.services", vec![]).await {
-            let v: serde_json::Value = serde_json::from_slice(&r[1]).unwrap();
-            let count = v["services"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == service)
-                .map_or(0, |s| s["workers"].as_u64().unwrap());
-            if count == n {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{service} never had {n} workers"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn worker_killed_mid_request() {
     bounded(TEST_LIMIT, async {

@@ -3,6 +3,8 @@
 use std::process::Stdio;
 
 #[allow(dead_code)]
+pub mod inproc;
+#[allow(dead_code)]
 pub mod security;
 
 use tokio::process::{Child, Command};
