@@ -30,8 +30,8 @@ use crate::queue::state::Dedup;
 pub const MOVE_HEADER_BYTES: u64 = 35;
 
 /// Journal bytes of a live message besides its msg id and body: the larger
-/// of the PUBLISH and MOVE headers, plus the log's framing (at most 20).
-pub const RECORD_OVERHEAD_BYTES: u64 = MOVE_HEADER_BYTES + 20;
+/// of the PUBLISH and MOVE headers, plus the log's record header.
+pub const RECORD_OVERHEAD_BYTES: u64 = MOVE_HEADER_BYTES + zmesh_log::record::HEADER_LEN as u64;
 
 /// How much one compaction pass may do.
 #[derive(Clone, Copy, Debug)]
@@ -47,7 +47,7 @@ pub struct CompactLimits {
 impl QueueCore {
     /// Move messages waiting in line whose tag is below `below`, within
     /// `limits`; returns the actions to carry out (MOVE records, each with a
-    /// ticket) and the failures seen so far (see [`QueueCore::move_failures`]).
+    /// ticket answered through [`QueueCore::persisted`]).
     ///
     /// ```
     /// use zmesh_broker::queue::core::CompactLimits;
