@@ -1,6 +1,6 @@
 //! Sends to one zmesh peer within a round go out as one BATCH.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use bytes::Bytes;
 
@@ -54,7 +54,7 @@ pub fn coalesce(actions: Vec<Action>) -> Vec<Action> {
         return actions;
     }
     let mut out: Vec<Action> = Vec::with_capacity(actions.len());
-    let mut open: HashMap<(Bytes, Bytes), Open> = HashMap::new();
+    let mut open: HashMap<(Bytes, Bytes), Open> = HashMap::default();
     for Action::Send { to, frames } in actions {
         if !batchable(&frames) {
             // Whatever follows to this peer must come after it.

@@ -29,6 +29,8 @@ mod tests;
 mod workers;
 
 use std::collections::HashMap;
+
+use foldhash::HashMap as FastMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -158,16 +160,18 @@ pub mod status {
 /// The broker state machine. See the module docs for its contract.
 pub struct Broker {
     cfg: BrokerConfig,
-    services: HashMap<Bytes, Service>,
-    workers: HashMap<Bytes, Worker>,
-    requests: HashMap<u64, Request>,
+    // foldhash: fast, and randomly seeded per process (names and identities
+    // come from peers).
+    services: FastMap<Bytes, Service>,
+    workers: FastMap<Bytes, Worker>,
+    requests: FastMap<u64, Request>,
     /// Sum of the registered workers' credits (at most `slots_max`).
     slots: usize,
     /// Orders workers of equal load in their services' free-slot lists.
     slot_seq: u64,
     next_handle: u64,
     rng: u64,
-    limiters: HashMap<Bytes, RateLimiter>,
+    limiters: FastMap<Bytes, RateLimiter>,
     stats: BrokerStats,
     draining: bool,
     /// Latencies of answered requests not yet taken by the driver (bounded).
@@ -196,14 +200,14 @@ impl Broker {
         let rng = cfg.seed | 1;
         Self {
             cfg,
-            services: HashMap::new(),
-            workers: HashMap::new(),
-            requests: HashMap::new(),
+            services: FastMap::default(),
+            workers: FastMap::default(),
+            requests: FastMap::default(),
             slots: 0,
             slot_seq: 0,
             next_handle: 1,
             rng,
-            limiters: HashMap::new(),
+            limiters: FastMap::default(),
             stats: BrokerStats::default(),
             draining: false,
             latencies: Default::default(),
@@ -363,7 +367,9 @@ impl Broker {
         body: Vec<Bytes>,
         out: &mut Vec<Action>,
     ) {
-        let name = String::from_utf8_lossy(&requested).into_owned();
+        // Borrowed unless the name is not UTF-8: no allocation per request.
+        let requested_name = requested.clone();
+        let name = String::from_utf8_lossy(&requested_name);
         if name.starts_with("mmi.") || name.starts_with("zmesh.") {
             let reply = self.internal_service(&name, &body);
             out.push(Action::Send {
@@ -383,7 +389,7 @@ impl Broker {
                 out,
             );
         }
-        let target = match self.cfg.routes.get(&name).cloned() {
+        let target = match self.cfg.routes.get(name.as_ref()).cloned() {
             Some(routes) => {
                 let roll = self.roll();
                 Bytes::from(pick(&routes, roll).to_owned())
