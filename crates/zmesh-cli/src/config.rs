@@ -36,6 +36,7 @@ pub struct BrokerSection {
     pub group_commit_ms: Option<u64>,
     pub group_commit_bytes: Option<u64>,
     pub segment_mib: Option<u64>,
+    pub queue_memory_mib: Option<u64>,
     pub admin_bind: Option<String>,
     pub admin_token: Option<String>,
     pub admin_host: Option<Vec<String>>,
@@ -141,6 +142,7 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
         take!(group_commit_ms);
         take!(group_commit_bytes);
         take!(segment_mib);
+        take!(queue_memory_mib);
         take!(admin_bind, opt);
         take!(admin_token, opt);
         take!(admin_host);
@@ -215,6 +217,9 @@ fn validate(cmd: &BrokerCmd) -> Result<(), String> {
     if cmd.segment_mib == 0 || cmd.segment_mib > 4096 {
         return Err("broker.segment_mib must be 1 to 4096".into());
     }
+    if cmd.queue_memory_mib == 0 || cmd.queue_memory_mib > 1 << 30 {
+        return Err("broker.queue_memory_mib must be 1 to 1073741824".into());
+    }
     let sec = &cmd.socket.security;
     for (key, p) in [
         (
@@ -250,6 +255,7 @@ pub fn effective(cmd: &BrokerCmd) -> String {
             group_commit_ms: Some(cmd.group_commit_ms),
             group_commit_bytes: Some(cmd.group_commit_bytes),
             segment_mib: Some(cmd.segment_mib),
+            queue_memory_mib: Some(cmd.queue_memory_mib),
             admin_bind: cmd.admin_bind.clone(),
             admin_token: cmd.admin_token.as_ref().map(|_| "(set, hidden)".to_owned()),
             admin_host: Some(cmd.admin_host.clone()),

@@ -237,6 +237,40 @@ async fn a_consumer_resumes_as_soon_as_a_killed_broker_is_back() {
     .await;
 }
 
+/// `--queue-memory-mib` bounds the bodies all queues hold together.
+#[tokio::test]
+async fn the_broker_wide_memory_bound_refuses_with_503() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_endpoint();
+        let dir = data_dir("memory");
+        let mut b = Command::new(env!("CARGO_BIN_EXE_zmesh"))
+            .args(["broker", "--bind", &ep, "--data-dir"])
+            .arg(&dir)
+            .args(["--queue-memory-mib", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn broker");
+        startup_line(&mut b).await;
+        let c = client(&ep).await;
+        c.declare("a", None).await.unwrap();
+        c.declare("b", None).await.unwrap();
+        let body = vec![b'x'; 700 << 10];
+        c.publish("a", body.clone()).await.unwrap();
+        let refused = c.publish("b", body).await;
+        assert_eq!(
+            refused.as_ref().err().and_then(|e| e.code()),
+            Some(503),
+            "{refused:?}"
+        );
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
 fn journal_bytes(dir: &Path) -> u64 {
     segments(dir)
         .iter()

@@ -11,6 +11,8 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use foldhash::HashSet;
 
@@ -112,6 +114,26 @@ pub struct QueueStats {
     pub options: QueueOptions,
 }
 
+/// Body bytes held by all the queues of one core together, for the
+/// broker-wide bound. Each queue adds and removes its own; a deleted queue
+/// gives its bytes back when dropped.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct BytesHeld(Arc<AtomicU64>);
+
+impl BytesHeld {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct Queue {
     pub spec: QueueSpec,
     /// By tag (the offset of the record that stores them), so that the
@@ -126,7 +148,10 @@ pub(crate) struct Queue {
     /// Next consumer to try, for round-robin dispatch.
     pub next_consumer: usize,
     pub storing: u64,
-    pub bytes: u64,
+    /// Body bytes held (stored and being stored); change it only through
+    /// the methods below, which keep the broker-wide total.
+    bytes: u64,
+    held: BytesHeld,
     /// Msg id bytes of the stored messages (for the journal's live size).
     pub id_bytes: u64,
     pub dedup: DedupWindow,
@@ -134,7 +159,7 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub fn new(spec: QueueSpec) -> Queue {
+    pub fn new(spec: QueueSpec, held: BytesHeld) -> Queue {
         Queue {
             spec,
             messages: BTreeMap::new(),
@@ -144,6 +169,7 @@ impl Queue {
             next_consumer: 0,
             storing: 0,
             bytes: 0,
+            held,
             id_bytes: 0,
             dedup: DedupWindow::default(),
             counters: QueueCounters::default(),
@@ -174,10 +200,27 @@ impl Queue {
 
     /// Add a stored message as ready.
     pub fn insert(&mut self, offset: u64, msg: Msg) {
-        self.bytes += msg.body.len() as u64;
+        self.add_bytes(msg.body.len() as u64);
         self.id_bytes += msg.msg_id.len() as u64;
         self.ready.insert((msg.order, offset));
         self.messages.insert(offset, msg);
+    }
+
+    /// Body bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Count `n` more body bytes (a message being stored).
+    pub fn add_bytes(&mut self, n: u64) {
+        self.bytes += n;
+        self.held.add(n);
+    }
+
+    /// Count `n` body bytes fewer.
+    pub fn sub_bytes(&mut self, n: u64) {
+        self.bytes -= n;
+        self.held.sub(n);
     }
 
     /// Put a stored message (back) in line; false when it is not stored.
@@ -200,7 +243,7 @@ impl Queue {
     pub fn remove(&mut self, offset: u64) -> Option<Msg> {
         let msg = self.messages.remove(&offset)?;
         self.ready.remove(&(msg.order, offset));
-        self.bytes -= msg.body.len() as u64;
+        self.sub_bytes(msg.body.len() as u64);
         self.id_bytes -= msg.msg_id.len() as u64;
         self.detached.remove(&offset);
         if let Some((peer, _)) = &msg.holder
@@ -338,5 +381,12 @@ impl Queue {
             counters: self.counters.clone(),
             options: self.spec.options.clone(),
         }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // A deleted queue's bytes leave the broker-wide total with it.
+        self.held.sub(self.bytes);
     }
 }

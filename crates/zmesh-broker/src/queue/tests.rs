@@ -37,7 +37,11 @@ impl Sim {
     }
 
     fn restore(catalog: Catalog, journal: Vec<Bytes>) -> Sim {
-        let mut core = QueueCore::new(QueueCoreConfig::default(), catalog.clone());
+        Sim::restore_with(QueueCoreConfig::default(), catalog, journal)
+    }
+
+    fn restore_with(config: QueueCoreConfig, catalog: Catalog, journal: Vec<Bytes>) -> Sim {
+        let mut core = QueueCore::new(config, catalog.clone());
         for (o, r) in journal.iter().enumerate() {
             core.replay(o as u64, r);
         }
@@ -290,6 +294,38 @@ fn limits_refuse_with_a_clear_error_and_storage_errors_lose_nothing_confirmed() 
     s.sync();
     assert_eq!(s.stat("jobs").ready, 1);
     assert_eq!(s.stat("jobs").counters.refused, 2);
+}
+
+#[test]
+fn the_broker_wide_byte_limit_refuses_then_frees_with_acks_and_deletes() {
+    let config = QueueCoreConfig {
+        bytes_max: 10,
+        ..QueueCoreConfig::default()
+    };
+    let mut s = Sim::restore_with(config, Catalog::default(), Vec::new());
+    for q in ["a", "b"] {
+        s.send("admin", &["DECLARE", "c", q, ""]);
+    }
+    s.send("p", &["PUBLISH", "1", "a", "", "sixsix"]);
+    s.sync();
+    assert_eq!(s.take("p", "CONFIRM").len(), 1);
+    // 6 + 6 > 10, whichever queue it is for.
+    s.send("p", &["PUBLISH", "2", "b", "", "sixsix"]);
+    let refused = s.take("p", "ERROR");
+    assert_eq!(refused[0][4], "503", "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused[0][5]).contains("message bytes"));
+    // An ack frees its bytes.
+    s.send("c", &["CONSUME", "x", "a", "1"]);
+    let tag = s.tags("c")[0].clone();
+    s.send("c", &["ACK", "a", &tag]);
+    s.send("p", &["PUBLISH", "3", "b", "", "sixsix"]);
+    s.sync();
+    assert_eq!(s.take("p", "CONFIRM").len(), 1);
+    // So does deleting a queue with its messages.
+    s.send("admin", &["DELETE", "c", "b"]);
+    s.send("p", &["PUBLISH", "4", "a", "", "sixsix"]);
+    s.sync();
+    assert_eq!(s.take("p", "CONFIRM").len(), 1);
 }
 
 #[test]

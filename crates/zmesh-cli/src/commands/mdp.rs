@@ -68,6 +68,10 @@ pub struct BrokerCmd {
     /// Journal segment size in MiB.
     #[arg(long, default_value_t = 64, env = "ZMESH_SEGMENT_MIB")]
     pub segment_mib: u64,
+    /// Message bodies the queues may hold in memory together, in MiB (each
+    /// queue also has its own max_bytes); publishes beyond get 503.
+    #[arg(long, default_value_t = 4096, env = "ZMESH_QUEUE_MEMORY_MIB")]
+    pub queue_memory_mib: u64,
     /// Admin HTTP port (metrics, API, probes), e.g. 127.0.0.1:8222; off when absent.
     #[arg(long, env = "ZMESH_ADMIN_BIND")]
     pub admin_bind: Option<String>,
@@ -242,7 +246,10 @@ fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStor
         log: log_config(cmd),
         group_commit_ms: cmd.group_commit_ms,
         group_commit_bytes: cmd.group_commit_bytes,
-        ..QueueStoreConfig::default()
+        core: zmesh_broker::queue::QueueCoreConfig {
+            bytes_max: cmd.queue_memory_mib << 20,
+            ..Default::default()
+        },
     };
     let (store, report) = QueueStore::open(config)?;
     let r = &report.recovery;

@@ -175,7 +175,7 @@ impl QueueCore {
     pub fn live_bytes(&self) -> u64 {
         self.queues
             .values()
-            .map(|q| q.bytes + q.id_bytes + q.len() * RECORD_OVERHEAD_BYTES)
+            .map(|q| q.bytes() + q.id_bytes + q.len() * RECORD_OVERHEAD_BYTES)
             .sum()
     }
 }

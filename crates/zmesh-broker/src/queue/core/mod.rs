@@ -33,7 +33,7 @@ use publish::{Batch, Waiter};
 use super::journal::{Entry, SETTLE_BATCH_MAX, SettleReason};
 use super::options::{Catalog, QueueOptions, QueueSpec};
 use super::proto::{self, Command, code};
-use super::state::{Dedup, Msg, Queue, QueueStats};
+use super::state::{BytesHeld, Dedup, Msg, Queue, QueueStats};
 
 /// Core settings.
 #[derive(Clone, Debug)]
@@ -44,6 +44,8 @@ pub struct QueueCoreConfig {
     pub peer_timeout_ms: u64,
     /// Messages held over all queues.
     pub messages_max: u64,
+    /// Body bytes held over all queues (each queue also has its `max_bytes`).
+    pub bytes_max: u64,
     /// Consuming peers at once.
     pub peers_max: usize,
     /// Queues at once.
@@ -56,6 +58,7 @@ impl Default for QueueCoreConfig {
             heartbeat_ms: 1000,
             peer_timeout_ms: 5000,
             messages_max: 20_000_000,
+            bytes_max: 4 << 30,
             peers_max: 100_000,
             queues_max: 10_000,
         }
@@ -144,6 +147,8 @@ pub struct QueueCore {
     draining: bool,
     /// During replay: MOVE records seen, original tag -> copy's tag.
     replay_moves: HashMap<u64, u64>,
+    /// Body bytes held over all queues.
+    bytes_held: BytesHeld,
     out: Vec<QueueAction>,
     /// Counters.
     pub counters: CoreCounters,
@@ -173,13 +178,16 @@ impl QueueCore {
             messages: 0,
             draining: false,
             replay_moves: HashMap::default(),
+            bytes_held: BytesHeld::default(),
             out: Vec::new(),
             counters: CoreCounters::default(),
         };
         for spec in &catalog.queues {
             core.names.insert(spec.id, spec.name.clone());
-            core.queues
-                .insert(spec.name.clone(), Queue::new(spec.clone()));
+            core.queues.insert(
+                spec.name.clone(),
+                Queue::new(spec.clone(), core.bytes_held.clone()),
+            );
         }
         core.catalog = catalog;
         core
@@ -458,7 +466,8 @@ impl QueueCore {
         self.catalog.next_id += 1;
         self.catalog.queues.push(spec.clone());
         self.names.insert(spec.id, spec.name.clone());
-        self.queues.insert(spec.name.clone(), Queue::new(spec));
+        self.queues
+            .insert(spec.name.clone(), Queue::new(spec, self.bytes_held.clone()));
     }
 
     fn declare(&mut self, from: &Bytes, corr: &Bytes, name: &str, options: Option<QueueOptions>) {

@@ -115,7 +115,7 @@ impl QueueCore {
                     o.max_length
                 ),
             ))
-        } else if q.bytes + body.len() as u64 > o.max_bytes {
+        } else if q.bytes() + body.len() as u64 > o.max_bytes {
             Some((
                 code::QUEUE_FULL,
                 format!("queue {name:?} is full: {} bytes (max_bytes)", o.max_bytes),
@@ -124,6 +124,14 @@ impl QueueCore {
             Some((
                 code::UNAVAILABLE,
                 "the broker holds its maximum number of messages".to_owned(),
+            ))
+        } else if self.bytes_held.get() + body.len() as u64 > self.config.bytes_max {
+            Some((
+                code::UNAVAILABLE,
+                format!(
+                    "the broker holds its maximum of message bytes ({} over all queues)",
+                    self.config.bytes_max
+                ),
             ))
         } else {
             None
@@ -135,7 +143,7 @@ impl QueueCore {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         q.storing += 1;
-        q.bytes += body.len() as u64;
+        q.add_bytes(body.len() as u64);
         q.counters.published += 1;
         q.remember(msg_id.clone(), Dedup::Storing(ticket));
         let (id, durability) = (q.id(), q.options().durability);
@@ -244,7 +252,7 @@ impl QueueCore {
             return;
         };
         q.storing -= 1;
-        q.bytes -= msg.body.len() as u64;
+        q.sub_bytes(msg.body.len() as u64);
         match result {
             Ok(offset) => {
                 q.counters.confirmed += 1;
