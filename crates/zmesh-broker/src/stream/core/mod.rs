@@ -537,9 +537,11 @@ impl StreamCore {
 }
 
 fn remember_last(s: &mut Stream, subject: Bytes, seq: u64) {
-    if s.last_values.len() < s.spec.options.last_values_max as usize
-        || s.last_values.contains_key(&subject)
-    {
-        s.last_values.insert(subject, seq);
+    if let Some(last) = s.last_values.get_mut(&subject) {
+        *last = seq;
+    } else if s.last_values.len() < s.spec.options.last_values_max as usize {
+        // A copy: the subject is a slice of a whole message (a received
+        // frame, or a record read back at start), which it would keep alive.
+        s.last_values.insert(Bytes::copy_from_slice(&subject), seq);
     }
 }
