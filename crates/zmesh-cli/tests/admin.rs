@@ -359,9 +359,17 @@ async fn each_kind_of_config_mistake_is_named() {
             "--print-config",
         ])
         .env("ZMESH_BIND", "tcp://127.0.0.1:7002")
+        .env(
+            "ZMESH_ROUTE",
+            "orders=orders@v1:95,orders@v2:5;users=users@v2:1",
+        )
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("orders=orders@v1:95,orders@v2:5") && text.contains("users=users@v2:1"),
+        "two routes in one environment variable: {text}"
+    );
     assert!(
         text.contains("tcp://127.0.0.1:7002"),
         "env over file: {text}"

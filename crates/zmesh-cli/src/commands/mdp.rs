@@ -40,8 +40,9 @@ pub struct BrokerCmd {
     /// SERVICE=N: at most N requests per second (then "429").
     #[arg(long, env = "ZMESH_RATE_LIMIT", value_delimiter = ',')]
     pub rate_limit: Vec<String>,
-    /// SERVICE=TARGET:WEIGHT,...: split a service between versions.
-    #[arg(long, env = "ZMESH_ROUTE")]
+    /// SERVICE=TARGET:WEIGHT,...: split a service between versions
+    /// (repeatable; several in one value, as in ZMESH_ROUTE, separated by `;`).
+    #[arg(long, env = "ZMESH_ROUTE", value_delimiter = ';')]
     pub route: Vec<String>,
     /// MDP heartbeat interval with workers, in ms (workers must use the same).
     #[arg(long, default_value_t = 2500, env = "ZMESH_WORKER_HEARTBEAT_MS")]
