@@ -1,4 +1,4 @@
-//! ZMCH01 frames from an untrusted peer: the parser never panics, whatever
+//! ZMCH02 frames from an untrusted peer: the parser never panics, whatever
 //! parses re-encodes to itself, and the receiver core stays in its window.
 #![no_main]
 
@@ -8,7 +8,7 @@ use zmesh_channel::proto::Frame;
 use zmesh_channel::receiver::ReceiverCore;
 
 fuzz_target!(|data: &[u8]| {
-    let mut frames = vec![Bytes::new(), Bytes::from_static(b"ZMCH01")];
+    let mut frames = vec![Bytes::new(), Bytes::from_static(zmesh_channel::proto::PROTOCOL)];
     frames.extend(data.split(|b| *b == 0xff).map(Bytes::copy_from_slice));
     if let Some(f) = Frame::parse(&frames) {
         assert_eq!(Frame::parse(&f.encode()), Some(f.clone()));
