@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
             bytes_max: 1 << 20,
             record_bytes_max: 1 << 24,
         };
-        actions.extend(core.compact(offset, limits));
+        actions.extend(core.compact(1_000 + i * 3_000, offset, limits));
         for a in actions {
             if let QueueAction::Append { record, ticket, .. } = a {
                 assert!(Entry::decode(&record).is_some(), "the core wrote an undecodable record");

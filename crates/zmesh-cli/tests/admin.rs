@@ -367,8 +367,9 @@ async fn each_kind_of_config_mistake_is_named() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("orders=orders@v1:95,orders@v2:5") && text.contains("users=users@v2:1"),
-        "two routes in one environment variable: {text}"
+        text.contains("\"orders=orders@v1:95,orders@v2:5\"")
+            && text.contains("\"users=users@v2:1\""),
+        "two routes in one environment variable, each its own entry: {text}"
     );
     assert!(
         text.contains("tcp://127.0.0.1:7002"),

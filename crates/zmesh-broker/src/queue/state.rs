@@ -38,8 +38,9 @@ pub(crate) struct Msg {
     pub order: u64,
     /// The consumer holding it and when its ack is due.
     pub holder: Option<(Bytes, u64)>,
-    /// Being copied to the journal's tail by compaction: neither ready nor
-    /// held until the copy is durable.
+    /// Being copied to the journal's tail by compaction: it stays in line
+    /// but holds it (is not delivered, nor expired) until the copy is
+    /// durable.
     pub moving: bool,
 }
 
@@ -147,6 +148,9 @@ pub(crate) struct Queue {
     pub detached: HashSet<u64>,
     /// Next consumer to try, for round-robin dispatch.
     pub next_consumer: usize,
+    /// When a message was last delivered (0: never): compaction leaves a
+    /// queue alone while it is being consumed.
+    pub last_delivery_ms: u64,
     pub storing: u64,
     /// Body bytes held (stored and being stored); change it only through
     /// the methods below, which keep the broker-wide total.
@@ -167,6 +171,7 @@ impl Queue {
             consumers: Vec::new(),
             detached: HashSet::default(),
             next_consumer: 0,
+            last_delivery_ms: 0,
             storing: 0,
             bytes: 0,
             held,
@@ -290,14 +295,15 @@ impl Queue {
                 .messages
                 .get_mut(&offset)
                 .expect("ready implies stored");
+            if msg.moving {
+                // Its copy is being made durable: nothing overtakes it (and
+                // it expires, if due, once it has its new tag).
+                break;
+            }
             if ttl.is_some_and(|ttl| now_ms >= msg.published_ms.saturating_add(ttl)) {
                 self.ready.pop_first();
                 expired.push(offset);
                 continue;
-            }
-            if msg.moving {
-                // Its copy is being made durable: nothing overtakes it.
-                break;
             }
             let Some(i) = (0..n)
                 .map(|k| (self.next_consumer + k) % n)
@@ -307,6 +313,7 @@ impl Queue {
             };
             self.next_consumer = (i + 1) % n;
             self.ready.pop_first();
+            self.last_delivery_ms = now_ms;
             let consumer = &mut self.consumers[i];
             let deadline = now_ms + ack_timeout;
             msg.deliveries += 1;
@@ -361,6 +368,8 @@ impl Queue {
                     .get(o)
                     .is_some_and(|m| now_ms >= m.published_ms.saturating_add(ttl))
             })
+            // A message being moved expires once it has its new tag.
+            .filter(|o| self.messages.get(o).is_some_and(|m| !m.moving))
             .collect()
     }
 

@@ -358,7 +358,7 @@ impl QueueStore {
             bytes_max: COMPACT_BYTES_MAX,
             record_bytes_max: self.record_bytes_max,
         };
-        let actions = self.core.compact(oldest_end, limits);
+        let actions = self.core.compact(now_ms(), oldest_end, limits);
         if actions.is_empty() {
             return false;
         }

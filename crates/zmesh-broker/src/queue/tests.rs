@@ -367,7 +367,7 @@ fn limits(moves_max: usize) -> super::core::CompactLimits {
 impl Sim {
     /// One compaction pass below `below`, everything made durable after.
     fn compact(&mut self, below: u64) {
-        let a = self.core.compact(below, limits(100));
+        let a = self.core.compact(self.now, below, limits(100));
         self.apply(a);
         self.sync();
     }
@@ -420,6 +420,8 @@ fn compaction_moves_old_messages_forward_keeping_their_place_and_deliveries() {
     assert_eq!(s.tags("c"), ["0"]);
     s.send("c", &["CANCEL", "x", "jobs"]);
     s.sent.clear();
+    // Idle long enough to count as not being consumed (no tick: nothing else moves).
+    s.now += super::core::COMPACT_IDLE_MS;
     // Everything below the fourth message moves; nothing else.
     let below = 3 + 1; // the DECLARE wrote nothing; offsets 0..=5 are m0..m5
     s.compact(below);
@@ -467,8 +469,10 @@ fn compaction_skips_held_messages_and_a_purge_during_a_move_wins() {
     s.send("c", &["CONSUME", "x", "jobs", "1"]);
     let held = s.tags("c");
     assert_eq!(held, ["0"]);
+    // The consumer sits on its message: after a while the queue counts as idle.
+    s.now += super::core::COMPACT_IDLE_MS;
     // Start the moves, purge before they are durable, then finish them.
-    let a = s.core.compact(3, limits(100));
+    let a = s.core.compact(s.now, 3, limits(100));
     s.apply(a);
     assert_eq!(s.core.counters.moved, 2, "the held message stays put");
     s.send("admin", &["PURGE", "c", "jobs"]);
@@ -484,6 +488,32 @@ fn compaction_skips_held_messages_and_a_purge_during_a_move_wins() {
 }
 
 #[test]
+fn a_queue_being_consumed_is_not_compacted() {
+    let mut s = declared("{}");
+    for i in 0..10 {
+        s.send(
+            "p",
+            &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
+        );
+    }
+    s.sync();
+    // A consumer working through the backlog: its window is full after each
+    // ack is refilled, yet the queue is busy and its head about to go.
+    s.send("c", &["CONSUME", "x", "jobs", "2"]);
+    for _ in 0..3 {
+        let tag = s.tags("c")[0].clone();
+        s.send("c", &["ACK", "jobs", &tag]);
+    }
+    let a = s.core.compact(s.now, 10, limits(100));
+    assert!(a.is_empty(), "{a:?}");
+    assert_eq!(s.core.counters.moved, 0);
+    // Once nothing has been delivered for a while, it is fair game.
+    s.now += super::core::COMPACT_IDLE_MS;
+    let a = s.core.compact(s.now, 10, limits(100));
+    assert!(!a.is_empty());
+}
+
+#[test]
 fn a_purge_while_a_move_is_in_flight_survives_a_kill() {
     let mut s = declared("{}");
     for i in 0..3 {
@@ -494,7 +524,7 @@ fn a_purge_while_a_move_is_in_flight_survives_a_kill() {
     }
     s.sync();
     // The moves are written, not yet durable; the purge is written after them.
-    let a = s.core.compact(3, limits(100));
+    let a = s.core.compact(s.now, 3, limits(100));
     s.apply(a);
     s.send("admin", &["PURGE", "c", "jobs"]);
     assert_eq!(s.take("admin", "OK").len(), 1);
@@ -509,7 +539,7 @@ fn a_failed_move_then_a_second_one_leaves_one_copy() {
     s.send("p", &["PUBLISH", "1", "jobs", "", "m0"]);
     s.sync();
     // The first move's fsync fails, but its record is in the file.
-    let a = s.core.compact(1, limits(100));
+    let a = s.core.compact(s.now, 1, limits(100));
     s.apply(a);
     let (ticket, _) = s.waiting.pop().unwrap();
     let a = s.core.persisted(s.now, ticket, Err("fsync failed".into()));
@@ -534,7 +564,7 @@ fn a_message_being_moved_keeps_its_turn() {
         );
     }
     s.sync();
-    let a = s.core.compact(1, limits(100)); // m0 only, not yet durable
+    let a = s.core.compact(s.now, 1, limits(100)); // m0 only, not yet durable
     s.apply(a);
     s.send("c", &["CONSUME", "x", "jobs", "10"]);
     assert!(
@@ -636,7 +666,7 @@ proptest! {
                 Op::Compact(quarter) => {
                     // Sometimes left in flight: a crash may come before it is durable.
                     let below = s.journal.len() as u64 * u64::from(quarter) / 4;
-                    let a = s.core.compact(below, limits(3));
+                    let a = s.core.compact(s.now, below, limits(3));
                     s.apply(a);
                 }
                 Op::Crash => {

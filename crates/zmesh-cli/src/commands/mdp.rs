@@ -141,7 +141,8 @@ pub async fn run_broker(
         policies.entry(svc.to_owned()).or_default().rate_limit_per_s = Some(n);
     }
     cfg.policies = policies;
-    for r in &cmd.route {
+    // An empty entry (a trailing `;` in ZMESH_ROUTE) is nothing to route.
+    for r in cmd.route.iter().filter(|r| !r.trim().is_empty()) {
         let (svc, spec) = split_eq(r, "--route")?;
         cfg.routes.insert(
             svc.to_owned(),

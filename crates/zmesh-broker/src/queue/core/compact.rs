@@ -6,9 +6,9 @@
 //! little of them is live, and the journal grows with the traffic of every
 //! other queue. The store asks for a pass when the journal is mostly dead
 //! records (`QueueStore::end_batch`); the core then writes a MOVE record for
-//! each message waiting in line below the segment's end, in queues that no
-//! consumer can take from at the moment (none, or all windows full): a queue
-//! being consumed frees its old segments itself, head first. One record both
+//! each message waiting in line below the segment's end, in queues that have
+//! delivered nothing for `COMPACT_IDLE_MS`: a queue being consumed frees its
+//! old segments itself, head first. One record both
 //! stores the copy and retires the original, so a crash leaves one of the
 //! two, never both and never neither.
 //!
@@ -33,6 +33,10 @@ pub const MOVE_HEADER_BYTES: u64 = 35;
 /// of the PUBLISH and MOVE headers, plus the log's record header.
 pub const RECORD_OVERHEAD_BYTES: u64 = MOVE_HEADER_BYTES + zmesh_log::record::HEADER_LEN as u64;
 
+/// A queue that delivered a message this recently is being consumed, and is
+/// not compacted.
+pub const COMPACT_IDLE_MS: u64 = 5_000;
+
 /// How much one compaction pass may do.
 #[derive(Clone, Copy, Debug)]
 pub struct CompactLimits {
@@ -54,19 +58,17 @@ impl QueueCore {
     /// use zmesh_broker::queue::{Catalog, QueueCore, QueueCoreConfig};
     /// let mut core = QueueCore::new(QueueCoreConfig::default(), Catalog::default());
     /// let limits = CompactLimits { moves_max: 100, bytes_max: 1 << 20, record_bytes_max: 1 << 24 };
-    /// assert!(core.compact(1_000, limits).is_empty()); // nothing stored, nothing to move
+    /// assert!(core.compact(0, 1_000, limits).is_empty()); // nothing stored, nothing to move
     /// ```
-    pub fn compact(&mut self, below: u64, limits: CompactLimits) -> Vec<QueueAction> {
+    pub fn compact(&mut self, now_ms: u64, below: u64, limits: CompactLimits) -> Vec<QueueAction> {
         let mut entries = Vec::new();
         let mut bytes = 0u64;
         for q in self.queues.values_mut() {
             // A queue that is being consumed frees its old segments itself,
             // head first; moving its head would only copy messages about to
-            // go and make its consumers wait for the copies.
-            if q.consumers
-                .iter()
-                .any(|c| c.held.len() < c.prefetch as usize)
-            {
+            // go and make its consumers wait for the copies. (Window room
+            // says nothing: every ack refills the window at once.)
+            if q.last_delivery_ms > 0 && now_ms < q.last_delivery_ms + COMPACT_IDLE_MS {
                 continue;
             }
             let mut movable = Vec::new();

@@ -34,7 +34,13 @@ impl QueueCore {
             _ => {
                 // The copy is not stored: the original stays where it was.
                 if let Some(src) = self.queue_by_id(from) {
-                    src.insert(from_offset, msg);
+                    src.insert(
+                        from_offset,
+                        Msg {
+                            moving: false,
+                            ..msg
+                        },
+                    );
                 } else {
                     self.messages -= 1;
                 }

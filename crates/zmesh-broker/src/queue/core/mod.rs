@@ -24,7 +24,7 @@ use zmesh_log::Durability;
 
 mod compact;
 
-pub use compact::{CompactLimits, MOVE_HEADER_BYTES, RECORD_OVERHEAD_BYTES};
+pub use compact::{COMPACT_IDLE_MS, CompactLimits, MOVE_HEADER_BYTES, RECORD_OVERHEAD_BYTES};
 mod deliver;
 mod publish;
 

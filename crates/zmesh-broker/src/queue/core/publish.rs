@@ -256,7 +256,9 @@ impl QueueCore {
         match result {
             Ok(offset) => {
                 q.counters.confirmed += 1;
-                q.remember(msg.msg_id.clone(), Dedup::Stored(offset));
+                // Only if still remembered: an id the window let go while
+                // this was stored must not push out a newer one.
+                q.dedup.update(&msg.msg_id, Dedup::Stored(offset));
                 q.insert(
                     offset,
                     Msg {

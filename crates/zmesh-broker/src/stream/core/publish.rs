@@ -84,8 +84,9 @@ impl StreamCore {
                 s.visible_end = s.visible_end.max(seq + 1);
                 s.published += 1;
                 super::remember_last(s, p.subject, seq);
-                let window = s.spec.options.dedup_window as usize;
-                s.dedup.remember(p.msg_id, Dedup::Stored(seq), window);
+                // Only if still remembered: an id the window let go while
+                // this was stored must not push out a newer one.
+                s.dedup.update(&p.msg_id, Dedup::Stored(seq));
                 for (to, corr) in &p.waiters {
                     self.send(to, proto::stored(corr, seq));
                 }
