@@ -29,40 +29,54 @@ pub enum Dedup {
 /// assert_eq!(w.get(b"id0"), None); // the oldest went past the window
 /// assert_eq!(w.get(b"id2"), Some(Dedup::Stored(2)));
 /// ```
+/// The newest message ids, at most a window of them. An id is kept as a
+/// 128-bit hash under two random per-process keys, not as bytes: no heap
+/// allocation per id (a window of 100 k ids would otherwise fragment the
+/// heap the broker's hot path allocates from), and a fixed 16 bytes however
+/// long the id. Two different ids are taken for one with a chance of about
+/// one in 2^128 per pair; the keys change with every start, and the window
+/// is rebuilt from the journal then.
 #[derive(Debug, Default)]
 pub struct DedupWindow {
-    /// Id -> (state, the sequence number of its entry in `order`).
-    ids: HashMap<Bytes, (Dedup, u64)>,
+    keys: (foldhash::fast::RandomState, foldhash::fast::RandomState),
+    /// Id hash -> (state, the sequence number of its entry in `order`).
+    ids: HashMap<u128, (Dedup, u64)>,
     /// Oldest first, for forgetting past the window. An entry whose
     /// sequence number no longer matches its id's (forgotten, or forgotten
     /// and remembered again) is stale and skipped, so forgetting is O(1).
-    order: VecDeque<(Bytes, u64)>,
+    order: VecDeque<(u128, u64)>,
     next_seq: u64,
 }
 
 impl DedupWindow {
+    fn key(&self, id: &[u8]) -> u128 {
+        use std::hash::BuildHasher;
+        (u128::from(self.keys.0.hash_one(id)) << 64) | u128::from(self.keys.1.hash_one(id))
+    }
+
     /// What became of `id`, if it is remembered.
     pub fn get(&self, id: &[u8]) -> Option<Dedup> {
-        self.ids.get(id).map(|(state, _)| *state)
+        if id.is_empty() {
+            return None;
+        }
+        self.ids.get(&self.key(id)).map(|(state, _)| *state)
     }
 
     /// Remember `id` as `state` (or update it), forgetting the oldest ids
-    /// past `window`. Empty ids and a zero window remember nothing. The id
-    /// is copied, so a slice of a larger buffer (a whole record read back
-    /// from the log) does not keep that buffer alive.
+    /// past `window`. Empty ids and a zero window remember nothing.
     pub fn remember(&mut self, id: Bytes, state: Dedup, window: usize) {
         if id.is_empty() || window == 0 {
             return;
         }
-        if let Some(entry) = self.ids.get_mut(&id) {
+        let key = self.key(&id);
+        if let Some(entry) = self.ids.get_mut(&key) {
             entry.0 = state;
             return;
         }
-        let id = Bytes::copy_from_slice(&id);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.ids.insert(id.clone(), (state, seq));
-        self.order.push_back((id, seq));
+        self.ids.insert(key, (state, seq));
+        self.order.push_back((key, seq));
         while self.ids.len() > window {
             let Some((old, old_seq)) = self.order.pop_front() else {
                 break;
@@ -76,20 +90,27 @@ impl DedupWindow {
         if self.order.len() > 2 * window.max(self.ids.len()) {
             let ids = &self.ids;
             self.order
-                .retain(|(id, seq)| ids.get(id).is_some_and(|(_, s)| s == seq));
+                .retain(|(k, seq)| ids.get(k).is_some_and(|(_, s)| s == seq));
         }
     }
 
     /// Change the state of `id` only if it is still remembered.
     pub fn update(&mut self, id: &[u8], state: Dedup) {
-        if let Some(entry) = self.ids.get_mut(id) {
+        if id.is_empty() {
+            return;
+        }
+        let key = self.key(id);
+        if let Some(entry) = self.ids.get_mut(&key) {
             entry.0 = state;
         }
     }
 
     /// Forget `id` (its message was refused, so a repeat may try again).
     pub fn forget(&mut self, id: &[u8]) {
-        self.ids.remove(id);
+        if !id.is_empty() {
+            let key = self.key(id);
+            self.ids.remove(&key);
+        }
     }
 
     /// Ids remembered.
