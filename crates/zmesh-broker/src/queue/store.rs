@@ -304,13 +304,7 @@ impl QueueStore {
             .map(|u| u.0)
             .into_iter()
             .chain(self.unflushed.first().map(|u| u.0));
-        let keep = self
-            .core
-            .min_live_offset()
-            .into_iter()
-            .chain(pending)
-            .min()
-            .unwrap_or(self.log.written_offset());
+        let keep = self.core.keep_from(pending, self.log.written_offset());
         match self.log.remove_before(keep) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(segments = n, "settled journal segments removed"),

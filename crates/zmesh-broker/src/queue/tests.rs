@@ -376,16 +376,21 @@ impl Sim {
     /// (a deleted record replays as nothing).
     fn delete_dead_records(&mut self) {
         let pending = self.waiting.iter().map(|w| w.1).min();
-        let keep = self
-            .core
-            .min_live_offset()
-            .into_iter()
-            .chain(pending)
-            .min()
-            .unwrap_or(self.journal.len() as u64);
+        let keep = self.core.keep_from(pending, self.journal.len() as u64);
         for r in &mut self.journal[..keep as usize] {
             *r = Bytes::new();
         }
+    }
+
+    /// Publish `m0`, `m1`, ... to `jobs` (no msg ids) and make them durable.
+    fn publish_numbered(&mut self, n: usize) {
+        for i in 0..n {
+            self.send(
+                "p",
+                &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
+            );
+        }
+        self.sync();
     }
 
     /// Bodies in line, in delivery order, from a consumer taking them all.
@@ -459,13 +464,7 @@ fn compaction_moves_old_messages_forward_keeping_their_place_and_deliveries() {
 #[test]
 fn compaction_skips_held_messages_and_a_purge_during_a_move_wins() {
     let mut s = declared(r#"{"ack_timeout_ms": 1000}"#);
-    for i in 0..3 {
-        s.send(
-            "p",
-            &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
-        );
-    }
-    s.sync();
+    s.publish_numbered(3);
     s.send("c", &["CONSUME", "x", "jobs", "1"]);
     let held = s.tags("c");
     assert_eq!(held, ["0"]);
@@ -490,13 +489,7 @@ fn compaction_skips_held_messages_and_a_purge_during_a_move_wins() {
 #[test]
 fn a_queue_being_consumed_is_not_compacted() {
     let mut s = declared("{}");
-    for i in 0..10 {
-        s.send(
-            "p",
-            &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
-        );
-    }
-    s.sync();
+    s.publish_numbered(10);
     // A consumer working through the backlog: its window is full after each
     // ack is refilled, yet the queue is busy and its head about to go.
     s.send("c", &["CONSUME", "x", "jobs", "2"]);
@@ -516,13 +509,7 @@ fn a_queue_being_consumed_is_not_compacted() {
 #[test]
 fn a_purge_while_a_move_is_in_flight_survives_a_kill() {
     let mut s = declared("{}");
-    for i in 0..3 {
-        s.send(
-            "p",
-            &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
-        );
-    }
-    s.sync();
+    s.publish_numbered(3);
     // The moves are written, not yet durable; the purge is written after them.
     let a = s.core.compact(s.now, 3, limits(100));
     s.apply(a);
@@ -557,13 +544,7 @@ fn a_failed_move_then_a_second_one_leaves_one_copy() {
 #[test]
 fn a_message_being_moved_keeps_its_turn() {
     let mut s = declared("{}");
-    for i in 0..3 {
-        s.send(
-            "p",
-            &["PUBLISH", &i.to_string(), "jobs", "", &format!("m{i}")],
-        );
-    }
-    s.sync();
+    s.publish_numbered(3);
     let a = s.core.compact(s.now, 1, limits(100)); // m0 only, not yet durable
     s.apply(a);
     s.send("c", &["CONSUME", "x", "jobs", "10"]);

@@ -308,6 +308,17 @@ impl QueueCore {
             .min()
     }
 
+    /// The lowest journal offset to keep: the oldest a live message needs,
+    /// or a `pending` record (written, not yet answered) needs; with neither,
+    /// `end` (everything below may go).
+    pub fn keep_from(&self, pending: impl IntoIterator<Item = u64>, end: u64) -> u64 {
+        self.min_live_offset()
+            .into_iter()
+            .chain(pending)
+            .min()
+            .unwrap_or(end)
+    }
+
     /// When [`QueueCore::tick`] is next due.
     pub fn next_deadline_ms(&self) -> u64 {
         self.earliest_ack_deadline_ms
