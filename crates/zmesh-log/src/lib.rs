@@ -13,6 +13,7 @@
 //! - [`record`]: the on-disk record format.
 
 mod config;
+mod cursor;
 mod error;
 mod index;
 mod log;
@@ -22,6 +23,7 @@ mod segment;
 mod syncer;
 
 pub use config::{Durability, LogConfig};
+pub use cursor::ReadCursor;
 pub use error::{LogError, Result};
 pub use log::{Log, Retention};
 pub use record::Record;

@@ -45,10 +45,10 @@ pub struct Retention {
 /// ```
 pub struct Log {
     dir: PathBuf,
-    config: LogConfig,
+    pub(crate) config: LogConfig,
     /// Oldest first; the last one is the active segment.
-    segments: Vec<SegmentMeta>,
-    file: Arc<File>,
+    pub(crate) segments: Vec<SegmentMeta>,
+    pub(crate) file: Arc<File>,
     index_file: File,
     /// Encoded records not yet written.
     buf: Vec<u8>,
@@ -58,7 +58,9 @@ pub struct Log {
     /// Offset the next append gets.
     next_offset: u64,
     written_total: u64,
-    damaged: Vec<Damage>,
+    pub(crate) damaged: Vec<Damage>,
+    /// Failed writes cut back so far (their offsets are then reused).
+    pub(crate) truncations: u64,
 }
 
 impl Log {
@@ -103,7 +105,9 @@ impl Log {
             segments.push(meta);
         }
         let active = segments.last().expect("at least one segment");
+        // Readable too: `read_at` reads the active segment through it.
         let file = OpenOptions::new()
+            .read(true)
             .append(true)
             .open(&active.path)
             .map_err(LogError::io(&active.path))?;
@@ -130,6 +134,7 @@ impl Log {
             next_offset,
             written_total: 0,
             damaged: report.damaged.clone(),
+            truncations: 0,
         };
         Ok((log, report))
     }
@@ -220,6 +225,7 @@ impl Log {
         if let Err(e) = (&*self.file).write_all(&self.buf) {
             // A partial write must not stay: the next record would follow garbage.
             let _ = self.file.set_len(good_len);
+            self.truncations += 1;
             self.buf.clear();
             self.pending_index.clear();
             self.next_offset = self.active().end;
@@ -261,6 +267,7 @@ impl Log {
         self.sync()?;
         let meta = SegmentMeta::new(&self.dir, self.next_offset);
         let file = OpenOptions::new()
+            .read(true)
             .append(true)
             // Not create_new: a rotation that failed half-way left an empty file to reuse.
             .create(true)
