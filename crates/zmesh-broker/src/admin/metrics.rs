@@ -152,6 +152,14 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
             .collect(),
     );
     m.gauge(
+        "zmesh_queue_on_disk_messages",
+        "Messages per queue whose body is on disk only (past the broker's queue memory bound)",
+        q(|x| x.on_disk)
+            .into_iter()
+            .map(|(l, v)| (l, v as i64))
+            .collect(),
+    );
+    m.gauge(
         "zmesh_queue_consumers",
         "Consumers per queue",
         q(|x| x.consumers as u64)

@@ -82,6 +82,21 @@ pub enum Entry {
     },
 }
 
+/// The body stored by a PUBLISH or MOVE record; `None` for other records.
+///
+/// ```
+/// use bytes::Bytes;
+/// use zmesh_broker::queue::journal::{Entry, body};
+/// let record = Entry::Publish { queue: 1, published_ms: 0, msg_id: Bytes::new(), body: Bytes::from("hi") }.encode();
+/// assert_eq!(body(&record), Some(Bytes::from("hi")));
+/// ```
+pub fn body(record: &Bytes) -> Option<Bytes> {
+    match Entry::decode(record)? {
+        Entry::Publish { body, .. } | Entry::Move { body, .. } => Some(body),
+        Entry::Settle { .. } | Entry::Requeue { .. } => None,
+    }
+}
+
 /// Largest SETTLE record, in offsets (keeps records far below the log's limit).
 pub const SETTLE_BATCH_MAX: usize = 65_536;
 

@@ -386,12 +386,18 @@ pub fn error(corr: &Bytes, code: u16, reason: &str) -> Vec<Bytes> {
 
 /// `DELIVER queue tag deliveries msg_id body`.
 pub fn deliver(queue: &str, tag: u64, deliveries: u32, msg_id: &Bytes, body: &Bytes) -> Vec<Bytes> {
+    let mut f = deliver_head(queue, tag, deliveries, msg_id);
+    f.push(body.clone());
+    f
+}
+
+/// `DELIVER` without its last frame, the body (for a body read back from disk).
+pub fn deliver_head(queue: &str, tag: u64, deliveries: u32, msg_id: &Bytes) -> Vec<Bytes> {
     let mut f = head(b"DELIVER");
     f.push(Bytes::from(queue.to_owned()));
     f.push(Bytes::from(tag.to_string()));
     f.push(Bytes::from(deliveries.to_string()));
     f.push(msg_id.clone());
-    f.push(body.clone());
     f
 }
 

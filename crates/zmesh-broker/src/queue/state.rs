@@ -22,13 +22,31 @@ use crate::dedup::DedupWindow;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::core::QueueAction;
 use super::options::{QueueOptions, QueueSpec};
 use super::proto;
+
+/// A stored message's body: in memory, or only in the journal record that
+/// stores the message (at its tag), read back when it is needed.
+#[derive(Clone, Debug)]
+pub(crate) enum Body {
+    InMemory(Bytes),
+    OnDisk { len: u64 },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::InMemory(b) => b.len() as u64,
+            Body::OnDisk { len } => *len,
+        }
+    }
+}
 
 /// A stored message.
 #[derive(Clone, Debug)]
 pub(crate) struct Msg {
-    pub body: Bytes,
+    pub body: Body,
     pub msg_id: Bytes,
     pub published_ms: u64,
     pub deliveries: u32,
@@ -48,7 +66,7 @@ impl Msg {
     /// A message first stored at `offset`, never delivered.
     pub fn new(body: Bytes, msg_id: Bytes, published_ms: u64, offset: u64) -> Msg {
         Msg {
-            body,
+            body: Body::InMemory(body),
             msg_id,
             published_ms,
             deliveries: 0,
@@ -106,6 +124,8 @@ pub struct QueueStats {
     pub storing: u64,
     /// Body bytes held.
     pub bytes: u64,
+    /// Messages whose body is on disk only (read back at delivery).
+    pub on_disk: u64,
     /// Consumers.
     pub consumers: usize,
     /// Counters since the broker started.
@@ -115,23 +135,40 @@ pub struct QueueStats {
     pub options: QueueOptions,
 }
 
-/// Body bytes held by all the queues of one core together, for the
-/// broker-wide bound. Each queue adds and removes its own; a deleted queue
-/// gives its bytes back when dropped.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct BytesHeld(Arc<AtomicU64>);
+/// Bodies kept in memory by all the queues of one core together, within a
+/// broker-wide budget: a stored message whose body would not fit keeps it on
+/// disk only. Each queue adds and removes its own; a deleted queue gives its
+/// bytes back when dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct Memory {
+    used: Arc<AtomicU64>,
+    budget: u64,
+}
 
-impl BytesHeld {
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+impl Memory {
+    pub fn new(budget: u64) -> Memory {
+        Memory {
+            used: Arc::default(),
+            budget,
+        }
     }
 
-    fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+    pub fn get(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Count `n` more bytes in memory if they fit the budget.
+    fn try_add(&self, n: u64) -> bool {
+        // One core owns the queues: no other thread changes `used` meanwhile.
+        if self.get() + n > self.budget {
+            return false;
+        }
+        self.used.fetch_add(n, Ordering::Relaxed);
+        true
     }
 
     fn sub(&self, n: u64) {
-        self.0.fetch_sub(n, Ordering::Relaxed);
+        self.used.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -152,10 +189,14 @@ pub(crate) struct Queue {
     /// queue alone while it is being consumed.
     pub last_delivery_ms: u64,
     pub storing: u64,
-    /// Body bytes held (stored and being stored); change it only through
-    /// the methods below, which keep the broker-wide total.
+    /// Body bytes held (stored and being stored), in memory or not.
     bytes: u64,
-    held: BytesHeld,
+    /// Body bytes of stored messages kept in memory; change it only
+    /// through the methods below, which keep the broker-wide total.
+    in_memory: u64,
+    /// Stored messages whose body is on disk only.
+    on_disk: u64,
+    memory: Memory,
     /// Msg id bytes of the stored messages (for the journal's live size).
     pub id_bytes: u64,
     pub dedup: DedupWindow,
@@ -163,7 +204,7 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub fn new(spec: QueueSpec, held: BytesHeld) -> Queue {
+    pub fn new(spec: QueueSpec, memory: Memory) -> Queue {
         Queue {
             spec,
             messages: BTreeMap::new(),
@@ -174,7 +215,9 @@ impl Queue {
             last_delivery_ms: 0,
             storing: 0,
             bytes: 0,
-            held,
+            in_memory: 0,
+            on_disk: 0,
+            memory,
             id_bytes: 0,
             dedup: DedupWindow::default(),
             counters: QueueCounters::default(),
@@ -203,9 +246,18 @@ impl Queue {
         self.dedup.forget(msg_id);
     }
 
-    /// Add a stored message as ready.
-    pub fn insert(&mut self, offset: u64, msg: Msg) {
-        self.add_bytes(msg.body.len() as u64);
+    /// Add a stored message as ready. Its body stays in memory while the
+    /// broker-wide budget allows; past it, the body is dropped here and read
+    /// back from the journal record at `offset` when needed.
+    pub fn insert(&mut self, offset: u64, mut msg: Msg) {
+        let len = msg.body.len();
+        self.bytes += len;
+        if matches!(msg.body, Body::InMemory(_)) && self.memory.try_add(len) {
+            self.in_memory += len;
+        } else {
+            msg.body = Body::OnDisk { len };
+            self.on_disk += 1;
+        }
         self.id_bytes += msg.msg_id.len() as u64;
         self.ready.insert((msg.order, offset));
         self.messages.insert(offset, msg);
@@ -219,13 +271,11 @@ impl Queue {
     /// Count `n` more body bytes (a message being stored).
     pub fn add_bytes(&mut self, n: u64) {
         self.bytes += n;
-        self.held.add(n);
     }
 
-    /// Count `n` body bytes fewer.
+    /// Count `n` body bytes fewer (a message stored or refused).
     pub fn sub_bytes(&mut self, n: u64) {
         self.bytes -= n;
-        self.held.sub(n);
     }
 
     /// Put a stored message (back) in line; false when it is not stored.
@@ -248,7 +298,14 @@ impl Queue {
     pub fn remove(&mut self, offset: u64) -> Option<Msg> {
         let msg = self.messages.remove(&offset)?;
         self.ready.remove(&(msg.order, offset));
-        self.sub_bytes(msg.body.len() as u64);
+        self.bytes -= msg.body.len();
+        match msg.body {
+            Body::InMemory(_) => {
+                self.in_memory -= msg.body.len();
+                self.memory.sub(msg.body.len());
+            }
+            Body::OnDisk { .. } => self.on_disk -= 1,
+        }
         self.id_bytes -= msg.msg_id.len() as u64;
         self.detached.remove(&offset);
         if let Some((peer, _)) = &msg.holder
@@ -280,7 +337,7 @@ impl Queue {
     pub fn dispatch(
         &mut self,
         now_ms: u64,
-        sends: &mut Vec<(Bytes, Vec<Bytes>)>,
+        sends: &mut Vec<QueueAction>,
     ) -> (Vec<u64>, Option<u64>) {
         let mut expired = Vec::new();
         let mut earliest = None;
@@ -321,16 +378,20 @@ impl Queue {
             consumer.held.insert(offset);
             earliest.get_or_insert(deadline);
             self.counters.delivered += 1;
-            sends.push((
-                consumer.peer.clone(),
-                proto::deliver(
-                    &self.spec.name,
-                    offset,
-                    msg.deliveries,
-                    &msg.msg_id,
-                    &msg.body,
-                ),
-            ));
+            let mut frames =
+                proto::deliver_head(&self.spec.name, offset, msg.deliveries, &msg.msg_id);
+            let body_at = match &msg.body {
+                Body::InMemory(b) => {
+                    frames.push(b.clone());
+                    None
+                }
+                Body::OnDisk { .. } => Some(offset),
+            };
+            sends.push(QueueAction::Send {
+                to: consumer.peer.clone(),
+                frames,
+                body_at,
+            });
         }
         (expired, earliest)
     }
@@ -386,6 +447,7 @@ impl Queue {
             unacked,
             storing: self.storing,
             bytes: self.bytes,
+            on_disk: self.on_disk,
             consumers: self.consumers.len(),
             counters: self.counters.clone(),
             options: self.spec.options.clone(),
@@ -396,6 +458,6 @@ impl Queue {
 impl Drop for Queue {
     fn drop(&mut self) {
         // A deleted queue's bytes leave the broker-wide total with it.
-        self.held.sub(self.bytes);
+        self.memory.sub(self.in_memory);
     }
 }

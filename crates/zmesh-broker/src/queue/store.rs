@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use zmesh_log::{Durability, Log, LogConfig, LogError, RecoveryReport, Syncer};
+use zmesh_log::{Durability, Log, LogConfig, LogError, ReadCursor, RecoveryReport, Syncer};
 
 use super::core::{CompactLimits, QueueAction, QueueCore, QueueCoreConfig};
 use super::options::Catalog;
@@ -128,6 +128,9 @@ pub struct QueueStore {
     compact_resume: Option<Instant>,
     /// Shutting down: no compaction (it would only delay the end).
     draining: bool,
+    /// Where the last body read back from the journal was: bodies are
+    /// mostly read in line order.
+    body_cursor: ReadCursor,
 }
 
 fn now_ms() -> u64 {
@@ -225,6 +228,7 @@ impl QueueStore {
             compact_backoff: Duration::ZERO,
             compact_resume: None,
             draining: false,
+            body_cursor: ReadCursor::default(),
         };
         Ok((store, report))
     }
@@ -468,7 +472,29 @@ impl QueueStore {
         let mut todo: VecDeque<QueueAction> = actions.into();
         while let Some(action) = todo.pop_front() {
             match action {
-                QueueAction::Send { to, frames } => sends.push((to, frames)),
+                QueueAction::Send {
+                    to,
+                    mut frames,
+                    body_at,
+                } => {
+                    if let Some(at) = body_at {
+                        match self.stored_body(at) {
+                            Ok(body) => frames.push(body),
+                            Err(reason) => {
+                                // Not sent: the message stays held by this consumer
+                                // until its ack timeout, then goes back in line.
+                                tracing::error!(
+                                    offset = at,
+                                    reason,
+                                    "reading a message body back from the journal failed"
+                                );
+                                self.core.counters.storage_errors += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    sends.push((to, frames));
+                }
                 QueueAction::SaveCatalog(c) => {
                     if let Err(e) = save_json(&self.catalog_path, &c) {
                         tracing::error!(error = %e, path = %self.catalog_path.display(), "saving the queue catalog failed");
@@ -476,37 +502,75 @@ impl QueueStore {
                 }
                 QueueAction::Append {
                     record,
+                    body_at,
                     durability,
                     ticket,
-                } => match self.log.append(&record) {
-                    Ok(offset) => {
-                        let Some(ticket) = ticket else { continue };
-                        if durability == Durability::Always {
-                            // "fsync each write": this record is on disk before anything else happens.
-                            let result = match self.log.sync() {
-                                Ok(()) => Ok(offset),
-                                Err(e) => {
-                                    // The failed flush took the buffered records of others with it.
-                                    self.fail_unflushed(&e, sends);
-                                    Err(describe(&e))
-                                }
-                            };
-                            todo.extend(self.core.persisted(now_ms(), ticket, result));
-                        } else {
-                            self.unflushed.push((offset, ticket, durability));
-                        }
-                    }
-                    Err(e) => {
-                        // Too large is this record's fault alone; an I/O error lost the buffer.
-                        if !matches!(e, LogError::RecordTooLarge { .. }) {
-                            self.fail_unflushed(&e, sends);
-                        }
+                } => match self.with_stored_body(record, body_at) {
+                    Err(reason) => {
+                        tracing::error!(
+                            reason,
+                            "reading a message body back from the journal failed"
+                        );
                         if let Some(ticket) = ticket {
-                            todo.extend(self.core.persisted(now_ms(), ticket, Err(describe(&e))));
+                            todo.extend(self.core.persisted(now_ms(), ticket, Err(reason)));
                         }
                     }
+                    Ok(record) => match self.log.append(&record) {
+                        Ok(offset) => {
+                            let Some(ticket) = ticket else { continue };
+                            if durability == Durability::Always {
+                                // "fsync each write": this record is on disk before anything else happens.
+                                let result = match self.log.sync() {
+                                    Ok(()) => Ok(offset),
+                                    Err(e) => {
+                                        // The failed flush took the buffered records of others with it.
+                                        self.fail_unflushed(&e, sends);
+                                        Err(describe(&e))
+                                    }
+                                };
+                                todo.extend(self.core.persisted(now_ms(), ticket, result));
+                            } else {
+                                self.unflushed.push((offset, ticket, durability));
+                            }
+                        }
+                        Err(e) => {
+                            // Too large is this record's fault alone; an I/O error lost the buffer.
+                            if !matches!(e, LogError::RecordTooLarge { .. }) {
+                                self.fail_unflushed(&e, sends);
+                            }
+                            if let Some(ticket) = ticket {
+                                todo.extend(self.core.persisted(
+                                    now_ms(),
+                                    ticket,
+                                    Err(describe(&e)),
+                                ));
+                            }
+                        }
+                    },
                 },
             }
         }
+    }
+
+    /// The body of the message stored by the journal record at `offset`.
+    fn stored_body(&mut self, offset: u64) -> Result<Bytes, String> {
+        match self.log.read_at(&mut self.body_cursor, offset) {
+            Ok(Some(r)) => super::journal::body(&r.payload)
+                .ok_or_else(|| format!("journal record {offset} stores no message")),
+            Ok(None) => Err(format!("journal record {offset} is missing")),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+
+    /// `record`, completed with the body stored at `body_at` if it has one.
+    fn with_stored_body(&mut self, record: Bytes, body_at: Option<u64>) -> Result<Bytes, String> {
+        let Some(at) = body_at else {
+            return Ok(record);
+        };
+        let body = self.stored_body(at)?;
+        let mut full = Vec::with_capacity(record.len() + body.len());
+        full.extend_from_slice(&record);
+        full.extend_from_slice(&body);
+        Ok(full.into())
     }
 }

@@ -12,6 +12,7 @@ use super::proto::PROTOCOL;
 
 /// The core with an in-memory journal standing in for the log.
 struct Sim {
+    config: QueueCoreConfig,
     core: QueueCore,
     catalog: Catalog,
     journal: Vec<Bytes>,
@@ -41,12 +42,13 @@ impl Sim {
     }
 
     fn restore_with(config: QueueCoreConfig, catalog: Catalog, journal: Vec<Bytes>) -> Sim {
-        let mut core = QueueCore::new(config, catalog.clone());
+        let mut core = QueueCore::new(config.clone(), catalog.clone());
         for (o, r) in journal.iter().enumerate() {
             core.replay(o as u64, r);
         }
         core.replay_done();
         Sim {
+            config,
             core,
             catalog,
             journal,
@@ -59,8 +61,26 @@ impl Sim {
     fn apply(&mut self, actions: Vec<QueueAction>) {
         for a in actions {
             match a {
-                QueueAction::Send { to, frames } => self.sent.push((to, frames)),
-                QueueAction::Append { record, ticket, .. } => {
+                QueueAction::Send {
+                    to,
+                    mut frames,
+                    body_at,
+                } => {
+                    if let Some(at) = body_at {
+                        frames.push(self.stored_body(at));
+                    }
+                    self.sent.push((to, frames))
+                }
+                QueueAction::Append {
+                    record,
+                    body_at,
+                    ticket,
+                    ..
+                } => {
+                    let record = match body_at {
+                        Some(at) => [record, self.stored_body(at)].concat().into(),
+                        None => record,
+                    };
                     self.journal.push(record);
                     if let Some(t) = ticket {
                         self.waiting.push((t, self.journal.len() as u64 - 1));
@@ -69,6 +89,11 @@ impl Sim {
                 QueueAction::SaveCatalog(c) => self.catalog = c,
             }
         }
+    }
+
+    /// What the store does for `body_at`: the body of the record there.
+    fn stored_body(&self, at: u64) -> Bytes {
+        super::journal::body(&self.journal[at as usize]).expect("a message's record")
     }
 
     fn send(&mut self, from: &str, parts: &[&str]) {
@@ -118,7 +143,11 @@ impl Sim {
 }
 
 fn declared(options: &str) -> Sim {
-    let mut s = Sim::new();
+    declared_with(QueueCoreConfig::default(), options)
+}
+
+fn declared_with(config: QueueCoreConfig, options: &str) -> Sim {
+    let mut s = Sim::restore_with(config, Catalog::default(), Vec::new());
     s.send("admin", &["DECLARE", "c", "jobs", options]);
     assert_eq!(s.take("admin", "OK").len(), 1, "{:?}", s.sent);
     s
@@ -297,7 +326,7 @@ fn limits_refuse_with_a_clear_error_and_storage_errors_lose_nothing_confirmed() 
 }
 
 #[test]
-fn the_broker_wide_byte_limit_refuses_then_frees_with_acks_and_deletes() {
+fn bodies_past_the_memory_bound_stay_on_disk_and_come_back_intact() {
     let config = QueueCoreConfig {
         bytes_max: 10,
         ..QueueCoreConfig::default()
@@ -306,26 +335,57 @@ fn the_broker_wide_byte_limit_refuses_then_frees_with_acks_and_deletes() {
     for q in ["a", "b"] {
         s.send("admin", &["DECLARE", "c", q, ""]);
     }
-    s.send("p", &["PUBLISH", "1", "a", "", "sixsix"]);
+    s.send("p", &["PUBLISH", "1", "a", "", "first!"]);
     s.sync();
-    assert_eq!(s.take("p", "CONFIRM").len(), 1);
-    // 6 + 6 > 10, whichever queue it is for.
-    s.send("p", &["PUBLISH", "2", "b", "", "sixsix"]);
-    let refused = s.take("p", "ERROR");
-    assert_eq!(refused[0][4], "503", "{refused:?}");
-    assert!(String::from_utf8_lossy(&refused[0][5]).contains("message bytes"));
-    // An ack frees its bytes.
+    // 6 + 6 > 10, whichever queue it is for: stored, but on disk only.
+    s.send("p", &["PUBLISH", "2", "b", "", "second"]);
+    s.sync();
+    assert_eq!(s.take("p", "CONFIRM").len(), 2);
+    assert_eq!(s.core.bytes_in_memory(), 6);
+    assert_eq!((s.stat("a").on_disk, s.stat("b").on_disk), (0, 1));
+    assert_eq!(s.stat("b").bytes, 6, "max_bytes counts it all the same");
+    s.send("c", &["CONSUME", "x", "b", "1"]);
+    let d = s.take("c", "DELIVER");
+    assert_eq!(d[0][7], "second", "read back from its record");
+    // An ack frees memory for the next message...
     s.send("c", &["CONSUME", "x", "a", "1"]);
     let tag = s.tags("c")[0].clone();
     s.send("c", &["ACK", "a", &tag]);
-    s.send("p", &["PUBLISH", "3", "b", "", "sixsix"]);
+    assert_eq!(s.core.bytes_in_memory(), 0);
+    s.send("p", &["PUBLISH", "3", "a", "", "third!"]);
     s.sync();
-    assert_eq!(s.take("p", "CONFIRM").len(), 1);
-    // So does deleting a queue with its messages.
-    s.send("admin", &["DELETE", "c", "b"]);
-    s.send("p", &["PUBLISH", "4", "a", "", "sixsix"]);
+    assert_eq!(s.core.bytes_in_memory(), 6);
+    // ...and so does deleting a queue with its messages.
+    s.send("admin", &["DELETE", "c", "a"]);
+    assert_eq!(s.core.bytes_in_memory(), 0);
+    // Dead-lettering and a restart take the body from the journal too.
+    let tag = String::from_utf8(d[0][4].to_vec()).unwrap();
+    s.send("c", &["NACK", "b", "0", &tag]);
     s.sync();
-    assert_eq!(s.take("p", "CONFIRM").len(), 1);
+    let mut r = Sim::restore_with(s.config.clone(), s.catalog.clone(), s.journal.clone());
+    r.send("d", &["CONSUME", "x", "b.dlq", "1"]);
+    assert_eq!(r.take("d", "DELIVER")[0][7], "second");
+}
+
+#[test]
+fn bodies_waiting_for_storage_are_bounded_with_503() {
+    let config = QueueCoreConfig {
+        bytes_max: 10,
+        ..QueueCoreConfig::default()
+    };
+    let mut s = Sim::restore_with(config, Catalog::default(), Vec::new());
+    s.send("admin", &["DECLARE", "c", "a", ""]);
+    s.send("p", &["PUBLISH", "1", "a", "", "sixsix"]);
+    // Not yet written: 6 + 6 > 10.
+    s.send("p", &["PUBLISH", "2", "a", "", "sixsix"]);
+    let refused = s.take("p", "ERROR");
+    assert_eq!(refused[0][4], "503", "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused[0][5]).contains("waiting for storage"));
+    // Once written, there is room again.
+    s.sync();
+    s.send("p", &["PUBLISH", "3", "a", "", "sixsix"]);
+    s.sync();
+    assert_eq!(s.take("p", "CONFIRM").len(), 2);
 }
 
 #[test]
@@ -599,8 +659,13 @@ proptest! {
     /// acked, ready, held, or dead-lettered; consumers never exceed their
     /// window; replaying the journal gives the same live messages.
     #[test]
-    fn nothing_confirmed_is_lost(ops in proptest::collection::vec(op(), 1..120)) {
-        let mut s = declared(r#"{"ack_timeout_ms": 1000, "max_deliveries": 3}"#);
+    fn nothing_confirmed_is_lost(
+        ops in proptest::collection::vec(op(), 1..120),
+        // Bodies all in memory, a few, or none (read back from the journal).
+        memory in prop_oneof![Just(u64::MAX), Just(8u64), Just(0u64)],
+    ) {
+        let config = QueueCoreConfig { bytes_max: memory, ..QueueCoreConfig::default() };
+        let mut s = declared_with(config, r#"{"ack_timeout_ms": 1000, "max_deliveries": 3}"#);
         let mut confirmed: BTreeSet<String> = BTreeSet::new();
         let mut acked: BTreeSet<String> = BTreeSet::new();
         let mut held: HashMap<u8, Vec<(String, String)>> = HashMap::new(); // consumer -> (tag, body)
@@ -656,7 +721,7 @@ proptest! {
                     s.delete_dead_records();
                     let durable = s.waiting.iter().map(|w| w.1).min().unwrap_or(s.journal.len() as u64);
                     let journal = s.journal[..durable as usize].to_vec();
-                    s = Sim::restore(s.catalog.clone(), journal);
+                    s = Sim::restore_with(s.config.clone(), s.catalog.clone(), journal);
                     held.clear();
                     prefetch.clear();
                 }
@@ -664,7 +729,7 @@ proptest! {
                     // The process dies (SIGKILL): everything written stays,
                     // records still waiting for their fsync included.
                     s.delete_dead_records();
-                    s = Sim::restore(s.catalog.clone(), s.journal.clone());
+                    s = Sim::restore_with(s.config.clone(), s.catalog.clone(), s.journal.clone());
                     held.clear();
                     prefetch.clear();
                 }
@@ -676,6 +741,9 @@ proptest! {
                     b"CONFIRM" => { let _ = confirmed.insert(format!("m{}", String::from_utf8_lossy(&f[3]))); }
                     b"DELIVER" => {
                         let c: u8 = to[1..].parse().unwrap();
+                        // The body is the one published with this id, from memory or disk.
+                        let expected = format!("m{}", String::from_utf8_lossy(&f[6][2..]));
+                        prop_assert_eq!(&f[7][..], expected.as_bytes());
                         let h = held.entry(c).or_default();
                         h.push((String::from_utf8(f[4].to_vec()).unwrap(), String::from_utf8(f[7].to_vec()).unwrap()));
                         *sent_now.entry(c).or_insert(0usize) += 1;
@@ -691,7 +759,7 @@ proptest! {
             if &f[2][..] == b"CONFIRM" { confirmed.insert(format!("m{}", String::from_utf8_lossy(&f[3]))); }
         }
         // Everything live in the core, by body.
-        let replayed = Sim::restore(s.catalog.clone(), s.journal.clone());
+        let replayed = Sim::restore_with(s.config.clone(), s.catalog.clone(), s.journal.clone());
         prop_assert_eq!(replayed.core.message_count(), s.core.message_count(),
             "replay disagrees with the running core");
         let stored = replayed.stat("jobs").ready + replayed.stat("jobs").unacked

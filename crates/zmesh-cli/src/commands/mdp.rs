@@ -69,8 +69,11 @@ pub struct BrokerCmd {
     /// Journal segment size in MiB.
     #[arg(long, default_value_t = 64, env = "ZMESH_SEGMENT_MIB")]
     pub segment_mib: u64,
-    /// Message bodies the queues may hold in memory together, in MiB (each
-    /// queue also has its own max_bytes); publishes beyond get 503.
+    /// Message bodies the queues keep in memory together, in MiB: past it,
+    /// bodies stay on disk only and are read back when delivered (each queue
+    /// also has its own max_bytes, in memory or not). Bodies waiting for
+    /// their write count too; publishes past the bound while the disk lags
+    /// get 503.
     #[arg(long, default_value_t = 4096, env = "ZMESH_QUEUE_MEMORY_MIB")]
     pub queue_memory_mib: u64,
     /// Admin HTTP port (metrics, API, probes), e.g. 127.0.0.1:8222; off when absent.

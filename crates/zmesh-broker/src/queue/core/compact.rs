@@ -20,6 +20,7 @@
 //! leave the segment when acked, or are moved by a later pass once back in
 //! line.
 
+use bytes::Bytes;
 use zmesh_log::Durability;
 
 use super::{QueueAction, QueueCore, Ticket};
@@ -76,9 +77,9 @@ impl QueueCore {
                 if entries.len() + movable.len() >= limits.moves_max || bytes >= limits.bytes_max {
                     break;
                 }
-                let record = MOVE_HEADER_BYTES + m.msg_id.len() as u64 + m.body.len() as u64;
+                let record = MOVE_HEADER_BYTES + m.msg_id.len() as u64 + m.body.len();
                 if m.holder.is_none() && !m.moving && record <= limits.record_bytes_max {
-                    bytes += m.body.len() as u64;
+                    bytes += m.body.len();
                     movable.push(*tag);
                 }
             }
@@ -87,25 +88,26 @@ impl QueueCore {
                 // copy is durable (a few milliseconds), so nothing overtakes it.
                 let m = q.messages.get_mut(&from).expect("just listed");
                 m.moving = true;
-                entries.push(Entry::Move {
+                let entry = Entry::Move {
                     queue: q.spec.id,
                     from,
                     order: m.order,
                     published_ms: m.published_ms,
                     deliveries: m.deliveries,
                     msg_id: m.msg_id.clone(),
-                    body: m.body.clone(),
-                });
+                    body: Bytes::new(),
+                };
+                entries.push((entry, m.clone()));
             }
         }
-        for entry in entries {
+        for (entry, msg) in entries {
             let Entry::Move { queue, from, .. } = entry else {
                 unreachable!("only moves were listed")
             };
             let ticket = self.next_ticket;
             self.next_ticket += 1;
             // Durable before the old segment may go, whatever the queue's setting.
-            self.append(entry, Durability::GROUP_DEFAULT, Some(ticket));
+            self.append_with_body(entry, from, &msg, Durability::GROUP_DEFAULT, ticket);
             self.tickets.insert(ticket, Ticket::Move { queue, from });
             self.counters.moved += 1;
         }

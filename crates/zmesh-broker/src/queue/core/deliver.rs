@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use zmesh_log::Durability;
 
-use super::{Peer, QueueAction, QueueCore, Ticket};
+use super::{Peer, QueueCore, Ticket};
 use crate::queue::journal::{Entry, SettleReason};
 use crate::queue::proto::{self, code};
 use crate::queue::state::{Consumer, Msg};
@@ -22,7 +22,18 @@ impl QueueCore {
         match result {
             Ok(offset) if self.names.contains_key(&to) => {
                 let q = self.queue_by_id(to).expect("checked");
-                q.insert(offset, Msg::new(msg.body, msg.msg_id, now_ms, offset));
+                // Its body is in the copy's record, at its new tag.
+                q.insert(
+                    offset,
+                    Msg {
+                        published_ms: now_ms,
+                        deliveries: 0,
+                        order: offset,
+                        holder: None,
+                        moving: false,
+                        ..msg
+                    },
+                );
                 let name = q.spec.name.clone();
                 if let Some(src) = self.queue_by_id(from) {
                     src.counters.dead_lettered += 1;
@@ -188,16 +199,13 @@ impl QueueCore {
         };
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        self.append(
-            Entry::Publish {
-                queue: to,
-                published_ms: now_ms,
-                msg_id: msg.msg_id.clone(),
-                body: msg.body.clone(),
-            },
-            durability,
-            Some(ticket),
-        );
+        let entry = Entry::Publish {
+            queue: to,
+            published_ms: now_ms,
+            msg_id: msg.msg_id.clone(),
+            body: Bytes::new(),
+        };
+        self.append_with_body(entry, offset, &msg, durability, ticket);
         self.tickets.insert(
             ticket,
             Ticket::DeadLetter {
@@ -259,18 +267,12 @@ impl QueueCore {
         let Some(q) = self.queues.get_mut(name) else {
             return;
         };
-        let mut sends = Vec::new();
-        let (expired, earliest) = q.dispatch(now_ms, &mut sends);
+        let (expired, earliest) = q.dispatch(now_ms, &mut self.out);
         q.counters.expired += expired.len() as u64;
         if let Some(d) = earliest {
             self.earliest_ack_deadline_ms =
                 Some(self.earliest_ack_deadline_ms.map_or(d, |e| e.min(d)));
         }
-        self.out.extend(
-            sends
-                .into_iter()
-                .map(|(to, frames)| QueueAction::Send { to, frames }),
-        );
         for off in expired {
             self.dead_letter(now_ms, name, off, "expired");
         }

@@ -33,7 +33,7 @@ use publish::{Batch, Waiter};
 use super::journal::{Entry, SETTLE_BATCH_MAX, SettleReason};
 use super::options::{Catalog, QueueOptions, QueueSpec};
 use super::proto::{self, Command, code};
-use super::state::{BytesHeld, Dedup, Msg, Queue, QueueStats};
+use super::state::{Body, Dedup, Memory, Msg, Queue, QueueStats};
 
 /// Core settings.
 #[derive(Clone, Debug)]
@@ -44,7 +44,11 @@ pub struct QueueCoreConfig {
     pub peer_timeout_ms: u64,
     /// Messages held over all queues.
     pub messages_max: u64,
-    /// Body bytes held over all queues (each queue also has its `max_bytes`).
+    /// Body bytes kept in memory over all queues: past it, a stored
+    /// message's body stays on disk only and is read back when delivered
+    /// (each queue also has its `max_bytes`, in memory or not). Bodies
+    /// waiting for their write count too, and past this bound publishes are
+    /// refused (503): a stalled disk must not fill the memory.
     pub bytes_max: u64,
     /// Consuming peers at once.
     pub peers_max: usize,
@@ -74,12 +78,20 @@ pub enum QueueAction {
         to: Bytes,
         /// Frames after the identity.
         frames: Vec<Bytes>,
+        /// The last frame is the body of the message stored by the journal
+        /// record at this offset (a PUBLISH or MOVE): read it with
+        /// [`journal::body`](super::journal::body) and push it.
+        body_at: Option<u64>,
     },
     /// Append a journal record. With a ticket, answer with
     /// [`QueueCore::persisted`] once it is durable under `durability`.
     Append {
         /// Encoded [`Entry`].
         record: Bytes,
+        /// The record ends with the body of the message stored by the
+        /// journal record at this offset: append it before writing. Should
+        /// it be unreadable, the append failed.
+        body_at: Option<u64>,
         /// What "durable" means for this record.
         durability: Durability,
         /// Who waits for it.
@@ -147,8 +159,10 @@ pub struct QueueCore {
     draining: bool,
     /// During replay: MOVE records seen, original tag -> copy's tag.
     replay_moves: HashMap<u64, u64>,
-    /// Body bytes held over all queues.
-    bytes_held: BytesHeld,
+    /// Bodies kept in memory over all queues, within `bytes_max`.
+    memory: Memory,
+    /// Body bytes waiting for their write, over all queues.
+    storing_bytes: u64,
     out: Vec<QueueAction>,
     /// Counters.
     pub counters: CoreCounters,
@@ -163,6 +177,7 @@ impl QueueCore {
     /// assert!(core.stats().is_empty());
     /// ```
     pub fn new(config: QueueCoreConfig, catalog: Catalog) -> QueueCore {
+        let memory = Memory::new(config.bytes_max);
         let mut core = QueueCore {
             config,
             catalog: Catalog::default(),
@@ -178,7 +193,8 @@ impl QueueCore {
             messages: 0,
             draining: false,
             replay_moves: HashMap::default(),
-            bytes_held: BytesHeld::default(),
+            memory,
+            storing_bytes: 0,
             out: Vec::new(),
             counters: CoreCounters::default(),
         };
@@ -186,7 +202,7 @@ impl QueueCore {
             core.names.insert(spec.id, spec.name.clone());
             core.queues.insert(
                 spec.name.clone(),
-                Queue::new(spec.clone(), core.bytes_held.clone()),
+                Queue::new(spec.clone(), core.memory.clone()),
             );
         }
         core.catalog = catalog;
@@ -346,15 +362,49 @@ impl QueueCore {
         self.out.push(QueueAction::Send {
             to: to.clone(),
             frames,
+            body_at: None,
         });
     }
 
     fn append(&mut self, entry: Entry, durability: Durability, ticket: Option<u64>) {
         self.out.push(QueueAction::Append {
             record: entry.encode(),
+            body_at: None,
             durability,
             ticket,
         });
+    }
+
+    /// Append a record that stores message `msg` (found at `tag`): `entry`
+    /// with `body` empty; the body is added here when in memory, or by the
+    /// driver from the journal.
+    fn append_with_body(
+        &mut self,
+        entry: Entry,
+        tag: u64,
+        msg: &Msg,
+        durability: Durability,
+        ticket: u64,
+    ) {
+        let (record, body_at) = match &msg.body {
+            Body::InMemory(b) => {
+                let mut r = bytes::BytesMut::from(&entry.encode()[..]);
+                r.extend_from_slice(b);
+                (r.freeze(), None)
+            }
+            Body::OnDisk { .. } => (entry.encode(), Some(tag)),
+        };
+        self.out.push(QueueAction::Append {
+            record,
+            body_at,
+            durability,
+            ticket: Some(ticket),
+        });
+    }
+
+    /// Bodies kept in memory over all queues.
+    pub fn bytes_in_memory(&self) -> u64 {
+        self.memory.get()
     }
 
     fn settle(&mut self, queue: u32, reason: SettleReason, offsets: Vec<u64>) {
@@ -478,7 +528,7 @@ impl QueueCore {
         self.catalog.queues.push(spec.clone());
         self.names.insert(spec.id, spec.name.clone());
         self.queues
-            .insert(spec.name.clone(), Queue::new(spec, self.bytes_held.clone()));
+            .insert(spec.name.clone(), Queue::new(spec, self.memory.clone()));
     }
 
     fn declare(&mut self, from: &Bytes, corr: &Bytes, name: &str, options: Option<QueueOptions>) {

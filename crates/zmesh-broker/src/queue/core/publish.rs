@@ -125,11 +125,13 @@ impl QueueCore {
                 code::UNAVAILABLE,
                 "the broker holds its maximum number of messages".to_owned(),
             ))
-        } else if self.bytes_held.get() + body.len() as u64 > self.config.bytes_max {
+        } else if self.storing_bytes + body.len() as u64 > self.config.bytes_max {
+            // Stored bodies go to disk past the memory bound; these cannot
+            // until written, and a stalled disk must not fill the memory.
             Some((
                 code::UNAVAILABLE,
                 format!(
-                    "the broker holds its maximum of message bytes ({} over all queues)",
+                    "the broker holds its maximum of message bytes waiting for storage ({})",
                     self.config.bytes_max
                 ),
             ))
@@ -144,6 +146,7 @@ impl QueueCore {
         self.next_ticket += 1;
         q.storing += 1;
         q.add_bytes(body.len() as u64);
+        self.storing_bytes += body.len() as u64;
         q.counters.published += 1;
         q.remember(msg_id.clone(), Dedup::Storing(ticket));
         let (id, durability) = (q.id(), q.options().durability);
@@ -237,6 +240,7 @@ impl QueueCore {
         waiters: Vec<Waiter>,
         result: Result<u64, String>,
     ) {
+        self.storing_bytes -= msg.body.len();
         let Some(q) = self.queue_by_id(queue) else {
             self.messages -= 1;
             for w in waiters {
@@ -252,7 +256,7 @@ impl QueueCore {
             return;
         };
         q.storing -= 1;
-        q.sub_bytes(msg.body.len() as u64);
+        q.sub_bytes(msg.body.len());
         match result {
             Ok(offset) => {
                 q.counters.confirmed += 1;
