@@ -248,6 +248,7 @@ fn read_at_finds_each_record_in_any_order_and_across_damage() {
             for i in order {
                 let r = log.read_at(cursor, i).unwrap().expect("a written record");
                 assert_eq!((r.offset, r.payload.to_vec()), (i, payload(i)));
+                assert_eq!(log.read(i, 1, 0).unwrap()[0], r, "what read gives");
             }
         };
     check(&log, &mut cursor, &mut (0..300).step_by(3));

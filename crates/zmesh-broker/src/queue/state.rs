@@ -256,6 +256,9 @@ impl Queue {
             self.in_memory += len;
         } else {
             msg.body = Body::OnDisk { len };
+            // The id may be a slice of the buffer that held the body (a
+            // received frame, a replayed record): its own copy lets that go.
+            msg.msg_id = Bytes::copy_from_slice(&msg.msg_id);
             self.on_disk += 1;
         }
         self.id_bytes += msg.msg_id.len() as u64;

@@ -311,7 +311,11 @@ impl QueueStore {
         let keep = self.core.keep_from(pending, self.log.written_offset());
         match self.log.remove_before(keep) {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(segments = n, "settled journal segments removed"),
+            Ok(n) => {
+                // It may hold a removed segment open (and its disk space).
+                self.body_cursor = ReadCursor::default();
+                tracing::debug!(segments = n, "settled journal segments removed");
+            }
             Err(e) => tracing::warn!(error = %e, "removing settled journal segments failed"),
         }
         sends
@@ -481,14 +485,14 @@ impl QueueStore {
                         match self.stored_body(at) {
                             Ok(body) => frames.push(body),
                             Err(reason) => {
-                                // Not sent: the message stays held by this consumer
-                                // until its ack timeout, then goes back in line.
+                                // Not sent: back in line, tried again later.
                                 tracing::error!(
                                     offset = at,
                                     reason,
                                     "reading a message body back from the journal failed"
                                 );
                                 self.core.counters.storage_errors += 1;
+                                self.core.delivery_failed(&to, at);
                                 continue;
                             }
                         }

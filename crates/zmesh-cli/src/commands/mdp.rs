@@ -70,10 +70,10 @@ pub struct BrokerCmd {
     #[arg(long, default_value_t = 64, env = "ZMESH_SEGMENT_MIB")]
     pub segment_mib: u64,
     /// Message bodies the queues keep in memory together, in MiB: past it,
-    /// bodies stay on disk only and are read back when delivered (each queue
+    /// bodies stay on disk only and are read back when needed (each queue
     /// also has its own max_bytes, in memory or not). Bodies waiting for
-    /// their write count too; publishes past the bound while the disk lags
-    /// get 503.
+    /// their write are bounded by as much again, on their own: past that,
+    /// while the disk lags, publishes get 503.
     #[arg(long, default_value_t = 4096, env = "ZMESH_QUEUE_MEMORY_MIB")]
     pub queue_memory_mib: u64,
     /// Admin HTTP port (metrics, API, probes), e.g. 127.0.0.1:8222; off when absent.
@@ -253,6 +253,7 @@ fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStor
         group_commit_bytes: cmd.group_commit_bytes,
         core: zmesh_broker::queue::QueueCoreConfig {
             bytes_max: cmd.queue_memory_mib << 20,
+            storing_bytes_max: cmd.queue_memory_mib << 20,
             ..Default::default()
         },
     };

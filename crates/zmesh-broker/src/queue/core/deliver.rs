@@ -263,6 +263,30 @@ impl QueueCore {
         self.dispatch(now_ms, name);
     }
 
+    /// The DELIVER of `tag` to `to` was not sent (its body could not be read
+    /// back): the delivery did not happen. The message goes back in line
+    /// with its delivery count as it was, so failed reads never use up its
+    /// deliveries. It is tried again at the queue's next dispatch (at the
+    /// latest the next tick), not at once: a read error that lasts costs a
+    /// try a second, not a loop.
+    pub fn delivery_failed(&mut self, to: &Bytes, tag: u64) {
+        // Tags are journal offsets, unique over all queues.
+        let Some(q) = self.queues.values_mut().find(|q| {
+            q.messages
+                .get(&tag)
+                .and_then(|m| m.holder.as_ref())
+                .is_some_and(|(peer, _)| peer == to)
+        }) else {
+            return;
+        };
+        q.release(tag);
+        if let Some(m) = q.messages.get_mut(&tag) {
+            m.deliveries = m.deliveries.saturating_sub(1);
+        }
+        q.counters.delivered = q.counters.delivered.saturating_sub(1);
+        q.make_ready(tag);
+    }
+
     pub(super) fn dispatch(&mut self, now_ms: u64, name: &str) {
         let Some(q) = self.queues.get_mut(name) else {
             return;

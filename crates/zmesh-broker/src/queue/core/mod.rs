@@ -44,12 +44,14 @@ pub struct QueueCoreConfig {
     pub peer_timeout_ms: u64,
     /// Messages held over all queues.
     pub messages_max: u64,
-    /// Body bytes kept in memory over all queues: past it, a stored
-    /// message's body stays on disk only and is read back when delivered
-    /// (each queue also has its `max_bytes`, in memory or not). Bodies
-    /// waiting for their write count too, and past this bound publishes are
-    /// refused (503): a stalled disk must not fill the memory.
+    /// Body bytes of stored messages kept in memory over all queues: past
+    /// it, a stored message's body stays on disk only and is read back when
+    /// needed (each queue also has its `max_bytes`, in memory or not).
     pub bytes_max: u64,
+    /// Body bytes waiting for their write over all queues: past it,
+    /// publishes are refused (503), so a stalled disk cannot fill the memory.
+    /// One body is always taken when none waits, whatever its size.
+    pub storing_bytes_max: u64,
     /// Consuming peers at once.
     pub peers_max: usize,
     /// Queues at once.
@@ -63,6 +65,7 @@ impl Default for QueueCoreConfig {
             peer_timeout_ms: 5000,
             messages_max: 20_000_000,
             bytes_max: 4 << 30,
+            storing_bytes_max: 4 << 30,
             peers_max: 100_000,
             queues_max: 10_000,
         }

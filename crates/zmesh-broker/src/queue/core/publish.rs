@@ -125,14 +125,16 @@ impl QueueCore {
                 code::UNAVAILABLE,
                 "the broker holds its maximum number of messages".to_owned(),
             ))
-        } else if self.storing_bytes + body.len() as u64 > self.config.bytes_max {
+        } else if self.storing_bytes > 0
+            && self.storing_bytes + body.len() as u64 > self.config.storing_bytes_max
+        {
             // Stored bodies go to disk past the memory bound; these cannot
             // until written, and a stalled disk must not fill the memory.
             Some((
                 code::UNAVAILABLE,
                 format!(
                     "the broker holds its maximum of message bytes waiting for storage ({})",
-                    self.config.bytes_max
+                    self.config.storing_bytes_max
                 ),
             ))
         } else {
