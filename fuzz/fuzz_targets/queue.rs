@@ -1,11 +1,12 @@
 //! ZMQU01 frames from untrusted peers into the queue core, with journal
-//! compaction between rounds: never a panic, and every journal record the
-//! core writes decodes back.
+//! compaction between rounds and bodies kept on disk past a tiny memory
+//! bound: never a panic, every journal record the core writes decodes back,
+//! and every body it asks to read back (`body_at`) is a stored message's.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use zmesh_broker::queue::journal::Entry;
+use zmesh_broker::queue::journal::{self, Entry};
 use zmesh_broker::queue::{Catalog, QueueAction, QueueCore, QueueCoreConfig};
 
 fuzz_target!(|data: &[u8]| {
@@ -14,26 +15,43 @@ fuzz_target!(|data: &[u8]| {
     let mut frames = vec![Bytes::new(), Bytes::from_static(b"ZMQU01")];
     frames.extend(rest.split(|b| *b == 0xff).map(Bytes::copy_from_slice));
     let _ = zmesh_broker::queue::proto::parse(&frames);
-    let mut core = QueueCore::new(QueueCoreConfig::default(), Catalog::default());
-    let mut offset = 0u64;
+    let config = QueueCoreConfig { bytes_max: 16, ..QueueCoreConfig::default() };
+    let mut core = QueueCore::new(config, Catalog::default());
+    let mut journal: Vec<Bytes> = Vec::new();
+    let body_at = |journal: &[Bytes], at: u64| -> Bytes {
+        let record = journal.get(at as usize).expect("body_at points into the journal");
+        journal::body(record).expect("body_at points at a stored message")
+    };
     for i in 0..4u64 {
+        let now = 1_000 + i * 3_000;
         let peer = Bytes::from(vec![who.wrapping_add((i % 2) as u8)]);
-        let mut actions = core.handle(1_000 + i * 3_000, &peer, &frames);
-        actions.extend(core.tick(1_000 + i * 3_000));
+        let mut actions = core.handle(now, &peer, &frames);
+        actions.extend(core.tick(now));
         // Journal compaction over everything written so far.
         let limits = zmesh_broker::queue::core::CompactLimits {
             moves_max: 8,
             bytes_max: 1 << 20,
             record_bytes_max: 1 << 24,
         };
-        actions.extend(core.compact(1_000 + i * 3_000, offset, limits));
-        for a in actions {
-            if let QueueAction::Append { record, ticket, .. } = a {
-                assert!(Entry::decode(&record).is_some(), "the core wrote an undecodable record");
-                if let Some(t) = ticket {
-                    core.persisted(1_000, t, Ok(offset));
+        actions.extend(core.compact(now, journal.len() as u64, limits));
+        let mut todo: std::collections::VecDeque<QueueAction> = actions.into();
+        while let Some(a) = todo.pop_front() {
+            match a {
+                QueueAction::Append { record, body_at: at, ticket, .. } => {
+                    let record = match at {
+                        Some(at) => [record, body_at(&journal, at)].concat().into(),
+                        None => record,
+                    };
+                    assert!(Entry::decode(&record).is_some(), "the core wrote an undecodable record");
+                    journal.push(record);
+                    if let Some(t) = ticket {
+                        todo.extend(core.persisted(now, t, Ok(journal.len() as u64 - 1)));
+                    }
                 }
-                offset += 1;
+                QueueAction::Send { body_at: Some(at), .. } => {
+                    body_at(&journal, at);
+                }
+                _ => {}
             }
         }
     }
