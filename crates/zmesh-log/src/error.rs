@@ -32,6 +32,19 @@ pub enum LogError {
         /// Byte position of the damaged record.
         position: u64,
     },
+    /// Environment: a failed write could not be cut back, so the active
+    /// segment may end in bytes that are not records, and records appended
+    /// after them would reuse offsets already on disk. The log takes no more
+    /// writes; reopening it (recovery cuts the torn tail) clears this.
+    #[error(
+        "storage log {path} takes no more writes: a failed write could not be cut back ({reason})"
+    )]
+    Poisoned {
+        /// The active segment.
+        path: PathBuf,
+        /// Why the cut failed.
+        reason: String,
+    },
     /// Caller: the configuration cannot work (e.g. a zero segment size).
     #[error("invalid log configuration: {0}")]
     Config(String),

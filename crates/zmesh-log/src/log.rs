@@ -61,6 +61,8 @@ pub struct Log {
     pub(crate) damaged: Vec<Damage>,
     /// Failed writes cut back so far (their offsets are then reused).
     pub(crate) truncations: u64,
+    /// Set when a failed write could not be cut back: no more writes.
+    poisoned: Option<String>,
 }
 
 impl Log {
@@ -135,6 +137,7 @@ impl Log {
             written_total: 0,
             damaged: report.damaged.clone(),
             truncations: 0,
+            poisoned: None,
         };
         Ok((log, report))
     }
@@ -180,6 +183,16 @@ impl Log {
         &self.damaged
     }
 
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            None => Ok(()),
+            Some(reason) => Err(LogError::Poisoned {
+                path: self.active().path.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
     fn active(&self) -> &SegmentMeta {
         self.segments.last().expect("at least one segment")
     }
@@ -187,6 +200,7 @@ impl Log {
     /// Buffer `payload` as the next record and return its offset. Writes the
     /// buffer out when it is full, so an I/O error can surface here.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64> {
+        self.check_poisoned()?;
         if payload.len() > self.config.record_bytes_max as usize {
             return Err(LogError::RecordTooLarge {
                 len: payload.len(),
@@ -217,6 +231,7 @@ impl Log {
     /// Write buffered records to the file. On error nothing of the buffer is
     /// kept: the file is cut back to its last good length.
     pub fn flush(&mut self) -> Result<()> {
+        self.check_poisoned()?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -224,7 +239,10 @@ impl Log {
         let good_len = self.active().bytes;
         if let Err(e) = (&*self.file).write_all(&self.buf) {
             // A partial write must not stay: the next record would follow garbage.
-            let _ = self.file.set_len(good_len);
+            if let Err(cut) = self.file.set_len(good_len) {
+                tracing::error!(path = %path.display(), error = %cut, "cutting back a failed write failed; the log takes no more writes");
+                self.poisoned = Some(cut.to_string());
+            }
             self.truncations += 1;
             self.buf.clear();
             self.pending_index.clear();
