@@ -26,6 +26,11 @@ fn data_dir(tag: &str) -> PathBuf {
 
 /// `zmesh broker` on `ep` with its journal in `dir`, stderr captured.
 fn broker(ep: &str, dir: &Path, prefix: &[&str]) -> Child {
+    broker_with(ep, dir, prefix, &[])
+}
+
+/// [`broker`] with `extra` arguments.
+fn broker_with(ep: &str, dir: &Path, prefix: &[&str], extra: &[&str]) -> Child {
     let mut cmd = Command::new(
         prefix
             .first()
@@ -38,6 +43,7 @@ fn broker(ep: &str, dir: &Path, prefix: &[&str]) -> Child {
     cmd.args(["broker", "--bind", ep, "--data-dir"])
         .arg(dir)
         .args(["--segment-mib", "1"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -249,16 +255,7 @@ fn resident_kib(pid: u32) -> u64 {
 
 /// `zmesh broker` with `--queue-memory-mib 1` on `ep`, its journal in `dir`.
 fn small_memory_broker(ep: &str, dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_zmesh"))
-        .args(["broker", "--bind", ep, "--data-dir"])
-        .arg(dir)
-        .args(["--queue-memory-mib", "1", "--segment-mib", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn broker")
+    broker_with(ep, dir, &[], &["--queue-memory-mib", "1"])
 }
 
 /// `--queue-memory-mib` bounds the bodies all queues keep in memory; the

@@ -29,6 +29,15 @@ impl Families {
         self.registry.register(name, help, f);
     }
 
+    /// A gauge of unsigned values (saturating at `i64::MAX`).
+    fn gauge_u64(&mut self, name: &str, help: &str, values: Vec<(Labels, u64)>) {
+        let values = values
+            .into_iter()
+            .map(|(l, v)| (l, i64::try_from(v).unwrap_or(i64::MAX)))
+            .collect();
+        self.gauge(name, help, values);
+    }
+
     fn gauge(&mut self, name: &str, help: &str, values: Vec<(Labels, i64)>) {
         let f = Family::<Labels, Gauge>::default();
         for (l, v) in values.into_iter().take(LABELS_MAX) {
@@ -143,75 +152,67 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
         "Messages held per queue and state",
         depth,
     );
-    m.gauge(
-        "zmesh_queue_bytes",
-        "Body bytes held per queue",
-        q(|x| x.bytes)
-            .into_iter()
-            .map(|(l, v)| (l, v as i64))
-            .collect(),
-    );
-    m.gauge(
-        "zmesh_queue_on_disk_messages",
-        "Messages per queue whose body is on disk only (past the broker's queue memory bound)",
-        q(|x| x.on_disk)
-            .into_iter()
-            .map(|(l, v)| (l, v as i64))
-            .collect(),
-    );
-    m.gauge(
-        "zmesh_queue_consumers",
-        "Consumers per queue",
-        q(|x| x.consumers as u64)
-            .into_iter()
-            .map(|(l, v)| (l, v as i64))
-            .collect(),
-    );
-    m.counter(
-        "zmesh_queue_published",
-        "Publishes accepted",
-        q(|x| x.counters.published),
-    );
-    m.counter(
-        "zmesh_queue_confirmed",
-        "Publishes confirmed durable",
-        q(|x| x.counters.confirmed),
-    );
-    m.counter(
-        "zmesh_queue_refused",
-        "Publishes refused (limits, storage)",
-        q(|x| x.counters.refused),
-    );
-    m.counter(
-        "zmesh_queue_duplicates",
-        "Publishes recognised as duplicates",
-        q(|x| x.counters.duplicates),
-    );
-    m.counter(
-        "zmesh_queue_delivered",
-        "Deliveries, first and repeated",
-        q(|x| x.counters.delivered),
-    );
-    m.counter(
-        "zmesh_queue_acked",
-        "Messages acknowledged",
-        q(|x| x.counters.acked),
-    );
-    m.counter(
-        "zmesh_queue_redelivered",
-        "Messages returned for redelivery",
-        q(|x| x.counters.redelivered),
-    );
-    m.counter(
-        "zmesh_queue_dead_lettered",
-        "Messages moved to the dead-letter queue",
-        q(|x| x.counters.dead_lettered),
-    );
-    m.counter(
-        "zmesh_queue_expired",
-        "Messages whose TTL ran out",
-        q(|x| x.counters.expired),
-    );
+    type QueueField = fn(&crate::queue::QueueStats) -> u64;
+    let queue_gauges: [(&str, &str, QueueField); 3] = [
+        ("zmesh_queue_bytes", "Body bytes held per queue", |x| {
+            x.bytes
+        }),
+        (
+            "zmesh_queue_on_disk_messages",
+            "Messages per queue whose body is on disk only (past the broker's queue memory bound)",
+            |x| x.on_disk,
+        ),
+        ("zmesh_queue_consumers", "Consumers per queue", |x| {
+            x.consumers as u64
+        }),
+    ];
+    for (name, help, f) in queue_gauges {
+        m.gauge_u64(name, help, q(f));
+    }
+    let queue_counters: [(&str, &str, QueueField); 9] = [
+        ("zmesh_queue_published", "Publishes accepted", |x| {
+            x.counters.published
+        }),
+        (
+            "zmesh_queue_confirmed",
+            "Publishes confirmed durable",
+            |x| x.counters.confirmed,
+        ),
+        (
+            "zmesh_queue_refused",
+            "Publishes refused (limits, storage)",
+            |x| x.counters.refused,
+        ),
+        (
+            "zmesh_queue_duplicates",
+            "Publishes recognised as duplicates",
+            |x| x.counters.duplicates,
+        ),
+        (
+            "zmesh_queue_delivered",
+            "Deliveries, first and repeated",
+            |x| x.counters.delivered,
+        ),
+        ("zmesh_queue_acked", "Messages acknowledged", |x| {
+            x.counters.acked
+        }),
+        (
+            "zmesh_queue_redelivered",
+            "Messages returned for redelivery",
+            |x| x.counters.redelivered,
+        ),
+        (
+            "zmesh_queue_dead_lettered",
+            "Messages moved to the dead-letter queue",
+            |x| x.counters.dead_lettered,
+        ),
+        ("zmesh_queue_expired", "Messages whose TTL ran out", |x| {
+            x.counters.expired
+        }),
+    ];
+    for (name, help, f) in queue_counters {
+        m.counter(name, help, q(f));
+    }
     m.gauge(
         "zmesh_journal_bytes",
         "Bytes of the queue journal on disk",
@@ -239,34 +240,25 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
             })
             .collect::<Vec<_>>()
     };
-    m.gauge(
+    m.gauge_u64(
         "zmesh_stream_messages",
         "Messages kept per stream",
-        st("messages")
-            .into_iter()
-            .map(|(l, v)| (l, v as i64))
-            .collect(),
+        st("messages"),
     );
-    m.gauge(
+    m.gauge_u64(
         "zmesh_stream_subscribers",
         "Subscriptions per stream",
-        st("subscribers")
-            .into_iter()
-            .map(|(l, v)| (l, v as i64))
-            .collect(),
+        st("subscribers"),
     );
     m.counter(
         "zmesh_stream_published",
         "Messages stored per stream since start",
         st("published"),
     );
-    m.gauge(
+    m.gauge_u64(
         "zmesh_stream_consumer_lag_messages",
         "Messages the slowest subscription of each stream is behind",
-        st("lag_max")
-            .into_iter()
-            .map(|(l, v)| (l, v as i64))
-            .collect(),
+        st("lag_max"),
     );
     m.counter(
         "zmesh_stream_duplicates",
