@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use foldhash::HashSet;
+use foldhash::{HashMap, HashSet};
 
 pub(crate) use crate::dedup::Dedup;
 use crate::dedup::DedupWindow;
@@ -60,6 +60,9 @@ pub(crate) struct Msg {
     /// but holds it (is not delivered, nor expired) until the copy is
     /// durable.
     pub moving: bool,
+    /// The tag its holder knows it by, when compaction moved it while held
+    /// (the queue's `aliases` map that tag to this one).
+    pub delivered_as: Option<u64>,
 }
 
 impl Msg {
@@ -73,6 +76,7 @@ impl Msg {
             order: offset,
             holder: None,
             moving: false,
+            delivered_as: None,
         }
     }
 }
@@ -183,6 +187,9 @@ pub(crate) struct Queue {
     /// Held messages whose consumer left with CANCEL keep: they wait for an
     /// ack by tag or their ack timeout.
     pub detached: HashSet<u64>,
+    /// Tags held messages were delivered under -> their tags since
+    /// compaction moved them: their holders ack and nack the old ones.
+    pub aliases: HashMap<u64, u64>,
     /// Next consumer to try, for round-robin dispatch.
     pub next_consumer: usize,
     /// When a message was last delivered (0: never): compaction leaves a
@@ -211,6 +218,7 @@ impl Queue {
             ready: BTreeSet::new(),
             consumers: Vec::new(),
             detached: HashSet::default(),
+            aliases: HashMap::default(),
             next_consumer: 0,
             last_delivery_ms: 0,
             storing: 0,
@@ -266,6 +274,34 @@ impl Queue {
         self.messages.insert(offset, msg);
     }
 
+    /// The tag a message known to its holder as `tag` has now.
+    pub fn current_tag(&self, tag: u64) -> u64 {
+        self.aliases.get(&tag).copied().unwrap_or(tag)
+    }
+
+    /// The message at `from` now has tag `to` (compaction moved it): its
+    /// place in line, its holder's window and its holder's name for it follow.
+    pub fn retag(&mut self, from: u64, to: u64) {
+        let Some(mut m) = self.messages.remove(&from) else {
+            return;
+        };
+        if self.ready.remove(&(m.order, from)) {
+            self.ready.insert((m.order, to));
+        }
+        if let Some((peer, _)) = &m.holder {
+            if self.detached.remove(&from) {
+                self.detached.insert(to);
+            } else if let Some(c) = self.consumers.iter_mut().find(|c| c.peer == *peer)
+                && c.held.remove(&from)
+            {
+                c.held.insert(to);
+            }
+            let known = *m.delivered_as.get_or_insert(from);
+            self.aliases.insert(known, to);
+        }
+        self.messages.insert(to, m);
+    }
+
     /// Body bytes held.
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -311,6 +347,9 @@ impl Queue {
         }
         self.id_bytes -= msg.msg_id.len() as u64;
         self.detached.remove(&offset);
+        if let Some(known) = msg.delivered_as {
+            self.aliases.remove(&known);
+        }
         if let Some((peer, _)) = &msg.holder
             && let Some(c) = self.consumers.iter_mut().find(|c| c.peer == *peer)
         {
@@ -327,6 +366,9 @@ impl Queue {
         let Some((peer, _)) = msg.holder.take() else {
             return false;
         };
+        if let Some(known) = msg.delivered_as.take() {
+            self.aliases.remove(&known);
+        }
         self.detached.remove(&offset);
         if let Some(c) = self.consumers.iter_mut().find(|c| c.peer == peer) {
             c.held.remove(&offset);

@@ -568,28 +568,78 @@ fn compaction_moves_old_messages_forward_keeping_their_place_and_deliveries() {
 }
 
 #[test]
-fn compaction_skips_held_messages_and_a_purge_during_a_move_wins() {
-    let mut s = declared(r#"{"ack_timeout_ms": 1000}"#);
+fn a_long_held_message_is_moved_and_still_acked_by_its_old_tag() {
+    let mut s = declared(r#"{"ack_timeout_ms": 60000}"#);
     s.publish_numbered(3);
     s.send("c", &["CONSUME", "x", "jobs", "1"]);
     let held = s.tags("c");
     assert_eq!(held, ["0"]);
-    // The consumer sits on its message: after a while the queue counts as idle.
+    // The consumer sits on its message (a long job).
     s.now += super::core::COMPACT_IDLE_MS;
     // Start the moves, purge before they are durable, then finish them.
     let a = s.core.compact(s.now, 3, limits(100));
     s.apply(a);
-    assert_eq!(s.core.counters.moved, 2, "the held message stays put");
+    assert_eq!(s.core.counters.moved, 3, "the held message moves too");
     s.send("admin", &["PURGE", "c", "jobs"]);
     s.sync();
     assert_eq!(s.stat("jobs").ready, 0);
+    assert_eq!(s.stat("jobs").unacked, 1);
     let r = Sim::restore(s.catalog.clone(), s.journal.clone());
+    assert_eq!(r.core.message_count(), 1, "only the held message is live");
+    // Below its old record nothing is needed any more...
+    assert!(s.core.keep_from(None, s.journal.len() as u64) >= 3);
+    // ...and its consumer acks it by the tag it knows.
+    s.send("c", &["ACK", "jobs", "0"]);
+    assert_eq!(s.stat("jobs").counters.acked, 1);
+    assert_eq!(s.core.counters.unknown_tags, 0);
+    let r = Sim::restore(s.catalog.clone(), s.journal.clone());
+    assert_eq!(r.core.message_count(), 0, "the ack settled the copy");
+}
+
+#[test]
+fn a_moved_held_message_times_out_under_its_new_tag_and_the_old_one_is_forgotten() {
+    let mut s = declared(r#"{"ack_timeout_ms": 10000}"#);
+    s.publish_numbered(1);
+    s.send("c", &["CONSUME", "x", "jobs", "1"]);
+    assert_eq!(s.tags("c"), ["0"]);
+    s.now += super::core::COMPACT_IDLE_MS;
+    let a = s.core.compact(s.now, 1, limits(100));
+    s.apply(a);
+    s.sync();
+    // Its ack timeout (the consumer keeps talking): back in line and
+    // delivered again, under its new tag.
+    for _ in 0..3 {
+        s.send("c", &["HEARTBEAT"]);
+        s.advance(4_000);
+    }
+    let again = s.tags("c");
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0], "0");
+    // The old tag means nothing now: acking it does not settle the message.
+    s.send("c", &["ACK", "jobs", "0"]);
+    assert_eq!(s.core.counters.unknown_tags, 1);
+    s.send("c", &["ACK", "jobs", &again[0]]);
+    assert_eq!(s.stat("jobs").counters.acked, 1);
+}
+
+#[test]
+fn in_a_busy_queue_only_long_held_messages_move() {
+    let mut s = declared(r#"{"ack_timeout_ms": 60000}"#);
+    s.publish_numbered(6);
+    // One consumer holds m0 for long; another works through the rest.
+    s.send("slow", &["CONSUME", "x", "jobs", "1"]);
+    assert_eq!(s.tags("slow"), ["0"]);
+    s.now += super::core::COMPACT_IDLE_MS;
+    s.send("fast", &["CONSUME", "x", "jobs", "1"]);
+    let tag = s.tags("fast")[0].clone();
+    s.send("fast", &["ACK", "jobs", &tag]);
+    assert_eq!(s.tags("fast").len(), 1, "m2 delivered just now");
+    let a = s.core.compact(s.now, 6, limits(100));
+    s.apply(a);
     assert_eq!(
-        r.core.message_count(),
-        1,
-        "only the held message is live after replay"
+        s.core.counters.moved, 1,
+        "m0 (held for long) moves; m2 (just delivered) and the waiting ones stay"
     );
-    assert_eq!(s.core.message_count(), 1);
 }
 
 #[test]

@@ -6,19 +6,21 @@
 //! little of them is live, and the journal grows with the traffic of every
 //! other queue. The store asks for a pass when the journal is mostly dead
 //! records (`QueueStore::end_batch`); the core then writes a MOVE record for
-//! each message waiting in line below the segment's end, in queues that have
-//! delivered nothing for `COMPACT_IDLE_MS`: a queue being consumed frees its
-//! old segments itself, head first. One record both
+//! each message below the segment's end that is waiting in line in a queue
+//! that has delivered nothing for `COMPACT_IDLE_MS` (a queue being consumed
+//! frees its old segments itself, head first), or that a consumer has held
+//! for that long (a long job must not keep the journal's head while the rest
+//! of its queue flows). One record both
 //! stores the copy and retires the original, so a crash leaves one of the
 //! two, never both and never neither.
 //!
 //! While its copy is being written the message is `moving`: it keeps its
 //! place in line but holds the line (a consumer arriving meanwhile waits the
 //! few milliseconds of the fsync); once the copy is durable it takes the
-//! copy's offset as its tag, with its order and delivery count. Held
-//! messages are not moved, because their consumer acks them by tag; they
-//! leave the segment when acked, or are moved by a later pass once back in
-//! line.
+//! copy's offset as its tag, with its order and delivery count. A held
+//! message's consumer goes on acking it by the tag it was delivered under:
+//! the queue maps that tag to the new one until the message is settled or
+//! released (`Queue::aliases`).
 
 use bytes::Bytes;
 use zmesh_log::Durability;
@@ -69,16 +71,23 @@ impl QueueCore {
             // head first; moving its head would only copy messages about to
             // go and make its consumers wait for the copies. (Window room
             // says nothing: every ack refills the window at once.)
-            if q.last_delivery_ms > 0 && now_ms < q.last_delivery_ms + COMPACT_IDLE_MS {
-                continue;
-            }
+            let idle = q.last_delivery_ms == 0 || now_ms >= q.last_delivery_ms + COMPACT_IDLE_MS;
+            let ack_timeout_ms = q.options().ack_timeout_ms;
             let mut movable = Vec::new();
             for (tag, m) in q.messages.range(..below) {
                 if entries.len() + movable.len() >= limits.moves_max || bytes >= limits.bytes_max {
                     break;
                 }
+                let settled_in = match &m.holder {
+                    None => idle,
+                    // Held this long, it is a long job, not one about to be acked.
+                    Some((_, ack_due_ms)) => {
+                        let delivered_ms = ack_due_ms.saturating_sub(ack_timeout_ms);
+                        now_ms >= delivered_ms + COMPACT_IDLE_MS
+                    }
+                };
                 let record = MOVE_HEADER_BYTES + m.msg_id.len() as u64 + m.body.len();
-                if m.holder.is_none() && !m.moving && record <= limits.record_bytes_max {
+                if settled_in && !m.moving && record <= limits.record_bytes_max {
                     bytes += m.body.len();
                     movable.push(*tag);
                 }
@@ -140,16 +149,12 @@ impl QueueCore {
         match result {
             Ok(tag) if still_moving => {
                 // Same body and id: the byte counts stay as they are.
-                let mut m = q.messages.remove(&from).expect("checked");
+                let m = q.messages.get_mut(&from).expect("checked");
                 m.moving = false;
                 if q.dedup.get(&m.msg_id) == Some(Dedup::Stored(from)) {
                     q.dedup.update(&m.msg_id, Dedup::Stored(tag));
                 }
-                let in_line = q.ready.remove(&(m.order, from));
-                if in_line {
-                    q.ready.insert((m.order, tag));
-                }
-                q.messages.insert(tag, m);
+                q.retag(from, tag);
                 self.dispatch(now_ms, &name);
             }
             Ok(tag) => {

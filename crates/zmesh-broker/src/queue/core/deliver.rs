@@ -31,6 +31,7 @@ impl QueueCore {
                         order: offset,
                         holder: None,
                         moving: false,
+                        delivered_as: None,
                         ..msg
                     },
                 );
@@ -123,6 +124,9 @@ impl QueueCore {
         for off in &held {
             if let Some(m) = q.messages.get_mut(off) {
                 m.holder = None;
+                if let Some(known) = m.delivered_as.take() {
+                    q.aliases.remove(&known);
+                }
             }
         }
         if let Some(p) = self.peers.get_mut(peer) {
@@ -224,6 +228,7 @@ impl QueueCore {
         };
         let mut settled = Vec::with_capacity(tags.len());
         for &tag in tags {
+            let tag = q.current_tag(tag);
             let held = q.messages.get(&tag).is_some_and(|m| m.holder.is_some());
             if held && q.remove(tag).is_some() {
                 settled.push(tag);
@@ -247,6 +252,7 @@ impl QueueCore {
         };
         let mut released = Vec::new();
         for &tag in tags {
+            let tag = q.current_tag(tag);
             if q.release(tag) {
                 released.push(tag);
             } else {
