@@ -231,10 +231,10 @@ impl Log {
     /// Write buffered records to the file. On error nothing of the buffer is
     /// kept: the file is cut back to its last good length.
     pub fn flush(&mut self) -> Result<()> {
-        self.check_poisoned()?;
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.check_poisoned()?;
         let path = self.active().path.clone();
         let good_len = self.active().bytes;
         if let Err(e) = (&*self.file).write_all(&self.buf) {

@@ -36,8 +36,8 @@ pub const MOVE_HEADER_BYTES: u64 = 35;
 /// of the PUBLISH and MOVE headers, plus the log's record header.
 pub const RECORD_OVERHEAD_BYTES: u64 = MOVE_HEADER_BYTES + zmesh_log::record::HEADER_LEN as u64;
 
-/// A queue that delivered a message this recently is being consumed, and is
-/// not compacted.
+/// A queue that delivered a message this recently is being consumed: its
+/// waiting messages are not moved. A message held this long is moved.
 pub const COMPACT_IDLE_MS: u64 = 5_000;
 
 /// How much one compaction pass may do.
@@ -52,8 +52,8 @@ pub struct CompactLimits {
 }
 
 impl QueueCore {
-    /// Move messages waiting in line whose tag is below `below`, within
-    /// `limits`; returns the actions to carry out (MOVE records, each with a
+    /// Move messages whose tag is below `below` (waiting in line in idle
+    /// queues, or held for `COMPACT_IDLE_MS`), within `limits`; returns the actions to carry out (MOVE records, each with a
     /// ticket answered through [`QueueCore::persisted`]).
     ///
     /// ```
@@ -73,11 +73,29 @@ impl QueueCore {
             // says nothing: every ack refills the window at once.)
             let idle = q.last_delivery_ms == 0 || now_ms >= q.last_delivery_ms + COMPACT_IDLE_MS;
             let ack_timeout_ms = q.options().ack_timeout_ms;
+            // In a busy queue only held messages can qualify: look at those alone.
+            let tags: Box<dyn Iterator<Item = u64>> = if idle {
+                Box::new(q.messages.range(..below).map(|(tag, _)| *tag))
+            } else {
+                let mut held: Vec<u64> = q
+                    .consumers
+                    .iter()
+                    .flat_map(|c| c.held.iter())
+                    .chain(q.detached.iter())
+                    .copied()
+                    .filter(|tag| *tag < below)
+                    .collect();
+                held.sort_unstable();
+                Box::new(held.into_iter())
+            };
             let mut movable = Vec::new();
-            for (tag, m) in q.messages.range(..below) {
+            for tag in tags {
                 if entries.len() + movable.len() >= limits.moves_max || bytes >= limits.bytes_max {
                     break;
                 }
+                let Some(m) = q.messages.get(&tag) else {
+                    continue;
+                };
                 let settled_in = match &m.holder {
                     None => idle,
                     // Held this long, it is a long job, not one about to be acked.
@@ -89,7 +107,7 @@ impl QueueCore {
                 let record = MOVE_HEADER_BYTES + m.msg_id.len() as u64 + m.body.len();
                 if settled_in && !m.moving && record <= limits.record_bytes_max {
                     bytes += m.body.len();
-                    movable.push(*tag);
+                    movable.push(tag);
                 }
             }
             for from in movable {
@@ -158,7 +176,22 @@ impl QueueCore {
                 self.dispatch(now_ms, &name);
             }
             Ok(tag) => {
-                // Settled (purged, expired) while its copy was written: the
+                // Being dead-lettered meanwhile (a held message rejected
+                // mid-move): replay has the copy in the original's place
+                // now, so the dead-letter copy's outcome decides for it.
+                let dead_lettering = self.tickets.values_mut().find_map(|t| match t {
+                    Ticket::DeadLetter {
+                        from: q,
+                        from_offset,
+                        ..
+                    } if *q == queue && *from_offset == from => Some(from_offset),
+                    _ => None,
+                });
+                if let Some(from_offset) = dead_lettering {
+                    *from_offset = tag;
+                    return;
+                }
+                // Settled (acked, purged) while its copy was written: the
                 // copy goes too. (Replay also sends a SETTLE of the original
                 // to the copy, should this one not be written.)
                 self.settle(queue, SettleReason::Purged, vec![tag]);

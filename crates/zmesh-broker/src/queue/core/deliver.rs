@@ -44,12 +44,20 @@ impl QueueCore {
                 self.dispatch(now_ms, &name);
             }
             _ => {
-                // The copy is not stored: the original stays where it was.
+                // The copy is not stored: the original stays where it was,
+                // back in line. Should compaction be moving it (a held
+                // message dead-lettered mid-move), it is moving again, so
+                // that the move's outcome still applies to it.
+                let moving = self.tickets.values().any(|t| {
+                    matches!(t, Ticket::Move { queue, from: f } if *queue == from && *f == from_offset)
+                });
                 if let Some(src) = self.queue_by_id(from) {
                     src.insert(
                         from_offset,
                         Msg {
-                            moving: false,
+                            moving,
+                            holder: None,
+                            delivered_as: None,
                             ..msg
                         },
                     );
@@ -272,9 +280,9 @@ impl QueueCore {
     /// The DELIVER of `tag` to `to` was not sent (its body could not be read
     /// back): the delivery did not happen. The message goes back in line
     /// with its delivery count as it was, so failed reads never use up its
-    /// deliveries. It is tried again at the queue's next dispatch (at the
-    /// latest the next tick), not at once: a read error that lasts costs a
-    /// try a second, not a loop.
+    /// deliveries. It is tried again at the queue's next dispatch (the next
+    /// ack or publish, at the latest the next tick), not at once, so a read
+    /// error that lasts is retried with the queue's traffic, not in a loop.
     pub fn delivery_failed(&mut self, to: &Bytes, tag: u64) {
         // Tags are journal offsets, unique over all queues.
         let Some(q) = self.queues.values_mut().find(|q| {
