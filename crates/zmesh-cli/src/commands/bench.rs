@@ -40,6 +40,9 @@ enum Role {
     DirectServer(super::bench_rr::LoadArgs),
     /// Baseline: N DEALER clients of the ROUTER echo server.
     DirectLoad(super::bench_rr::LoadArgs),
+    /// Floor of a brokered path: a ROUTER/DEALER forwarder with no logic
+    /// between direct-load clients (--endpoint) and a direct-server (--backend).
+    DirectProxy(super::bench_rr::LoadArgs),
     /// NATS request/reply clients (needs --features nats-bench).
     NatsLoad(super::bench_rr::LoadArgs),
     /// NATS responders in a queue group (needs --features nats-bench).
@@ -184,6 +187,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
         Role::MdpLoad(a) => return rr::mdp_load(a).await,
         Role::DirectServer(a) => return rr::direct_server(a).await,
         Role::DirectLoad(a) => return rr::direct_load(a).await,
+        Role::DirectProxy(a) => return rr::direct_proxy(a).await,
         Role::NatsLoad(a) => return rr::nats_load(a).await,
         Role::NatsEcho(a) => return rr::nats_echo(a).await,
         Role::StreamPublish(a) => return super::bench_stream::stream_publish(a).await,

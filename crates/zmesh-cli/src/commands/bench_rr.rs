@@ -32,6 +32,9 @@ pub struct LoadArgs {
     /// Service or subject name.
     #[arg(long, default_value = "echo")]
     pub service: String,
+    /// direct-proxy: the direct-server to forward to.
+    #[arg(long)]
+    pub backend: Option<String>,
 }
 
 impl LoadArgs {
@@ -122,6 +125,28 @@ pub async fn direct_server(a: LoadArgs) -> anyhow::Result<i32> {
     loop {
         let m = router.recv().await?;
         router.send(m).await?;
+    }
+}
+
+/// The floor of any broker on this engine and transport: four hops through
+/// three processes like the broker's path, with nothing done in between. A
+/// ROUTER takes [client, body] and a DEALER forwards it to the echo server,
+/// whose reply comes back the same way (zmq_proxy's shape).
+pub async fn direct_proxy(a: LoadArgs) -> anyhow::Result<i32> {
+    let backend = a
+        .backend
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("direct-proxy needs --backend"))?;
+    let opts = SocketOptions::default().send_hwm(100_000).recv_hwm(100_000);
+    let front = Socket::new(SocketType::Router, opts.clone())?;
+    front.bind(&a.endpoint).await?;
+    let back = Socket::new(SocketType::Dealer, opts)?;
+    back.connect(backend).await?;
+    loop {
+        tokio::select! {
+            m = front.recv() => back.send(m?).await?,
+            m = back.recv() => front.send(m?).await?,
+        }
     }
 }
 
