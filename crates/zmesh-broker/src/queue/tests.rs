@@ -793,6 +793,8 @@ enum Op {
     Sync,
     Advance(u16),
     Compact(u8),
+    /// A failed write: the last N records waiting for durability are lost.
+    FailTail(u8),
     Crash,
     Kill,
 }
@@ -807,6 +809,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Sync),
         1 => (0u16..4500).prop_map(Op::Advance),
         1 => (1u8..=4).prop_map(Op::Compact),
+        1 => (1u8..=3).prop_map(Op::FailTail),
         1 => Just(Op::Crash),
         1 => Just(Op::Kill),
     ]
@@ -877,6 +880,17 @@ proptest! {
                     let below = s.journal.len() as u64 * u64::from(quarter) / 4;
                     let a = s.core.compact(s.now, below, limits(3));
                     s.apply(a);
+                }
+                Op::FailTail(n) => {
+                    // Answered in offset order, as the store does after a
+                    // failed flush (only records with a ticket are modelled).
+                    s.waiting.sort_by_key(|w| w.1);
+                    let keep = s.waiting.len().saturating_sub(n as usize);
+                    for (t, o) in s.waiting.split_off(keep) {
+                        s.journal[o as usize] = Bytes::new();
+                        let a = s.core.persisted(s.now, t, Err("disk full".into()));
+                        s.apply(a);
+                    }
                 }
                 Op::Crash => {
                     // Dead segments were deleted, unsynced records are lost,

@@ -183,12 +183,21 @@ impl QueueCore {
                     Ticket::DeadLetter {
                         from: q,
                         from_offset,
+                        msg,
                         ..
-                    } if *q == queue && *from_offset == from => Some(from_offset),
+                    } if *q == queue && *from_offset == from => {
+                        *from_offset = tag;
+                        Some(msg.msg_id.clone())
+                    }
                     _ => None,
                 });
-                if let Some(from_offset) = dead_lettering {
-                    *from_offset = tag;
+                if let Some(id) = dead_lettering {
+                    // Should the copy fail, the message is back at `tag`:
+                    // a repeated publish is then confirmed with that tag.
+                    let q = self.queue_by_id(queue).expect("found above");
+                    if q.dedup.get(&id) == Some(Dedup::Stored(from)) {
+                        q.dedup.update(&id, Dedup::Stored(tag));
+                    }
                     return;
                 }
                 // Settled (acked, purged) while its copy was written: the

@@ -61,6 +61,8 @@ impl QueueCore {
                             ..msg
                         },
                     );
+                    let name = src.spec.name.clone();
+                    self.dispatch(now_ms, &name);
                 } else {
                     self.messages -= 1;
                 }
