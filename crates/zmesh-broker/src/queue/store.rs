@@ -510,6 +510,7 @@ impl QueueStore {
                     durability,
                     ticket,
                 } => match self.with_stored_body(record, body_at) {
+                    Ok(record) => todo.extend(self.append(&record, durability, ticket, sends)),
                     Err(reason) => {
                         tracing::error!(
                             reason,
@@ -519,39 +520,48 @@ impl QueueStore {
                             todo.extend(self.core.persisted(now_ms(), ticket, Err(reason)));
                         }
                     }
-                    Ok(record) => match self.log.append(&record) {
-                        Ok(offset) => {
-                            let Some(ticket) = ticket else { continue };
-                            if durability == Durability::Always {
-                                // "fsync each write": this record is on disk before anything else happens.
-                                let result = match self.log.sync() {
-                                    Ok(()) => Ok(offset),
-                                    Err(e) => {
-                                        // The failed flush took the buffered records of others with it.
-                                        self.fail_unflushed(&e, sends);
-                                        Err(describe(&e))
-                                    }
-                                };
-                                todo.extend(self.core.persisted(now_ms(), ticket, result));
-                            } else {
-                                self.unflushed.push((offset, ticket, durability));
-                            }
-                        }
-                        Err(e) => {
-                            // Too large is this record's fault alone; an I/O error lost the buffer.
-                            if !matches!(e, LogError::RecordTooLarge { .. }) {
-                                self.fail_unflushed(&e, sends);
-                            }
-                            if let Some(ticket) = ticket {
-                                todo.extend(self.core.persisted(
-                                    now_ms(),
-                                    ticket,
-                                    Err(describe(&e)),
-                                ));
-                            }
-                        }
-                    },
                 },
+            }
+        }
+    }
+
+    /// Append one record; returns what the core says to any answer given at once.
+    fn append(
+        &mut self,
+        record: &[u8],
+        durability: Durability,
+        ticket: Option<u64>,
+        sends: &mut Sends,
+    ) -> Vec<QueueAction> {
+        match self.log.append(record) {
+            Ok(offset) => {
+                let Some(ticket) = ticket else {
+                    return Vec::new();
+                };
+                if durability != Durability::Always {
+                    self.unflushed.push((offset, ticket, durability));
+                    return Vec::new();
+                }
+                // "fsync each write": this record is on disk before anything else happens.
+                let result = match self.log.sync() {
+                    Ok(()) => Ok(offset),
+                    Err(e) => {
+                        // The failed flush took the buffered records of others with it.
+                        self.fail_unflushed(&e, sends);
+                        Err(describe(&e))
+                    }
+                };
+                self.core.persisted(now_ms(), ticket, result)
+            }
+            Err(e) => {
+                // Too large is this record's fault alone; an I/O error lost the buffer.
+                if !matches!(e, LogError::RecordTooLarge { .. }) {
+                    self.fail_unflushed(&e, sends);
+                }
+                match ticket {
+                    Some(ticket) => self.core.persisted(now_ms(), ticket, Err(describe(&e))),
+                    None => Vec::new(),
+                }
             }
         }
     }
