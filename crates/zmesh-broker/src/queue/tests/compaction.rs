@@ -60,18 +60,24 @@ fn compaction_moves_old_messages_forward_keeping_their_place_and_deliveries() {
     assert_eq!(deliveries(&r2.take("e", "DELIVER")[0]), "2");
 }
 
+/// `n` messages published, m0 held by consumer "c" for `COMPACT_IDLE_MS`
+/// (a long job), and a compaction pass over all of them started (their
+/// MOVEs written, not yet durable).
+fn moving_while_held(ack_timeout_ms: u64, n: usize) -> Sim {
+    let mut s = declared(&format!(r#"{{"ack_timeout_ms": {ack_timeout_ms}}}"#));
+    s.publish_numbered(n);
+    s.send("c", &["CONSUME", "x", "jobs", "1"]);
+    assert_eq!(s.tags("c"), ["0"]);
+    s.now += crate::queue::core::COMPACT_IDLE_MS;
+    let a = s.core.compact(s.now, n as u64, limits(100));
+    s.apply(a);
+    s
+}
+
 #[test]
 fn a_long_held_message_is_moved_and_still_acked_by_its_old_tag() {
-    let mut s = declared(r#"{"ack_timeout_ms": 60000}"#);
-    s.publish_numbered(3);
-    s.send("c", &["CONSUME", "x", "jobs", "1"]);
-    let held = s.tags("c");
-    assert_eq!(held, ["0"]);
-    // The consumer sits on its message (a long job).
-    s.now += crate::queue::core::COMPACT_IDLE_MS;
     // Start the moves, purge before they are durable, then finish them.
-    let a = s.core.compact(s.now, 3, limits(100));
-    s.apply(a);
+    let mut s = moving_while_held(60_000, 3);
     assert_eq!(s.core.counters.moved, 3, "the held message moves too");
     s.send("admin", &["PURGE", "c", "jobs"]);
     s.sync();
@@ -91,13 +97,7 @@ fn a_long_held_message_is_moved_and_still_acked_by_its_old_tag() {
 
 #[test]
 fn a_moved_held_message_times_out_under_its_new_tag_and_the_old_one_is_forgotten() {
-    let mut s = declared(r#"{"ack_timeout_ms": 10000}"#);
-    s.publish_numbered(1);
-    s.send("c", &["CONSUME", "x", "jobs", "1"]);
-    assert_eq!(s.tags("c"), ["0"]);
-    s.now += crate::queue::core::COMPACT_IDLE_MS;
-    let a = s.core.compact(s.now, 1, limits(100));
-    s.apply(a);
+    let mut s = moving_while_held(10_000, 1);
     s.sync();
     // Its ack timeout (the consumer keeps talking): back in line and
     // delivered again, under its new tag.
@@ -129,13 +129,7 @@ fn a_message_dead_lettered_mid_move_is_never_lost() {
         (MOVE, true),
         (PUBLISH, true),
     ] {
-        let mut s = declared(r#"{"ack_timeout_ms": 60000}"#);
-        s.publish_numbered(1);
-        s.send("c", &["CONSUME", "x", "jobs", "1"]);
-        assert_eq!(s.tags("c"), ["0"]);
-        s.now += crate::queue::core::COMPACT_IDLE_MS;
-        let a = s.core.compact(s.now, 1, limits(100));
-        s.apply(a);
+        let mut s = moving_while_held(60_000, 1);
         s.send("c", &["NACK", "jobs", "0", "0"]);
         if first == MOVE {
             s.finish(MOVE, true);
