@@ -57,6 +57,8 @@ def make(ctx, a, kind=None):
     s.setsockopt(zmq.SNDTIMEO, int(a.timeout * 1000))
     if a.identity:
         s.setsockopt(zmq.IDENTITY, a.identity.encode())
+    if a.rcvhwm is not None:
+        s.setsockopt(zmq.RCVHWM, a.rcvhwm)
     if a.curve_server_cert:
         pub, sec = zmq.auth.load_certificate(a.curve_server_cert)
         s.curve_server = True
@@ -97,7 +99,7 @@ def make(ctx, a, kind=None):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["echo", "send", "recv", "pub", "many", "keygen", "loadcert"])
+    p.add_argument("role", choices=["echo", "send", "recv", "pub", "many", "keygen", "loadcert", "stall"])
     p.add_argument("--type", required=True)
     p.add_argument("--bind")
     p.add_argument("--connect")
@@ -108,6 +110,7 @@ def main():
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--subscribe", default="")
     p.add_argument("--identity")
+    p.add_argument("--rcvhwm", type=int, help="receive high-water mark, in messages")
     p.add_argument("--peers", type=int, default=100)
     p.add_argument("--curve-server-cert", help="secret certificate file: be a CURVE server")
     p.add_argument("--curve-client-cert", help="secret certificate file of this client")
@@ -187,6 +190,11 @@ def main():
             if a.type in ("dealer", "pair"):
                 for _ in range(a.count):
                     out(s.recv_multipart())
+    elif a.role == "stall":
+        # Send, then never read: a peer whose pipe fills up. Stays for --seconds.
+        for m in msgs:
+            s.send_multipart(m)
+        time.sleep(a.seconds)
     elif a.role == "pub":
         seq = 0
         end = time.time() + a.seconds

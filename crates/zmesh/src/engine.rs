@@ -82,6 +82,9 @@ fn engine_options(o: &SocketOptions) -> omq::Options {
     if o.conflate {
         e = e.conflate(true);
     }
+    if o.router_mandatory {
+        e = e.router_mandatory(true);
+    }
     e.mechanism = mechanism(&o.security);
     e
 }
@@ -183,6 +186,12 @@ pub(crate) fn sender_auth(m: &RawMessage) -> Option<crate::message::PeerAuth> {
         }),
         address: info.peer_address.map(|a| a.to_string()),
     })
+}
+
+/// The connection a ROUTER message came in on (the engine's `connection_id`,
+/// as monitor events name it).
+pub(crate) fn sender_connection(m: &RawMessage) -> Option<u64> {
+    Some(m.sender_identity()?.peer_info().connection_id)
 }
 
 /// Create an engine socket on the current tokio runtime.
@@ -340,6 +349,14 @@ pub(crate) async fn connections(socket: &RawSocket) -> Result<Vec<(u64, String, 
             )
         })
         .collect())
+}
+
+/// Close one connection; its queued messages are dropped. `Unroutable` if it is gone.
+pub(crate) async fn disconnect_peer(socket: &RawSocket, connection_id: u64) -> Result<(), Error> {
+    socket
+        .disconnect_peer(connection_id)
+        .await
+        .map_err(Error::from)
 }
 
 pub(crate) async fn bind(socket: &RawSocket, endpoint: &str) -> Result<String, Error> {

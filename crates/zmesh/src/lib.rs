@@ -20,6 +20,7 @@
 //! [`registry`] holds the sans-IO connection state machine; [`codec`] the
 //! payload formats; [`frames`] the text form of frames used by the CLI.
 
+pub mod closes;
 pub mod codec;
 mod engine;
 mod error;
@@ -32,6 +33,7 @@ mod socket;
 mod socket_type;
 mod typed;
 
+pub use closes::{ClosedConnections, ConnectionClosed};
 #[doc(hidden)]
 pub use engine::raw_bench;
 pub use error::{Error, Result};

@@ -103,6 +103,14 @@ impl Message {
     pub fn sender_auth(&self) -> Option<PeerAuth> {
         engine::sender_auth(&self.0)
     }
+
+    /// For a message received on a ROUTER: the connection it came in on, as
+    /// [`crate::Socket::closed_connections`] and
+    /// [`crate::Socket::disconnect_peer`] name it. `None` for messages made
+    /// locally or received on other socket types.
+    pub fn connection_id(&self) -> Option<u64> {
+        engine::sender_connection(&self.0)
+    }
 }
 
 impl std::fmt::Debug for Message {

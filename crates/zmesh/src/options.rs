@@ -99,6 +99,12 @@ pub struct SocketOptions {
     /// Deadline for a `send` that waits at the high-water mark; `None` waits
     /// as long as ZeroMQ would (until the peer drains or the socket closes).
     pub send_timeout: Option<Duration>,
+    /// ROUTER only: a send to a peer whose pipe is full hands the message back
+    /// ([`crate::TrySendError::Full`]) and a send to a gone peer fails with
+    /// [`Error::Unroutable`], instead of both being dropped silently. With it on,
+    /// use [`crate::Socket::try_send`]: an awaited `send` waits behind the one
+    /// full peer.
+    pub router_mandatory: bool,
     /// Human-readable name shown in the connection registry.
     pub name: Option<String>,
     /// Encryption and authentication (NULL, CURVE, PLAIN).
@@ -123,6 +129,7 @@ impl Default for SocketOptions {
             identity: None,
             conflate: false,
             send_timeout: None,
+            router_mandatory: false,
             name: None,
             security: crate::security::Security::Null,
             signer: None,
@@ -132,6 +139,12 @@ impl Default for SocketOptions {
 }
 
 impl SocketOptions {
+    /// ROUTER: report full and gone peers instead of dropping (see the field).
+    pub fn router_mandatory(mut self, on: bool) -> Self {
+        self.router_mandatory = on;
+        self
+    }
+
     /// Set the heartbeat interval (keeps the other heartbeat settings, turning heartbeats on).
     pub fn heartbeat_interval(mut self, d: Duration) -> Self {
         self.heartbeat

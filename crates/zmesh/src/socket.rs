@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::closes::{ClosedConnections, Watchers};
 use crate::codec::{Codec, Decode, Encode};
 use crate::engine::{self, MonitorItem, RawSocket, TrySend};
 use crate::error::{Error, Result};
@@ -53,6 +54,8 @@ pub struct Socket {
     counters: Arc<Counters>,
     registry: Registry,
     id: u64,
+    /// Who follows this socket's connection closes.
+    close_watchers: Arc<Watchers>,
     /// Whether a synchronous try_send matches the engine's async send for this type.
     fast_send: bool,
     /// Whether a synchronous try_recv matches the engine's async recv for this type.
@@ -94,6 +97,7 @@ impl Socket {
         };
         // Subscribe before any bind/connect so no event is missed.
         let monitor = engine::monitor(&raw);
+        let close_watchers = Arc::new(Watchers::default());
         // A handshake still open after its deadline plus a tick has ended unseen.
         let stale_ms =
             options.handshake_timeout.as_millis() as u64 + REGISTRY_TICK.as_millis() as u64;
@@ -103,6 +107,7 @@ impl Socket {
             registry.clone(),
             id,
             stale_ms,
+            close_watchers.clone(),
         ));
         let plain_path = options.signer.is_none() && options.verifier.is_none();
         Ok(Self {
@@ -112,6 +117,7 @@ impl Socket {
             counters,
             registry: registry.clone(),
             id,
+            close_watchers,
             // REQ keeps the engine's send: its send retries a lockstep check
             // that try_send fails at once. Everything else behaves the same.
             fast_send: plain_path
@@ -198,6 +204,29 @@ impl Socket {
     /// SUB: receive messages whose first frame starts with `prefix` (empty = everything).
     pub async fn subscribe(&self, prefix: impl Into<Bytes>) -> Result<()> {
         engine::subscribe(&self.raw, prefix.into()).await
+    }
+
+    /// Follow this socket's connections as they close, from now on. Each
+    /// watcher sees every close (or is told it lagged); see [`crate::closes`].
+    pub fn closed_connections(&self) -> ClosedConnections {
+        self.close_watchers.watch()
+    }
+
+    /// The ids of the connections open now (ready or still handshaking), as
+    /// [`Message::connection_id`] and [`crate::closes::ConnectionClosed`] name them.
+    pub async fn connection_ids(&self) -> Result<Vec<u64>> {
+        Ok(engine::connections(&self.raw)
+            .await?
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect())
+    }
+
+    /// Close one connection, dropping what is queued for it. A dialed peer
+    /// redials with backoff; an accepted one may reconnect from its side.
+    /// [`Error::Unroutable`] if that connection is already gone.
+    pub async fn disconnect_peer(&self, connection_id: u64) -> Result<()> {
+        engine::disconnect_peer(&self.raw, connection_id).await
     }
 
     /// SUB: stop receiving `prefix`.
@@ -395,6 +424,7 @@ async fn feed_registry(
     registry: Registry,
     id: u64,
     stale_handshake_ms: u64,
+    close_watchers: Arc<Watchers>,
 ) {
     let mut tick = tokio::time::interval(REGISTRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -402,16 +432,24 @@ async fn feed_registry(
         tokio::select! {
             item = monitor.next() => match item {
                 MonitorItem::Event(ev) => {
+                    if let LinkEvent::Disconnected { connection_id, .. } = &ev {
+                        close_watchers.closed(*connection_id);
+                    }
                     let closing = matches!(ev, LinkEvent::SocketClosed);
                     registry.apply(id, ev);
-                    if closing { return; }
+                    if closing {
+                        close_watchers.socket_closed();
+                        return;
+                    }
                 }
                 MonitorItem::Lagged => {
+                    close_watchers.lagged();
                     if let Ok(live) = engine::connections(&raw).await {
                         registry.resync(id, &live, "closed (events lagged)");
                     }
                 }
                 MonitorItem::Closed => {
+                    close_watchers.socket_closed();
                     registry.apply(id, LinkEvent::SocketClosed);
                     return;
                 }
