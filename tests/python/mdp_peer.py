@@ -3,10 +3,12 @@
 for zmesh's broker interop tests. Prints READY once connected, then JSON lines.
 
   mdp_peer.py client --broker EP --service echo --msg hello [--count N] [--v2]
+  mdp_peer.py async-client --broker EP --service echo --count N [--pad BYTES --rcvhwm N]
   mdp_peer.py worker --broker EP --service echo [--upper] [--v2 --partials 2] [--tag v1]
 """
 import argparse
 import json
+import signal
 import sys
 import time
 
@@ -41,6 +43,46 @@ def client(a, ctx):
             f = s.recv_multipart()
             assert f[0] == b"MDPC01", f
             print(json.dumps({"kind": "final", "service": f[1].decode(), "body": [x.decode() for x in f[2:]]}), flush=True)
+
+
+def async_client(a, ctx):
+    """The guide's asynchronous 7/MDP client (mdcliapi2): a DEALER that sends
+    every request before it reads a reply. Reports which request ids came back.
+    With --hold it prints SENT after the last request and reads nothing until SIGUSR1."""
+    if a.hold:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, int(a.timeout * 1000))
+    if a.rcvhwm is not None:
+        s.setsockopt(zmq.RCVHWM, a.rcvhwm)
+    s.connect(a.broker)
+    print("READY %s" % a.broker, flush=True)
+    pad = b"p" * a.pad
+    for i in range(a.count):
+        s.send_multipart([b"", b"MDPC01", a.service.encode(), b"r%07d" % i, pad])
+    if a.hold:
+        print("SENT", flush=True)
+        signal.sigwait({signal.SIGUSR1})
+    got, errors, duplicates = set(), [], 0
+    try:
+        for _ in range(a.count):
+            f = s.recv_multipart()
+            assert f[:2] == [b"", b"MDPC01"], f[:3]
+            body = f[3:]
+            # An echo ends with the id and the padding; a worker may add frames before them.
+            rid = body[-2] if len(body) >= 2 else b""
+            if rid.startswith(b"r") and len(rid) == 8:
+                i = int(rid[1:])
+                duplicates += i in got
+                got.add(i)
+            else:
+                errors.append([x.decode(errors="replace") for x in body[:2]])
+    except zmq.Again:
+        pass
+    missing = sorted(set(range(a.count)) - got)
+    print(json.dumps({"answered": len(got), "missing": len(missing), "first_missing": missing[:10],
+                      "duplicates": duplicates, "errors": len(errors), "first_errors": errors[:3]}), flush=True)
 
 
 def worker(a, ctx):
@@ -92,7 +134,7 @@ def worker(a, ctx):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("role", choices=["client", "worker"])
+    p.add_argument("role", choices=["client", "async-client", "worker"])
     p.add_argument("--broker", required=True)
     p.add_argument("--service", required=True)
     p.add_argument("--msg", action="append", default=[])
@@ -102,10 +144,13 @@ def main():
     p.add_argument("--upper", action="store_true")
     p.add_argument("--partials", type=int, default=0)
     p.add_argument("--tag")
+    p.add_argument("--rcvhwm", type=int, help="async-client: receive high-water mark, in messages")
+    p.add_argument("--hold", action="store_true", help="async-client: read only after SIGUSR1")
+    p.add_argument("--pad", type=int, default=0, help="async-client: bytes of padding per request")
     a = p.parse_args()
     ctx = zmq.Context()
     try:
-        client(a, ctx) if a.role == "client" else worker(a, ctx)
+        {"client": client, "async-client": async_client, "worker": worker}[a.role](a, ctx)
     except zmq.Again:
         print("TIMEOUT", flush=True)
         return 3

@@ -7,6 +7,7 @@ use zmesh::{Message, Socket};
 
 use crate::admin::{AdminCommand, AdminLink, Snapshot};
 use crate::core::{Action, Broker, coalesce};
+use crate::outbox::{Outbox, Product};
 use crate::queue::proto::is_queue_message;
 use crate::queue::store::{QueueStore, Sends};
 use crate::stream::StreamStore;
@@ -18,13 +19,14 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Most messages handled per wake-up before timers and sends get their turn.
 const BATCH_MAX: usize = 256;
 
-/// Serve on `sock` (a bound ROUTER) until `shutdown` completes; returns the core.
+/// Serve on `sock` (a bound ROUTER with `router_mandatory` on, so a full or
+/// gone peer is never mistaken for a delivery) until `shutdown` completes; returns the core.
 ///
 /// ```no_run
 /// # async fn demo() -> zmesh::Result<()> {
 /// use zmesh::{Socket, SocketOptions, SocketType};
 /// use zmesh_broker::{core::{Broker, BrokerConfig}, driver};
-/// let router = Socket::new(SocketType::Router, SocketOptions::default())?;
+/// let router = Socket::new(SocketType::Router, SocketOptions::default().router_mandatory(true))?;
 /// router.bind("tcp://127.0.0.1:5555").await?;
 /// driver::run(&router, Broker::new(BrokerConfig::default()), std::future::pending()).await?;
 /// # Ok(()) }
@@ -45,12 +47,16 @@ pub async fn run(
     )
 }
 
-fn send_all(sends: Sends, out: &mut Vec<Message>) {
-    out.extend(
-        sends
-            .into_iter()
-            .map(|(to, frames)| Message::from_frames(std::iter::once(to).chain(frames))),
-    );
+/// What one round of the loop sends, each message with the product it belongs to.
+type Out = Vec<(Product, Message)>;
+
+fn send_all(product: Product, sends: Sends, out: &mut Out) {
+    out.extend(sends.into_iter().map(|(to, frames)| {
+        (
+            product,
+            Message::from_frames(std::iter::once(to).chain(frames)),
+        )
+    }));
 }
 
 /// The storage-backed services the broker may serve beside MDP.
@@ -113,6 +119,7 @@ fn publish_snapshot(
     sock: &Socket,
     broker: &Broker,
     stores: &Stores,
+    outbox: &Outbox,
     draining: bool,
     started_ms: u64,
 ) {
@@ -139,6 +146,7 @@ fn publish_snapshot(
             .unwrap_or_default(),
         connections: sock.peers(),
         traffic: sock.traffic(),
+        outbox: outbox.stats(),
     };
     *link.snapshot.write().unwrap_or_else(|p| p.into_inner()) = snap;
 }
@@ -155,13 +163,19 @@ pub async fn run_with_stores(
     mut opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> zmesh::Result<(Broker, Stores)> {
+    if !sock.options().router_mandatory {
+        return Err(zmesh::Error::InvalidOption(
+            "the broker's ROUTER needs router_mandatory: without it a full peer's messages are dropped unseen".into(),
+        ));
+    }
     tokio::pin!(shutdown);
-    let mut out: Vec<Message> = Vec::new();
+    let mut out: Out = Vec::new();
+    let mut outbox = Outbox::default();
     let started_ms = now_ms();
     let mut drain_until: Option<Instant> = None;
     if let Some(link) = &opts.admin {
         broker.record_latencies(true);
-        publish_snapshot(link, sock, &broker, &stores, false, started_ms);
+        publish_snapshot(link, sock, &broker, &stores, &outbox, false, started_ms);
     }
     // Snapshots go out once a second whatever the traffic (the tick's sleep
     // is pushed back while messages keep coming).
@@ -171,14 +185,21 @@ pub async fn run_with_stores(
         let settled = stores.queues.as_ref().is_none_or(|q| q.settled())
             && stores.streams.as_ref().is_none_or(|s| s.settled());
         if let Some(until) = drain_until
-            && ((broker.requests_held() == 0 && settled) || Instant::now() >= until)
+            && ((broker.requests_held() == 0 && settled && outbox.is_empty())
+                || Instant::now() >= until)
         {
             out.extend(broker.disconnect_workers().into_iter().map(to_message));
             end_batch(&mut stores, &mut out);
-            for m in out.drain(..) {
-                let _ = sock.try_send(m);
+            let now = Instant::now();
+            for (product, m) in out.drain(..) {
+                outbox.send(sock, now, product, m)?;
             }
-            tracing::info!(unanswered = broker.requests_held(), "drained");
+            outbox.abandon();
+            tracing::info!(
+                unanswered = broker.requests_held(),
+                outbox = ?outbox.stats(),
+                "drained"
+            );
             return Ok((broker, stores));
         }
         let now = Instant::now();
@@ -191,6 +212,7 @@ pub async fn run_with_stores(
         if let Some(s) = &stores.streams {
             next = next.min(s.next_deadline());
         }
+        let retry_at = outbox.retry_at();
         let Stores { queues, streams } = &mut stores;
         let has_admin = opts.admin.is_some();
         let admin_cmd = async {
@@ -223,8 +245,8 @@ pub async fn run_with_stores(
                     let frames = m.frames();
                     if let Some((from, rest)) = frames.split_first() {
                         match (stores.queues.as_mut(), stores.streams.as_mut()) {
-                            (Some(q), _) if is_queue_message(rest) => send_all(q.handle(from, rest), &mut out),
-                            (_, Some(s)) if is_stream_message(rest) => send_all(s.handle(from, rest), &mut out),
+                            (Some(q), _) if is_queue_message(rest) => send_all(Product::Queue, q.handle(from, rest), &mut out),
+                            (_, Some(s)) if is_stream_message(rest) => send_all(Product::Stream, s.handle(from, rest), &mut out),
                             _ => mdp_out.extend(broker.handle(now, from, rest)),
                         }
                     }
@@ -239,20 +261,20 @@ pub async fn run_with_stores(
             }
             r = queue_durable => {
                 let q = stores.queues.as_mut().expect("only polled with queues");
-                send_all(q.on_durable(r), &mut out);
+                send_all(Product::Queue, q.on_durable(r), &mut out);
                 // Confirms can lead to more records (dead-letter settles): write them now.
                 end_batch(&mut stores, &mut out);
             }
             (tag, r) = stream_durable => {
                 let s = stores.streams.as_mut().expect("only polled with streams");
-                send_all(s.on_durable(tag, r), &mut out);
+                send_all(Product::Stream, s.on_durable(tag, r), &mut out);
                 end_batch(&mut stores, &mut out);
             }
             Some(cmd) = admin_cmd => match cmd {
                 AdminCommand::Purge { queue, reply } => match stores.queues.as_mut() {
                     Some(q) => {
                         let (result, sends) = q.admin_purge(&queue);
-                        send_all(sends, &mut out);
+                        send_all(Product::Queue, sends, &mut out);
                         end_batch(&mut stores, &mut out);
                         let _ = reply.send(result);
                     }
@@ -270,17 +292,20 @@ pub async fn run_with_stores(
                 out.extend(coalesce(broker.tick(Instant::now())).into_iter().map(to_message));
 
                 if let Some(q) = stores.queues.as_mut() {
-                    send_all(q.tick(), &mut out);
+                    send_all(Product::Queue, q.tick(), &mut out);
                 }
                 if let Some(s) = stores.streams.as_mut() {
-                    send_all(s.tick(), &mut out);
+                    send_all(Product::Stream, s.tick(), &mut out);
                 }
                 end_batch(&mut stores, &mut out);
+            }
+            _ = tokio::time::sleep_until(retry_at.unwrap_or(next).into()), if retry_at.is_some() => {
+                outbox.retry(sock, Instant::now())?;
             }
             _ = snapshots.tick(), if has_admin => {
                 if let Some(link) = opts.admin.as_mut() {
                     observe_latencies(link, &mut broker, &mut stores);
-                    publish_snapshot(link, sock, &broker, &stores, drain_until.is_some(), started_ms);
+                    publish_snapshot(link, sock, &broker, &stores, &outbox, drain_until.is_some(), started_ms);
                 }
             }
             _ = &mut shutdown, if drain_until.is_none() => {
@@ -294,27 +319,33 @@ pub async fn run_with_stores(
                 }
                 drain_until = Some(Instant::now() + opts.drain_timeout);
                 if let Some(link) = &opts.admin {
-                    publish_snapshot(link, sock, &broker, &stores, true, started_ms);
+                    publish_snapshot(link, sock, &broker, &stores, &outbox, true, started_ms);
                 }
             }
         };
-        for m in out.drain(..) {
-            // ROUTER drops messages for peers that are gone; that is the protocol's job to recover.
-            sock.send(m).await?;
+        // Never an awaited send: a full peer waits in the outbox, not the loop.
+        let now = Instant::now();
+        for (product, m) in out.drain(..) {
+            outbox.send(sock, now, product, m)?;
         }
+        // Stay cooperative: with no send awaited, a busy loop must still yield.
+        tokio::task::consume_budget().await;
     }
 }
 
-fn end_batch(stores: &mut Stores, out: &mut Vec<Message>) {
+fn end_batch(stores: &mut Stores, out: &mut Out) {
     if let Some(q) = stores.queues.as_mut() {
-        send_all(q.end_batch(), out);
+        send_all(Product::Queue, q.end_batch(), out);
     }
     if let Some(s) = stores.streams.as_mut() {
-        send_all(s.end_batch(), out);
+        send_all(Product::Stream, s.end_batch(), out);
     }
 }
 
-fn to_message(a: Action) -> Message {
+fn to_message(a: Action) -> (Product, Message) {
     let Action::Send { to, frames } = a;
-    Message::from_frames(std::iter::once(to).chain(frames))
+    (
+        Product::Mdp,
+        Message::from_frames(std::iter::once(to).chain(frames)),
+    )
 }

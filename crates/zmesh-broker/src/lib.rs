@@ -8,6 +8,7 @@
 //! - [`core`]: the sans-IO broker state machine (frames and time in, frames out).
 //! - [`mdp`]: the wire formats.
 //! - [`driver`]: the tokio loop that runs the core on a ROUTER socket.
+//! - [`outbox`]: per-peer queues for peers that cannot take a message yet.
 //! - [`client`]: requests with deadline, retries, backoff and a circuit breaker.
 //! - [`worker`]: handlers with bounded concurrency, heartbeats, reconnect, drain.
 //! - [`breaker`]: the circuit breaker, sans-IO.
@@ -24,6 +25,7 @@ pub mod core;
 pub mod dedup;
 pub mod driver;
 pub mod mdp;
+pub mod outbox;
 pub mod queue;
 pub mod stream;
 pub mod worker;

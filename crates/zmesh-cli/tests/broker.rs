@@ -154,6 +154,84 @@ async fn zmesh_client_and_worker_with_many_requests_in_flight() {
     .await;
 }
 
+/// The guide's asynchronous client sends every request before it reads: its
+/// replies pile up behind a full pipe. Each must reach it, none silently lost,
+/// and the broker keeps serving everyone else meanwhile.
+#[tokio::test]
+async fn a_client_that_reads_late_gets_every_reply_and_stalls_no_one() {
+    bounded(TEST_LIMIT, async {
+        const REQUESTS: u32 = 4000;
+        let cfg = BrokerConfig {
+            request_timeout: Duration::from_secs(60),
+            ..test_config()
+        };
+        let ep = broker(cfg).await;
+        let (h, started) = slow_echo(Duration::ZERO);
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        let wcfg = WorkerConfig {
+            concurrency: 8,
+            ..worker_config()
+        };
+        tokio::spawn(Worker::new(&ep, "echo", wcfg, h).run(rx));
+        let count = REQUESTS.to_string();
+        let (mut late, _) = PyPeer::start_script(
+            "mdp_peer.py",
+            &[
+                "async-client",
+                "--broker",
+                &ep,
+                "--service",
+                "echo",
+                "--hold",
+                // 4,000 x 16 KiB = 64 MiB of replies: far past the client's
+                // pipe (10 messages), the broker's (1,000) and the kernel's buffers.
+                "--count",
+                &count,
+                "--pad",
+                "16384",
+                "--rcvhwm",
+                "10",
+                // Per reply, once reading: a lost reply shows as missing ids,
+                // well within the line deadline.
+                "--timeout",
+                "5",
+            ],
+        )
+        .await;
+        assert_eq!(late.line().await, "SENT");
+        // Every request handled while the client reads nothing: the replies wait.
+        wait_until(|| started.load(Ordering::SeqCst) == REQUESTS).await;
+        let (mut other, _) = PyPeer::start_script(
+            "mdp_peer.py",
+            &[
+                "client",
+                "--broker",
+                &ep,
+                "--service",
+                "echo",
+                "--msg",
+                "meanwhile",
+                "--timeout",
+                "5",
+            ],
+        )
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&other.line().await).unwrap();
+        assert_eq!(v["body"], serde_json::json!(["meanwhile"]), "{v}");
+
+        process::signal(late.pid(), process::SIGUSR1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&late.line().await).unwrap();
+        assert_eq!(v["missing"], 0, "every request id answered: {v}");
+        assert_eq!(v["answered"], REQUESTS, "{v}");
+        assert_eq!(
+            (v["errors"].clone(), v["duplicates"].clone()),
+            (0.into(), 0.into()),
+            "{v}"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn mixed_peers_and_mdp_v2_partial_replies() {
     bounded(TEST_LIMIT, async {

@@ -43,4 +43,4 @@ pub fn signal(pid: u32, signal: i32) -> std::io::Result<()> {
     }
 }
 
-pub use libc::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
+pub use libc::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM, SIGUSR1};

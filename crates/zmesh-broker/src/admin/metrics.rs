@@ -318,6 +318,41 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
         "Payload bytes through the broker's socket",
         vec![(dir("in"), t.bytes_in), (dir("out"), t.bytes_out)],
     );
+    let o = &s.outbox;
+    m.gauge_u64(
+        "zmesh_outbox_waiting_messages",
+        "Messages waiting for peers whose pipe is full",
+        vec![(vec![], o.waiting_messages)],
+    );
+    m.gauge_u64(
+        "zmesh_outbox_waiting_bytes",
+        "Bytes of the messages waiting for full peers, envelopes included",
+        vec![(vec![], o.waiting_bytes)],
+    );
+    m.gauge_u64(
+        "zmesh_outbox_blocked_peers",
+        "Peers with messages waiting for room in their pipe",
+        vec![(vec![], o.blocked_peers)],
+    );
+    m.counter(
+        "zmesh_outbox_waited_messages",
+        "Messages that waited for their peer before going out",
+        vec![(vec![], o.waited_total)],
+    );
+    m.counter(
+        "zmesh_outbox_dropped_messages",
+        "Messages the broker could not deliver, by product and reason",
+        o.dropped
+            .iter()
+            .map(|d| {
+                let labels = vec![
+                    ("product".to_owned(), d.product.as_str().to_owned()),
+                    ("reason".to_owned(), d.reason.as_str().to_owned()),
+                ];
+                (labels, d.messages)
+            })
+            .collect(),
+    );
     let mut out = String::new();
     encode(&mut out, &m.registry).expect("writing to a String cannot fail");
     out

@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub connections: Vec<zmesh::registry::PeerSnapshot>,
     /// Messages and bytes through the broker's socket, both ways.
     pub traffic: zmesh::registry::Traffic,
+    /// Messages waiting for full peers, and those that could not be delivered.
+    pub outbox: crate::outbox::OutboxStats,
 }
 
 /// A change asked for over HTTP, carried out by the broker's loop.

@@ -198,7 +198,10 @@ pub async fn run(cmd: DemoCmd) -> anyhow::Result<i32> {
 
     // The broker, in this node, with two worker processes of an idempotent service.
     let broker_ep = format!("tcp://127.0.0.1:{}", free_port()?);
-    let router = Socket::new(SocketType::Router, demo_options("broker"))?;
+    let router = Socket::new(
+        SocketType::Router,
+        demo_options("broker").router_mandatory(true),
+    )?;
     router.bind(&broker_ep).await?;
     let mut bcfg = BrokerConfig {
         heartbeat_interval: Duration::from_millis(250),

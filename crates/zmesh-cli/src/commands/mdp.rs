@@ -184,7 +184,10 @@ pub async fn run_broker(
         });
         opts.admin = Some(link);
     }
-    let router = Socket::new(SocketType::Router, cmd.socket.options()?.name("broker"))?;
+    let router = Socket::new(
+        SocketType::Router,
+        cmd.socket.options()?.name("broker").router_mandatory(true),
+    )?;
     for ep in &cmd.bind {
         let real = router.bind(ep).await?;
         note!("zmesh: broker listening on {real}");

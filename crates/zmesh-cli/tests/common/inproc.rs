@@ -23,7 +23,13 @@ pub fn test_config() -> BrokerConfig {
 
 /// A broker in this process; returns its endpoint.
 pub async fn broker(cfg: BrokerConfig) -> String {
-    let router = Socket::new(SocketType::Router, SocketOptions::default().name("broker")).unwrap();
+    let router = Socket::new(
+        SocketType::Router,
+        SocketOptions::default()
+            .name("broker")
+            .router_mandatory(true),
+    )
+    .unwrap();
     let ep = router.bind("tcp://127.0.0.1:0").await.unwrap();
     tokio::spawn(async move {
         zmesh_broker::driver::run(&router, Broker::new(cfg), std::future::pending()).await

@@ -1,0 +1,498 @@
+//! Messages for peers that cannot take them yet: the broker's per-peer outbox.
+//!
+//! The broker's ROUTER runs with `router_mandatory`, so a send never vanishes:
+//! it goes out, comes back because the peer's pipe is full, or fails because
+//! the peer is gone. The driver hands every outgoing message here. A peer with
+//! nothing waiting gets it at once (`try_send`, never an awaited send: one
+//! slow peer must not stall the loop that serves all the others); a full peer
+//! gets it queued behind what already waits for it, in order, and the driver
+//! retries blocked peers on a short timer ([`Outbox::retry_at`]). What cannot
+//! be delivered at all is counted by product and reason ([`OutboxStats`]).
+//!
+//! The engine has no per-peer "writable" signal (its readiness is "any peer has
+//! room"), hence the timer: it runs only while a peer is blocked, from 1 ms,
+//! doubling to [`RETRY_MAX`] while no blocked peer takes anything.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use foldhash::HashMap;
+use serde::Serialize;
+use zmesh::{Error, Message, Socket, TrySendError};
+
+/// First retry of a blocked peer.
+const RETRY_MIN: Duration = Duration::from_millis(1);
+/// Longest wait between retries while blocked peers take nothing.
+pub const RETRY_MAX: Duration = Duration::from_millis(16);
+
+/// Which product a message belongs to, for the drop counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Product {
+    /// Majordomo: requests to workers, replies to clients, heartbeats.
+    Mdp,
+    /// Durable queues: deliveries, confirms, replies.
+    Queue,
+    /// Streams: MSGs, STORED, replies.
+    Stream,
+}
+
+impl Product {
+    const ALL: [Product; 3] = [Product::Mdp, Product::Queue, Product::Stream];
+
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Product::Mdp => "mdp",
+            Product::Queue => "queue",
+            Product::Stream => "stream",
+        }
+    }
+}
+
+/// Why a message was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The peer was gone (or never connected) when its message was sent.
+    Unroutable,
+    /// The broker stopped with the message still waiting for its peer.
+    Shutdown,
+    /// The socket refused it for another reason (logged).
+    SendError,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 3] = [
+        DropReason::Unroutable,
+        DropReason::Shutdown,
+        DropReason::SendError,
+    ];
+
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Unroutable => "unroutable",
+            DropReason::Shutdown => "shutdown",
+            DropReason::SendError => "send_error",
+        }
+    }
+}
+
+/// Where a message goes: the broker's ROUTER, or a stand-in in unit tests.
+pub trait PeerSink {
+    /// Send without waiting, as [`Socket::try_send`].
+    fn try_send(&self, msg: Message) -> Result<(), TrySendError>;
+}
+
+impl PeerSink for Socket {
+    fn try_send(&self, msg: Message) -> Result<(), TrySendError> {
+        Socket::try_send(self, msg)
+    }
+}
+
+/// Undelivered messages, by product and reason.
+#[derive(Clone, Debug, Serialize)]
+pub struct DropCount {
+    /// The product the message belonged to.
+    pub product: Product,
+    /// Why it was not delivered.
+    pub reason: DropReason,
+    /// How many.
+    pub messages: u64,
+}
+
+/// What the outbox holds and has given up on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OutboxStats {
+    /// Messages waiting for a full peer.
+    pub waiting_messages: u64,
+    /// Their bytes, envelope included.
+    pub waiting_bytes: u64,
+    /// Peers with messages waiting.
+    pub blocked_peers: u64,
+    /// Messages that had to wait for their peer before going out.
+    pub waited_total: u64,
+    /// Undelivered messages, every product x reason (zeros included).
+    pub dropped: Vec<DropCount>,
+}
+
+struct Waiting {
+    product: Product,
+    msg: Message,
+}
+
+#[derive(Default)]
+struct PeerQueue {
+    messages: VecDeque<Waiting>,
+    bytes: usize,
+}
+
+/// The per-peer outbox; see the module docs.
+pub struct Outbox {
+    /// Only peers with something waiting; a peer leaves when its queue empties.
+    blocked: HashMap<Bytes, PeerQueue>,
+    waiting_messages: usize,
+    waiting_bytes: usize,
+    waited_total: u64,
+    dropped: [[u64; DropReason::ALL.len()]; Product::ALL.len()],
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            blocked: HashMap::default(),
+            waiting_messages: 0,
+            waiting_bytes: 0,
+            waited_total: 0,
+            dropped: Default::default(),
+            retry_at: None,
+            retry_delay: RETRY_MIN,
+        }
+    }
+}
+
+/// The routing frame a ROUTER message starts with.
+fn peer_of(msg: &Message) -> Bytes {
+    msg.frame(0).unwrap_or_default()
+}
+
+impl Outbox {
+    /// Send `msg` (routing frame first) to its peer now, or queue it behind
+    /// what already waits for that peer. Only a closed socket is an error.
+    pub fn send(
+        &mut self,
+        sink: &impl PeerSink,
+        now: Instant,
+        product: Product,
+        msg: Message,
+    ) -> Result<(), Error> {
+        let peer = peer_of(&msg);
+        if let Some(queue) = self.blocked.get_mut(&peer) {
+            // Behind what waits: order per peer is the protocols' promise.
+            Self::enqueue(
+                queue,
+                &mut self.waiting_messages,
+                &mut self.waiting_bytes,
+                product,
+                msg,
+            );
+            return Ok(());
+        }
+        match sink.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(msg)) => {
+                let queue = self.blocked.entry(peer).or_default();
+                Self::enqueue(
+                    queue,
+                    &mut self.waiting_messages,
+                    &mut self.waiting_bytes,
+                    product,
+                    msg,
+                );
+                if self.retry_at.is_none() {
+                    self.retry_delay = RETRY_MIN;
+                    self.retry_at = Some(now + RETRY_MIN);
+                }
+                Ok(())
+            }
+            Err(TrySendError::Failed(e)) => self.failed(product, e),
+        }
+    }
+
+    fn enqueue(
+        queue: &mut PeerQueue,
+        waiting_messages: &mut usize,
+        waiting_bytes: &mut usize,
+        product: Product,
+        msg: Message,
+    ) {
+        let len = msg.byte_len();
+        queue.bytes += len;
+        queue.messages.push_back(Waiting { product, msg });
+        *waiting_messages += 1;
+        *waiting_bytes += len;
+    }
+
+    /// Count a send the socket refused; a closed socket ends the loop.
+    fn failed(&mut self, product: Product, e: Error) -> Result<(), Error> {
+        let reason = match e {
+            Error::Closed => return Err(e),
+            Error::Unroutable => DropReason::Unroutable,
+            other => {
+                tracing::warn!(error = %other, product = product.as_str(), "broker send failed");
+                DropReason::SendError
+            }
+        };
+        self.count_drop(product, reason, 1);
+        Ok(())
+    }
+
+    fn count_drop(&mut self, product: Product, reason: DropReason, n: u64) {
+        let p = Product::ALL.iter().position(|x| *x == product);
+        let r = DropReason::ALL.iter().position(|x| *x == reason);
+        if let (Some(p), Some(r)) = (p, r) {
+            self.dropped[p][r] += n;
+        }
+    }
+
+    /// When blocked peers should be tried again; `None` while nothing waits.
+    pub fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    /// Try every blocked peer again, each in its order, until it is full again.
+    pub fn retry(&mut self, sink: &impl PeerSink, now: Instant) -> Result<(), Error> {
+        let mut progress = false;
+        let mut emptied = Vec::new();
+        let mut failures = Vec::new();
+        for (peer, queue) in self.blocked.iter_mut() {
+            while let Some(w) = queue.messages.pop_front() {
+                let len = w.msg.byte_len();
+                match sink.try_send(w.msg) {
+                    Ok(()) => {
+                        progress = true;
+                        self.waited_total += 1;
+                        queue.bytes -= len;
+                        self.waiting_messages -= 1;
+                        self.waiting_bytes -= len;
+                    }
+                    Err(TrySendError::Full(msg)) => {
+                        queue.messages.push_front(Waiting {
+                            product: w.product,
+                            msg,
+                        });
+                        break;
+                    }
+                    Err(TrySendError::Failed(e)) => {
+                        queue.bytes -= len;
+                        self.waiting_messages -= 1;
+                        self.waiting_bytes -= len;
+                        failures.push((w.product, e));
+                    }
+                }
+            }
+            if queue.messages.is_empty() {
+                debug_assert_eq!(queue.bytes, 0, "a peer's byte count follows its messages");
+                emptied.push(peer.clone());
+            }
+        }
+        for peer in emptied {
+            self.blocked.remove(&peer);
+        }
+        for (product, e) in failures {
+            self.failed(product, e)?;
+        }
+        self.retry_at = if self.blocked.is_empty() {
+            None
+        } else {
+            self.retry_delay = if progress {
+                RETRY_MIN
+            } else {
+                (self.retry_delay * 2).min(RETRY_MAX)
+            };
+            Some(now + self.retry_delay)
+        };
+        self.check_counts();
+        Ok(())
+    }
+
+    /// Nothing waits for any peer.
+    pub fn is_empty(&self) -> bool {
+        self.blocked.is_empty()
+    }
+
+    /// The broker stops: count what still waits as dropped.
+    pub fn abandon(&mut self) {
+        let mut counts = Vec::new();
+        for queue in self.blocked.values() {
+            for w in &queue.messages {
+                counts.push(w.product);
+            }
+        }
+        for product in counts {
+            self.count_drop(product, DropReason::Shutdown, 1);
+        }
+        self.blocked.clear();
+        self.waiting_messages = 0;
+        self.waiting_bytes = 0;
+        self.retry_at = None;
+    }
+
+    /// Counters and gauges for the admin port.
+    pub fn stats(&self) -> OutboxStats {
+        let mut dropped = Vec::with_capacity(Product::ALL.len() * DropReason::ALL.len());
+        for (p, product) in Product::ALL.iter().enumerate() {
+            for (r, reason) in DropReason::ALL.iter().enumerate() {
+                dropped.push(DropCount {
+                    product: *product,
+                    reason: *reason,
+                    messages: self.dropped[p][r],
+                });
+            }
+        }
+        OutboxStats {
+            waiting_messages: self.waiting_messages as u64,
+            waiting_bytes: self.waiting_bytes as u64,
+            blocked_peers: self.blocked.len() as u64,
+            waited_total: self.waited_total,
+            dropped,
+        }
+    }
+
+    /// Undelivered messages of one product for one reason.
+    pub fn dropped(&self, product: Product, reason: DropReason) -> u64 {
+        let p = Product::ALL.iter().position(|x| *x == product);
+        let r = DropReason::ALL.iter().position(|x| *x == reason);
+        match (p, r) {
+            (Some(p), Some(r)) => self.dropped[p][r],
+            _ => 0,
+        }
+    }
+
+    /// The totals follow the per-peer queues (O(peers): debug builds only).
+    fn check_counts(&self) {
+        if cfg!(debug_assertions) {
+            let messages: usize = self.blocked.values().map(|q| q.messages.len()).sum();
+            let bytes: usize = self.blocked.values().map(|q| q.bytes).sum();
+            debug_assert_eq!(messages, self.waiting_messages);
+            debug_assert_eq!(bytes, self.waiting_bytes);
+            debug_assert!(self.blocked.values().all(|q| !q.messages.is_empty()));
+            debug_assert_eq!(self.retry_at.is_some(), !self.blocked.is_empty());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// A ROUTER stand-in: per-peer room in messages; an unknown peer is unroutable.
+    #[derive(Default)]
+    struct Peers {
+        room: RefCell<HashMap<Bytes, usize>>,
+        got: RefCell<Vec<(Bytes, Bytes)>>,
+    }
+
+    impl Peers {
+        fn with(peers: &[(&'static str, usize)]) -> Self {
+            let p = Peers::default();
+            for (name, room) in peers {
+                p.room
+                    .borrow_mut()
+                    .insert(Bytes::from_static(name.as_bytes()), *room);
+            }
+            p
+        }
+        fn make_room(&self, peer: &'static str, n: usize) {
+            *self.room.borrow_mut().get_mut(peer.as_bytes()).unwrap() += n;
+        }
+        fn got(&self, peer: &str) -> Vec<Bytes> {
+            self.got
+                .borrow()
+                .iter()
+                .filter(|(p, _)| p == peer.as_bytes())
+                .map(|(_, b)| b.clone())
+                .collect()
+        }
+    }
+
+    impl PeerSink for Peers {
+        fn try_send(&self, msg: Message) -> Result<(), TrySendError> {
+            let peer = peer_of(&msg);
+            let mut room = self.room.borrow_mut();
+            match room.get_mut(&peer) {
+                None => Err(TrySendError::Failed(Error::Unroutable)),
+                Some(0) => Err(TrySendError::Full(msg)),
+                Some(n) => {
+                    *n -= 1;
+                    self.got.borrow_mut().push((peer, msg.frame(1).unwrap()));
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn msg(peer: &str, body: &str) -> Message {
+        Message::from_frames([peer.to_owned(), body.to_owned()])
+    }
+
+    #[test]
+    fn a_full_peer_waits_in_order_while_others_go_on() {
+        let t0 = Instant::now();
+        let peers = Peers::with(&[("slow", 1), ("fast", 100)]);
+        let mut out = Outbox::default();
+        for i in 0..5 {
+            out.send(&peers, t0, Product::Mdp, msg("slow", &i.to_string()))
+                .unwrap();
+            out.send(&peers, t0, Product::Mdp, msg("fast", &i.to_string()))
+                .unwrap();
+        }
+        assert_eq!(
+            peers.got("fast").len(),
+            5,
+            "a full peer holds up no one else"
+        );
+        assert_eq!(peers.got("slow"), ["0"]);
+        let s = out.stats();
+        assert_eq!((s.waiting_messages, s.blocked_peers), (4, 1));
+        assert_eq!(out.retry_at(), Some(t0 + RETRY_MIN));
+
+        // Nothing taken: the retry backs off.
+        out.retry(&peers, t0).unwrap();
+        assert_eq!(out.retry_at(), Some(t0 + RETRY_MIN * 2));
+        peers.make_room("slow", 2);
+        out.retry(&peers, t0).unwrap();
+        assert_eq!(peers.got("slow"), ["0", "1", "2"]);
+        assert_eq!(
+            out.retry_at(),
+            Some(t0 + RETRY_MIN),
+            "progress resets the backoff"
+        );
+        // A message sent meanwhile goes behind the waiting ones, not ahead.
+        peers.make_room("slow", 1);
+        out.send(&peers, t0, Product::Mdp, msg("slow", "late"))
+            .unwrap();
+        assert_eq!(peers.got("slow"), ["0", "1", "2"]);
+        peers.make_room("slow", 10);
+        out.retry(&peers, t0).unwrap();
+        assert_eq!(peers.got("slow"), ["0", "1", "2", "3", "4", "late"]);
+        assert!(out.is_empty());
+        assert_eq!(out.retry_at(), None);
+        assert_eq!(out.stats().waited_total, 5);
+    }
+
+    #[test]
+    fn undeliverable_messages_are_counted_by_product_and_reason() {
+        let t0 = Instant::now();
+        let peers = Peers::with(&[("slow", 0)]);
+        let mut out = Outbox::default();
+        out.send(&peers, t0, Product::Queue, msg("gone", "x"))
+            .unwrap();
+        out.send(&peers, t0, Product::Stream, msg("slow", "y"))
+            .unwrap();
+        out.send(&peers, t0, Product::Stream, msg("slow", "z"))
+            .unwrap();
+        assert_eq!(out.dropped(Product::Queue, DropReason::Unroutable), 1);
+        // The peer goes away while its messages wait.
+        peers.room.borrow_mut().remove(&b"slow"[..]);
+        out.retry(&peers, t0).unwrap();
+        assert_eq!(out.dropped(Product::Stream, DropReason::Unroutable), 2);
+        assert!(out.is_empty());
+
+        let peers = Peers::with(&[("slow", 0)]);
+        out.send(&peers, t0, Product::Mdp, msg("slow", "w"))
+            .unwrap();
+        out.abandon();
+        assert_eq!(out.dropped(Product::Mdp, DropReason::Shutdown), 1);
+        let s = out.stats();
+        assert_eq!(s.dropped.len(), 9);
+        assert_eq!(s.dropped.iter().map(|d| d.messages).sum::<u64>(), 4);
+        assert_eq!((s.waiting_messages, s.waiting_bytes), (0, 0));
+    }
+}
