@@ -70,9 +70,9 @@ def async_client(a, ctx):
             f = s.recv_multipart()
             assert f[:2] == [b"", b"MDPC01"], f[:3]
             body = f[3:]
-            # An echo ends with the id and the padding; a worker may add frames before them.
-            rid = body[-2] if len(body) >= 2 else b""
-            if rid.startswith(b"r") and len(rid) == 8:
+            # The id is the frame "r" + 7 digits; workers may add frames around it.
+            rid = next((x for x in body if len(x) == 8 and x.startswith(b"r") and x[1:].isdigit()), b"")
+            if rid:
                 i = int(rid[1:])
                 duplicates += i in got
                 got.add(i)
@@ -113,6 +113,8 @@ def worker(a, ctx):
                 reply = [b.upper() for b in body] if a.upper else body
                 if a.tag:
                     reply = [a.tag.encode()] + reply
+                if a.reply_pad:
+                    reply = reply + [b"x" * a.reply_pad]
                 for p in range(a.partials):
                     s.send_multipart(head + [PARTIAL, address, b"", b"part-%d" % p])
                 s.send_multipart(head + [REPLY, address, b""] + reply)
@@ -145,6 +147,7 @@ def main():
     p.add_argument("--partials", type=int, default=0)
     p.add_argument("--tag")
     p.add_argument("--rcvhwm", type=int, help="async-client: receive high-water mark, in messages")
+    p.add_argument("--reply-pad", type=int, default=0, help="worker: add a frame of this many bytes to each reply")
     p.add_argument("--hold", action="store_true", help="async-client: read only after SIGUSR1")
     p.add_argument("--pad", type=int, default=0, help="async-client: bytes of padding per request")
     a = p.parse_args()

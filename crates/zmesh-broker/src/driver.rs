@@ -7,7 +7,8 @@ use zmesh::{Message, Socket};
 
 use crate::admin::{AdminCommand, AdminLink, Snapshot};
 use crate::core::{Action, Broker, coalesce};
-use crate::outbox::{Outbox, Product};
+use crate::outbox::{Outbox, OutboxEvent, OutboxLimits, Product};
+use crate::peers::PeerConnections;
 use crate::queue::proto::is_queue_message;
 use crate::queue::store::{QueueStore, Sends};
 use crate::stream::StreamStore;
@@ -18,6 +19,9 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Most messages handled per wake-up before timers and sends get their turn.
 const BATCH_MAX: usize = 256;
+
+/// Rounds of congestion changes handled per wake-up; later changes wait for the next.
+const CONGESTION_ROUNDS_MAX: usize = 4;
 
 /// Serve on `sock` (a bound ROUTER with `router_mandatory` on, so a full or
 /// gone peer is never mistaken for a delivery) until `shutdown` completes; returns the core.
@@ -74,6 +78,8 @@ pub struct RunOptions {
     pub admin: Option<AdminLink>,
     /// After `shutdown`: how long held requests may take to finish.
     pub drain_timeout: Duration,
+    /// Bounds on what waits for peers that read slowly.
+    pub outbox: OutboxLimits,
 }
 
 impl Default for RunOptions {
@@ -81,6 +87,7 @@ impl Default for RunOptions {
         Self {
             admin: None,
             drain_timeout: Duration::from_secs(10),
+            outbox: OutboxLimits::default(),
         }
     }
 }
@@ -170,7 +177,9 @@ pub async fn run_with_stores(
     }
     tokio::pin!(shutdown);
     let mut out: Out = Vec::new();
-    let mut outbox = Outbox::default();
+    let mut outbox = Outbox::new(opts.outbox);
+    let mut closes = sock.closed_connections();
+    let mut connections = PeerConnections::default();
     let started_ms = now_ms();
     let mut drain_until: Option<Instant> = None;
     if let Some(link) = &opts.admin {
@@ -243,6 +252,9 @@ pub async fn run_with_stores(
                 let mut mdp_out = Vec::new();
                 while let Some(m) = next_msg.take() {
                     let frames = m.frames();
+                    if let (Some(from), Some(conn)) = (frames.first(), m.connection_id()) {
+                        connections.seen(from, conn);
+                    }
                     if let Some((from, rest)) = frames.split_first() {
                         match (stores.queues.as_mut(), stores.streams.as_mut()) {
                             (Some(q), _) if is_queue_message(rest) => send_all(Product::Queue, q.handle(from, rest), &mut out),
@@ -299,6 +311,16 @@ pub async fn run_with_stores(
                 }
                 end_batch(&mut stores, &mut out);
             }
+            Some(closed) = closes.next() => match closed {
+                zmesh::ConnectionClosed::Closed { connection_id } => {
+                    connections.closed(connection_id);
+                }
+                zmesh::ConnectionClosed::Lagged => {
+                    if let Ok(live) = sock.connection_ids().await {
+                        connections.keep_only(&live);
+                    }
+                }
+            },
             _ = tokio::time::sleep_until(retry_at.unwrap_or(next).into()), if retry_at.is_some() => {
                 outbox.retry(sock, Instant::now())?;
             }
@@ -325,12 +347,71 @@ pub async fn run_with_stores(
         };
         // Never an awaited send: a full peer waits in the outbox, not the loop.
         let now = Instant::now();
+        // Congestion changes make the cores hold back or resume work, which
+        // sends more; a few rounds settle it (each change is a transition).
+        for _ in 0..CONGESTION_ROUNDS_MAX {
+            for (product, m) in out.drain(..) {
+                outbox.send(sock, now, product, m)?;
+            }
+            let events = outbox.take_events();
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                match event {
+                    OutboxEvent::Congested(peer) => {
+                        set_congested(&mut broker, &mut stores, &peer, true, &mut out)
+                    }
+                    OutboxEvent::Relieved(peer) => {
+                        set_congested(&mut broker, &mut stores, &peer, false, &mut out)
+                    }
+                    OutboxEvent::Overflowed(peer) => disconnect(sock, &connections, &peer),
+                }
+            }
+        }
+        // Past the rounds: send what the last one produced; its events wait.
         for (product, m) in out.drain(..) {
             outbox.send(sock, now, product, m)?;
         }
         // Stay cooperative: with no send awaited, a busy loop must still yield.
         tokio::task::consume_budget().await;
     }
+}
+
+/// Tell every core that `peer` reads too slowly, or has caught up.
+fn set_congested(
+    broker: &mut Broker,
+    stores: &mut Stores,
+    peer: &bytes::Bytes,
+    congested: bool,
+    out: &mut Out,
+) {
+    out.extend(
+        broker
+            .set_congested(peer, congested)
+            .into_iter()
+            .map(to_message),
+    );
+    if let Some(q) = stores.queues.as_mut() {
+        send_all(Product::Queue, q.set_congested(peer, congested), out);
+    }
+    if let Some(s) = stores.streams.as_mut() {
+        send_all(Product::Stream, s.set_congested(peer, congested), out);
+    }
+}
+
+/// Close the connection of a peer that read too slowly, without waiting on it.
+fn disconnect(sock: &Socket, connections: &PeerConnections, peer: &bytes::Bytes) {
+    let Some(conn) = connections.connection(peer) else {
+        tracing::warn!(peer = ?peer, "a peer past its outbox bound has no known connection");
+        return;
+    };
+    tracing::warn!(peer = ?peer, conn, "disconnecting a peer that reads too slowly");
+    let sock = sock.clone();
+    tokio::spawn(async move {
+        // Already gone is as good as closed.
+        let _ = sock.disconnect_peer(conn).await;
+    });
 }
 
 fn end_batch(stores: &mut Stores, out: &mut Out) {

@@ -26,6 +26,7 @@ pub mod dedup;
 pub mod driver;
 pub mod mdp;
 pub mod outbox;
+mod peers;
 pub mod queue;
 pub mod stream;
 pub mod worker;

@@ -9,6 +9,14 @@
 //! retries blocked peers on a short timer ([`Outbox::retry_at`]). What cannot
 //! be delivered at all is counted by product and reason ([`OutboxStats`]).
 //!
+//! What waits is bounded in bytes ([`OutboxLimits`]). Past a peer's soft bound
+//! the outbox reports it congested, and the cores give it no new work (no
+//! requests to a worker, no deliveries to a consumer or subscriber) until it
+//! drains below half of that; past its hard bound, or when all peers together
+//! pass the broker-wide bound (then the peer with the most waiting), the peer
+//! is reported overflowed: what waits for it is dropped and counted, and the
+//! driver disconnects it. A peer that never reads cannot be told anything else.
+//!
 //! The engine has no per-peer "writable" signal (its readiness is "any peer has
 //! room"), hence the timer: it runs only while a peer is blocked, from 1 ms,
 //! doubling to [`RETRY_MAX`] while no blocked peer takes anything.
@@ -61,13 +69,16 @@ pub enum DropReason {
     Shutdown,
     /// The socket refused it for another reason (logged).
     SendError,
+    /// The peer read too slowly: past its bound, it was disconnected.
+    Overflow,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 3] = [
+    const ALL: [DropReason; 4] = [
         DropReason::Unroutable,
         DropReason::Shutdown,
         DropReason::SendError,
+        DropReason::Overflow,
     ];
 
     /// The label used in metrics.
@@ -76,8 +87,41 @@ impl DropReason {
             DropReason::Unroutable => "unroutable",
             DropReason::Shutdown => "shutdown",
             DropReason::SendError => "send_error",
+            DropReason::Overflow => "overflow",
         }
     }
+}
+
+/// Bounds on what waits, in bytes (envelopes included).
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    /// Past this a peer gets no new work until it drains below half of it.
+    pub peer_soft_bytes: usize,
+    /// Past this a peer is disconnected and what waits for it dropped (counted).
+    pub peer_hard_bytes: usize,
+    /// All peers together; past it the peer with the most waiting overflows.
+    pub total_bytes: usize,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        Self {
+            peer_soft_bytes: 8 << 20,
+            peer_hard_bytes: 64 << 20,
+            total_bytes: 1 << 30,
+        }
+    }
+}
+
+/// A change the cores or the driver act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxEvent {
+    /// Past its soft bound: give this peer no new work.
+    Congested(Bytes),
+    /// Drained below half its soft bound (or its queue is gone): work may resume.
+    Relieved(Bytes),
+    /// Past a hard bound: what waited was dropped; disconnect the peer.
+    Overflowed(Bytes),
 }
 
 /// Where a message goes: the broker's ROUTER, or a stand-in in unit tests.
@@ -112,8 +156,12 @@ pub struct OutboxStats {
     pub waiting_bytes: u64,
     /// Peers with messages waiting.
     pub blocked_peers: u64,
+    /// Peers given no new work now (past their soft bound).
+    pub congested_peers: u64,
     /// Messages that had to wait for their peer before going out.
     pub waited_total: u64,
+    /// Peers disconnected for reading too slowly.
+    pub overflowed_peers_total: u64,
     /// Undelivered messages, every product x reason (zeros included).
     pub dropped: Vec<DropCount>,
 }
@@ -127,6 +175,8 @@ struct Waiting {
 struct PeerQueue {
     messages: VecDeque<Waiting>,
     bytes: usize,
+    /// Reported congested and not yet relieved.
+    congested: bool,
 }
 
 /// The per-peer outbox; see the module docs.
@@ -139,19 +189,15 @@ pub struct Outbox {
     dropped: [[u64; DropReason::ALL.len()]; Product::ALL.len()],
     retry_at: Option<Instant>,
     retry_delay: Duration,
+    limits: OutboxLimits,
+    congested: usize,
+    overflowed_total: u64,
+    events: Vec<OutboxEvent>,
 }
 
 impl Default for Outbox {
     fn default() -> Self {
-        Self {
-            blocked: HashMap::default(),
-            waiting_messages: 0,
-            waiting_bytes: 0,
-            waited_total: 0,
-            dropped: Default::default(),
-            retry_at: None,
-            retry_delay: RETRY_MIN,
-        }
+        Self::new(OutboxLimits::default())
     }
 }
 
@@ -161,6 +207,29 @@ fn peer_of(msg: &Message) -> Bytes {
 }
 
 impl Outbox {
+    /// An empty outbox with these bounds.
+    pub fn new(limits: OutboxLimits) -> Self {
+        debug_assert!(limits.peer_soft_bytes <= limits.peer_hard_bytes);
+        Self {
+            blocked: HashMap::default(),
+            waiting_messages: 0,
+            waiting_bytes: 0,
+            waited_total: 0,
+            dropped: Default::default(),
+            retry_at: None,
+            retry_delay: RETRY_MIN,
+            limits,
+            congested: 0,
+            overflowed_total: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Congestion changes and overflows since the last call, in order.
+    pub fn take_events(&mut self) -> Vec<OutboxEvent> {
+        std::mem::take(&mut self.events)
+    }
+
     /// Send `msg` (routing frame first) to its peer now, or queue it behind
     /// what already waits for that peer. Only a closed socket is an error.
     pub fn send(
@@ -171,50 +240,78 @@ impl Outbox {
         msg: Message,
     ) -> Result<(), Error> {
         let peer = peer_of(&msg);
-        if let Some(queue) = self.blocked.get_mut(&peer) {
-            // Behind what waits: order per peer is the protocols' promise.
-            Self::enqueue(
-                queue,
-                &mut self.waiting_messages,
-                &mut self.waiting_bytes,
-                product,
-                msg,
-            );
-            return Ok(());
-        }
-        match sink.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(msg)) => {
-                let queue = self.blocked.entry(peer).or_default();
-                Self::enqueue(
-                    queue,
-                    &mut self.waiting_messages,
-                    &mut self.waiting_bytes,
-                    product,
-                    msg,
-                );
-                if self.retry_at.is_none() {
-                    self.retry_delay = RETRY_MIN;
-                    self.retry_at = Some(now + RETRY_MIN);
+        // Behind what waits, if anything does: order per peer is the protocols' promise.
+        let msg = if self.blocked.contains_key(&peer) {
+            msg
+        } else {
+            match sink.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(msg)) => {
+                    if self.retry_at.is_none() {
+                        self.retry_delay = RETRY_MIN;
+                        self.retry_at = Some(now + RETRY_MIN);
+                    }
+                    msg
                 }
-                Ok(())
+                Err(TrySendError::Failed(e)) => return self.failed(product, e),
             }
-            Err(TrySendError::Failed(e)) => self.failed(product, e),
+        };
+        self.enqueue(peer, product, msg);
+        Ok(())
+    }
+
+    fn enqueue(&mut self, peer: Bytes, product: Product, msg: Message) {
+        let len = msg.byte_len();
+        let queue = self.blocked.entry(peer.clone()).or_default();
+        queue.bytes += len;
+        queue.messages.push_back(Waiting { product, msg });
+        self.waiting_messages += 1;
+        self.waiting_bytes += len;
+        if !queue.congested && queue.bytes > self.limits.peer_soft_bytes {
+            queue.congested = true;
+            self.congested += 1;
+            self.events.push(OutboxEvent::Congested(peer.clone()));
+        }
+        if queue.bytes > self.limits.peer_hard_bytes {
+            self.overflow(&peer);
+        }
+        while self.waiting_bytes > self.limits.total_bytes {
+            let Some(biggest) = self
+                .blocked
+                .iter()
+                .max_by_key(|(_, q)| q.bytes)
+                .map(|(p, _)| p.clone())
+            else {
+                break;
+            };
+            self.overflow(&biggest);
         }
     }
 
-    fn enqueue(
-        queue: &mut PeerQueue,
-        waiting_messages: &mut usize,
-        waiting_bytes: &mut usize,
-        product: Product,
-        msg: Message,
-    ) {
-        let len = msg.byte_len();
-        queue.bytes += len;
-        queue.messages.push_back(Waiting { product, msg });
-        *waiting_messages += 1;
-        *waiting_bytes += len;
+    /// Drop everything waiting for `peer` (counted) and report it overflowed.
+    fn overflow(&mut self, peer: &Bytes) {
+        let Some(queue) = self.blocked.remove(peer) else {
+            return;
+        };
+        for w in &queue.messages {
+            self.count_drop(w.product, DropReason::Overflow, 1);
+        }
+        self.waiting_messages -= queue.messages.len();
+        self.waiting_bytes -= queue.bytes;
+        self.overflowed_total += 1;
+        self.forget(peer, queue.congested);
+        self.events.push(OutboxEvent::Overflowed(peer.clone()));
+        if self.blocked.is_empty() {
+            self.retry_at = None;
+        }
+    }
+
+    /// A peer's queue is gone: if it was congested, it is not any more.
+    fn forget(&mut self, peer: &Bytes, congested: bool) {
+        if congested {
+            self.congested -= 1;
+            self.events.push(OutboxEvent::Relieved(peer.clone()));
+        }
     }
 
     /// Count a send the socket refused; a closed socket ends the loop.
@@ -278,10 +375,16 @@ impl Outbox {
             if queue.messages.is_empty() {
                 debug_assert_eq!(queue.bytes, 0, "a peer's byte count follows its messages");
                 emptied.push(peer.clone());
+            } else if queue.congested && queue.bytes <= self.limits.peer_soft_bytes / 2 {
+                queue.congested = false;
+                self.congested -= 1;
+                self.events.push(OutboxEvent::Relieved(peer.clone()));
             }
         }
         for peer in emptied {
-            self.blocked.remove(&peer);
+            if let Some(queue) = self.blocked.remove(&peer) {
+                self.forget(&peer, queue.congested);
+            }
         }
         for (product, e) in failures {
             self.failed(product, e)?;
@@ -317,6 +420,7 @@ impl Outbox {
             self.count_drop(product, DropReason::Shutdown, 1);
         }
         self.blocked.clear();
+        self.congested = 0;
         self.waiting_messages = 0;
         self.waiting_bytes = 0;
         self.retry_at = None;
@@ -338,7 +442,9 @@ impl Outbox {
             waiting_messages: self.waiting_messages as u64,
             waiting_bytes: self.waiting_bytes as u64,
             blocked_peers: self.blocked.len() as u64,
+            congested_peers: self.congested as u64,
             waited_total: self.waited_total,
+            overflowed_peers_total: self.overflowed_total,
             dropped,
         }
     }
@@ -361,6 +467,8 @@ impl Outbox {
             debug_assert_eq!(messages, self.waiting_messages);
             debug_assert_eq!(bytes, self.waiting_bytes);
             debug_assert!(self.blocked.values().all(|q| !q.messages.is_empty()));
+            let congested = self.blocked.values().filter(|q| q.congested).count();
+            debug_assert_eq!(congested, self.congested);
             debug_assert_eq!(self.retry_at.is_some(), !self.blocked.is_empty());
         }
     }
@@ -467,6 +575,84 @@ mod tests {
         assert_eq!(out.stats().waited_total, 5);
     }
 
+    fn sized(peer: &str, n: usize) -> Message {
+        Message::from_frames([Bytes::from(peer.to_owned()), Bytes::from(vec![0u8; n])])
+    }
+
+    #[test]
+    fn a_peer_past_its_soft_bound_is_congested_until_it_drains_below_half() {
+        let t0 = Instant::now();
+        let limits = OutboxLimits {
+            peer_soft_bytes: 1000,
+            peer_hard_bytes: 10_000,
+            total_bytes: 100_000,
+        };
+        let peers = Peers::with(&[("slow", 0)]);
+        let mut out = Outbox::new(limits);
+        for _ in 0..4 {
+            out.send(&peers, t0, Product::Queue, sized("slow", 300))
+                .unwrap();
+        }
+        // 4 x 304 bytes (routing frame included): past 1,000 at the fourth;
+        // relieved at 304 waiting, not at 608.
+        assert_eq!(out.take_events(), [OutboxEvent::Congested("slow".into())]);
+        assert_eq!(out.stats().congested_peers, 1);
+        peers.make_room("slow", 1);
+        out.retry(&peers, t0).unwrap();
+        assert_eq!(out.take_events(), [], "still above half the soft bound");
+        peers.make_room("slow", 2);
+        out.retry(&peers, t0).unwrap();
+        assert_eq!(out.take_events(), [OutboxEvent::Relieved("slow".into())]);
+        assert_eq!(out.stats().congested_peers, 0);
+    }
+
+    #[test]
+    fn a_peer_past_its_hard_bound_overflows_and_what_waited_is_counted() {
+        let t0 = Instant::now();
+        let limits = OutboxLimits {
+            peer_soft_bytes: 1000,
+            peer_hard_bytes: 2000,
+            total_bytes: 100_000,
+        };
+        let peers = Peers::with(&[("slow", 0)]);
+        let mut out = Outbox::new(limits);
+        for _ in 0..7 {
+            out.send(&peers, t0, Product::Stream, sized("slow", 300))
+                .unwrap();
+        }
+        assert_eq!(
+            out.take_events(),
+            [
+                OutboxEvent::Congested("slow".into()),
+                OutboxEvent::Relieved("slow".into()),
+                OutboxEvent::Overflowed("slow".into()),
+            ]
+        );
+        assert_eq!(out.dropped(Product::Stream, DropReason::Overflow), 7);
+        assert!(out.is_empty());
+        assert_eq!(out.retry_at(), None);
+        let s = out.stats();
+        assert_eq!((s.waiting_bytes, s.overflowed_peers_total), (0, 1));
+    }
+
+    #[test]
+    fn past_the_broker_wide_bound_the_biggest_peer_overflows() {
+        let t0 = Instant::now();
+        let limits = OutboxLimits {
+            peer_soft_bytes: 10_000,
+            peer_hard_bytes: 10_000,
+            total_bytes: 1000,
+        };
+        let peers = Peers::with(&[("a", 0), ("b", 0)]);
+        let mut out = Outbox::new(limits);
+        out.send(&peers, t0, Product::Mdp, sized("a", 700)).unwrap();
+        out.send(&peers, t0, Product::Mdp, sized("b", 300)).unwrap();
+        out.send(&peers, t0, Product::Mdp, sized("b", 300)).unwrap();
+        assert_eq!(out.take_events(), [OutboxEvent::Overflowed("a".into())]);
+        assert_eq!(out.stats().blocked_peers, 1);
+        assert_eq!(out.dropped(Product::Mdp, DropReason::Overflow), 1);
+    }
+
     #[test]
     fn undeliverable_messages_are_counted_by_product_and_reason() {
         let t0 = Instant::now();
@@ -491,7 +677,7 @@ mod tests {
         out.abandon();
         assert_eq!(out.dropped(Product::Mdp, DropReason::Shutdown), 1);
         let s = out.stats();
-        assert_eq!(s.dropped.len(), 9);
+        assert_eq!(s.dropped.len(), 12);
         assert_eq!(s.dropped.iter().map(|d| d.messages).sum::<u64>(), 4);
         assert_eq!((s.waiting_messages, s.waiting_bytes), (0, 0));
     }

@@ -37,6 +37,9 @@ pub struct BrokerSection {
     pub group_commit_bytes: Option<u64>,
     pub segment_mib: Option<u64>,
     pub queue_memory_mib: Option<u64>,
+    pub peer_outbox_soft_mib: Option<u64>,
+    pub peer_outbox_hard_mib: Option<u64>,
+    pub outbox_mib: Option<u64>,
     pub admin_bind: Option<String>,
     pub admin_token: Option<String>,
     pub admin_host: Option<Vec<String>>,
@@ -143,6 +146,9 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
         take!(group_commit_bytes);
         take!(segment_mib);
         take!(queue_memory_mib);
+        take!(peer_outbox_soft_mib);
+        take!(peer_outbox_hard_mib);
+        take!(outbox_mib);
         take!(admin_bind, opt);
         take!(admin_token, opt);
         take!(admin_host);
@@ -220,6 +226,16 @@ fn validate(cmd: &BrokerCmd) -> Result<(), String> {
     if cmd.queue_memory_mib == 0 || cmd.queue_memory_mib > 1 << 30 {
         return Err("broker.queue_memory_mib must be 1 to 1073741824".into());
     }
+    if cmd.peer_outbox_soft_mib == 0
+        || cmd.peer_outbox_soft_mib > cmd.peer_outbox_hard_mib
+        || cmd.peer_outbox_hard_mib > cmd.outbox_mib
+        || cmd.outbox_mib > 1 << 20
+    {
+        return Err(
+            "broker outbox bounds need 0 < peer_outbox_soft_mib <= peer_outbox_hard_mib <= outbox_mib <= 1048576"
+                .into(),
+        );
+    }
     let sec = &cmd.socket.security;
     for (key, p) in [
         (
@@ -256,6 +272,9 @@ pub fn effective(cmd: &BrokerCmd) -> String {
             group_commit_bytes: Some(cmd.group_commit_bytes),
             segment_mib: Some(cmd.segment_mib),
             queue_memory_mib: Some(cmd.queue_memory_mib),
+            peer_outbox_soft_mib: Some(cmd.peer_outbox_soft_mib),
+            peer_outbox_hard_mib: Some(cmd.peer_outbox_hard_mib),
+            outbox_mib: Some(cmd.outbox_mib),
             admin_bind: cmd.admin_bind.clone(),
             admin_token: cmd.admin_token.as_ref().map(|_| "(set, hidden)".to_owned()),
             admin_host: Some(cmd.admin_host.clone()),

@@ -15,6 +15,8 @@ use tokio::process::{Child, Command};
 use zmesh_broker::client::{Client, ClientConfig};
 use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
 use zmesh_testkit::net::{bounded, free_endpoint, free_port};
+use zmesh_testkit::peer::PyPeer;
+use zmesh_testkit::process;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -245,6 +247,137 @@ async fn metrics_and_api_reflect_known_traffic_and_changes_need_the_token() {
             400
         );
         let _ = std::fs::remove_dir_all(&d);
+    })
+    .await;
+}
+
+/// /metrics once `done` holds for its samples (the snapshot behind it is
+/// refreshed every second), or a failure naming what was last seen.
+async fn metrics_when(
+    port: u16,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let t = Instant::now();
+    loop {
+        let (status, text) = http(port, "GET", "/metrics", None, "").await;
+        assert_eq!(status, 200);
+        let samples = parse_metrics(&text);
+        if done(&samples) {
+            return samples;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "metrics never showed {what}: {samples}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A client that sends thousands of requests and never reads: the broker
+/// holds its replies up to the peer bound, then disconnects it and counts
+/// what it dropped, its memory bounded far below the replies' total.
+#[tokio::test]
+async fn a_client_that_never_reads_is_disconnected_counted_and_memory_stays_bounded() {
+    bounded(LIMIT, async {
+        const REQUESTS: u32 = 2000;
+        const REPLY_BYTES: u32 = 64 * 1024; // 2,000 x 64 KiB = 125 MiB of replies
+        let ep = free_endpoint();
+        let port = free_port();
+        let admin = format!("127.0.0.1:{port}");
+        // Its log is kept open: the broker warns when it disconnects the reader.
+        let (b, _log) = broker_listening(&[
+            "--no-queues",
+            "--worker-heartbeat-ms",
+            "300",
+            "--bind",
+            &ep,
+            "--admin-bind",
+            &admin,
+            "--request-timeout-ms",
+            "60000",
+            "--peer-outbox-soft-mib",
+            "1",
+            "--peer-outbox-hard-mib",
+            "8",
+            "--outbox-mib",
+            "64",
+            // The engine's own pipe per peer, in messages: 50 x 64 KiB.
+            "--hwm",
+            "50",
+        ])
+        .await;
+        let pad = REPLY_BYTES.to_string();
+        let (_w, _) = PyPeer::start_script(
+            "mdp_peer.py",
+            &[
+                "worker",
+                "--broker",
+                &ep,
+                "--service",
+                "big",
+                "--count",
+                "100000",
+                "--reply-pad",
+                &pad,
+            ],
+        )
+        .await;
+        let count = REQUESTS.to_string();
+        let (mut client, _) = PyPeer::start_script(
+            "mdp_peer.py",
+            &[
+                "async-client",
+                "--broker",
+                &ep,
+                "--service",
+                "big",
+                "--count",
+                &count,
+                "--hold",
+            ],
+        )
+        .await;
+        assert_eq!(client.line().await, "SENT");
+        let overflow = "zmesh_outbox_dropped_messages_total{product=mdp,reason=overflow}";
+        let answered = "zmesh_service_replies_total{service=big}";
+        let samples = metrics_when(
+            port,
+            "every request answered and the reader disconnected",
+            |s| {
+                s[answered].as_f64() == Some(f64::from(REQUESTS))
+                    && s["zmesh_outbox_disconnected_peers_total{}"].as_f64() == Some(1.0)
+            },
+        )
+        .await;
+        let dropped = samples[overflow].as_f64().unwrap();
+        assert!(dropped > 0.0, "{samples}");
+        // Everything after the disconnect is for a peer that is gone.
+        let unroutable =
+            samples["zmesh_outbox_dropped_messages_total{product=mdp,reason=unroutable}"]
+                .as_f64()
+                .unwrap();
+        let waiting = samples["zmesh_outbox_waiting_bytes{}"].as_f64().unwrap();
+        assert_eq!(
+            waiting, 0.0,
+            "nothing waits for a disconnected peer: {samples}"
+        );
+        // The broker's memory: the engine's pipe (50 x 64 KiB), the peer bound
+        // (8 MiB) and its own baseline, not 125 MiB of replies.
+        let rss_mib = process::rss_kib(b.id().unwrap()).unwrap() / 1024;
+        assert!(
+            rss_mib < 80,
+            "broker RSS {rss_mib} MiB with {dropped} + {unroutable} replies dropped"
+        );
+        // The client, reading at last, has at most what was not counted as dropped.
+        process::signal(client.pid(), process::SIGUSR1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&client.line().await).unwrap();
+        let got = v["answered"].as_f64().unwrap();
+        assert!(
+            got + dropped + unroutable <= f64::from(REQUESTS),
+            "{v} {samples}"
+        );
+        assert_eq!(v["duplicates"], 0, "{v}");
     })
     .await;
 }

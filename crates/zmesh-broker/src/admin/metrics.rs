@@ -90,7 +90,7 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
     );
     m.counter(
         "zmesh_service_replies",
-        "Final replies delivered per service",
+        "Final replies sent (or waiting in the outbox) per service; zmesh_outbox_dropped_messages counts those that never reached their client",
         svc(|x| x.replies),
     );
     m.counter(
@@ -333,6 +333,16 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
         "zmesh_outbox_blocked_peers",
         "Peers with messages waiting for room in their pipe",
         vec![(vec![], o.blocked_peers)],
+    );
+    m.gauge_u64(
+        "zmesh_outbox_congested_peers",
+        "Peers given no new work until what waits for them drains",
+        vec![(vec![], o.congested_peers)],
+    );
+    m.counter(
+        "zmesh_outbox_disconnected_peers",
+        "Peers disconnected for letting more than their bound wait unread",
+        vec![(vec![], o.overflowed_peers_total)],
     );
     m.counter(
         "zmesh_outbox_waited_messages",

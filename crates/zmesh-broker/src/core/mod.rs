@@ -178,6 +178,9 @@ pub struct Broker {
     latencies: std::collections::VecDeque<(String, Duration)>,
     /// Whether anyone takes them (the admin port's histogram).
     record_latencies: bool,
+    /// Peers whose replies and requests pile up unread (the driver's outbox
+    /// says so): their workers get no new requests. Bounded by the outbox.
+    congested: foldhash::HashSet<Bytes>,
 }
 
 /// How long a service with no worker and nothing waiting is remembered.
@@ -212,6 +215,7 @@ impl Broker {
             draining: false,
             latencies: Default::default(),
             record_latencies: false,
+            congested: Default::default(),
         }
     }
 
@@ -571,6 +575,37 @@ impl Broker {
         self.services.retain(|_, s| {
             !s.unused() || now.saturating_duration_since(s.last_active) < SERVICE_IDLE_EXPIRY
         });
+        out
+    }
+
+    /// `peer` reads too slowly (`true`) or has caught up (`false`), as the
+    /// driver's outbox reports: a congested worker is offered no requests, so
+    /// they go to its peers or wait, instead of piling up in front of it.
+    pub fn set_congested(&mut self, peer: &Bytes, congested: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        if congested {
+            self.congested.insert(peer.clone());
+        } else {
+            self.congested.remove(peer);
+        }
+        let Some(w) = self.workers.get_mut(peer) else {
+            return out;
+        };
+        if w.congested == congested {
+            return out;
+        }
+        w.congested = congested;
+        let service = w.service.clone();
+        let Some(s) = self.services.get_mut(&service) else {
+            return out;
+        };
+        if congested {
+            s.free.withdraw(peer, w);
+        } else {
+            self.slot_seq += 1;
+            s.free.offer(peer, w, self.slot_seq);
+            self.dispatch_requests(&service, &mut out);
+        }
         out
     }
 

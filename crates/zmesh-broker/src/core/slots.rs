@@ -25,7 +25,7 @@ impl FreeSlots {
     pub fn offer(&mut self, id: &Bytes, w: &mut Worker, seq: u64) {
         self.withdraw(id, w);
         let busy = w.busy.len() as u32;
-        if w.draining || busy >= w.credit {
+        if w.draining || w.congested || busy >= w.credit {
             return;
         }
         self.order.insert((busy, seq, id.clone()));
@@ -33,7 +33,7 @@ impl FreeSlots {
         w.listed = Some((busy, seq));
     }
 
-    /// Take `w` off the list (it is busy, draining or gone).
+    /// Take `w` off the list (it is busy, draining, congested or gone).
     pub fn withdraw(&mut self, id: &Bytes, w: &mut Worker) {
         if let Some((busy, seq)) = w.listed.take() {
             self.order.remove(&(busy, seq, id.clone()));

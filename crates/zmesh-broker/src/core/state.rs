@@ -58,6 +58,8 @@ pub(super) struct Worker {
     pub credit: u32,
     /// Asked for no more requests (ZMDPW1 DRAIN).
     pub draining: bool,
+    /// Its messages pile up unread in the broker's outbox: no new requests.
+    pub congested: bool,
     /// Its place in its service's [`FreeSlots`]: (load, order) when listed.
     pub listed: Option<(u32, u64)>,
 }

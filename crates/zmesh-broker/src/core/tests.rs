@@ -606,3 +606,26 @@ fn a_burst_spreads_over_a_pool_of_zmdpw1_workers() {
     );
     assert_eq!(b.services()[0].idle, 10);
 }
+
+#[test]
+fn a_congested_worker_gets_no_requests_until_relieved() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig::default());
+    assert!(b.set_congested(&id("w1"), true).is_empty());
+    // Registered while congested: not offered.
+    ready(&mut b, t0, "w1", "echo");
+    assert!(request(&mut b, t0, "c1", "echo", "one").is_empty());
+    assert_eq!(dispatched(&ready(&mut b, t0, "w2", "echo")).0, "w2");
+    // "two" waits: w1 is congested, w2 busy.
+    assert!(request(&mut b, t0, "c1", "echo", "two").is_empty());
+    assert_eq!(b.queued("echo"), 1);
+    let a = b.set_congested(&id("w1"), false);
+    assert_eq!(dispatched(&a).0, "w1", "relieved, it takes what waits");
+    assert_eq!(b.queued("echo"), 0);
+    // Congested again while idle: the next request waits rather than go to it.
+    b.set_congested(&id("w1"), true);
+    let a = reply(&mut b, t0, "w1", &dispatched(&a).1, "done");
+    assert!(a.iter().all(|Action::Send { to, .. }| to != "w1"));
+    assert!(request(&mut b, t0, "c1", "echo", "three").is_empty());
+    assert_eq!(b.queued("echo"), 1);
+}

@@ -104,6 +104,7 @@ impl Broker {
             busy: Vec::new(),
             credit,
             draining: false,
+            congested: self.congested.contains(id),
             listed: None,
         };
         self.slots += credit as usize;

@@ -88,6 +88,8 @@ pub(crate) struct Consumer {
     pub prefetch: u32,
     /// Tags delivered and not yet settled; never more than `prefetch`.
     pub held: HashSet<u64>,
+    /// Its deliveries pile up unread in the broker's outbox: none for now.
+    pub congested: bool,
 }
 
 /// Counters of one queue.
@@ -407,10 +409,10 @@ impl Queue {
                 expired.push(offset);
                 continue;
             }
-            let Some(i) = (0..n)
-                .map(|k| (self.next_consumer + k) % n)
-                .find(|&i| self.consumers[i].held.len() < self.consumers[i].prefetch as usize)
-            else {
+            let Some(i) = (0..n).map(|k| (self.next_consumer + k) % n).find(|&i| {
+                let c = &self.consumers[i];
+                !c.congested && c.held.len() < c.prefetch as usize
+            }) else {
                 break;
             };
             self.next_consumer = (i + 1) % n;

@@ -297,6 +297,14 @@ impl QueueStore {
         sends
     }
 
+    /// A peer reads too slowly, or has caught up (see [`QueueCore::set_congested`]).
+    pub fn set_congested(&mut self, peer: &Bytes, congested: bool) -> Sends {
+        let actions = self.core.set_congested(now_ms(), peer, congested);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        sends
+    }
+
     /// Timers and log cleanup.
     pub fn tick(&mut self) -> Sends {
         let actions = self.core.tick(now_ms());

@@ -146,6 +146,14 @@ impl StreamStore {
         sends
     }
 
+    /// A peer reads too slowly, or has caught up (see [`StreamCore::set_congested`]).
+    pub fn set_congested(&mut self, peer: &Bytes, congested: bool) -> Sends {
+        let actions = self.core.set_congested(peer, congested);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        sends
+    }
+
     /// Timers, retention, durable positions.
     pub fn tick(&mut self) -> Sends {
         let actions = self.core.tick(now_ms());

@@ -76,6 +76,19 @@ pub struct BrokerCmd {
     /// while the disk lags, publishes get 503.
     #[arg(long, default_value_t = 4096, env = "ZMESH_QUEUE_MEMORY_MIB")]
     pub queue_memory_mib: u64,
+    /// Replies and deliveries waiting for one peer that reads slowly, in MiB:
+    /// past it the peer gets no new work (requests, deliveries) until half
+    /// of it has drained.
+    #[arg(long, default_value_t = 8, env = "ZMESH_PEER_OUTBOX_SOFT_MIB")]
+    pub peer_outbox_soft_mib: u64,
+    /// Past this, in MiB, a peer that reads too slowly is disconnected and
+    /// what waited for it is dropped, counted in zmesh_outbox_dropped_messages.
+    #[arg(long, default_value_t = 64, env = "ZMESH_PEER_OUTBOX_HARD_MIB")]
+    pub peer_outbox_hard_mib: u64,
+    /// All peers' waiting messages together, in MiB: past it the peer with
+    /// the most waiting is disconnected.
+    #[arg(long, default_value_t = 1024, env = "ZMESH_OUTBOX_MIB")]
+    pub outbox_mib: u64,
     /// Admin HTTP port (metrics, API, probes), e.g. 127.0.0.1:8222; off when absent.
     #[arg(long, env = "ZMESH_ADMIN_BIND")]
     pub admin_bind: Option<String>,
@@ -165,6 +178,11 @@ pub async fn run_broker(
     // that line can use every port.
     let mut opts = zmesh_broker::driver::RunOptions {
         drain_timeout: Duration::from_millis(cmd.drain_timeout_ms),
+        outbox: zmesh_broker::outbox::OutboxLimits {
+            peer_soft_bytes: (cmd.peer_outbox_soft_mib << 20) as usize,
+            peer_hard_bytes: (cmd.peer_outbox_hard_mib << 20) as usize,
+            total_bytes: (cmd.outbox_mib << 20) as usize,
+        },
         ..Default::default()
     };
     if let Some(addr) = &cmd.admin_bind {

@@ -100,6 +100,7 @@ impl QueueCore {
                 peer: from.clone(),
                 prefetch,
                 held: Default::default(),
+                congested: self.congested.contains(from),
             }),
         }
         let peer = self.peers.entry(from.clone()).or_insert(Peer {

@@ -166,6 +166,9 @@ pub struct QueueCore {
     memory: Memory,
     /// Body bytes waiting for their write, over all queues.
     storing_bytes: u64,
+    /// Peers whose messages pile up unread in the driver's outbox: their
+    /// consumers get no deliveries until relieved. Bounded by the outbox.
+    congested: foldhash::HashSet<Bytes>,
     out: Vec<QueueAction>,
     /// Counters.
     pub counters: CoreCounters,
@@ -191,6 +194,7 @@ impl QueueCore {
             batches: HashMap::default(),
             next_batch: 0,
             peers: HashMap::default(),
+            congested: Default::default(),
             next_heartbeat_ms: 0,
             earliest_ack_deadline_ms: None,
             messages: 0,
@@ -657,6 +661,38 @@ impl QueueCore {
             }) => self.dead_letter_persisted(now_ms, from, from_offset, to, msg, result),
             Some(Ticket::Move { queue, from }) => self.move_persisted(now_ms, queue, from, result),
             None => {}
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// `peer` reads too slowly (`true`) or has caught up (`false`), as the
+    /// driver's outbox reports: its consumers get no deliveries meanwhile, so
+    /// messages go to other consumers or wait in the queue, not in memory
+    /// in front of a reader that does not read.
+    pub fn set_congested(
+        &mut self,
+        now_ms: u64,
+        peer: &Bytes,
+        congested: bool,
+    ) -> Vec<QueueAction> {
+        let changed = if congested {
+            self.congested.insert(peer.clone())
+        } else {
+            self.congested.remove(peer)
+        };
+        if let Some(p) = self.peers.get(peer).filter(|_| changed) {
+            let names = p.queues.clone();
+            for name in names {
+                let Some(q) = self.queues.get_mut(&name) else {
+                    continue;
+                };
+                for c in q.consumers.iter_mut().filter(|c| c.peer == *peer) {
+                    c.congested = congested;
+                }
+                if !congested {
+                    self.dispatch(now_ms, &name);
+                }
+            }
         }
         std::mem::take(&mut self.out)
     }

@@ -133,7 +133,11 @@ impl StreamCore {
         let Some(s) = self.streams.get(&sub.stream) else {
             return;
         };
-        if sub.busy || sub.credit == 0 || sub.cursor >= s.visible_end {
+        if sub.busy
+            || sub.credit == 0
+            || sub.cursor >= s.visible_end
+            || self.congested.contains(&key.0)
+        {
             return;
         }
         sub.busy = true;

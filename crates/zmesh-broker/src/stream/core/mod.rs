@@ -190,6 +190,9 @@ pub struct StreamCore {
     dirty: Vec<u32>,
     /// Shutting down: publishes are refused (503).
     draining: bool,
+    /// Peers whose MSGs pile up unread in the driver's outbox: their
+    /// subscriptions fetch nothing until relieved. Bounded by the outbox.
+    congested: foldhash::HashSet<Bytes>,
     out: Vec<StreamAction>,
 }
 
@@ -222,6 +225,7 @@ impl StreamCore {
             durables_dirty: false,
             dirty: Vec::new(),
             draining: false,
+            congested: Default::default(),
             out: Vec::new(),
         };
         for spec in &catalog.streams {
@@ -486,6 +490,22 @@ impl StreamCore {
     }
 
     /// Heartbeats, silent peers, retention, saving durable positions.
+    /// `peer` reads too slowly (`true`) or has caught up (`false`), as the
+    /// driver's outbox reports: its subscriptions keep their credit but fetch
+    /// nothing meanwhile, so MSGs stay in the log, not in memory in front of
+    /// a reader that does not read. (A scan of the subscriptions, on changes only.)
+    pub fn set_congested(&mut self, peer: &Bytes, congested: bool) -> Vec<StreamAction> {
+        if congested {
+            self.congested.insert(peer.clone());
+        } else if self.congested.remove(peer) {
+            let keys: Vec<SubKey> = self.subs.keys().filter(|k| k.0 == *peer).cloned().collect();
+            for k in keys {
+                self.pump(&k);
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
     pub fn tick(&mut self, now_ms: u64) -> Vec<StreamAction> {
         let silent: Vec<Bytes> = self
             .peers
