@@ -250,10 +250,13 @@ pub async fn run_with_stores(
                 let mut next_msg = Some(m?);
                 let mut n = 0;
                 let mut mdp_out = Vec::new();
+                let mut last_words = Vec::new();
                 while let Some(m) = next_msg.take() {
                     let frames = m.frames();
-                    if let (Some(from), Some(conn)) = (frames.first(), m.connection_id()) {
-                        connections.seen(from, conn);
+                    if let (Some(from), Some(conn)) = (frames.first(), m.connection_id())
+                        && !connections.seen(from, conn)
+                    {
+                        last_words.push(from.clone());
                     }
                     if let Some((from, rest)) = frames.split_first() {
                         match (stores.queues.as_mut(), stores.streams.as_mut()) {
@@ -269,6 +272,10 @@ pub async fn run_with_stores(
                 }
                 // One BATCH per zmesh peer for the whole round.
                 out.extend(coalesce(mdp_out).into_iter().map(to_message));
+                // Read after their connection's close: handled, and gone again.
+                for peer in last_words {
+                    connection_closed(&mut broker, &mut stores, &peer, &mut out);
+                }
                 end_batch(&mut stores, &mut out);
             }
             r = queue_durable => {
@@ -313,11 +320,17 @@ pub async fn run_with_stores(
             }
             Some(closed) = closes.next() => match closed {
                 zmesh::ConnectionClosed::Closed { connection_id } => {
-                    connections.closed(connection_id);
+                    if let Some(peer) = connections.closed(connection_id) {
+                        connection_closed(&mut broker, &mut stores, &peer, &mut out);
+                        end_batch(&mut stores, &mut out);
+                    }
                 }
                 zmesh::ConnectionClosed::Lagged => {
                     if let Ok(live) = sock.connection_ids().await {
-                        connections.keep_only(&live);
+                        for peer in connections.keep_only(&live) {
+                            connection_closed(&mut broker, &mut stores, &peer, &mut out);
+                        }
+                        end_batch(&mut stores, &mut out);
                     }
                 }
             },
@@ -375,6 +388,17 @@ pub async fn run_with_stores(
         }
         // Stay cooperative: with no send awaited, a busy loop must still yield.
         tokio::task::consume_budget().await;
+    }
+}
+
+/// Tell every core that `peer`'s connection closed: what it held is released now.
+fn connection_closed(broker: &mut Broker, stores: &mut Stores, peer: &bytes::Bytes, out: &mut Out) {
+    out.extend(broker.connection_closed(peer).into_iter().map(to_message));
+    if let Some(q) = stores.queues.as_mut() {
+        send_all(Product::Queue, q.connection_closed(peer), out);
+    }
+    if let Some(s) = stores.streams.as_mut() {
+        send_all(Product::Stream, s.connection_closed(peer), out);
     }
 }
 

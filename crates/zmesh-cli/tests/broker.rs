@@ -497,6 +497,94 @@ async fn worker_killed_mid_request() {
     .await;
 }
 
+/// The broker's view of one service (`zmesh.services`) once `done` holds.
+async fn wait_service(client: &Client, service: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = client.request("zmesh.services", vec![]).await {
+            let v: serde_json::Value = serde_json::from_slice(&r[1]).unwrap();
+            if let Some(s) = v["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == service)
+                && done(s)
+            {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{service} never reached the state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A worker's connection closing is its end: its request goes to another
+/// worker within about a second, not once its heartbeats lapse (7.5 s here).
+#[tokio::test]
+async fn a_killed_workers_request_moves_on_when_its_connection_closes() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_ep();
+        // The default worker heartbeat, 2,500 ms x liveness 3: expiry after 7.5 s.
+        let _broker = zmesh(&[
+            "broker",
+            "--no-queues",
+            "--bind",
+            &ep,
+            "--idempotent",
+            "safe",
+            "--request-timeout-ms",
+            "30000",
+        ]);
+        let client = Client::connect(
+            &ep,
+            ClientConfig {
+                attempt_timeout: Duration::from_secs(20),
+                retries: 0,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let mut first = zmesh(&[
+            "serve",
+            "safe",
+            "--echo",
+            "--broker",
+            &ep,
+            "--delay-ms",
+            "60000",
+        ]);
+        wait_workers(&client, "safe", 1).await;
+        let pending = tokio::spawn({
+            let client = client.clone();
+            async move { client.request("safe", vec![Bytes::from("job")]).await }
+        });
+        // The request is at the first worker: no free slot, nothing queued.
+        wait_service(&client, "safe", |s| {
+            s["idle"] == 0 && s["queued"] == 0 && s["requests"] == 1
+        })
+        .await;
+        let _second = zmesh(&["serve", "safe", "--echo", "--broker", &ep]);
+        wait_workers(&client, "safe", 2).await;
+        let killed = std::time::Instant::now();
+        first.kill().await.unwrap(); // SIGKILL: the kernel closes its connection
+        let reply = pending
+            .await
+            .unwrap()
+            .expect("answered by the other worker");
+        let took = killed.elapsed();
+        assert_eq!(text(&reply), ["job"]);
+        assert!(
+            took < Duration::from_millis(2500),
+            "answered {took:?} after the kill; heartbeat expiry would take 7.5 s"
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn frozen_worker_is_expired_by_heartbeat() {
     bounded(TEST_LIMIT, async {

@@ -120,6 +120,11 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
         vec![(vec![], s.broker.workers_expired)],
     );
     m.counter(
+        "zmesh_workers_disconnected",
+        "Workers removed at once because their connection closed",
+        vec![(vec![], s.broker.workers_disconnected)],
+    );
+    m.counter(
         "zmesh_mdp_malformed_messages",
         "Messages that were not valid MDP",
         vec![(vec![], s.broker.malformed)],

@@ -113,6 +113,8 @@ pub struct BrokerStats {
     pub stale_replies: u64,
     /// Workers expired by heartbeat.
     pub workers_expired: u64,
+    /// Workers removed because their connection closed.
+    pub workers_disconnected: u64,
     /// Requests handed to another worker after their worker died.
     pub redispatched: u64,
 }
@@ -575,6 +577,20 @@ impl Broker {
         self.services.retain(|_, s| {
             !s.unused() || now.saturating_duration_since(s.last_active) < SERVICE_IDLE_EXPIRY
         });
+        out
+    }
+
+    /// `peer`'s connection closed: a worker is removed at once (its requests
+    /// go to another worker, or back to their clients as errors), instead of
+    /// when its heartbeats would have lapsed. Requests the peer sent as a
+    /// client stay: their replies will find no one and are counted then.
+    pub fn connection_closed(&mut self, peer: &Bytes) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.congested.remove(peer);
+        if self.workers.contains_key(peer) {
+            self.stats.workers_disconnected += 1;
+            self.delete_worker(peer, "its connection closed", &mut out);
+        }
         out
     }
 

@@ -297,6 +297,14 @@ impl QueueStore {
         sends
     }
 
+    /// A peer's connection closed (see [`QueueCore::connection_closed`]).
+    pub fn connection_closed(&mut self, peer: &Bytes) -> Sends {
+        let actions = self.core.connection_closed(now_ms(), peer);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        sends
+    }
+
     /// A peer reads too slowly, or has caught up (see [`QueueCore::set_congested`]).
     pub fn set_congested(&mut self, peer: &Bytes, congested: bool) -> Sends {
         let actions = self.core.set_congested(now_ms(), peer, congested);

@@ -146,6 +146,14 @@ impl StreamStore {
         sends
     }
 
+    /// A peer's connection closed (see [`StreamCore::connection_closed`]).
+    pub fn connection_closed(&mut self, peer: &Bytes) -> Sends {
+        let actions = self.core.connection_closed(peer);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        sends
+    }
+
     /// A peer reads too slowly, or has caught up (see [`StreamCore::set_congested`]).
     pub fn set_congested(&mut self, peer: &Bytes, congested: bool) -> Sends {
         let actions = self.core.set_congested(peer, congested);

@@ -137,6 +137,8 @@ pub struct CoreCounters {
     pub storage_errors: u64,
     /// Consumers dropped for silence.
     pub peers_expired: u64,
+    /// Consumers dropped because their connection closed.
+    pub peers_disconnected: u64,
     /// Messages copied forward by journal compaction.
     pub moved: u64,
     /// Compaction moves the storage refused.
@@ -661,6 +663,19 @@ impl QueueCore {
             }) => self.dead_letter_persisted(now_ms, from, from_offset, to, msg, result),
             Some(Ticket::Move { queue, from }) => self.move_persisted(now_ms, queue, from, result),
             None => {}
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// `peer`'s connection closed: its consumers are dropped at once and the
+    /// messages they held go back to their queues (or to the dead letters),
+    /// instead of after `peer_timeout_ms` of silence.
+    pub fn connection_closed(&mut self, now_ms: u64, peer: &Bytes) -> Vec<QueueAction> {
+        self.congested.remove(peer);
+        if self.peers.contains_key(peer) {
+            tracing::info!(peer = ?peer, "consumer's connection closed; its messages go back");
+            self.counters.peers_disconnected += 1;
+            self.drop_peer(now_ms, peer);
         }
         std::mem::take(&mut self.out)
     }

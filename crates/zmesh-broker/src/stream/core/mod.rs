@@ -489,7 +489,17 @@ impl StreamCore {
         self.peers.remove(peer);
     }
 
-    /// Heartbeats, silent peers, retention, saving durable positions.
+    /// `peer`'s connection closed: its subscriptions end at once, as they
+    /// would after `peer_timeout_ms` of silence.
+    pub fn connection_closed(&mut self, peer: &Bytes) -> Vec<StreamAction> {
+        self.congested.remove(peer);
+        if self.peers.contains_key(peer) {
+            tracing::info!(peer = ?peer, "stream subscriber's connection closed; dropped");
+            self.drop_peer(peer);
+        }
+        std::mem::take(&mut self.out)
+    }
+
     /// `peer` reads too slowly (`true`) or has caught up (`false`), as the
     /// driver's outbox reports: its subscriptions keep their credit but fetch
     /// nothing meanwhile, so MSGs stay in the log, not in memory in front of
@@ -506,6 +516,7 @@ impl StreamCore {
         std::mem::take(&mut self.out)
     }
 
+    /// Heartbeats, silent peers, retention, saving durable positions.
     pub fn tick(&mut self, now_ms: u64) -> Vec<StreamAction> {
         let silent: Vec<Bytes> = self
             .peers
