@@ -14,7 +14,7 @@ import time
 
 import zmq
 
-HB_S = 0.3  # heartbeat interval the tests give the broker too
+HB_S = 0.3  # heartbeat interval the tests give the broker too (--hb-ms changes it)
 LIVENESS = 3
 
 
@@ -98,11 +98,12 @@ def worker(a, ctx):
     print("READY %s" % a.broker, flush=True)
     poller = zmq.Poller()
     poller.register(s, zmq.POLLIN)
-    next_hb = time.time() + HB_S
+    hb_s = a.hb_ms / 1000 if a.hb_ms else HB_S
+    next_hb = time.time() + hb_s
     liveness = LIVENESS
     handled = 0
     while handled < a.count:
-        if poller.poll(HB_S * 1000):
+        if poller.poll(hb_s * 1000):
             f = s.recv_multipart()
             liveness = LIVENESS
             f = f[1:] if not v2 else f  # drop the empty frame of v0.1
@@ -110,6 +111,8 @@ def worker(a, ctx):
             cmd = f[1]
             if cmd == REQUEST:
                 address, body = f[2], f[4:]
+                # Like the reference worker: no heartbeats while it works.
+                time.sleep(a.work_s)
                 reply = [b.upper() for b in body] if a.upper else body
                 if a.tag:
                     reply = [a.tag.encode()] + reply
@@ -130,7 +133,7 @@ def worker(a, ctx):
                 return
         if time.time() >= next_hb:
             s.send_multipart(head + [HEARTBEAT])
-            next_hb = time.time() + HB_S
+            next_hb = time.time() + hb_s
     s.send_multipart(head + [DISCONNECT])
 
 
@@ -147,6 +150,8 @@ def main():
     p.add_argument("--partials", type=int, default=0)
     p.add_argument("--tag")
     p.add_argument("--rcvhwm", type=int, help="async-client: receive high-water mark, in messages")
+    p.add_argument("--work-s", type=float, default=0.0, help="worker: seconds each request takes, silent")
+    p.add_argument("--hb-ms", type=int, help="worker: heartbeat interval, as the broker's")
     p.add_argument("--reply-pad", type=int, default=0, help="worker: add a frame of this many bytes to each reply")
     p.add_argument("--hold", action="store_true", help="async-client: read only after SIGUSR1")
     p.add_argument("--pad", type=int, default=0, help="async-client: bytes of padding per request")

@@ -393,7 +393,12 @@ pub async fn run_with_stores(
 
 /// Tell every core that `peer`'s connection closed: what it held is released now.
 fn connection_closed(broker: &mut Broker, stores: &mut Stores, peer: &bytes::Bytes, out: &mut Out) {
-    out.extend(broker.connection_closed(peer).into_iter().map(to_message));
+    out.extend(
+        broker
+            .connection_closed(Instant::now(), peer)
+            .into_iter()
+            .map(to_message),
+    );
     if let Some(q) = stores.queues.as_mut() {
         send_all(Product::Queue, q.connection_closed(peer), out);
     }
@@ -412,7 +417,7 @@ fn set_congested(
 ) {
     out.extend(
         broker
-            .set_congested(peer, congested)
+            .set_congested(Instant::now(), peer, congested)
             .into_iter()
             .map(to_message),
     );

@@ -31,6 +31,7 @@ pub struct BrokerSection {
     pub rate_limit: Option<Vec<String>>,
     pub route: Option<Vec<String>>,
     pub worker_heartbeat_ms: Option<u64>,
+    pub worker_busy_max_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub queue_max: Option<usize>,
     pub group_commit_ms: Option<u64>,
@@ -140,6 +141,7 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
         take!(rate_limit);
         take!(route);
         take!(worker_heartbeat_ms);
+        take!(worker_busy_max_ms);
         take!(request_timeout_ms);
         take!(queue_max);
         take!(group_commit_ms);
@@ -215,9 +217,13 @@ fn validate(cmd: &BrokerCmd) -> Result<(), String> {
             format!("broker.admin_bind: {a:?} is not HOST:PORT (e.g. 127.0.0.1:8222)")
         })?;
     }
-    if cmd.worker_heartbeat_ms == 0 || cmd.request_timeout_ms == 0 || cmd.queue_max == 0 {
+    if cmd.worker_heartbeat_ms == 0
+        || cmd.worker_busy_max_ms == 0
+        || cmd.request_timeout_ms == 0
+        || cmd.queue_max == 0
+    {
         return Err(
-            "broker.worker_heartbeat_ms, request_timeout_ms and queue_max must be positive".into(),
+            "broker.worker_heartbeat_ms, worker_busy_max_ms, request_timeout_ms and queue_max must be positive".into(),
         );
     }
     if cmd.segment_mib == 0 || cmd.segment_mib > 4096 {
@@ -266,6 +272,7 @@ pub fn effective(cmd: &BrokerCmd) -> String {
             rate_limit: Some(cmd.rate_limit.clone()),
             route: Some(cmd.route.clone()),
             worker_heartbeat_ms: Some(cmd.worker_heartbeat_ms),
+            worker_busy_max_ms: Some(cmd.worker_busy_max_ms),
             request_timeout_ms: Some(cmd.request_timeout_ms),
             queue_max: Some(cmd.queue_max),
             group_commit_ms: Some(cmd.group_commit_ms),

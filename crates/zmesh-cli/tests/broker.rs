@@ -585,6 +585,59 @@ async fn a_killed_workers_request_moves_on_when_its_connection_closes() {
     .await;
 }
 
+/// A 7/MDP worker written like the reference one sends no heartbeats while it
+/// handles a request: a 15 s handler is answered, not expired after 3 s.
+#[tokio::test]
+async fn a_reference_worker_busy_for_15_s_is_answered() {
+    bounded(TEST_LIMIT, async {
+        let ep = free_ep();
+        // 1 s heartbeats x liveness 3: a silent idle worker would go after 3 s.
+        let _broker = zmesh(&[
+            "broker",
+            "--no-queues",
+            "--bind",
+            &ep,
+            "--worker-heartbeat-ms",
+            "1000",
+        ]);
+        let (_w, _) = PyPeer::start_script(
+            "mdp_peer.py",
+            &[
+                "worker",
+                "--broker",
+                &ep,
+                "--service",
+                "slow",
+                "--hb-ms",
+                "1000",
+                "--work-s",
+                "15",
+            ],
+        )
+        .await;
+        let (mut c, _) = PyPeer::start_script(
+            "mdp_peer.py",
+            &[
+                "client",
+                "--broker",
+                &ep,
+                "--service",
+                "slow",
+                "--msg",
+                "hello",
+                "--timeout",
+                "30",
+            ],
+        )
+        .await;
+        // The line comes after the 15 s handler: read it with a longer deadline.
+        let line = c.line_within(Duration::from_secs(40)).await;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["body"], serde_json::json!(["hello"]), "{v}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn frozen_worker_is_expired_by_heartbeat() {
     bounded(TEST_LIMIT, async {

@@ -67,11 +67,16 @@ impl PyPeer {
 
     /// The next stdout line; panics after [`LINE_WAIT`] or at end of output.
     pub async fn line(&mut self) -> String {
-        match tokio::time::timeout(LINE_WAIT, self.lines.next_line()).await {
+        self.line_within(LINE_WAIT).await
+    }
+
+    /// The next stdout line; panics after `wait` or at end of output.
+    pub async fn line_within(&mut self, wait: Duration) -> String {
+        match tokio::time::timeout(wait, self.lines.next_line()).await {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) => panic!("python peer exited early"),
             Ok(Err(e)) => panic!("reading python peer: {e}"),
-            Err(_) => panic!("python peer said nothing for {LINE_WAIT:?}"),
+            Err(_) => panic!("python peer said nothing for {wait:?}"),
         }
     }
 

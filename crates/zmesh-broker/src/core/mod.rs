@@ -49,6 +49,12 @@ pub struct BrokerConfig {
     pub heartbeat_interval: Duration,
     /// Missed heartbeats before a worker is declared dead.
     pub heartbeat_liveness: u32,
+    /// How long a 7/MDP worker (MDPW01, MDPW02) may hold a request without a
+    /// word. Reference workers send no heartbeats while they handle one, so
+    /// a busy one is not expired for heartbeat silence: its connection
+    /// closing (the engine's ZMTP heartbeats notice a dead host) ends it, or
+    /// this limit. ZMDPW1 workers heartbeat while busy and get no such grace.
+    pub worker_busy_max: Duration,
     /// Requests a service may queue while it has no free worker.
     pub queue_max: usize,
     /// How long a request may wait for a worker before the client gets "503".
@@ -79,6 +85,7 @@ impl Default for BrokerConfig {
         Self {
             heartbeat_interval: Duration::from_millis(2500),
             heartbeat_liveness: 3,
+            worker_busy_max: Duration::from_secs(600),
             queue_max: 10_000,
             request_timeout: Duration::from_secs(10),
             requests_max: 100_000,
@@ -183,6 +190,8 @@ pub struct Broker {
     /// Peers whose replies and requests pile up unread (the driver's outbox
     /// says so): their workers get no new requests. Bounded by the outbox.
     congested: foldhash::HashSet<Bytes>,
+    /// The time of the call being handled (every entry point takes it).
+    now: Instant,
 }
 
 /// How long a service with no worker and nothing waiting is remembered.
@@ -218,6 +227,7 @@ impl Broker {
             latencies: Default::default(),
             record_latencies: false,
             congested: Default::default(),
+            now: Instant::now(),
         }
     }
 
@@ -280,6 +290,7 @@ impl Broker {
 
     /// One message from the ROUTER: `from` is the peer identity, `frames` the rest.
     pub fn handle(&mut self, now: Instant, from: &Bytes, frames: &[Bytes]) -> Vec<Action> {
+        self.now = now;
         let mut out = Vec::new();
         match mdp::parse(frames) {
             Ok(Inbound::Batch(items)) => {
@@ -516,14 +527,23 @@ impl Broker {
 
     /// Timers: heartbeat workers, expire silent workers, expire requests that waited too long.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        self.now = now;
         let mut out = Vec::new();
-        let dead: Vec<Bytes> = self
+        let busy_max = self.cfg.worker_busy_max;
+        let dead: Vec<(Bytes, &'static str)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.expiry <= now)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, w)| w.expires_at(busy_max) <= now)
+            .map(|(id, w)| {
+                let why = if w.busy_grace() {
+                    "busy past worker_busy_max without a word"
+                } else {
+                    "heartbeat expired"
+                };
+                (id.clone(), why)
+            })
             .collect();
-        for id in dead {
+        for (id, why) in dead {
             self.stats.workers_expired += 1;
             if let Some(w) = self.workers.get(&id) {
                 out.push(Action::Send {
@@ -531,7 +551,7 @@ impl Broker {
                     frames: mdp::worker_disconnect(w.version),
                 });
             }
-            self.delete_worker(&id, "heartbeat expired", &mut out);
+            self.delete_worker(&id, why, &mut out);
         }
         for (id, w) in &mut self.workers {
             if w.next_heartbeat <= now {
@@ -584,7 +604,8 @@ impl Broker {
     /// go to another worker, or back to their clients as errors), instead of
     /// when its heartbeats would have lapsed. Requests the peer sent as a
     /// client stay: their replies will find no one and are counted then.
-    pub fn connection_closed(&mut self, peer: &Bytes) -> Vec<Action> {
+    pub fn connection_closed(&mut self, now: Instant, peer: &Bytes) -> Vec<Action> {
+        self.now = now;
         let mut out = Vec::new();
         self.congested.remove(peer);
         if self.workers.contains_key(peer) {
@@ -597,7 +618,8 @@ impl Broker {
     /// `peer` reads too slowly (`true`) or has caught up (`false`), as the
     /// driver's outbox reports: a congested worker is offered no requests, so
     /// they go to its peers or wait, instead of piling up in front of it.
-    pub fn set_congested(&mut self, peer: &Bytes, congested: bool) -> Vec<Action> {
+    pub fn set_congested(&mut self, now: Instant, peer: &Bytes, congested: bool) -> Vec<Action> {
+        self.now = now;
         let mut out = Vec::new();
         if congested {
             self.congested.insert(peer.clone());
@@ -630,7 +652,7 @@ impl Broker {
         let workers = self
             .workers
             .values()
-            .flat_map(|w| [w.expiry, w.next_heartbeat]);
+            .flat_map(|w| [w.expires_at(self.cfg.worker_busy_max), w.next_heartbeat]);
         let requests = self
             .services
             .values()

@@ -1,7 +1,7 @@
 //! The broker's records: services, workers, requests.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -56,12 +56,31 @@ pub(super) struct Worker {
     pub busy: Vec<u64>,
     /// Requests it may hold at once.
     pub credit: u32,
+    /// When it last went from idle to busy.
+    pub busy_since: Instant,
     /// Asked for no more requests (ZMDPW1 DRAIN).
     pub draining: bool,
     /// Its messages pile up unread in the broker's outbox: no new requests.
     pub congested: bool,
     /// Its place in its service's [`FreeSlots`]: (load, order) when listed.
     pub listed: Option<(u32, u64)>,
+}
+
+impl Worker {
+    /// A 7/MDP worker holding a request: silent by the reference's design.
+    pub fn busy_grace(&self) -> bool {
+        self.version != WorkerVersion::Zmesh && !self.busy.is_empty()
+    }
+
+    /// When it is declared dead unless it speaks: heartbeat silence, or for
+    /// a busy 7/MDP worker the busy limit (its connection's close ends it sooner).
+    pub fn expires_at(&self, busy_max: Duration) -> Instant {
+        if self.busy_grace() {
+            self.expiry.max(self.busy_since + busy_max)
+        } else {
+            self.expiry
+        }
+    }
 }
 
 /// A request the broker holds.

@@ -97,7 +97,11 @@ fn workers_are_served_least_recently_used() {
 #[test]
 fn dead_worker_request_goes_to_another_worker_when_idempotent() {
     let t0 = Instant::now();
-    let mut cfg = BrokerConfig::default();
+    let mut cfg = BrokerConfig {
+        // A busy 7/MDP worker is expired by the busy limit, not heartbeats.
+        worker_busy_max: Duration::from_secs(5),
+        ..Default::default()
+    };
     cfg.policies.insert(
         "s".into(),
         ServicePolicy {
@@ -109,7 +113,7 @@ fn dead_worker_request_goes_to_another_worker_when_idempotent() {
     ready(&mut b, t0, "w1", "s");
     let (_, h) = dispatched(&request(&mut b, t0, "c", "s", "job"));
     ready(&mut b, t0 + Duration::from_secs(6), "w2", "s");
-    // w1 said nothing for 3 x 2.5 s: expired, its request handed to w2.
+    // w1 said nothing for 3 x 2.5 s, busy past 5 s: expired, its request handed to w2.
     let a = b.tick(t0 + Duration::from_millis(7600));
     assert!(
         sent_to(&a, "w1").iter().any(|fr| fr[2].as_ref() == [0x05]),
@@ -611,7 +615,7 @@ fn a_burst_spreads_over_a_pool_of_zmdpw1_workers() {
 fn a_congested_worker_gets_no_requests_until_relieved() {
     let t0 = Instant::now();
     let mut b = Broker::new(BrokerConfig::default());
-    assert!(b.set_congested(&id("w1"), true).is_empty());
+    assert!(b.set_congested(t0, &id("w1"), true).is_empty());
     // Registered while congested: not offered.
     ready(&mut b, t0, "w1", "echo");
     assert!(request(&mut b, t0, "c1", "echo", "one").is_empty());
@@ -619,13 +623,69 @@ fn a_congested_worker_gets_no_requests_until_relieved() {
     // "two" waits: w1 is congested, w2 busy.
     assert!(request(&mut b, t0, "c1", "echo", "two").is_empty());
     assert_eq!(b.queued("echo"), 1);
-    let a = b.set_congested(&id("w1"), false);
+    let a = b.set_congested(t0, &id("w1"), false);
     assert_eq!(dispatched(&a).0, "w1", "relieved, it takes what waits");
     assert_eq!(b.queued("echo"), 0);
     // Congested again while idle: the next request waits rather than go to it.
-    b.set_congested(&id("w1"), true);
+    b.set_congested(t0, &id("w1"), true);
     let a = reply(&mut b, t0, "w1", &dispatched(&a).1, "done");
     assert!(a.iter().all(|Action::Send { to, .. }| to != "w1"));
     assert!(request(&mut b, t0, "c1", "echo", "three").is_empty());
     assert_eq!(b.queued("echo"), 1);
+}
+
+#[test]
+fn a_busy_mdp_worker_is_not_expired_for_silence_until_the_busy_limit() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig {
+        worker_busy_max: Duration::from_secs(60),
+        ..Default::default()
+    });
+    ready(&mut b, t0, "w1", "s");
+    let (_, h) = dispatched(&request(&mut b, t0, "c", "s", "long job"));
+    // Far past 3 x 2.5 s of silence, as a reference worker does while it works.
+    let a = b.tick(t0 + Duration::from_secs(30));
+    assert!(
+        a.iter()
+            .all(|Action::Send { frames, .. }| frames[2].as_ref() != [0x05]),
+        "no DISCONNECT"
+    );
+    assert_eq!(b.workers_registered(), 1);
+    assert_eq!(
+        b.next_deadline().map(|d| d > t0 + Duration::from_secs(30)),
+        Some(true)
+    );
+    let a = reply(&mut b, t0 + Duration::from_secs(30), "w1", &h, "done");
+    assert_eq!(sent_to(&a, "c").len(), 1, "the long job is answered");
+    // Idle again: heartbeat silence counts as before.
+    b.tick(t0 + Duration::from_secs(38));
+    assert_eq!(b.workers_registered(), 0);
+    assert_eq!(b.stats().workers_expired, 1);
+
+    // The busy limit still ends a worker that never answers.
+    ready(&mut b, t0 + Duration::from_secs(40), "w2", "s");
+    dispatched(&request(
+        &mut b,
+        t0 + Duration::from_secs(40),
+        "c",
+        "s",
+        "stuck",
+    ));
+    b.tick(t0 + Duration::from_secs(99));
+    assert_eq!(b.workers_registered(), 1);
+    b.tick(t0 + Duration::from_secs(101));
+    assert_eq!(b.workers_registered(), 0);
+}
+
+#[test]
+fn a_closed_connection_removes_its_worker_at_once() {
+    let t0 = Instant::now();
+    let mut b = Broker::new(BrokerConfig::default());
+    ready(&mut b, t0, "w1", "s");
+    dispatched(&request(&mut b, t0, "c", "s", "job"));
+    let a = b.connection_closed(t0, &id("w1"));
+    assert_eq!(b.workers_registered(), 0);
+    assert_eq!(b.stats().workers_disconnected, 1);
+    // Not idempotent: the client hears why.
+    assert_eq!(sent_to(&a, "c").len(), 1);
 }

@@ -103,6 +103,7 @@ impl Broker {
             next_heartbeat: now + self.cfg.heartbeat_interval,
             busy: Vec::new(),
             credit,
+            busy_since: now,
             draining: false,
             congested: self.congested.contains(id),
             listed: None,
@@ -199,6 +200,9 @@ impl Broker {
                 .get_mut(&wid)
                 .expect("listed workers are registered");
             s.free.withdraw(&wid, w);
+            if w.busy.is_empty() {
+                w.busy_since = self.now;
+            }
             w.busy.push(handle);
             self.slot_seq += 1;
             s.free.offer(&wid, w, self.slot_seq);

@@ -47,6 +47,11 @@ pub struct BrokerCmd {
     /// MDP heartbeat interval with workers, in ms (workers must use the same).
     #[arg(long, default_value_t = 2500, env = "ZMESH_WORKER_HEARTBEAT_MS")]
     pub worker_heartbeat_ms: u64,
+    /// How long a 7/MDP worker may hold a request without a word, in ms.
+    /// Reference workers send no heartbeats while busy, so a busy one is
+    /// ended by its connection closing, or by this limit.
+    #[arg(long, default_value_t = 600_000, env = "ZMESH_WORKER_BUSY_MAX_MS")]
+    pub worker_busy_max_ms: u64,
     /// How long a request may wait for a worker, in ms (then "503").
     #[arg(long, default_value_t = 10_000, env = "ZMESH_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: u64,
@@ -141,6 +146,7 @@ pub async fn run_broker(
     }
     let mut cfg = BrokerConfig {
         heartbeat_interval: Duration::from_millis(cmd.worker_heartbeat_ms),
+        worker_busy_max: Duration::from_millis(cmd.worker_busy_max_ms),
         request_timeout: Duration::from_millis(cmd.request_timeout_ms),
         queue_max: cmd.queue_max,
         ..BrokerConfig::default()
