@@ -382,6 +382,63 @@ async fn a_client_that_never_reads_is_disconnected_counted_and_memory_stays_boun
     .await;
 }
 
+/// A stream subscriber that grants credit for more than its DEALER can queue
+/// and reads late: every MSG arrives, in order, with no dseq gap. The broker
+/// holds them (its subscription paused past the peer's soft bound), not drops.
+#[tokio::test]
+async fn a_subscriber_with_more_credit_than_it_can_queue_gets_every_msg() {
+    bounded(LIMIT, async {
+        const COUNT: &str = "3000"; // x 8 KiB: 24 MiB, past every pipe on the way
+        let d = dir("credit");
+        let ep = free_endpoint();
+        let port = free_port();
+        let admin = format!("127.0.0.1:{port}");
+        let data = d.join("data");
+        let (_b, _log) = broker_listening(&[
+            "--bind",
+            &ep,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--admin-bind",
+            &admin,
+            "--peer-outbox-soft-mib",
+            "2",
+            "--hwm",
+            "100",
+        ])
+        .await;
+        let (mut sub, _) = PyPeer::start_script(
+            "stream_sub.py",
+            &[
+                "--broker", &ep, "--stream", "feed", "--count", COUNT, "--size", "8192",
+                "--rcvhwm", "10",
+            ],
+        )
+        .await;
+        assert_eq!(sub.line_within(Duration::from_secs(60)).await, "SUBSCRIBED");
+        // The MSGs pile up unread until the subscription is held back.
+        metrics_when(port, "the subscriber congested", |s| {
+            s["zmesh_outbox_congested_peers{}"].as_f64() == Some(1.0)
+        })
+        .await;
+        process::signal(sub.pid(), process::SIGUSR1).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&sub.line_within(Duration::from_secs(60)).await).unwrap();
+        assert_eq!(v["missing"], 0, "every stored seq delivered: {v}");
+        assert_eq!(v["gaps"], serde_json::json!([]), "no dseq jump: {v}");
+        let samples = metrics_when(port, "the subscriber relieved", |s| {
+            s["zmesh_outbox_congested_peers{}"].as_f64() == Some(0.0)
+        })
+        .await;
+        for reason in ["overflow", "unroutable"] {
+            let k =
+                format!("zmesh_outbox_dropped_messages_total{{product=stream,reason={reason}}}");
+            assert_eq!(samples[&k].as_f64(), Some(0.0), "{k}: {samples}");
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn without_a_token_every_change_is_refused() {
     bounded(LIMIT, async {
