@@ -161,6 +161,15 @@ impl SecurityArgs {
         Ok(Security::Null)
     }
 
+    /// `o` with the security and signing these flags describe.
+    pub fn apply(&self, o: SocketOptions) -> anyhow::Result<SocketOptions> {
+        let mut o = o.security(self.security()?);
+        if let Some((signer, verifier)) = self.signing()? {
+            o = o.sign_with(signer).verify_with(verifier);
+        }
+        Ok(o)
+    }
+
     fn signing(&self) -> anyhow::Result<Option<(Signer, Verifier)>> {
         let Some(path) = &self.hmac_key_file else {
             return Ok(None);
@@ -208,10 +217,6 @@ impl SocketArgs {
         if let Some(id) = &self.identity {
             o = o.identity(id.clone().into_bytes());
         }
-        o = o.security(self.security.security()?);
-        if let Some((signer, verifier)) = self.security.signing()? {
-            o = o.sign_with(signer).verify_with(verifier);
-        }
-        Ok(o)
+        self.security.apply(o)
     }
 }

@@ -558,3 +558,117 @@ fn refused_with(args: &[&str], path: Option<&std::path::Path>, needle: &str) {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(needle), "{stderr}");
 }
+
+/// `zmesh serve`, `call`, `services` and `route` take the security flags: a
+/// worker and a client reach a CURVE broker, and a client without the
+/// server's key gets nothing through.
+#[tokio::test]
+async fn serve_and_call_speak_curve_to_a_curve_broker() {
+    bounded(TEST_LIMIT, async {
+        let dir = temp_dir("mdp-curve");
+        zmesh_keygen(&dir, "server");
+        let secret = dir.join("server.key_secret");
+        let public = dir.join("server.key");
+        let (secret, public) = (secret.to_str().unwrap(), public.to_str().unwrap());
+        let ep = free_endpoint();
+        let (_broker, _log) = common::broker_listening(&[
+            "--no-queues",
+            "--bind",
+            &ep,
+            "--curve-server",
+            "--curve-secret-key-file",
+            secret,
+        ])
+        .await;
+        let _worker = common::zmesh(&[
+            "serve",
+            "echo",
+            "--echo",
+            "--broker",
+            &ep,
+            "--curve-server-key",
+            public,
+        ]);
+        let zmesh_out = |args: Vec<&str>| {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
+                .args(args)
+                .output()
+        };
+        // The worker may still be registering: the client retries within its deadline.
+        let out = zmesh_out(vec![
+            "call",
+            "echo",
+            "hi",
+            "--broker",
+            &ep,
+            "--curve-server-key",
+            public,
+            "--timeout",
+            "5",
+            "--retries",
+            "5",
+        ])
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+        let out = zmesh_out(vec![
+            "services",
+            "--broker",
+            &ep,
+            "--curve-server-key",
+            public,
+            "--json",
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let echo = v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "echo");
+        assert_eq!(echo.map(|s| s["workers"].clone()), Some(1.into()), "{v}");
+        let out = zmesh_out(vec![
+            "route",
+            "alias",
+            "echo:1",
+            "--broker",
+            &ep,
+            "--curve-server-key",
+            public,
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Without the key: nothing gets through.
+        let out = zmesh_out(vec![
+            "call",
+            "echo",
+            "hi",
+            "--broker",
+            &ep,
+            "--timeout",
+            "1",
+            "--retries",
+            "0",
+        ])
+        .await
+        .unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        assert!(out.stdout.is_empty());
+    })
+    .await;
+}

@@ -65,6 +65,9 @@ pub struct WorkerConfig {
     /// leaves anyway and the broker hands what it held to another worker
     /// (idempotent services) or answers it with an error.
     pub drain_timeout: Duration,
+    /// The options of each session's DEALER (security, signing, high-water
+    /// marks...); its name is set per worker.
+    pub socket: SocketOptions,
 }
 
 /// The worker's protocol.
@@ -87,6 +90,7 @@ impl Default for WorkerConfig {
             concurrency: 1,
             protocol: WorkerProtocol::Zmesh,
             drain_timeout: Duration::from_secs(30),
+            socket: SocketOptions::default(),
         }
     }
 }
@@ -230,8 +234,10 @@ impl Worker {
 
     /// A connected DEALER for one session.
     async fn connect(&self) -> zmesh::Result<Socket> {
-        let opts = SocketOptions::default()
-            .linger(Duration::from_secs(1))
+        let opts = self
+            .cfg
+            .socket
+            .clone()
             .name(format!("worker-{}", self.service));
         let sock = Socket::new(SocketType::Dealer, opts)?;
         sock.connect(&self.endpoint).await?;

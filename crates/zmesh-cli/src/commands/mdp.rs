@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Args;
-use zmesh::{Socket, SocketType};
+use zmesh::{Socket, SocketOptions, SocketType};
 use zmesh_broker::client::{Client, ClientConfig, ClientError};
 use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy, parse_routes};
 use zmesh_broker::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
 
 use super::UsageError;
-use crate::socket_args::SocketArgs;
+use crate::socket_args::{SecurityArgs, SocketArgs};
 
 /// A line on stderr that never panics: a broker whose stderr was closed
 /// (its parent went away) must keep serving, not die on a status line.
@@ -337,6 +337,8 @@ pub struct CallCmd {
     /// Frame separator for printing the reply.
     #[arg(short, long, default_value = "|")]
     pub separator: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Send one request, print the reply. Exit 1 on timeout, 3 on an error status.
@@ -346,7 +348,7 @@ pub async fn run_call(cmd: CallCmd) -> anyhow::Result<i32> {
         retries: cmd.retries,
         ..Default::default()
     };
-    let client = Client::connect(&cmd.broker, cfg).await?;
+    let client = Client::connect_with(&cmd.broker, cfg, client_options(&cmd.security)?).await?;
     let body: Vec<Bytes> = cmd.body.iter().map(|b| Bytes::from(b.clone())).collect();
     match client.request(&cmd.service, body).await {
         Ok(reply) => {
@@ -370,6 +372,11 @@ pub async fn run_call(cmd: CallCmd) -> anyhow::Result<i32> {
             Ok(3)
         }
     }
+}
+
+/// The MDP client's socket with the command's security flags.
+fn client_options(security: &SecurityArgs) -> anyhow::Result<SocketOptions> {
+    security.apply(SocketOptions::default().name("mdp-client"))
 }
 
 /// Options of `zmesh serve`.
@@ -403,6 +410,8 @@ pub struct ServeCmd {
     /// Command run per request: body frames joined by newlines on its stdin, its stdout is the reply.
     #[arg(last = true)]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Run a worker until Ctrl-C, then drain.
@@ -433,6 +442,7 @@ pub async fn run_serve(cmd: ServeCmd) -> anyhow::Result<i32> {
         } else {
             WorkerProtocol::Zmesh
         },
+        socket: cmd.security.apply(SocketOptions::default())?,
         ..Default::default()
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -493,6 +503,8 @@ pub struct ServicesCmd {
     /// Print the broker's JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Print what the broker knows.
@@ -502,7 +514,7 @@ pub async fn run_services(cmd: ServicesCmd) -> anyhow::Result<i32> {
         retries: 1,
         ..Default::default()
     };
-    let client = Client::connect(&cmd.broker, cfg).await?;
+    let client = Client::connect_with(&cmd.broker, cfg, client_options(&cmd.security)?).await?;
     let reply = client.request("zmesh.services", vec![]).await?;
     let json: serde_json::Value =
         serde_json::from_slice(reply.get(1).map(|b| b.as_ref()).unwrap_or(b"{}"))?;
@@ -559,6 +571,8 @@ pub struct RouteCmd {
     /// Broker endpoint.
     #[arg(long, default_value = DEFAULT_BROKER)]
     pub broker: String,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// Change a service's routes at run time.
@@ -566,12 +580,13 @@ pub async fn run_route(cmd: RouteCmd) -> anyhow::Result<i32> {
     if !cmd.routes.is_empty() {
         parse_routes(&cmd.routes).map_err(UsageError)?;
     }
-    let client = Client::connect(
+    let client = Client::connect_with(
         &cmd.broker,
         ClientConfig {
             retries: 1,
             ..Default::default()
         },
+        client_options(&cmd.security)?,
     )
     .await?;
     let reply = client
