@@ -638,6 +638,75 @@ async fn a_reference_worker_busy_for_15_s_is_answered() {
     .await;
 }
 
+/// `zmesh call --mdp` and `zmesh serve --mdp` against a Majordomo broker
+/// written from the spec in Python (not zmesh's), beside a pyzmq worker.
+#[tokio::test]
+async fn call_and_serve_speak_7_mdp_to_another_majordomo_broker() {
+    bounded(TEST_LIMIT, async {
+        let (_broker, ep) = PyPeer::start_script(
+            "mdp_broker.py",
+            &["--bind", "tcp://127.0.0.1:0", "--hb-ms", "300"],
+        )
+        .await;
+        let (_py, _) = PyPeer::start_script(
+            "mdp_peer.py",
+            &[
+                "worker",
+                "--broker",
+                &ep,
+                "--service",
+                "upper",
+                "--upper",
+                "--count",
+                "100",
+            ],
+        )
+        .await;
+        let _zw = zmesh(&[
+            "serve",
+            "echo",
+            "--echo",
+            "--mdp",
+            "--broker",
+            &ep,
+            "--heartbeat-ms",
+            "300",
+        ]);
+        let call = |service: &'static str, body: &'static str| {
+            let ep = ep.clone();
+            async move {
+                let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
+                    .args([
+                        "call",
+                        "--mdp",
+                        service,
+                        body,
+                        "--broker",
+                        &ep,
+                        "--timeout",
+                        "2",
+                        "--retries",
+                        "5",
+                    ])
+                    .output()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout).unwrap()
+            }
+        };
+        assert_eq!(call("upper", "hello").await, "HELLO\n", "a pyzmq worker");
+        // The zmesh worker may still be registering: the call retries.
+        assert_eq!(call("echo", "hi").await, "hi\n", "zmesh's 7/MDP worker");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn frozen_worker_is_expired_by_heartbeat() {
     bounded(TEST_LIMIT, async {

@@ -337,12 +337,19 @@ pub struct CallCmd {
     /// Frame separator for printing the reply.
     #[arg(short, long, default_value = "|")]
     pub separator: String,
+    /// Speak plain 7/MDP (MDPC01), as the ZeroMQ guide's client does, to any
+    /// Majordomo broker: a fresh socket per attempt, the reply's body printed.
+    #[arg(long)]
+    pub mdp: bool,
     #[command(flatten)]
     pub security: SecurityArgs,
 }
 
 /// Send one request, print the reply. Exit 1 on timeout, 3 on an error status.
 pub async fn run_call(cmd: CallCmd) -> anyhow::Result<i32> {
+    if cmd.mdp {
+        return call_mdp(cmd).await;
+    }
     let cfg = ClientConfig {
         attempt_timeout: Duration::from_secs_f64(cmd.timeout),
         retries: cmd.retries,
@@ -372,6 +379,55 @@ pub async fn run_call(cmd: CallCmd) -> anyhow::Result<i32> {
             Ok(3)
         }
     }
+}
+
+/// `zmesh call --mdp`: the 7/MDP client of the spec (and of the guide's
+/// mdcliapi), with a REQ socket made anew for each attempt so a late reply to
+/// an abandoned attempt is never taken for the next one's.
+async fn call_mdp(cmd: CallCmd) -> anyhow::Result<i32> {
+    const MDPC01: &[u8] = b"MDPC01";
+    let timeout = Duration::from_secs_f64(cmd.timeout);
+    let options = client_options(&cmd.security)?.linger(Duration::ZERO);
+    let mut request = vec![Bytes::from_static(MDPC01), Bytes::from(cmd.service.clone())];
+    request.extend(cmd.body.iter().map(|b| Bytes::from(b.clone())));
+    for attempt in 0..=cmd.retries {
+        let sock = Socket::new(SocketType::Req, options.clone())?;
+        sock.connect(&cmd.broker).await?;
+        sock.send(zmesh::Message::from_frames(request.clone()))
+            .await?;
+        match sock.recv_timeout(timeout).await {
+            Ok(reply) => {
+                let frames = reply.frames();
+                if frames.len() < 2 || frames[0] != MDPC01 || frames[1] != cmd.service.as_bytes() {
+                    eprintln!(
+                        "zmesh: the broker's reply is not a 7/MDP reply for {:?}: {reply:?}",
+                        cmd.service
+                    );
+                    return Ok(3);
+                }
+                println!(
+                    "{}",
+                    zmesh::frames::format_frames(
+                        &frames[2..],
+                        zmesh::frames::OutputFormat::Text,
+                        &cmd.separator
+                    )
+                );
+                return Ok(0);
+            }
+            Err(zmesh::Error::Timeout(_)) => {
+                tracing::debug!(attempt, "no 7/MDP reply in time; retrying on a new socket");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    eprintln!(
+        "zmesh: no reply from {} within {:?} in {} attempts",
+        cmd.broker,
+        timeout,
+        cmd.retries + 1
+    );
+    Ok(1)
 }
 
 /// The MDP client's socket with the command's security flags.
