@@ -221,7 +221,12 @@ pub async fn run_with_stores(
         if let Some(s) = &stores.streams {
             next = next.min(s.next_deadline());
         }
-        let retry_at = outbox.retry_at();
+        // Congestion changes left over from the last round are handled at once.
+        let retry_at = if outbox.has_events() {
+            Some(now)
+        } else {
+            outbox.retry_at()
+        };
         let Stores { queues, streams } = &mut stores;
         let has_admin = opts.admin.is_some();
         let admin_cmd = async {
@@ -274,7 +279,11 @@ pub async fn run_with_stores(
                 out.extend(coalesce(mdp_out).into_iter().map(to_message));
                 // Read after their connection's close: handled, and gone again.
                 for peer in last_words {
-                    connection_closed(&mut broker, &mut stores, &peer, &mut out);
+                    if connections.connection(&peer).is_some() {
+                        // Reconnected in the meantime: the new connection speaks for it.
+                        continue;
+                    }
+                    connection_closed(&mut broker, &mut stores, &mut outbox, &peer, &mut out);
                 }
                 end_batch(&mut stores, &mut out);
             }
@@ -321,14 +330,14 @@ pub async fn run_with_stores(
             Some(closed) = closes.next() => match closed {
                 zmesh::ConnectionClosed::Closed { connection_id } => {
                     if let Some(peer) = connections.closed(connection_id) {
-                        connection_closed(&mut broker, &mut stores, &peer, &mut out);
+                        connection_closed(&mut broker, &mut stores, &mut outbox, &peer, &mut out);
                         end_batch(&mut stores, &mut out);
                     }
                 }
                 zmesh::ConnectionClosed::Lagged => {
                     if let Ok(live) = sock.connection_ids().await {
                         for peer in connections.keep_only(&live) {
-                            connection_closed(&mut broker, &mut stores, &peer, &mut out);
+                            connection_closed(&mut broker, &mut stores, &mut outbox, &peer, &mut out);
                         }
                         end_batch(&mut stores, &mut out);
                     }
@@ -392,7 +401,15 @@ pub async fn run_with_stores(
 }
 
 /// Tell every core that `peer`'s connection closed: what it held is released now.
-fn connection_closed(broker: &mut Broker, stores: &mut Stores, peer: &bytes::Bytes, out: &mut Out) {
+fn connection_closed(
+    broker: &mut Broker,
+    stores: &mut Stores,
+    outbox: &mut Outbox,
+    peer: &bytes::Bytes,
+    out: &mut Out,
+) {
+    // What waited for the old connection must not reach a new one under the same id.
+    outbox.peer_gone(peer);
     out.extend(
         broker
             .connection_closed(Instant::now(), peer)

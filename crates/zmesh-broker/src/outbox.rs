@@ -169,6 +169,8 @@ pub struct OutboxStats {
 struct Waiting {
     product: Product,
     msg: Message,
+    /// Its size as counted when queued (what leaves the counts when it goes).
+    len: usize,
 }
 
 #[derive(Default)]
@@ -191,6 +193,8 @@ pub struct Outbox {
     retry_delay: Duration,
     limits: OutboxLimits,
     congested: usize,
+    /// Peers past a hard bound, until their connection's close is handled.
+    overflowed: foldhash::HashSet<Bytes>,
     overflowed_total: u64,
     events: Vec<OutboxEvent>,
 }
@@ -220,6 +224,7 @@ impl Outbox {
             retry_delay: RETRY_MIN,
             limits,
             congested: 0,
+            overflowed: Default::default(),
             overflowed_total: 0,
             events: Vec::new(),
         }
@@ -240,6 +245,11 @@ impl Outbox {
         msg: Message,
     ) -> Result<(), Error> {
         let peer = peer_of(&msg);
+        if self.overflowed.contains(&peer) {
+            // Being disconnected: nothing more goes to it.
+            self.count_drop(product, DropReason::Overflow, 1);
+            return Ok(());
+        }
         // Behind what waits, if anything does: order per peer is the protocols' promise.
         let msg = if self.blocked.contains_key(&peer) {
             msg
@@ -264,7 +274,7 @@ impl Outbox {
         let len = msg.byte_len();
         let queue = self.blocked.entry(peer.clone()).or_default();
         queue.bytes += len;
-        queue.messages.push_back(Waiting { product, msg });
+        queue.messages.push_back(Waiting { product, msg, len });
         self.waiting_messages += 1;
         self.waiting_bytes += len;
         if !queue.congested && queue.bytes > self.limits.peer_soft_bytes {
@@ -299,11 +309,46 @@ impl Outbox {
         self.waiting_messages -= queue.messages.len();
         self.waiting_bytes -= queue.bytes;
         self.overflowed_total += 1;
-        self.forget(peer, queue.congested);
+        // It stays congested (no new work from the cores) until its
+        // connection's close is handled ([`Outbox::peer_gone`]): relieving it
+        // now would hand new work to a peer about to be disconnected.
+        if !queue.congested {
+            self.congested += 1;
+            self.events.push(OutboxEvent::Congested(peer.clone()));
+        }
+        self.overflowed.insert(peer.clone());
         self.events.push(OutboxEvent::Overflowed(peer.clone()));
         if self.blocked.is_empty() {
             self.retry_at = None;
         }
+    }
+
+    /// `peer`'s connection closed: what waits for it can never be delivered
+    /// (counted as unroutable), and a new connection under the same routing
+    /// id starts afresh. The cores forget its congestion themselves.
+    pub fn peer_gone(&mut self, peer: &Bytes) {
+        if self.overflowed.remove(peer) {
+            self.congested -= 1;
+        }
+        if let Some(queue) = self.blocked.remove(peer) {
+            for w in &queue.messages {
+                self.count_drop(w.product, DropReason::Unroutable, 1);
+            }
+            self.waiting_messages -= queue.messages.len();
+            self.waiting_bytes -= queue.bytes;
+            if queue.congested {
+                self.congested -= 1;
+            }
+            if self.blocked.is_empty() {
+                self.retry_at = None;
+            }
+        }
+        self.check_counts();
+    }
+
+    /// Events are waiting for [`Outbox::take_events`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
     }
 
     /// A peer's queue is gone: if it was congested, it is not any more.
@@ -348,7 +393,7 @@ impl Outbox {
         let mut failures = Vec::new();
         for (peer, queue) in self.blocked.iter_mut() {
             while let Some(w) = queue.messages.pop_front() {
-                let len = w.msg.byte_len();
+                let len = w.len;
                 match sink.try_send(w.msg) {
                     Ok(()) => {
                         progress = true;
@@ -361,6 +406,7 @@ impl Outbox {
                         queue.messages.push_front(Waiting {
                             product: w.product,
                             msg,
+                            len,
                         });
                         break;
                     }
@@ -420,6 +466,7 @@ impl Outbox {
             self.count_drop(product, DropReason::Shutdown, 1);
         }
         self.blocked.clear();
+        self.overflowed.clear();
         self.congested = 0;
         self.waiting_messages = 0;
         self.waiting_bytes = 0;
@@ -468,7 +515,12 @@ impl Outbox {
             debug_assert_eq!(bytes, self.waiting_bytes);
             debug_assert!(self.blocked.values().all(|q| !q.messages.is_empty()));
             let congested = self.blocked.values().filter(|q| q.congested).count();
-            debug_assert_eq!(congested, self.congested);
+            debug_assert_eq!(congested + self.overflowed.len(), self.congested);
+            debug_assert!(
+                self.overflowed
+                    .iter()
+                    .all(|p| !self.blocked.contains_key(p))
+            );
             debug_assert_eq!(self.retry_at.is_some(), !self.blocked.is_empty());
         }
     }
@@ -624,15 +676,27 @@ mod tests {
             out.take_events(),
             [
                 OutboxEvent::Congested("slow".into()),
-                OutboxEvent::Relieved("slow".into()),
                 OutboxEvent::Overflowed("slow".into()),
-            ]
+            ],
+            "not relieved: no new work for a peer about to be disconnected"
         );
         assert_eq!(out.dropped(Product::Stream, DropReason::Overflow), 7);
         assert!(out.is_empty());
         assert_eq!(out.retry_at(), None);
         let s = out.stats();
         assert_eq!((s.waiting_bytes, s.overflowed_peers_total), (0, 1));
+        assert_eq!(s.congested_peers, 1);
+        // Until its connection closes, what is sent to it is dropped and counted.
+        peers.make_room("slow", 10);
+        out.send(&peers, t0, Product::Stream, sized("slow", 1))
+            .unwrap();
+        assert!(peers.got("slow").is_empty());
+        assert_eq!(out.dropped(Product::Stream, DropReason::Overflow), 8);
+        out.peer_gone(&"slow".into());
+        assert_eq!(out.stats().congested_peers, 0);
+        out.send(&peers, t0, Product::Stream, sized("slow", 1))
+            .unwrap();
+        assert_eq!(peers.got("slow").len(), 1, "a new connection starts afresh");
     }
 
     #[test]
@@ -648,9 +712,42 @@ mod tests {
         out.send(&peers, t0, Product::Mdp, sized("a", 700)).unwrap();
         out.send(&peers, t0, Product::Mdp, sized("b", 300)).unwrap();
         out.send(&peers, t0, Product::Mdp, sized("b", 300)).unwrap();
-        assert_eq!(out.take_events(), [OutboxEvent::Overflowed("a".into())]);
+        assert_eq!(
+            out.take_events(),
+            [
+                OutboxEvent::Congested("a".into()),
+                OutboxEvent::Overflowed("a".into())
+            ]
+        );
         assert_eq!(out.stats().blocked_peers, 1);
         assert_eq!(out.dropped(Product::Mdp, DropReason::Overflow), 1);
+    }
+
+    #[test]
+    fn a_closed_peer_s_waiting_messages_are_dropped_not_sent_to_its_successor() {
+        let t0 = Instant::now();
+        let peers = Peers::with(&[("w", 0)]);
+        let mut out = Outbox::new(OutboxLimits {
+            peer_soft_bytes: 10,
+            peer_hard_bytes: 10_000,
+            total_bytes: 100_000,
+        });
+        out.send(&peers, t0, Product::Mdp, msg("w", "old request"))
+            .unwrap();
+        out.send(&peers, t0, Product::Mdp, msg("w", "old request 2"))
+            .unwrap();
+        assert_eq!(out.take_events(), [OutboxEvent::Congested("w".into())]);
+        out.peer_gone(&"w".into());
+        assert_eq!(out.dropped(Product::Mdp, DropReason::Unroutable), 2);
+        let s = out.stats();
+        assert_eq!(
+            (s.waiting_messages, s.blocked_peers, s.congested_peers),
+            (0, 0, 0)
+        );
+        // The same routing id on a new connection gets only what is new.
+        peers.make_room("w", 5);
+        out.send(&peers, t0, Product::Mdp, msg("w", "new")).unwrap();
+        assert_eq!(peers.got("w"), ["new"]);
     }
 
     #[test]

@@ -444,6 +444,22 @@ pub(crate) fn message_single(frame: Bytes) -> RawMessage {
     RawMessage::single(frame)
 }
 
+/// A message of `envelope` then `body`, keeping `original`'s sender (its
+/// identity snapshot: connection id, authentication) when it has one.
+pub(crate) fn with_sender_of(
+    original: &RawMessage,
+    envelope: &[Bytes],
+    body: Vec<Bytes>,
+) -> RawMessage {
+    match (original.sender_identity(), envelope.split_first()) {
+        (Some(sender), Some((_, rest))) => RawMessage::with_identity(
+            sender.clone(),
+            RawMessage::multipart(rest.iter().cloned().chain(body)),
+        ),
+        _ => RawMessage::multipart(envelope.iter().cloned().chain(body)),
+    }
+}
+
 pub(crate) fn frame_count(m: &RawMessage) -> usize {
     m.len()
 }

@@ -279,16 +279,23 @@ impl Socket {
         }
     }
 
-    /// Send without waiting; a full queue hands the message back.
+    /// Send without waiting; a full queue hands the message back as it was
+    /// given (unsigned: sending it again signs it once, afresh).
     pub fn try_send(&self, msg: impl Into<Message>) -> Result<(), TrySendError> {
-        let msg = self.seal(msg.into());
-        let len = msg.byte_len();
-        match engine::try_send(&self.raw, msg.0)? {
+        let msg = msg.into();
+        // Signing makes a new message; keep the caller's to hand back.
+        let (sealed, original) = if self.options.signer.is_some() {
+            (self.seal(msg.clone()), Some(msg))
+        } else {
+            (msg, None)
+        };
+        let len = sealed.byte_len();
+        match engine::try_send(&self.raw, sealed.0)? {
             TrySend::Sent => {
                 self.counters.sent(len);
                 Ok(())
             }
-            TrySend::Full(m) => Err(TrySendError::Full(Message(m))),
+            TrySend::Full(m) => Err(TrySendError::Full(original.unwrap_or(Message(m)))),
         }
     }
 
@@ -350,9 +357,13 @@ impl Socket {
             .unwrap_or_else(|p| p.into_inner())
             .verify(crate::registry::now_ms(), &frames[env..]);
         match result {
-            Ok(v) => Some(Message::from_frames(
-                frames[..env].iter().cloned().chain(v.frames),
-            )),
+            // The envelope stays the engine's: a ROUTER message keeps its
+            // sender (connection id, authentication) through verification.
+            Ok(v) => Some(Message(engine::with_sender_of(
+                &msg.0,
+                &frames[..env],
+                v.frames,
+            ))),
             Err(e) => {
                 self.registry
                     .note_signature_failure(self.id, &e.to_string());

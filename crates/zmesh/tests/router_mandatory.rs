@@ -175,3 +175,62 @@ async fn disconnect_peer_closes_that_connection_only() {
 fn a_message_made_locally_names_no_connection() {
     assert_eq!(Message::from_frames(["a", "b"]).connection_id(), None);
 }
+
+fn signed(options: SocketOptions) -> SocketOptions {
+    use zmesh::security::signing::{Signer, SigningKey, Verifier};
+    let signer = Signer::new("k", SigningKey::Hmac(b"0123456789abcdef".to_vec())).unwrap();
+    let mut verifier = Verifier::new(30_000);
+    verifier.add_key("k", signer.key().verifying_key());
+    options.sign_with(signer).verify_with(verifier)
+}
+
+/// With signing on, a message handed back by a full peer is the caller's,
+/// unsigned (sent again, it is signed once), and a verified ROUTER message
+/// still names its connection.
+#[tokio::test]
+async fn signing_keeps_the_handed_back_message_and_the_sender() {
+    bounded(TEST_LIMIT, async {
+        let router = Socket::new(
+            SocketType::Router,
+            signed(
+                SocketOptions::default()
+                    .router_mandatory(true)
+                    .send_hwm(2)
+                    .recv_hwm(2),
+            ),
+        )
+        .unwrap();
+        let ep = router.bind("tcp://127.0.0.1:0").await.unwrap();
+        let dealer = Socket::new(
+            SocketType::Dealer,
+            signed(SocketOptions::default().identity("d").recv_hwm(1)),
+        )
+        .unwrap();
+        dealer.connect(&ep).await.unwrap();
+        dealer.send("hello").await.unwrap();
+        let got = router.recv_timeout(EVENT_WAIT).await.unwrap();
+        assert_eq!(got.len(), 2, "the signature frame is stripped: {got:?}");
+        assert_eq!(got.frame(0).unwrap(), "d");
+        let conn = got
+            .connection_id()
+            .expect("verified, it still names its connection");
+        assert!(router.connection_ids().await.unwrap().contains(&conn));
+        // The dealer reads nothing: fill its pipe until a message comes back.
+        let body = Bytes::from(vec![1u8; 256 * 1024]);
+        for sent in 0.. {
+            assert!(sent < 4000, "never full");
+            match router.try_send(Message::from_frames([
+                Bytes::from_static(b"d"),
+                body.clone(),
+            ])) {
+                Ok(()) => {}
+                Err(TrySendError::Full(m)) => {
+                    assert_eq!(m.len(), 2, "handed back unsigned, as given");
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+}
