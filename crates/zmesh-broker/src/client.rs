@@ -93,6 +93,14 @@ pub enum ClientError {
     /// printable ASCII characters, no spaces); nothing was sent.
     #[error("{0:?} is not a valid service name (1-255 printable ASCII characters, no spaces)")]
     InvalidService(String),
+    /// Peer or caller: the broker refused the connection's handshake (a wrong
+    /// CURVE server key, a key or address its policy denies); the client
+    /// does not dial again.
+    #[error("the broker refused the connection: {reason}")]
+    Refused {
+        /// The engine's reason, with the endpoint.
+        reason: String,
+    },
     /// Caller: too many requests in flight on this client.
     #[error("too many requests in flight ({0})")]
     Busy(usize),
@@ -136,6 +144,8 @@ pub struct Client {
     inner: Arc<Inner>,
     /// Requests for the writer task (bounded by `in_flight_max`).
     outbox: mpsc::Sender<Vec<Bytes>>,
+    /// Set once the engine gave up on the broker (a refused handshake).
+    gave_up: tokio::sync::watch::Receiver<Option<String>>,
     _tasks: Arc<Tasks>,
 }
 
@@ -152,6 +162,7 @@ impl Client {
         options: SocketOptions,
     ) -> Result<Self, ClientError> {
         let sock = Socket::new(SocketType::Dealer, options)?;
+        let gave_up = sock.gave_up();
         sock.connect(endpoint).await?;
         // A random start keeps ids from two client runs apart at the broker.
         let mut seed = [0u8; 8];
@@ -168,6 +179,7 @@ impl Client {
             cfg,
             inner,
             outbox,
+            gave_up,
             _tasks: Arc::new(Tasks(vec![reader, writer])),
         })
     }
@@ -221,7 +233,15 @@ impl Client {
                     service: service.to_owned(),
                 });
             }
-            match self.attempt(service, &body).await {
+            let mut gave_up = self.gave_up.clone();
+            let outcome = tokio::select! {
+                outcome = self.attempt(service, &body) => outcome,
+                // A refused handshake is final: no attempt can get through.
+                Ok(why) = gave_up.wait_for(Option::is_some) => {
+                    return Err(ClientError::Refused { reason: why.clone().unwrap_or_default() });
+                }
+            };
+            match outcome {
                 Ok((partials, Answer::Final(body))) => {
                     self.with_breaker(service, |b| b.on_success());
                     return Ok(Reply { partials, body });

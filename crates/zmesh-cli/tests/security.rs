@@ -672,3 +672,52 @@ async fn serve_and_call_speak_curve_to_a_curve_broker() {
     })
     .await;
 }
+
+/// A client the broker's policy refuses hears why at once and exits 3,
+/// instead of retrying into a timeout.
+#[tokio::test]
+async fn a_refused_call_says_why_and_exits_3_without_retrying() {
+    bounded(TEST_LIMIT, async {
+        let dir = temp_dir("mdp-refused");
+        zmesh_keygen(&dir, "server");
+        let allowed = dir.join("allowed");
+        std::fs::create_dir_all(&allowed).unwrap(); // no client key in it: every client refused
+        let ep = free_endpoint();
+        let (_broker, _log) = common::broker_listening(&[
+            "--no-queues",
+            "--bind",
+            &ep,
+            "--curve-server",
+            "--curve-secret-key-file",
+            dir.join("server.key_secret").to_str().unwrap(),
+            "--curve-allow-dir",
+            allowed.to_str().unwrap(),
+        ])
+        .await;
+        let started = std::time::Instant::now();
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
+            .args([
+                "call",
+                "echo",
+                "hi",
+                "--broker",
+                &ep,
+                "--timeout",
+                "5",
+                "--retries",
+                "3",
+            ])
+            .arg("--curve-server-key")
+            .arg(dir.join("server.key"))
+            .output()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("refused"), "{stderr}");
+        // 4 attempts of 5 s would be 20 s: the refusal ends it at the first.
+        assert!(took < Duration::from_secs(4), "{took:?}: {stderr}");
+    })
+    .await;
+}

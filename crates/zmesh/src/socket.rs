@@ -56,6 +56,8 @@ pub struct Socket {
     id: u64,
     /// Who follows this socket's connection closes.
     close_watchers: Arc<Watchers>,
+    /// Why the engine stopped dialing an endpoint, once it has.
+    gave_up: Arc<tokio::sync::watch::Sender<Option<String>>>,
     /// Whether a synchronous try_send matches the engine's async send for this type.
     fast_send: bool,
     /// Whether a synchronous try_recv matches the engine's async recv for this type.
@@ -98,6 +100,7 @@ impl Socket {
         // Subscribe before any bind/connect so no event is missed.
         let monitor = engine::monitor(&raw);
         let close_watchers = Arc::new(Watchers::default());
+        let gave_up = Arc::new(tokio::sync::watch::Sender::new(None));
         // A handshake still open after its deadline plus a tick has ended unseen.
         let stale_ms =
             options.handshake_timeout.as_millis() as u64 + REGISTRY_TICK.as_millis() as u64;
@@ -108,6 +111,7 @@ impl Socket {
             id,
             stale_ms,
             close_watchers.clone(),
+            gave_up.clone(),
         ));
         let plain_path = options.signer.is_none() && options.verifier.is_none();
         Ok(Self {
@@ -118,6 +122,7 @@ impl Socket {
             registry: registry.clone(),
             id,
             close_watchers,
+            gave_up,
             // REQ keeps the engine's send: its send retries a lockstep check
             // that try_send fails at once. Everything else behaves the same.
             fast_send: plain_path
@@ -204,6 +209,13 @@ impl Socket {
     /// SUB: receive messages whose first frame starts with `prefix` (empty = everything).
     pub async fn subscribe(&self, prefix: impl Into<Bytes>) -> Result<()> {
         engine::subscribe(&self.raw, prefix.into()).await
+    }
+
+    /// Why the engine stopped dialing one of this socket's endpoints, once it
+    /// has: a refused handshake (a wrong CURVE key, a policy's denial), after
+    /// which it does not retry. `None` while every endpoint is still pursued.
+    pub fn gave_up(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.gave_up.subscribe()
     }
 
     /// Follow this socket's connections as they close, from now on. Each
@@ -436,6 +448,7 @@ async fn feed_registry(
     id: u64,
     stale_handshake_ms: u64,
     close_watchers: Arc<Watchers>,
+    gave_up: Arc<tokio::sync::watch::Sender<Option<String>>>,
 ) {
     let mut tick = tokio::time::interval(REGISTRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -445,6 +458,9 @@ async fn feed_registry(
                 MonitorItem::Event(ev) => {
                     if let LinkEvent::Disconnected { connection_id, .. } = &ev {
                         close_watchers.closed(*connection_id);
+                    }
+                    if let LinkEvent::GaveUp { endpoint, reason } = &ev {
+                        gave_up.send_replace(Some(format!("{endpoint}: {reason}")));
                     }
                     let closing = matches!(ev, LinkEvent::SocketClosed);
                     registry.apply(id, ev);
