@@ -497,30 +497,6 @@ async fn worker_killed_mid_request() {
     .await;
 }
 
-/// The broker's view of one service (`zmesh.services`) once `done` holds.
-async fn wait_service(client: &Client, service: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(r) = client.request("zmesh.services", vec![]).await {
-            let v: serde_json::Value = serde_json::from_slice(&r[1]).unwrap();
-            if let Some(s) = v["services"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == service)
-                && done(s)
-            {
-                return;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{service} never reached the state"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A worker's connection closing is its end: its request goes to another
 /// worker within about a second, not once its heartbeats lapse (7.5 s here).
 #[tokio::test]
@@ -563,8 +539,8 @@ async fn a_killed_workers_request_moves_on_when_its_connection_closes() {
             async move { client.request("safe", vec![Bytes::from("job")]).await }
         });
         // The request is at the first worker: no free slot, nothing queued.
-        wait_service(&client, "safe", |s| {
-            s["idle"] == 0 && s["queued"] == 0 && s["requests"] == 1
+        wait_service(&client, "safe", "its request at the worker", |s| {
+            s.is_some_and(|s| s["idle"] == 0 && s["queued"] == 0 && s["requests"] == 1)
         })
         .await;
         let _second = zmesh(&["serve", "safe", "--echo", "--broker", &ep]);

@@ -101,23 +101,36 @@ pub async fn wait_until(done: impl Fn() -> bool) {
 
 /// Wait until the broker reports `n` workers for `service`.
 pub async fn wait_workers(client: &Client, service: &str, n: u64) {
+    wait_service(client, service, &format!("{n} workers"), |s| {
+        s.map_or(0, |s| s["workers"].as_u64().unwrap()) == n
+    })
+    .await
+}
+
+/// Wait until `done` holds for the broker's view of `service`
+/// (`zmesh.services`; `None` while the broker does not know it).
+pub async fn wait_service(
+    client: &Client,
+    service: &str,
+    what: &str,
+    done: impl Fn(Option<&serde_json::Value>) -> bool,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(r) = client.request("zmesh.services", vec![]).await {
             let v: serde_json::Value = serde_json::from_slice(&r[1]).unwrap();
-            let count = v["services"]
+            let found = v["services"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|s| s["name"] == service)
-                .map_or(0, |s| s["workers"].as_u64().unwrap());
-            if count == n {
+                .find(|s| s["name"] == service);
+            if done(found) {
                 return;
             }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{service} never had {n} workers"
+            "{service} never reached {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
