@@ -651,29 +651,19 @@ async fn call_and_serve_speak_7_mdp_to_another_majordomo_broker() {
         let call = |service: &'static str, body: &'static str| {
             let ep = ep.clone();
             async move {
-                let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
-                    .args([
-                        "call",
-                        "--mdp",
-                        service,
-                        body,
-                        "--broker",
-                        &ep,
-                        "--timeout",
-                        "2",
-                        "--retries",
-                        "5",
-                    ])
-                    .output()
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    out.status.code(),
-                    Some(0),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                String::from_utf8(out.stdout).unwrap()
+                common::zmesh_stdout(&[
+                    "call",
+                    "--mdp",
+                    service,
+                    body,
+                    "--broker",
+                    &ep,
+                    "--timeout",
+                    "2",
+                    "--retries",
+                    "5",
+                ])
+                .await
             }
         };
         assert_eq!(call("upper", "hello").await, "HELLO\n", "a pyzmq worker");

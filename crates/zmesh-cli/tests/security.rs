@@ -589,13 +589,8 @@ async fn serve_and_call_speak_curve_to_a_curve_broker() {
             "--curve-server-key",
             public,
         ]);
-        let zmesh_out = |args: Vec<&str>| {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
-                .args(args)
-                .output()
-        };
         // The worker may still be registering: the client retries within its deadline.
-        let out = zmesh_out(vec![
+        let out = common::zmesh_stdout(&[
             "call",
             "echo",
             "hi",
@@ -608,12 +603,9 @@ async fn serve_and_call_speak_curve_to_a_curve_broker() {
             "--retries",
             "5",
         ])
-        .await
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{stderr}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
-        let out = zmesh_out(vec![
+        .await;
+        assert_eq!(out, "hi\n");
+        let out = common::zmesh_stdout(&[
             "services",
             "--broker",
             &ep,
@@ -621,22 +613,15 @@ async fn serve_and_call_speak_curve_to_a_curve_broker() {
             public,
             "--json",
         ])
-        .await
-        .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let echo = v["services"]
             .as_array()
             .unwrap()
             .iter()
             .find(|s| s["name"] == "echo");
         assert_eq!(echo.map(|s| s["workers"].clone()), Some(1.into()), "{v}");
-        let out = zmesh_out(vec![
+        let out = common::zmesh_stdout(&[
             "route",
             "alias",
             "echo:1",
@@ -645,16 +630,10 @@ async fn serve_and_call_speak_curve_to_a_curve_broker() {
             "--curve-server-key",
             public,
         ])
-        .await
-        .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "ok\n",
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        .await;
+        assert_eq!(out, "ok\n");
         // Without the key: nothing gets through.
-        let out = zmesh_out(vec![
+        let out = common::zmesh_output(&[
             "call",
             "echo",
             "hi",
@@ -665,8 +644,7 @@ async fn serve_and_call_speak_curve_to_a_curve_broker() {
             "--retries",
             "0",
         ])
-        .await
-        .unwrap();
+        .await;
         assert_ne!(out.status.code(), Some(0));
         assert!(out.stdout.is_empty());
     })
@@ -695,23 +673,21 @@ async fn a_refused_call_says_why_and_exits_3_without_retrying() {
         ])
         .await;
         let started = std::time::Instant::now();
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_zmesh"))
-            .args([
-                "call",
-                "echo",
-                "hi",
-                "--broker",
-                &ep,
-                "--timeout",
-                "5",
-                "--retries",
-                "3",
-            ])
-            .arg("--curve-server-key")
-            .arg(dir.join("server.key"))
-            .output()
-            .await
-            .unwrap();
+        let server_key = dir.join("server.key");
+        let out = common::zmesh_output(&[
+            "call",
+            "echo",
+            "hi",
+            "--broker",
+            &ep,
+            "--timeout",
+            "5",
+            "--retries",
+            "3",
+            "--curve-server-key",
+            server_key.to_str().unwrap(),
+        ])
+        .await;
         let took = started.elapsed();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{stderr}");

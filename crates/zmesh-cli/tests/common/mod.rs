@@ -22,6 +22,30 @@ pub fn zmesh(args: &[&str]) -> Child {
         .expect("spawn zmesh")
 }
 
+/// `zmesh <args>` run to its end; what it printed and how it exited.
+#[allow(dead_code)]
+pub async fn zmesh_output(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_zmesh"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run zmesh")
+}
+
+/// `zmesh <args>`, which must exit 0 (else its stderr is shown); its stdout.
+#[allow(dead_code)]
+pub async fn zmesh_stdout(args: &[&str]) -> String {
+    let out = zmesh_output(args).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "zmesh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
 /// The rest of a child's stderr, line by line.
 #[allow(dead_code)]
 pub type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
