@@ -651,10 +651,10 @@ async fn serve_and_call_speak_curve_to_a_curve_broker() {
     .await;
 }
 
-/// A client the broker's policy refuses hears why at once and exits 3,
-/// instead of retrying into a timeout.
+/// A client or worker the broker's policy refuses hears why at once and
+/// exits 3, instead of retrying into a timeout or dialing forever.
 #[tokio::test]
-async fn a_refused_call_says_why_and_exits_3_without_retrying() {
+async fn a_refused_call_or_serve_says_why_and_exits_3_without_retrying() {
     bounded(TEST_LIMIT, async {
         let dir = temp_dir("mdp-refused");
         zmesh_keygen(&dir, "server");
@@ -694,6 +694,21 @@ async fn a_refused_call_says_why_and_exits_3_without_retrying() {
         assert!(stderr.contains("refused"), "{stderr}");
         // 4 attempts of 5 s would be 20 s: the refusal ends it at the first.
         assert!(took < Duration::from_secs(4), "{took:?}: {stderr}");
+
+        // A refused worker says why and exits 3 instead of dialing forever.
+        let out = common::zmesh_output(&[
+            "serve",
+            "echo",
+            "--echo",
+            "--broker",
+            &ep,
+            "--curve-server-key",
+            server_key.to_str().unwrap(),
+        ])
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("refused"), "{stderr}");
     })
     .await;
 }

@@ -68,7 +68,8 @@ async fn worker_drain_answers_what_it_holds_then_leaves() {
             tokio::time::timeout(Duration::from_secs(5), run)
                 .await
                 .expect("the worker returns once drained")
-                .unwrap();
+                .unwrap()
+                .expect("stopped, not refused");
             wait_workers(&client, service, 0).await;
         }
     })
@@ -125,7 +126,8 @@ async fn a_drain_that_outlasts_its_timeout_leaves_and_the_broker_answers() {
             tokio::time::timeout(Duration::from_secs(3), run)
                 .await
                 .unwrap_or_else(|_| panic!("{service}: the worker leaves after its drain timeout"))
-                .unwrap();
+                .unwrap()
+                .expect("stopped, not refused");
             let answer = tokio::time::timeout(Duration::from_secs(3), call)
                 .await
                 .expect("the request is answered, not left hanging")

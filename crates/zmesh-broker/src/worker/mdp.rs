@@ -24,7 +24,7 @@ impl Worker {
         &self,
         stop: &mut watch::Receiver<bool>,
     ) -> zmesh::Result<SessionEnd> {
-        let sock = self.connect().await?;
+        let (sock, mut gave_up) = self.connect().await?;
         let mut ready = w1(cmd::W1_READY);
         ready.push(Bytes::from(self.service.clone()));
         sock.send(Message::from_frames(ready)).await?;
@@ -58,6 +58,7 @@ impl Worker {
                         _ => {} // heartbeats and anything else: liveness only
                     }
                 }
+                why = super::refused(&mut gave_up) => break SessionEnd::Refused(why),
                 _ = sleep_until(next_hb) => {
                     if Instant::now() >= broker_expiry {
                         break SessionEnd::Lost;

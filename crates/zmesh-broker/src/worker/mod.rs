@@ -13,7 +13,8 @@
 //! let (stop_tx, stop) = tokio::sync::watch::channel(false);
 //! let w = Worker::new("tcp://127.0.0.1:5555", "echo", WorkerConfig::default(),
 //!     handler(|body| async move { Ok(body) }));
-//! w.run(stop).await;
+//! // Returns once stopped, or with an error when the broker refuses it.
+//! let _ = w.run(stop).await;
 //! # }
 //! ```
 
@@ -113,6 +114,34 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
 }
 
+/// Why a worker stopped by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The broker refused the handshake (a wrong CURVE server key, a key or
+    /// address its policy denies). Fix the configuration; dialing again
+    /// would be refused again, so the worker does not.
+    #[error("the broker refused the connection: {reason}")]
+    Refused {
+        /// The engine's reason, with the endpoint.
+        reason: String,
+    },
+}
+
+/// Resolves with the engine's reason once it gives up on the broker (a
+/// refused handshake); never while it still dials.
+async fn refused(gave_up: &mut watch::Receiver<Option<String>>) -> String {
+    // The guard is dropped before any further await (it is not `Send`).
+    let why = gave_up
+        .wait_for(Option::is_some)
+        .await
+        .map(|why| why.clone().unwrap_or_default());
+    match why {
+        Ok(why) => why,
+        // The socket is gone: no verdict will come.
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// Close a session's socket; after a drain, say `disconnect` first.
 async fn end_session(
     sock: Socket,
@@ -163,6 +192,8 @@ enum SessionEnd {
     Lost,
     /// Shutdown requested and drained.
     Stopped,
+    /// The broker refused the handshake, with the engine's reason.
+    Refused(String),
 }
 
 impl Worker {
@@ -184,8 +215,9 @@ impl Worker {
 
     /// Serve until `stop` turns true (or its sender is dropped: nobody is
     /// left to say stop); then finish in-flight requests, within
-    /// `drain_timeout`, say DISCONNECT and return.
-    pub async fn run(self, stop: watch::Receiver<bool>) {
+    /// `drain_timeout`, say DISCONNECT and return. A broker that refuses
+    /// the handshake ends it with [`WorkerError::Refused`], not a reconnect loop.
+    pub async fn run(self, stop: watch::Receiver<bool>) -> Result<(), WorkerError> {
         let me = Arc::new(self);
         let sessions = match me.cfg.protocol {
             WorkerProtocol::Zmesh => 1,
@@ -198,17 +230,21 @@ impl Worker {
                 tokio::spawn(async move { me.slot(stop).await })
             })
             .collect();
+        let mut outcome = Ok(());
         for s in slots {
-            let _ = s.await;
+            if let Ok(Err(e)) = s.await {
+                outcome = outcome.and(Err(e));
+            }
         }
+        outcome
     }
 
     /// One connection's life: sessions back to back, with backoff between them.
-    async fn slot(&self, mut stop: watch::Receiver<bool>) {
+    async fn slot(&self, mut stop: watch::Receiver<bool>) -> Result<(), WorkerError> {
         let mut wait = self.cfg.reconnect_initial;
         loop {
             if *stop.borrow() || stop.has_changed().is_err() {
-                return;
+                return Ok(());
             }
             self.stats.sessions.fetch_add(1, Ordering::Relaxed);
             let session = match self.cfg.protocol {
@@ -216,7 +252,11 @@ impl Worker {
                 WorkerProtocol::Mdp => self.mdp_session(&mut stop).await,
             };
             match session {
-                Ok(SessionEnd::Stopped) => return,
+                Ok(SessionEnd::Stopped) => return Ok(()),
+                Ok(SessionEnd::Refused(reason)) => {
+                    tracing::error!(service = %self.service, %reason, "the broker refused the worker");
+                    return Err(WorkerError::Refused { reason });
+                }
                 Ok(SessionEnd::Lost) => {
                     tracing::info!(service = %self.service, "broker lost; reconnecting")
                 }
@@ -226,21 +266,23 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stopped(&mut stop) => return,
+                _ = stopped(&mut stop) => return Ok(()),
             }
             wait = (wait * 2).min(self.cfg.reconnect_max);
         }
     }
 
-    /// A connected DEALER for one session.
-    async fn connect(&self) -> zmesh::Result<Socket> {
+    /// A connected DEALER for one session, and its watch of the engine
+    /// giving up on the broker.
+    async fn connect(&self) -> zmesh::Result<(Socket, watch::Receiver<Option<String>>)> {
         let opts = self
             .cfg
             .socket
             .clone()
             .name(format!("worker-{}", self.service));
         let sock = Socket::new(SocketType::Dealer, opts)?;
+        let gave_up = sock.gave_up();
         sock.connect(&self.endpoint).await?;
-        Ok(sock)
+        Ok((sock, gave_up))
     }
 }

@@ -39,7 +39,7 @@ impl Worker {
         &self,
         stop: &mut watch::Receiver<bool>,
     ) -> zmesh::Result<SessionEnd> {
-        let sock = self.connect().await?;
+        let (sock, mut gave_up) = self.connect().await?;
         let credit = self.cfg.concurrency.clamp(1, WORKER_CREDIT_MAX as usize) as u32;
         let mut ready = zw(cmd::W2_READY);
         ready.push(Bytes::from(self.service.clone()));
@@ -110,6 +110,7 @@ impl Worker {
                         send_all(&sock, done_now).await?;
                     }
                 }
+                why = super::refused(&mut gave_up) => break SessionEnd::Refused(why),
                 n = replies.recv_many(&mut waiting, BATCH_ITEMS_MAX) => {
                     while handlers.try_join_next().is_some() {}
                     in_flight -= n;

@@ -503,8 +503,12 @@ pub async fn run_serve(cmd: ServeCmd) -> anyhow::Result<i32> {
     };
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let worker = Worker::new(&cmd.broker, &cmd.service, cfg, h);
-    let run = tokio::spawn(worker.run(stop));
-    let _ = tokio::signal::ctrl_c().await;
+    let mut run = tokio::spawn(worker.run(stop));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        // Only a refusal ends the worker before a stop: exit 3 with its reason.
+        ended = &mut run => return ended.map_err(anyhow::Error::from)?.map(|()| 0).map_err(Into::into),
+    }
     eprintln!("zmesh: draining (Ctrl-C again to force)");
     let _ = stop_tx.send(true);
     tokio::select! {

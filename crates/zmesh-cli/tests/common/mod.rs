@@ -28,6 +28,7 @@ pub async fn zmesh_output(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_zmesh"))
         .args(args)
         .stdin(Stdio::null())
+        .kill_on_drop(true)
         .output()
         .await
         .expect("run zmesh")
