@@ -4,104 +4,27 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::broker_listening;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::admin::{http, http_to, parse_metrics};
+use common::{broker_listening, temp_dir};
 use tokio::process::{Child, Command};
 use zmesh_broker::client::{Client, ClientConfig};
 use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
 use zmesh_testkit::net::{bounded, free_endpoint, free_port};
-use zmesh_testkit::peer::PyPeer;
-use zmesh_testkit::process;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zmesh-admin-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 async fn broker(args: &[&str]) -> Child {
     broker_listening(args).await.0
 }
 
-/// A minimal HTTP/1.1 request; returns (status, body).
-async fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String) {
-    http_to(
-        port,
-        &format!("127.0.0.1:{port}"),
-        method,
-        path,
-        token,
-        body,
-    )
-    .await
-}
-
-/// [`http`] with the `Host` header given.
-async fn http_to(
-    port: u16,
-    host: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await.unwrap();
-    let status = resp[9..12].parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map_or("", |x| x.1).to_owned();
-    (status, body)
-}
-
-fn parse_metrics(text: &str) -> serde_json::Value {
-    let script = zmesh_testkit::python::workspace_root().join("tests/python/parse_metrics.py");
-    let mut child = std::process::Command::new(zmesh_testkit::python::interpreter())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the OpenMetrics parser refused /metrics:\n{text}"
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn metrics_and_api_reflect_known_traffic_and_changes_need_the_token() {
     bounded(LIMIT, async {
-        let d = dir("metrics");
+        let d = temp_dir("metrics");
         let ep = free_endpoint();
         let port = free_port();
         let admin = format!("127.0.0.1:{port}");
@@ -251,198 +174,10 @@ async fn metrics_and_api_reflect_known_traffic_and_changes_need_the_token() {
     .await;
 }
 
-/// /metrics once `done` holds for its samples (the snapshot behind it is
-/// refreshed every second), or a failure naming what was last seen.
-async fn metrics_when(
-    port: u16,
-    what: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let t = Instant::now();
-    loop {
-        let (status, text) = http(port, "GET", "/metrics", None, "").await;
-        assert_eq!(status, 200);
-        let samples = parse_metrics(&text);
-        if done(&samples) {
-            return samples;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "metrics never showed {what}: {samples}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// A client that sends thousands of requests and never reads: the broker
-/// holds its replies up to the peer bound, then disconnects it and counts
-/// what it dropped, its memory bounded far below the replies' total.
-#[tokio::test]
-async fn a_client_that_never_reads_is_disconnected_counted_and_memory_stays_bounded() {
-    bounded(LIMIT, async {
-        const REQUESTS: u32 = 2000;
-        const REPLY_BYTES: u32 = 64 * 1024; // 2,000 x 64 KiB = 125 MiB of replies
-        let ep = free_endpoint();
-        let port = free_port();
-        let admin = format!("127.0.0.1:{port}");
-        // Its log is kept open: the broker warns when it disconnects the reader.
-        let (b, _log) = broker_listening(&[
-            "--no-queues",
-            "--worker-heartbeat-ms",
-            "300",
-            "--bind",
-            &ep,
-            "--admin-bind",
-            &admin,
-            "--request-timeout-ms",
-            "60000",
-            "--peer-outbox-soft-mib",
-            "1",
-            "--peer-outbox-hard-mib",
-            "8",
-            "--outbox-mib",
-            "64",
-            // The engine's own pipe per peer, in messages: 50 x 64 KiB.
-            "--hwm",
-            "50",
-        ])
-        .await;
-        let pad = REPLY_BYTES.to_string();
-        let (_w, _) = PyPeer::start_script(
-            "mdp_peer.py",
-            &[
-                "worker",
-                "--broker",
-                &ep,
-                "--service",
-                "big",
-                "--count",
-                "100000",
-                "--reply-pad",
-                &pad,
-            ],
-        )
-        .await;
-        let count = REQUESTS.to_string();
-        let (mut client, _) = PyPeer::start_script(
-            "mdp_peer.py",
-            &[
-                "async-client",
-                "--broker",
-                &ep,
-                "--service",
-                "big",
-                "--count",
-                &count,
-                "--hold",
-            ],
-        )
-        .await;
-        assert_eq!(client.line().await, "SENT");
-        let overflow = "zmesh_outbox_dropped_messages_total{product=mdp,reason=overflow}";
-        let answered = "zmesh_service_replies_total{service=big}";
-        let samples = metrics_when(
-            port,
-            "every request answered and the reader disconnected",
-            |s| {
-                s[answered].as_f64() == Some(f64::from(REQUESTS))
-                    && s["zmesh_outbox_disconnected_peers_total{}"].as_f64() == Some(1.0)
-            },
-        )
-        .await;
-        let dropped = samples[overflow].as_f64().unwrap();
-        assert!(dropped > 0.0, "{samples}");
-        // Everything after the disconnect is for a peer that is gone.
-        let unroutable =
-            samples["zmesh_outbox_dropped_messages_total{product=mdp,reason=unroutable}"]
-                .as_f64()
-                .unwrap();
-        let waiting = samples["zmesh_outbox_waiting_bytes{}"].as_f64().unwrap();
-        assert_eq!(
-            waiting, 0.0,
-            "nothing waits for a disconnected peer: {samples}"
-        );
-        // The broker's memory: the engine's pipe (50 x 64 KiB), the peer bound
-        // (8 MiB) and its own baseline, not 125 MiB of replies.
-        let rss_mib = process::rss_kib(b.id().unwrap()).unwrap() / 1024;
-        assert!(
-            rss_mib < 80,
-            "broker RSS {rss_mib} MiB with {dropped} + {unroutable} replies dropped"
-        );
-        // The client, reading at last, has at most what was not counted as dropped.
-        process::signal(client.pid(), process::SIGUSR1).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&client.line().await).unwrap();
-        let got = v["answered"].as_f64().unwrap();
-        assert!(
-            got + dropped + unroutable <= f64::from(REQUESTS),
-            "{v} {samples}"
-        );
-        assert_eq!(v["duplicates"], 0, "{v}");
-    })
-    .await;
-}
-
-/// A stream subscriber that grants credit for more than its DEALER can queue
-/// and reads late: every MSG arrives, in order, with no dseq gap. The broker
-/// holds them (its subscription paused past the peer's soft bound), not drops.
-#[tokio::test]
-async fn a_subscriber_with_more_credit_than_it_can_queue_gets_every_msg() {
-    bounded(LIMIT, async {
-        const COUNT: &str = "3000"; // x 8 KiB: 24 MiB, past every pipe on the way
-        let d = dir("credit");
-        let ep = free_endpoint();
-        let port = free_port();
-        let admin = format!("127.0.0.1:{port}");
-        let data = d.join("data");
-        let (_b, _log) = broker_listening(&[
-            "--bind",
-            &ep,
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--admin-bind",
-            &admin,
-            "--peer-outbox-soft-mib",
-            "2",
-            "--hwm",
-            "100",
-        ])
-        .await;
-        let (mut sub, _) = PyPeer::start_script(
-            "stream_sub.py",
-            &[
-                "--broker", &ep, "--stream", "feed", "--count", COUNT, "--size", "8192",
-                "--rcvhwm", "10",
-            ],
-        )
-        .await;
-        assert_eq!(sub.line_within(Duration::from_secs(60)).await, "SUBSCRIBED");
-        // The MSGs pile up unread until the subscription is held back.
-        metrics_when(port, "the subscriber congested", |s| {
-            s["zmesh_outbox_congested_peers{}"].as_f64() == Some(1.0)
-        })
-        .await;
-        process::signal(sub.pid(), process::SIGUSR1).unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&sub.line_within(Duration::from_secs(60)).await).unwrap();
-        assert_eq!(v["missing"], 0, "every stored seq delivered: {v}");
-        assert_eq!(v["gaps"], serde_json::json!([]), "no dseq jump: {v}");
-        let samples = metrics_when(port, "the subscriber relieved", |s| {
-            s["zmesh_outbox_congested_peers{}"].as_f64() == Some(0.0)
-        })
-        .await;
-        for reason in ["overflow", "unroutable"] {
-            let k =
-                format!("zmesh_outbox_dropped_messages_total{{product=stream,reason={reason}}}");
-            assert_eq!(samples[&k].as_f64(), Some(0.0), "{k}: {samples}");
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn without_a_token_every_change_is_refused() {
     bounded(LIMIT, async {
-        let d = dir("notoken");
+        let d = temp_dir("notoken");
         let port = free_port();
         let admin = format!("127.0.0.1:{port}");
         let data = d.join("data");
@@ -499,7 +234,7 @@ async fn requests_naming_a_foreign_host_are_refused() {
 
 #[tokio::test]
 async fn each_kind_of_config_mistake_is_named() {
-    let d = dir("config");
+    let d = temp_dir("config");
     let cases = [
         (
             "[broker]\nbnd = [\"tcp://127.0.0.1:1\"]\n",
@@ -589,7 +324,7 @@ async fn each_kind_of_config_mistake_is_named() {
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits() {
     bounded(LIMIT, async {
-        let d = dir("drain");
+        let d = temp_dir("drain");
         let ep = free_endpoint();
         let data = d.join("data");
         let (mut b, mut log) = broker_listening(&[
@@ -707,7 +442,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
 #[tokio::test]
 async fn admin_api_conforms_to_its_openapi_document() {
     bounded(Duration::from_secs(300), async {
-        let d = dir("schemathesis");
+        let d = temp_dir("schemathesis");
         let port = free_port();
         let admin = format!("127.0.0.1:{port}");
         let data = d.join("data");

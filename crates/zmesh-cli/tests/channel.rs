@@ -3,20 +3,16 @@
 //! then the receiver are SIGKILLed and restarted. The output must equal the
 //! input byte for byte: every message once, in order.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::temp_dir;
 use tokio::process::{Child, Command};
 use zmesh_testkit::fault_proxy::FaultProxy;
 use zmesh_testkit::net::{bounded, free_port};
-
-fn dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zmesh-channel-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn zmesh(args: &[&str], cwd: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_zmesh"))
@@ -46,7 +42,7 @@ fn input(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn a_file_crosses_faults_and_crashes_exactly_once_in_order() {
     bounded(Duration::from_secs(150), async {
-        let d = dir("faults");
+        let d = temp_dir("faults");
         let data = input(12 << 20);
         std::fs::write(d.join("in.bin"), &data).unwrap();
         let port = free_port();

@@ -13,6 +13,7 @@ use zmesh::{Message, Registry, Socket, SocketOptions, SocketType};
 use zmesh_testkit::net::{bounded, free_endpoint};
 
 use common::security::*;
+use common::temp_dir;
 use zmesh_testkit::peer::PyPeer;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);

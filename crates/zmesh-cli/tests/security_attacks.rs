@@ -15,6 +15,7 @@ use zmesh_testkit::net::bounded;
 use zmesh_testkit::peer::PyPeer;
 
 use common::security::*;
+use common::temp_dir;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 

@@ -3,11 +3,27 @@
 use std::process::Stdio;
 
 #[allow(dead_code)]
+pub mod admin;
+#[allow(dead_code)]
 pub mod inproc;
 #[allow(dead_code)]
 pub mod security;
 
 use tokio::process::{Child, Command};
+
+/// A fresh directory for one test: named after the test file, `tag` and
+/// this process, emptied first.
+#[allow(dead_code)]
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "zmesh-{}-{tag}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
 
 /// `zmesh <args>` as a child process with no stdio, killed on drop.
 #[allow(dead_code)]

@@ -1,6 +1,6 @@
 //! Helpers of the security tests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use zmesh::SocketOptions;
@@ -10,14 +10,6 @@ use zmesh_testkit::peer::PyPeer;
 
 /// How long an expected event may take.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// A fresh directory for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("zmesh-sec-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// `zmesh keygen --dir DIR NAME`; returns the public key it printed.
 pub fn zmesh_keygen(dir: &Path, name: &str) -> String {
