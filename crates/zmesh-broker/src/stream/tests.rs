@@ -92,8 +92,9 @@ proptest! {
     #[test]
     fn catch_up_then_live_without_gap_or_duplicate(
         before in 0usize..50,
-        ops in proptest::collection::vec((0u8..3, 1u32..20), 1..80),
+        ops in proptest::collection::vec((0u8..4, 1u32..20), 1..80),
     ) {
+        let c = Bytes::from_static(b"c");
         let mut s = Sim::new();
         for i in 0..before {
             s.send("p", &["PUBLISH", "1", "ev", &format!("ev.{}", i % 3), "x"]);
@@ -102,6 +103,8 @@ proptest! {
         let mut seen = s.msgs("c");
         prop_assert!(seen.len() <= 5, "credit bounds the first burst");
         let mut credit_left = 5 - seen.len() as i64;
+        let mut credit_total = 5u64;
+        let mut congested = false;
         for (op, n) in ops {
             match op {
                 0 => for i in 0..n {
@@ -110,14 +113,30 @@ proptest! {
                 1 => {
                     s.send("c", &["CREDIT", "sub", &n.to_string()]);
                     credit_left += i64::from(n);
+                    credit_total += u64::from(n);
+                }
+                // The outbox reports the subscriber's peer congested (odd) or relieved.
+                2 => {
+                    congested = n % 2 == 1;
+                    let a = s.core.set_congested(&c, congested);
+                    s.run(a);
                 }
                 _ => s.send("p", &["PUBLISH", "1", "ev", "other.subject", "x"]),
             }
             let got = s.msgs("c");
             credit_left -= got.len() as i64;
             prop_assert!(credit_left >= 0, "sent beyond the credit");
+            prop_assert!(!congested || got.is_empty(), "a MSG to a congested peer");
             seen.extend(got);
         }
+        // Relieved, the subscriber gets all it has credit for: nothing stalls.
+        let a = s.core.set_congested(&c, false);
+        s.run(a);
+        seen.extend(s.msgs("c"));
+        let matching = s.log.iter()
+            .filter(|r| super::record::StreamRecord::decode(r).unwrap().subject.starts_with(b"ev."))
+            .count() as u64;
+        prop_assert_eq!(seen.len() as u64, matching.min(credit_total), "a stall after relief");
         // Every ev.* message, in order, once; dseq counts 1, 2, 3…
         let want: Vec<u64> = s.log.iter().enumerate()
             .filter(|(_, r)| super::record::StreamRecord::decode(r).unwrap().subject.starts_with(b"ev."))

@@ -9,6 +9,10 @@ enum Op {
     Ack(u8, usize),
     Nack(u8, usize, bool),
     Leave(u8),
+    /// The driver's outbox reports the consumer's peer congested or relieved.
+    Congest(u8, bool),
+    /// The consumer's connection closed (no DISCONNECT said).
+    Closed(u8),
     Sync,
     Advance(u16),
     Compact(u8),
@@ -25,6 +29,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..3, any::<usize>()).prop_map(|(c, i)| Op::Ack(c, i)),
         1 => (0u8..3, any::<usize>(), any::<bool>()).prop_map(|(c, i, r)| Op::Nack(c, i, r)),
         1 => (0u8..3).prop_map(Op::Leave),
+        1 => (0u8..3, any::<bool>()).prop_map(|(c, on)| Op::Congest(c, on)),
+        1 => (0u8..3).prop_map(Op::Closed),
         3 => Just(Op::Sync),
         1 => (0u16..4500).prop_map(Op::Advance),
         1 => (1u8..=4).prop_map(Op::Compact),
@@ -39,9 +45,11 @@ proptest! {
 
     /// Whatever happens — acks, nacks, timeouts, consumers leaving, journal
     /// compaction and deleted dead records, crashes that lose unsynced
-    /// records — every confirmed message is at the end
+    /// records, congested peers and closed connections — every confirmed
+    /// message is at the end
     /// acked, ready, held, or dead-lettered; consumers never exceed their
-    /// window; replaying the journal gives the same live messages.
+    /// window; a congested peer gets no delivery; replaying the journal gives
+    /// the same live messages.
     #[test]
     fn nothing_confirmed_is_lost(
         ops in proptest::collection::vec(op(), 1..120),
@@ -55,6 +63,7 @@ proptest! {
         let mut acked: BTreeSet<String> = BTreeSet::new();
         let mut held: HashMap<u8, Vec<(String, String)>> = HashMap::new(); // consumer -> (tag, body)
         let mut prefetch: HashMap<u8, usize> = HashMap::new();
+        let mut congested: BTreeSet<u8> = BTreeSet::new();
         let mut n = 0u32;
         for op in ops {
             match op {
@@ -85,6 +94,18 @@ proptest! {
                     s.send(&format!("c{c}"), &["DISCONNECT"]);
                     held.remove(&c);
                     prefetch.remove(&c);
+                }
+                Op::Congest(c, on) => {
+                    if on { congested.insert(c); } else { congested.remove(&c); }
+                    let a = s.core.set_congested(s.now, &peer(&format!("c{c}")), on);
+                    s.apply(a);
+                }
+                Op::Closed(c) => {
+                    let a = s.core.connection_closed(s.now, &peer(&format!("c{c}")));
+                    s.apply(a);
+                    held.remove(&c);
+                    prefetch.remove(&c);
+                    congested.remove(&c);
                 }
                 Op::Sync => s.sync(),
                 Op::Advance(ms) => {
@@ -120,6 +141,7 @@ proptest! {
                     s = Sim::restore_with(s.config.clone(), s.catalog.clone(), journal);
                     held.clear();
                     prefetch.clear();
+                    congested.clear();
                 }
                 Op::Kill => {
                     // The process dies (SIGKILL): everything written stays,
@@ -128,6 +150,7 @@ proptest! {
                     s = Sim::restore_with(s.config.clone(), s.catalog.clone(), s.journal.clone());
                     held.clear();
                     prefetch.clear();
+                    congested.clear();
                 }
             }
             // As the store does at every tick: a record removed too early
@@ -140,6 +163,7 @@ proptest! {
                     b"CONFIRM" => { let _ = confirmed.insert(format!("m{}", String::from_utf8_lossy(&f[3]))); }
                     b"DELIVER" => {
                         let c: u8 = to[1..].parse().unwrap();
+                        prop_assert!(!congested.contains(&c), "a delivery to congested c{}", c);
                         // The body is the one published with this id, from memory or disk.
                         let expected = format!("m{}", String::from_utf8_lossy(&f[6][2..]));
                         prop_assert_eq!(&f[7][..], expected.as_bytes());
