@@ -2,6 +2,8 @@
 //! compaction between rounds and bodies kept on disk past a tiny memory
 //! bound: never a panic, every journal record the core writes decodes back,
 //! and every body it asks to read back (`body_at`) is a stored message's.
+//! The driver's outbox reports (a peer congested, relieved, its connection
+//! closed) come in between, picked by the first byte's high bits.
 #![no_main]
 
 use bytes::Bytes;
@@ -10,7 +12,8 @@ use zmesh_broker::queue::journal::{self, Entry};
 use zmesh_broker::queue::{Catalog, QueueAction, QueueCore, QueueCoreConfig};
 
 fuzz_target!(|data: &[u8]| {
-    // Frames separated by 0xff; the first byte picks the sending peer.
+    // Frames separated by 0xff; the first byte picks the sending peer (and,
+    // in its high bits, the outbox reports).
     let Some((&who, rest)) = data.split_first() else { return };
     let mut frames = vec![Bytes::new(), Bytes::from_static(b"ZMQU01")];
     frames.extend(rest.split(|b| *b == 0xff).map(Bytes::copy_from_slice));
@@ -27,6 +30,12 @@ fuzz_target!(|data: &[u8]| {
         let peer = Bytes::from(vec![who.wrapping_add((i % 2) as u8)]);
         let mut actions = core.handle(now, &peer, &frames);
         actions.extend(core.tick(now));
+        if who & 0x40 != 0 {
+            actions.extend(core.set_congested(now, &peer, i < 2));
+        }
+        if who & 0x80 != 0 && i == 2 {
+            actions.extend(core.connection_closed(now, &peer));
+        }
         // Journal compaction over everything written so far.
         let limits = zmesh_broker::queue::core::CompactLimits {
             moves_max: 8,

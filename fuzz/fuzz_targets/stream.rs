@@ -1,5 +1,6 @@
 //! ZMST01 frames from untrusted peers into the stream core, and the stream
-//! record decoder: never a panic, and a decoded record encodes back to itself.
+//! record decoder: never a panic (outbox reports included), and a decoded
+//! record encodes back to itself.
 #![no_main]
 
 use bytes::Bytes;
@@ -21,6 +22,14 @@ fuzz_target!(|data: &[u8]| {
     let mut core = StreamCore::new(StreamCoreConfig::default(), StreamCatalog::default());
     let peer = Bytes::from(vec![who]);
     let mut actions = core.handle(1_000, &peer, &frames);
+    // The driver's outbox reports, picked by the first byte's high bits.
+    if who & 0x40 != 0 {
+        actions.extend(core.set_congested(&peer, true));
+        actions.extend(core.set_congested(&peer, false));
+    }
+    if who & 0x80 != 0 {
+        actions.extend(core.connection_closed(&peer));
+    }
     actions.extend(core.tick(2_000));
     for a in actions {
         if let StreamAction::Append { ticket, .. } = a {
