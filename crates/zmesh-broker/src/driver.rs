@@ -19,6 +19,9 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// Most messages handled per wake-up before timers and sends get their turn.
 const BATCH_MAX: usize = 256;
+/// How often the connections the broker knows are checked against the
+/// engine's live set, for closes whose events were missed.
+const CONNECTIONS_RECHECK: Duration = Duration::from_secs(10);
 
 /// Rounds of congestion changes handled per wake-up; later changes wait for the next.
 const CONGESTION_ROUNDS_MAX: usize = 4;
@@ -190,6 +193,11 @@ pub async fn run_with_stores(
     // is pushed back while messages keep coming).
     let mut snapshots = tokio::time::interval(Duration::from_secs(1));
     snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Closes can be missed: a connection that closed before `closes` was
+    // taken, or a lag whose re-read failed. Checking the live set now and
+    // then catches them (else only heartbeats would).
+    let mut recheck = tokio::time::interval(CONNECTIONS_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let settled = stores.queues.as_ref().is_none_or(|q| q.settled())
             && stores.streams.as_ref().is_none_or(|s| s.settled());
@@ -335,14 +343,12 @@ pub async fn run_with_stores(
                     }
                 }
                 zmesh::ConnectionClosed::Lagged => {
-                    if let Ok(live) = sock.connection_ids().await {
-                        for peer in connections.keep_only(&live) {
-                            connection_closed(&mut broker, &mut stores, &mut outbox, &peer, &mut out);
-                        }
-                        end_batch(&mut stores, &mut out);
-                    }
+                    keep_only_live(sock, &mut connections, &mut broker, &mut stores, &mut outbox, &mut out).await;
                 }
             },
+            _ = recheck.tick() => {
+                keep_only_live(sock, &mut connections, &mut broker, &mut stores, &mut outbox, &mut out).await;
+            }
             _ = tokio::time::sleep_until(retry_at.unwrap_or(next).into()), if retry_at.is_some() => {
                 outbox.retry(sock, Instant::now())?;
             }
@@ -422,6 +428,25 @@ fn connection_closed(
     if let Some(s) = stores.streams.as_mut() {
         send_all(Product::Stream, s.connection_closed(peer), out);
     }
+}
+
+/// Closes were missed: every known connection not live in the engine is
+/// handled as closed. A failed read leaves it to the next check.
+async fn keep_only_live(
+    sock: &Socket,
+    connections: &mut PeerConnections,
+    broker: &mut Broker,
+    stores: &mut Stores,
+    outbox: &mut Outbox,
+    out: &mut Out,
+) {
+    let Ok(live) = sock.connection_ids().await else {
+        return;
+    };
+    for peer in connections.keep_only(&live) {
+        connection_closed(broker, stores, outbox, &peer, out);
+    }
+    end_batch(stores, out);
 }
 
 /// Tell every core that `peer` reads too slowly, or has caught up.
