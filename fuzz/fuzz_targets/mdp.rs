@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     // Frames separated by 0xff; the first byte picks the sending peer.
     let Some((&who, rest)) = data.split_first() else { return };
     let frames: Vec<Bytes> = rest.split(|b| *b == 0xff).map(Bytes::copy_from_slice).collect();
-    let _ = zmesh_broker::mdp::parse(&frames);
+    let _ = zmesh_wire::mdp::parse(&frames);
     let mut broker = Broker::new(BrokerConfig { queue_max: 4, requests_max: 8, ..Default::default() });
     let t = Instant::now();
     for i in 0..4u8 {

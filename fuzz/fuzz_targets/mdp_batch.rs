@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use zmesh_broker::core::{Broker, BrokerConfig, coalesce};
-use zmesh_broker::mdp::batch::{join, split};
+use zmesh_wire::mdp::batch::{join, split};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks the protocol and the sending peer; the rest is the packed frame.

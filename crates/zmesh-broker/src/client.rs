@@ -25,8 +25,8 @@ use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
 use crate::client_util::{Tasks, jitter};
-use crate::mdp::batch::{self, BATCH_ITEMS_MAX};
-use crate::mdp::{ZMDPC1, cmd};
+use zmesh_wire::mdp::batch::{self, BATCH_ITEMS_MAX};
+use zmesh_wire::mdp::{ZMDPC1, cmd};
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -222,7 +222,7 @@ impl Client {
         body: Vec<Bytes>,
     ) -> Result<Reply, ClientError> {
         // Checked here: a bad name would cost its whole batch a round trip.
-        if !crate::mdp::is_service_name(service.as_bytes()) {
+        if !zmesh_wire::mdp::is_service_name(service.as_bytes()) {
             return Err(ClientError::InvalidService(service.to_owned()));
         }
         let attempts = self.cfg.retries + 1;

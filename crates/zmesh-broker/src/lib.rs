@@ -24,7 +24,8 @@ mod client_util;
 pub mod core;
 pub mod dedup;
 pub mod driver;
-pub mod mdp;
+/// The Majordomo protocols' codec, now in `zmesh-wire` (re-exported while callers move).
+pub use zmesh_wire::mdp;
 pub mod outbox;
 mod peers;
 pub mod queue;

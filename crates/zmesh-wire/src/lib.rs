@@ -4,8 +4,11 @@
 //! frames, commands, status codes and name rules of each protocol, and the
 //! small value types they carry.
 //!
+//! - [`mdp`]: 7/MDP (v0.1 and v0.2), 8/MMI, and zmesh's extensions ZMDPC1,
+//!   ZMDPW1 and BATCH.
 //! - [`Durability`]: how a queue's or stream's records reach stable storage.
 
 mod durability;
+pub mod mdp;
 
 pub use durability::{Durability, DurabilityError};

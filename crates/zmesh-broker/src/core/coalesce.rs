@@ -5,8 +5,8 @@ use foldhash::HashMap;
 use bytes::Bytes;
 
 use super::Action;
-use crate::mdp::batch::{BATCH_BYTES_MAX, BATCH_ITEMS_MAX, BatchWriter};
-use crate::mdp::{ZMDPC1, ZMDPW1, cmd};
+use zmesh_wire::mdp::batch::{BATCH_BYTES_MAX, BATCH_ITEMS_MAX, BatchWriter};
+use zmesh_wire::mdp::{ZMDPC1, ZMDPW1, cmd};
 
 fn batchable(frames: &[Bytes]) -> bool {
     matches!(frames, [h, c, ..] if (h.as_ref() == ZMDPC1 || h.as_ref() == ZMDPW1) && c.as_ref() != [cmd::BATCH])
@@ -102,7 +102,7 @@ pub fn coalesce(actions: Vec<Action>) -> Vec<Action> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mdp::batch::split;
+    use zmesh_wire::mdp::batch::split;
 
     fn send(to: &'static [u8], frames: &[&'static [u8]]) -> Action {
         Action::Send {

@@ -40,7 +40,7 @@ pub use coalesce::coalesce;
 pub use policy::{RateLimiter, Route, ServicePolicy, parse_routes, pick, validate_routes};
 use state::{Request, Service, Worker};
 
-use crate::mdp::{self, BadItem, ClientMsg, ClientProto, Inbound, MdpError, ReplyKind};
+use zmesh_wire::mdp::{self, BadItem, ClientMsg, ClientProto, Inbound, MdpError, ReplyKind};
 
 /// Broker settings.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::slots::FreeSlots;
-use crate::mdp::{ClientProto, WorkerVersion};
+use zmesh_wire::mdp::{ClientProto, WorkerVersion};
 
 /// A service: its queue and its workers.
 #[derive(Debug)]

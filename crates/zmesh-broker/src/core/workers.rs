@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::state::{Service, Worker};
 use super::{Action, Broker, LATENCIES_MAX, handle_bytes, handle_of, status};
-use crate::mdp::{self, ClientProto, ReplyKind, WorkerMsg, WorkerVersion};
+use zmesh_wire::mdp::{self, ClientProto, ReplyKind, WorkerMsg, WorkerVersion};
 
 impl Broker {
     pub(super) fn worker_message(

@@ -8,7 +8,7 @@ use tokio::time::{Instant, sleep_until};
 use zmesh::{Message, Socket};
 
 use super::{SessionEnd, Worker};
-use crate::mdp::{MDPW01, cmd};
+use zmesh_wire::mdp::{MDPW01, cmd};
 
 fn w1(command: u8) -> Vec<Bytes> {
     vec![

@@ -18,8 +18,8 @@ use tokio::time::{Instant, sleep_until};
 use zmesh::Message;
 
 use super::{SessionEnd, Worker};
-use crate::mdp::batch::{self, BATCH_ITEMS_MAX};
-use crate::mdp::{WORKER_CREDIT_MAX, ZMDPW1, cmd};
+use zmesh_wire::mdp::batch::{self, BATCH_ITEMS_MAX};
+use zmesh_wire::mdp::{WORKER_CREDIT_MAX, ZMDPW1, cmd};
 
 fn zw(command: u8) -> Vec<Bytes> {
     vec![Bytes::from_static(ZMDPW1), Bytes::from(vec![command])]

@@ -35,7 +35,7 @@ pub fn is_batch(frames: &[Bytes]) -> bool {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use zmesh_broker::mdp::batch::{join, split};
+/// use zmesh_wire::mdp::batch::{join, split};
 /// let a = vec![Bytes::from_static(b"ZMDPC1"), Bytes::from_static(b"\x03"), Bytes::from_static(b"x")];
 /// let b = vec![Bytes::from_static(b"ZMDPC1"), Bytes::from_static(b"\x04")];
 /// let joined = join(&[a.clone(), b.clone()]);
@@ -93,7 +93,7 @@ pub fn split(frames: &[Bytes]) -> Result<Vec<Vec<Bytes>>, MdpError> {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use zmesh_broker::mdp::batch::pack;
+/// use zmesh_wire::mdp::batch::pack;
 /// let m = |b: &'static [u8]| vec![Bytes::from_static(b"ZMDPC1"), Bytes::from_static(b"\x03"), Bytes::from_static(b)];
 /// assert_eq!(pack(vec![m(b"a")]), vec![m(b"a")]);
 /// assert_eq!(pack(vec![m(b"a"), m(b"b")]).len(), 1);
@@ -130,14 +130,15 @@ pub fn join(messages: &[Vec<Bytes>]) -> Vec<Bytes> {
 }
 
 /// A BATCH being built, one message at a time.
-pub(crate) struct BatchWriter {
+pub struct BatchWriter {
     header: Option<Bytes>,
     packed: BytesMut,
     items: usize,
 }
 
 impl BatchWriter {
-    pub(crate) fn new(header: Option<Bytes>) -> Self {
+    /// An empty batch under `header` (else the first message's).
+    pub fn new(header: Option<Bytes>) -> Self {
         Self {
             header,
             packed: BytesMut::new(),
@@ -146,7 +147,7 @@ impl BatchWriter {
     }
 
     /// Append message `m` (header first).
-    pub(crate) fn push(&mut self, m: &[Bytes]) {
+    pub fn push(&mut self, m: &[Bytes]) {
         let Some((header, frames)) = m.split_first() else {
             return;
         };
@@ -164,12 +165,12 @@ impl BatchWriter {
     }
 
     /// Items so far.
-    pub(crate) fn items(&self) -> usize {
+    pub fn items(&self) -> usize {
         self.items
     }
 
     /// The message: header, BATCH, the packed items.
-    pub(crate) fn finish(self) -> Vec<Bytes> {
+    pub fn finish(self) -> Vec<Bytes> {
         vec![
             self.header.unwrap_or_default(),
             Bytes::from_static(&[BATCH]),
