@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&who, rest)) = data.split_first() else { return };
     let mut frames = vec![Bytes::new(), Bytes::from_static(b"ZMQU01")];
     frames.extend(rest.split(|b| *b == 0xff).map(Bytes::copy_from_slice));
-    let _ = zmesh_broker::queue::proto::parse(&frames);
+    let _ = zmesh_wire::queue::proto::parse(&frames);
     let config = QueueCoreConfig { bytes_max: 16, ..QueueCoreConfig::default() };
     let mut core = QueueCore::new(config, Catalog::default());
     let mut journal: Vec<Bytes> = Vec::new();

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&who, rest)) = data.split_first() else { return };
     let mut frames = vec![Bytes::new(), Bytes::from_static(b"ZMST01")];
     frames.extend(rest.split(|b| *b == 0xff).map(Bytes::copy_from_slice));
-    let _ = zmesh_broker::stream::proto::parse(&frames);
+    let _ = zmesh_wire::stream::proto::parse(&frames);
     let mut core = StreamCore::new(StreamCoreConfig::default(), StreamCatalog::default());
     let peer = Bytes::from(vec![who]);
     let mut actions = core.handle(1_000, &peer, &frames);

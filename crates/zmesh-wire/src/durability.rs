@@ -93,3 +93,17 @@ impl std::fmt::Display for Durability {
         }
     }
 }
+
+/// As text (`always`, `group:MS:BYTES`, `os`), as queue and stream options carry it.
+impl serde::Serialize for Durability {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Durability {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Durability::parse(&s).map_err(serde::de::Error::custom)
+    }
+}

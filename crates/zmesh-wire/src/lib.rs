@@ -6,9 +6,13 @@
 //!
 //! - [`mdp`]: 7/MDP (v0.1 and v0.2), 8/MMI, and zmesh's extensions ZMDPC1,
 //!   ZMDPW1 and BATCH.
+//! - [`queue`]: ZMQU01, durable queues.
+//! - [`stream`]: ZMST01, streams.
 //! - [`Durability`]: how a queue's or stream's records reach stable storage.
 
 mod durability;
 pub mod mdp;
+pub mod queue;
+pub mod stream;
 
 pub use durability::{Durability, DurabilityError};

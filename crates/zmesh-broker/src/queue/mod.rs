@@ -19,7 +19,8 @@ pub mod client;
 pub mod core;
 pub mod journal;
 pub mod options;
-pub mod proto;
+/// The queue protocol, now in `zmesh-wire`.
+pub use zmesh_wire::queue::proto;
 pub mod state;
 pub mod store;
 #[cfg(test)]

@@ -16,10 +16,12 @@
 pub mod client;
 pub mod core;
 pub mod options;
-pub mod proto;
+/// The stream protocol, now in `zmesh-wire`.
+pub use zmesh_wire::stream::proto;
 pub mod record;
 pub mod store;
-pub mod subject;
+/// Subjects and filters, now in `zmesh-wire`.
+pub use zmesh_wire::stream::subject;
 #[cfg(test)]
 mod tests;
 

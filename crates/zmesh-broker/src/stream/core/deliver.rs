@@ -4,10 +4,10 @@
 use bytes::Bytes;
 
 use super::{PendingSnapshot, StreamAction, StreamCore, Sub, SubKey, err, no_stream};
-use crate::queue::proto::code;
 use crate::stream::proto::{self, Start};
 use crate::stream::record::StreamRecord;
 use crate::stream::subject::Filter;
+use zmesh_wire::queue::proto::code;
 
 impl StreamCore {
     #[allow(clippy::too_many_arguments)]

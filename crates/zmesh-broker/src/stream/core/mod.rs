@@ -29,7 +29,7 @@ use super::proto::{self, Command};
 use super::record::StreamRecord;
 use super::subject::Filter;
 use crate::dedup::{Dedup, DedupWindow};
-use crate::queue::proto::code;
+use zmesh_wire::queue::proto::code;
 
 /// Core settings.
 #[derive(Clone, Debug)]

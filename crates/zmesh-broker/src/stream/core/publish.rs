@@ -6,9 +6,9 @@ use bytes::Bytes;
 
 use super::{PendingPublish, StreamAction, StreamCore, err, no_stream};
 use crate::dedup::Dedup;
-use crate::queue::proto::code;
 use crate::stream::proto;
 use crate::stream::record::StreamRecord;
+use zmesh_wire::queue::proto::code;
 
 impl StreamCore {
     #[allow(clippy::too_many_arguments)] // one per PUBLISH field

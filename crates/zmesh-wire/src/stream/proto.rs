@@ -315,7 +315,8 @@ pub fn parse(frames: &[Bytes]) -> Result<Command, ProtoError> {
     })
 }
 
-pub(crate) fn head(cmd: &'static [u8]) -> Vec<Bytes> {
+/// A message of the stream protocol: the empty delimiter, ZMST01, `cmd`.
+pub fn head(cmd: &'static [u8]) -> Vec<Bytes> {
     vec![
         Bytes::new(),
         Bytes::from_static(PROTOCOL),

@@ -3,7 +3,7 @@
 //! already know them).
 //!
 //! ```
-//! use zmesh_broker::stream::subject::{Filter, check_subject};
+//! use zmesh_wire::stream::subject::{Filter, check_subject};
 //! let f = Filter::parse("orders.*.created").unwrap();
 //! assert!(f.matches("orders.eu.created"));
 //! assert!(!f.matches("orders.eu.paid"));
