@@ -150,21 +150,8 @@ pub struct ServiceInfo {
     pub routes: Option<Vec<Route>>,
 }
 
-/// Status replies, as MMI uses them.
-pub mod status {
-    /// Found / OK.
-    pub const OK: &str = "200";
-    /// Bad request.
-    pub const BAD_REQUEST: &str = "400";
-    /// Not found.
-    pub const NOT_FOUND: &str = "404";
-    /// Over the rate limit.
-    pub const TOO_MANY: &str = "429";
-    /// Not implemented.
-    pub const NOT_IMPLEMENTED: &str = "501";
-    /// No worker, queue full, or the worker died.
-    pub const UNAVAILABLE: &str = "503";
-}
+/// Status replies, now in `zmesh-wire`.
+pub use zmesh_wire::mdp::status;
 
 /// The broker state machine. See the module docs for its contract.
 pub struct Broker {

@@ -194,3 +194,19 @@ pub fn client_error(proto: &ClientProto, service: &Bytes, code: &str, reason: &s
         other => client_reply(other, ReplyKind::Final, service, &body),
     }
 }
+
+/// Status replies, as MMI uses them.
+pub mod status {
+    /// Found / OK.
+    pub const OK: &str = "200";
+    /// Bad request.
+    pub const BAD_REQUEST: &str = "400";
+    /// Not found.
+    pub const NOT_FOUND: &str = "404";
+    /// Over the rate limit.
+    pub const TOO_MANY: &str = "429";
+    /// Not implemented.
+    pub const NOT_IMPLEMENTED: &str = "501";
+    /// No worker, queue full, or the worker died.
+    pub const UNAVAILABLE: &str = "503";
+}
