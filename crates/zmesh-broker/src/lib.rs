@@ -9,18 +9,18 @@
 //! - [`mdp`]: the wire formats.
 //! - [`driver`]: the tokio loop that runs the core on a ROUTER socket.
 //! - [`outbox`]: per-peer queues for peers that cannot take a message yet.
-//! - [`client`]: requests with deadline, retries, backoff and a circuit breaker.
-//! - [`worker`]: handlers with bounded concurrency, heartbeats, reconnect, drain.
-//! - [`breaker`]: the circuit breaker, sans-IO.
+//! - [`client`], [`worker`], [`breaker`]: the clients, now in `zmesh-client`
+//!   (re-exported while callers move).
 //! - [`admin`]: the admin HTTP port (metrics, JSON API, probes).
 //! - [`dedup`]: producer message ids remembered by queues and streams.
 //! - [`queue`]: durable work queues on the storage log (ZMQU01).
 //! - [`stream`]: replayable pub/sub streams on the storage log (ZMST01).
 
 pub mod admin;
-pub mod breaker;
-pub mod client;
-mod client_util;
+/// Now `zmesh_client::breaker`.
+pub use zmesh_client::breaker;
+/// Now `zmesh_client::mdp`.
+pub use zmesh_client::mdp as client;
 pub mod core;
 pub mod dedup;
 pub mod driver;
@@ -30,4 +30,5 @@ pub mod outbox;
 mod peers;
 pub mod queue;
 pub mod stream;
-pub mod worker;
+/// Now `zmesh_client::worker`.
+pub use zmesh_client::worker;

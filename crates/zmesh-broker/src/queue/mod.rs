@@ -12,10 +12,11 @@
 //! - [`journal`]: the records written to the log.
 //! - [`proto`]: the wire format.
 //! - [`store`]: the journal, group commit and replay — the storage half of the driver.
-//! - [`client`]: async producer and consumer.
+//! - [`client`]: async producer and consumer, now in `zmesh-client`.
 //! - [`options`]: queue settings and the catalog.
 
-pub mod client;
+/// Now `zmesh_client::queue`.
+pub use zmesh_client::queue as client;
 pub mod core;
 pub mod journal;
 pub mod options;

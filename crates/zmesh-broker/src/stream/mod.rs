@@ -11,9 +11,11 @@
 //! - [`core`]: the sans-IO state machine.
 //! - [`store`]: one log per stream, group commit, replay.
 //! - [`proto`], [`record`], [`subject`], [`options`]: formats.
-//! - [`client`]: subscriber with gap detection and re-subscription, publisher, snapshot.
+//! - [`client`]: subscriber with gap detection and re-subscription, publisher,
+//!   snapshot; now in `zmesh-client`.
 
-pub mod client;
+/// Now `zmesh_client::stream`.
+pub use zmesh_client::stream as client;
 pub mod core;
 pub mod options;
 /// The stream protocol, now in `zmesh-wire`.

@@ -11,9 +11,9 @@
 //! application sees every matching message once, in order.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), zmesh_broker::queue::client::QueueError> {
-//! use zmesh_broker::stream::client::{StreamClient, StreamClientConfig};
-//! use zmesh_broker::stream::proto::Start;
+//! # async fn demo() -> Result<(), zmesh_client::queue::QueueError> {
+//! use zmesh_client::stream::{StreamClient, StreamClientConfig};
+//! use zmesh_wire::stream::proto::Start;
 //! let c = StreamClient::connect("tcp://127.0.0.1:5555", StreamClientConfig::default()).await?;
 //! c.create("orders", None).await?;
 //! c.publish("orders", "orders.eu", "{\"id\": 7}").await?;
@@ -32,13 +32,13 @@ use foldhash::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
-use super::options::{StreamOptions, StreamSpec};
-use super::proto::{PROTOCOL, Start};
-use crate::client_util::{MsgIds, Tasks, link_restored, lock};
-use crate::queue::client::QueueError;
+use zmesh_wire::stream::options::{StreamOptions, StreamSpec};
+use zmesh_wire::stream::proto::{PROTOCOL, Start};
+use crate::util::{MsgIds, Tasks, link_restored, lock};
+use crate::queue::QueueError;
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
-    crate::client_util::framed(PROTOCOL, parts)
+    crate::util::framed(PROTOCOL, parts)
 }
 
 /// Client settings.
@@ -180,7 +180,7 @@ impl StreamClient {
             next_corr: AtomicU64::new(1),
             next_sub: AtomicU64::new(1),
             last_heard: Mutex::new(Instant::now()),
-            credit: cfg.credit.clamp(2, super::proto::CREDIT_MAX),
+            credit: cfg.credit.clamp(2, zmesh_wire::stream::proto::CREDIT_MAX),
             gaps: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             msg_ids: MsgIds::new(),

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use zmesh_broker::worker::{Worker, WorkerConfig, handler};
+//! use zmesh_client::worker::{Worker, WorkerConfig, handler};
 //! let (stop_tx, stop) = tokio::sync::watch::channel(false);
 //! let w = Worker::new("tcp://127.0.0.1:5555", "echo", WorkerConfig::default(),
 //!     handler(|body| async move { Ok(body) }));

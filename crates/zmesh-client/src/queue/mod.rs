@@ -6,8 +6,8 @@
 //! deliveries continue, and anything that was in flight comes again.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), zmesh_broker::queue::client::QueueError> {
-//! use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
+//! # async fn demo() -> Result<(), zmesh_client::queue::QueueError> {
+//! use zmesh_client::queue::{QueueClient, QueueClientConfig};
 //! let client = QueueClient::connect("tcp://127.0.0.1:5555", QueueClientConfig::default()).await?;
 //! client.declare("jobs", None).await?;
 //! let confirm = client.publish("jobs", "resize photo 42").await?;
@@ -26,12 +26,12 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
-use super::options::{QueueOptions, QueueSpec};
-use super::proto::PROTOCOL;
-use crate::client_util::{MsgIds, Tasks, jitter, link_restored, lock};
+use zmesh_wire::queue::options::{QueueOptions, QueueSpec};
+use zmesh_wire::queue::proto::PROTOCOL;
+use crate::util::{MsgIds, Tasks, jitter, link_restored, lock};
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
-    crate::client_util::framed(PROTOCOL, parts)
+    crate::util::framed(PROTOCOL, parts)
 }
 
 /// Client settings.
@@ -414,7 +414,7 @@ impl QueueClient {
         flag: Option<&'static str>,
         tags: &[u64],
     ) -> Result<(), QueueError> {
-        for chunk in tags.chunks(super::proto::TAGS_MAX) {
+        for chunk in tags.chunks(zmesh_wire::queue::proto::TAGS_MAX) {
             let parts = [Bytes::from(cmd), Bytes::from(queue.to_owned())]
                 .into_iter()
                 .chain(flag.map(Bytes::from))

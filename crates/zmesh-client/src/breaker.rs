@@ -42,7 +42,7 @@ pub struct BreakerCounters {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use zmesh_broker::breaker::{CircuitBreaker, BreakerState};
+/// use zmesh_client::breaker::{CircuitBreaker, BreakerState};
 /// let t = Instant::now();
 /// let mut b = CircuitBreaker::new(2, Duration::from_secs(5));
 /// b.on_failure(t);

@@ -6,8 +6,8 @@
 //! transport's per-message cost.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), zmesh_broker::client::ClientError> {
-//! use zmesh_broker::client::{Client, ClientConfig};
+//! # async fn demo() -> Result<(), zmesh_client::mdp::ClientError> {
+//! use zmesh_client::mdp::{Client, ClientConfig};
 //! let client = Client::connect("tcp://127.0.0.1:5555", ClientConfig::default()).await?;
 //! let reply = client.request("echo", vec!["hello".into()]).await?;
 //! # Ok(()) }
@@ -24,7 +24,7 @@ use zmesh::codec::{Codec, Decode, Encode};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
-use crate::client_util::{Tasks, jitter};
+use crate::util::{Tasks, jitter};
 use zmesh_wire::mdp::batch::{self, BATCH_ITEMS_MAX};
 use zmesh_wire::mdp::{ZMDPC1, cmd};
 
