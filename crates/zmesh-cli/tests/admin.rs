@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::admin::{http, http_to, parse_metrics};
 use common::{broker_listening, temp_dir};
 use tokio::process::{Child, Command};
-use zmesh_broker::client::{Client, ClientConfig};
-use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
+use zmesh_client::mdp::{Client, ClientConfig};
+use zmesh_client::queue::{QueueClient, QueueClientConfig};
 use zmesh_testkit::net::{bounded, free_endpoint, free_port};
 
 const LIMIT: Duration = Duration::from_secs(90);

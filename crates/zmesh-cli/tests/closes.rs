@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::inproc::{client_config, test_config};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
-use zmesh_broker::client::Client;
 use zmesh_broker::core::{Broker, BrokerConfig};
+use zmesh_client::mdp::Client;
 use zmesh_testkit::net::bounded;
 
 /// Poll `connection_ids` until `done` holds for their number.

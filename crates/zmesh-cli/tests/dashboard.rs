@@ -13,9 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::broker_listening;
 use tokio::process::Command;
-use zmesh_broker::client::{Client, ClientConfig};
-use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
-use zmesh_broker::stream::client::{StreamClient, StreamClientConfig};
+use zmesh_client::mdp::{Client, ClientConfig};
+use zmesh_client::queue::{QueueClient, QueueClientConfig};
+use zmesh_client::stream::{StreamClient, StreamClientConfig};
 use zmesh_testkit::net::{bounded, free_endpoint, free_port};
 use zmesh_testkit::python::workspace_root;
 

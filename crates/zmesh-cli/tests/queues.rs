@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use zmesh::SocketOptions;
 use zmesh_broker::queue::QueueOptions;
-use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
+use zmesh_client::queue::{QueueClient, QueueClientConfig};
 use zmesh_testkit::net::{bounded, free_endpoint};
 
 const TEST_LIMIT: Duration = Duration::from_secs(120);

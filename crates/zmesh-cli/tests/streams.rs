@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::broker_listening;
 use tokio::process::Child;
 use zmesh::SocketOptions;
-use zmesh_broker::stream::client::{StreamClient, StreamClientConfig, Subscription};
-use zmesh_broker::stream::proto::Start;
+use zmesh_client::stream::{StreamClient, StreamClientConfig, Subscription};
 use zmesh_testkit::net::{bounded, free_endpoint};
+use zmesh_wire::stream::proto::Start;
 
 const TEST_LIMIT: Duration = Duration::from_secs(150);
 

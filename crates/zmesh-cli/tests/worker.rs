@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::inproc::*;
-use zmesh_broker::client::{Client, ClientConfig, ClientError};
-use zmesh_broker::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
+use zmesh_client::mdp::{Client, ClientConfig, ClientError};
+use zmesh_client::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
 use zmesh_testkit::net::bounded;
 
 const TEST_LIMIT: Duration = Duration::from_secs(90);
@@ -201,7 +201,7 @@ async fn a_failing_handler_answers_500_and_the_worker_carries_on() {
         );
         // A handler that panics when called, before it returns its future.
         let (_stop2, rx2) = tokio::sync::watch::channel(false);
-        let eager: zmesh_broker::worker::Handler = std::sync::Arc::new(|body: Vec<Bytes>| {
+        let eager: zmesh_client::worker::Handler = std::sync::Arc::new(|body: Vec<Bytes>| {
             assert!(body[0].as_ref() != b"boom", "handler bug at call time");
             Box::pin(async move { Ok(body) })
         });

@@ -10,7 +10,7 @@ use clap::Args;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use zmesh_broker::queue::QueueOptions;
-use zmesh_broker::queue::client::{QueueClient, QueueClientConfig};
+use zmesh_client::queue::{QueueClient, QueueClientConfig};
 
 /// Options of the queue load roles.
 #[derive(Args, Debug, Clone)]

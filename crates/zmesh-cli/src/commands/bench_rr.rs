@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Args;
 use zmesh::{Message, Socket, SocketOptions, SocketType};
-use zmesh_broker::client::{Client, ClientConfig};
+use zmesh_client::mdp::{Client, ClientConfig};
 
 /// Options of the request/reply load roles.
 #[derive(Args, Debug, Clone)]

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use zmesh::SocketOptions;
 use zmesh_broker::stream::StreamOptions;
-use zmesh_broker::stream::client::{StreamClient, StreamClientConfig};
-use zmesh_broker::stream::proto::Start;
+use zmesh_client::stream::{StreamClient, StreamClientConfig};
+use zmesh_wire::stream::proto::Start;
 
 /// Options of the stream and channel roles.
 #[derive(Args, Debug, Clone)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use zmesh::{Socket, SocketOptions, SocketType};
-use zmesh_broker::client::{Client, ClientConfig, ClientError};
 use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy, parse_routes};
-use zmesh_broker::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
+use zmesh_client::mdp::{Client, ClientConfig, ClientError};
+use zmesh_client::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
 
 use super::UsageError;
 use crate::socket_args::{SecurityArgs, SocketArgs};

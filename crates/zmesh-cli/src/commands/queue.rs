@@ -8,7 +8,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use zmesh_broker::queue::QueueOptions;
-use zmesh_broker::queue::client::{QueueClient, QueueClientConfig, QueueError};
+use zmesh_client::queue::{QueueClient, QueueClientConfig, QueueError};
 
 use crate::socket_args::SocketArgs;
 
@@ -303,7 +303,7 @@ async fn publish(client: &QueueClient, a: PublishArgs) -> Result<(), QueueError>
     let mut first_error = None;
     let mut collect = |r: Result<Result<_, QueueError>, _>, pb: &ProgressBar| match r {
         Ok(Ok(c)) => {
-            let c: zmesh_broker::queue::client::Confirm = c;
+            let c: zmesh_client::queue::Confirm = c;
             confirmed += 1;
             duplicates += u64::from(c.duplicate);
             pb.inc(1);

@@ -4,10 +4,10 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use zmesh_broker::queue::client::QueueError;
 use zmesh_broker::stream::StreamOptions;
-use zmesh_broker::stream::client::{StreamClient, StreamClientConfig};
-use zmesh_broker::stream::proto::Start;
+use zmesh_client::queue::QueueError;
+use zmesh_client::stream::{StreamClient, StreamClientConfig};
+use zmesh_wire::stream::proto::Start;
 
 use crate::socket_args::SocketArgs;
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use zmesh::{Socket, SocketOptions, SocketType};
-use zmesh_broker::client::{Client, ClientConfig};
 use zmesh_broker::core::{Broker, BrokerConfig};
-use zmesh_broker::worker::{WorkerConfig, handler};
+use zmesh_client::mdp::{Client, ClientConfig};
+use zmesh_client::worker::{WorkerConfig, handler};
 
 /// Heartbeats fast enough for tests; python's mdp_peer.py uses the same 300 ms.
 pub const HB: Duration = Duration::from_millis(300);
@@ -74,7 +74,7 @@ where
     out
 }
 
-pub fn slow_echo(delay: Duration) -> (zmesh_broker::worker::Handler, Arc<AtomicU32>) {
+pub fn slow_echo(delay: Duration) -> (zmesh_client::worker::Handler, Arc<AtomicU32>) {
     let started = Arc::new(AtomicU32::new(0));
     let counter = started.clone();
     let h = handler(move |body: Vec<Bytes>| {

@@ -26,9 +26,9 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
+use crate::util::{MsgIds, Tasks, jitter, link_restored, lock};
 use zmesh_wire::queue::options::{QueueOptions, QueueSpec};
 use zmesh_wire::queue::proto::PROTOCOL;
-use crate::util::{MsgIds, Tasks, jitter, link_restored, lock};
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
     crate::util::framed(PROTOCOL, parts)

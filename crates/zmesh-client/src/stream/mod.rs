@@ -32,10 +32,10 @@ use foldhash::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
+use crate::queue::QueueError;
+use crate::util::{MsgIds, Tasks, link_restored, lock};
 use zmesh_wire::stream::options::{StreamOptions, StreamSpec};
 use zmesh_wire::stream::proto::{PROTOCOL, Start};
-use crate::util::{MsgIds, Tasks, link_restored, lock};
-use crate::queue::QueueError;
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
     crate::util::framed(PROTOCOL, parts)
