@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::inproc::{client_config, test_config};
+use common::inproc::{broker_router, client_config, test_config};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 use zmesh_broker::core::{Broker, BrokerConfig};
 use zmesh_client::mdp::Client;
@@ -28,13 +28,7 @@ async fn wait_connections(router: &Socket, done: impl Fn(usize) -> bool) {
 #[tokio::test]
 async fn a_worker_gone_before_the_loop_started_is_removed() {
     bounded(Duration::from_secs(60), async {
-        let router = Socket::new(
-            SocketType::Router,
-            SocketOptions::default()
-                .name("broker")
-                .router_mandatory(true),
-        )
-        .unwrap();
+        let router = broker_router();
         let ep = router.bind("tcp://127.0.0.1:0").await.unwrap();
         // A 7/MDP worker says READY and closes, all before the broker's loop
         // runs: its READY waits in the engine, its close event is gone.

@@ -21,15 +21,20 @@ pub fn test_config() -> BrokerConfig {
     }
 }
 
-/// A broker in this process; returns its endpoint.
-pub async fn broker(cfg: BrokerConfig) -> String {
-    let router = Socket::new(
+/// The ROUTER a broker's driver runs on, not yet bound.
+pub fn broker_router() -> Socket {
+    Socket::new(
         SocketType::Router,
         SocketOptions::default()
             .name("broker")
             .router_mandatory(true),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A broker in this process; returns its endpoint.
+pub async fn broker(cfg: BrokerConfig) -> String {
+    let router = broker_router();
     let ep = router.bind("tcp://127.0.0.1:0").await.unwrap();
     tokio::spawn(async move {
         zmesh_broker::driver::run(&router, Broker::new(cfg), std::future::pending()).await
