@@ -10,7 +10,8 @@ use crate::core::{Action, Broker, coalesce};
 use crate::outbox::{Outbox, OutboxEvent, OutboxLimits, Product};
 use crate::peers::PeerConnections;
 use crate::queue::proto::is_queue_message;
-use crate::queue::store::{QueueStore, Sends};
+use crate::queue::store::QueueStore;
+use crate::storage::Sends;
 use crate::stream::StreamStore;
 use crate::stream::proto::is_stream_message;
 

@@ -15,6 +15,7 @@
 //! - [`dedup`]: producer message ids remembered by queues and streams.
 //! - [`queue`]: durable work queues on the storage log (ZMQU01).
 //! - [`stream`]: replayable pub/sub streams on the storage log (ZMST01).
+//! - [`storage`]: what queues and streams share on disk.
 
 pub mod admin;
 /// Now `zmesh_client::breaker`.
@@ -29,6 +30,7 @@ pub use zmesh_wire::mdp;
 pub mod outbox;
 mod peers;
 pub mod queue;
+pub mod storage;
 pub mod stream;
 /// Now `zmesh_client::worker`.
 pub use zmesh_client::worker;

@@ -16,8 +16,7 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -53,22 +52,6 @@ impl Default for QueueStoreConfig {
     }
 }
 
-/// Errors opening the store; all are the environment's.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The journal could not be opened or read.
-    #[error(transparent)]
-    Log(#[from] LogError),
-    /// The catalog file is unreadable.
-    #[error("queue catalog {path}: {reason}")]
-    Catalog {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
 /// What start-up found.
 #[derive(Clone, Debug)]
 pub struct OpenReport {
@@ -82,9 +65,6 @@ pub struct OpenReport {
     pub elapsed: Duration,
 }
 
-/// Sends for the driver: (ROUTER identity, frames).
-pub type Sends = Vec<(Bytes, Vec<Bytes>)>;
-
 /// Messages one batch may move for compaction: the pause it adds to a batch
 /// stays small, and it still outpaces the traffic that makes dead records.
 const COMPACT_MOVES_MAX: usize = 1024;
@@ -97,6 +77,9 @@ const COMPACT_BYTES_MAX: u64 = 4 << 20;
 /// space, and must not retry on every batch meanwhile.
 const COMPACT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const COMPACT_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+pub use crate::storage::{Sends, StoreError};
+use crate::storage::{load_json, save_json};
 
 /// The queue core with its storage.
 pub struct QueueStore {
@@ -137,31 +120,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Read a JSON file written by [`save_json`]; a missing file is the default.
-pub(crate) fn load_json<T: serde::de::DeserializeOwned + Default>(
-    path: &Path,
-) -> Result<T, StoreError> {
-    let bad = |reason: String| StoreError::Catalog {
-        path: path.into(),
-        reason,
-    };
-    match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| bad(e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(bad(e.to_string())),
-    }
-}
-
-/// Write, fsync, rename, fsync the directory: the file is old or new, never torn.
-pub(crate) fn save_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(value).expect("serializes"))?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }
 
 fn describe(e: &LogError) -> String {

@@ -18,7 +18,7 @@ use zmesh_log::{Durability, Log, LogConfig, Retention, Syncer};
 
 use super::core::{StreamAction, StreamCore, StreamCoreConfig};
 use super::options::StreamCatalog;
-use crate::queue::store::{Sends, StoreError, load_json as load, save_json};
+use crate::storage::{Sends, StoreError, load_json as load, save_json};
 
 /// Where and how streams are stored.
 #[derive(Clone, Debug)]

@@ -1,0 +1,52 @@
+//! What the queues and streams share on disk: catalog files written so they
+//! are never torn, the error opening a store, and the sends a store hands
+//! the driver.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use zmesh_log::LogError;
+
+/// Sends for the driver: (ROUTER identity, frames).
+pub type Sends = Vec<(Bytes, Vec<Bytes>)>;
+
+/// Errors opening the store; all are the environment's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The journal could not be opened or read.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The catalog file is unreadable.
+    #[error("queue catalog {path}: {reason}")]
+    Catalog {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Read a JSON file written by [`save_json`]; a missing file is the default.
+pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StoreError> {
+    let bad = |reason: String| StoreError::Catalog {
+        path: path.into(),
+        reason,
+    };
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| bad(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Write, fsync, rename, fsync the directory: the file is old or new, never torn.
+pub fn save_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(value).expect("serializes"))?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}
