@@ -18,8 +18,8 @@ pub enum StoreError {
     /// The journal could not be opened or read.
     #[error(transparent)]
     Log(#[from] LogError),
-    /// The catalog file is unreadable.
-    #[error("queue catalog {path}: {reason}")]
+    /// A catalog file (queues.json, streams.json) is unreadable.
+    #[error("catalog {path}: {reason}")]
     Catalog {
         /// The file.
         path: PathBuf,
