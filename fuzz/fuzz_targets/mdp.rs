@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use zmesh_broker::core::{Broker, BrokerConfig};
+use zmesh_broker::mdp::{Broker, BrokerConfig};
 
 fuzz_target!(|data: &[u8]| {
     // Frames separated by 0xff; the first byte picks the sending peer.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use zmesh_broker::core::{Broker, BrokerConfig, coalesce};
+use zmesh_broker::mdp::{Broker, BrokerConfig, coalesce};
 use zmesh_wire::mdp::batch::{join, split};
 
 fuzz_target!(|data: &[u8]| {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use zmesh::{Message, Socket};
 
 use crate::admin::{AdminCommand, AdminLink, Snapshot};
-use crate::core::{Action, Broker, coalesce};
+use crate::mdp::{Action, Broker, coalesce};
 use crate::outbox::{Outbox, OutboxEvent, OutboxLimits, Product};
 use crate::peers::PeerConnections;
 use crate::queue::proto::is_queue_message;
@@ -320,7 +320,7 @@ pub async fn run_with_stores(
                     }
                 },
                 AdminCommand::SetRoutes { service, spec, reply } => {
-                    let r = crate::core::parse_routes(&spec)
+                    let r = crate::mdp::parse_routes(&spec)
                         .and_then(|routes| broker.set_routes(&service, routes));
                     let _ = reply.send(r);
                 }

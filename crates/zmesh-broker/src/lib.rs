@@ -5,8 +5,9 @@
 //! from those specs work unchanged — plus zmesh's own client protocol, which
 //! lets one connection carry many requests and hear about failures.
 //!
-//! - [`core`]: the sans-IO broker state machine (frames and time in, frames out).
-//! - [`mdp`]: the wire formats.
+//! - [`mdp`]: the broker side of Majordomo: the sans-IO state machine (frames
+//!   and time in, frames out), its policies, coalescing and worker slots. The
+//!   wire formats are `zmesh_wire::mdp`.
 //! - [`driver`]: the tokio loop that runs the core on a ROUTER socket.
 //! - [`outbox`]: per-peer queues for peers that cannot take a message yet.
 //! - [`client`], [`worker`], [`breaker`]: the clients, now in `zmesh-client`
@@ -22,11 +23,11 @@ pub mod admin;
 pub use zmesh_client::breaker;
 /// Now `zmesh_client::mdp`.
 pub use zmesh_client::mdp as client;
-pub mod core;
+/// The old name of [`mdp`], kept while callers move.
+pub use mdp as core;
 pub mod dedup;
 pub mod driver;
-/// The Majordomo protocols' codec, now in `zmesh-wire` (re-exported while callers move).
-pub use zmesh_wire::mdp;
+pub mod mdp;
 pub mod outbox;
 mod peers;
 pub mod queue;

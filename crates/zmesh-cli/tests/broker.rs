@@ -13,7 +13,7 @@ use common::inproc::*;
 use common::zmesh;
 use tokio::process::{Child, Command};
 use zmesh::codec::Json;
-use zmesh_broker::core::{BrokerConfig, ServicePolicy};
+use zmesh_broker::mdp::{BrokerConfig, ServicePolicy};
 use zmesh_client::breaker::BreakerState;
 use zmesh_client::mdp::{Client, ClientConfig, ClientError};
 use zmesh_client::worker::{Worker, WorkerConfig, handler};

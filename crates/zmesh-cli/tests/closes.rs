@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::inproc::{broker_router, client_config, test_config};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
-use zmesh_broker::core::{Broker, BrokerConfig};
+use zmesh_broker::mdp::{Broker, BrokerConfig};
 use zmesh_client::mdp::Client;
 use zmesh_testkit::net::bounded;
 

@@ -77,7 +77,7 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
         vec![(vec![], (s.started_ms / 1000) as i64)],
     );
     // MDP services.
-    let svc = |f: fn(&crate::core::ServiceInfo) -> u64| {
+    let svc = |f: fn(&crate::mdp::ServiceInfo) -> u64| {
         s.services
             .iter()
             .map(|x| (label("service", &x.name), f(x)))
@@ -98,7 +98,7 @@ pub fn render(s: &Snapshot, h: &super::Histograms) -> String {
         "Errors returned per service (timeouts, limits, dead workers)",
         svc(|x| x.errors),
     );
-    let g = |f: fn(&crate::core::ServiceInfo) -> usize| {
+    let g = |f: fn(&crate::mdp::ServiceInfo) -> usize| {
         s.services
             .iter()
             .map(|x| (label("service", &x.name), f(x) as i64))

@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{BrokerStats, ServiceInfo};
+use crate::mdp::{BrokerStats, ServiceInfo};
 use crate::queue::QueueStats;
 use crate::queue::core::CoreCounters;
 

@@ -19,7 +19,7 @@ use zmesh::codec::{Json, MsgPack, Protobuf};
 use zmesh::registry::PeerState;
 use zmesh::{Socket, SocketOptions, SocketType};
 
-use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy};
+use zmesh_broker::mdp::{Broker, BrokerConfig, ServicePolicy};
 use zmesh_client::mdp::{Client, ClientConfig};
 
 use crate::demo_proto::Job;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use zmesh::{Socket, SocketOptions, SocketType};
-use zmesh_broker::core::{Broker, BrokerConfig, ServicePolicy, parse_routes};
+use zmesh_broker::mdp::{Broker, BrokerConfig, ServicePolicy, parse_routes};
 use zmesh_client::mdp::{Client, ClientConfig, ClientError};
 use zmesh_client::worker::{Worker, WorkerConfig, WorkerProtocol, handler};
 

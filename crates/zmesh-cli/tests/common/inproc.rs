@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use zmesh::{Socket, SocketOptions, SocketType};
-use zmesh_broker::core::{Broker, BrokerConfig};
+use zmesh_broker::mdp::{Broker, BrokerConfig};
 use zmesh_client::mdp::{Client, ClientConfig};
 use zmesh_client::worker::{WorkerConfig, handler};
 

@@ -41,7 +41,7 @@ impl Open {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use zmesh_broker::core::{Action, coalesce};
+/// use zmesh_broker::mdp::{Action, coalesce};
 /// let to = Bytes::from_static(b"client");
 /// let reply = |id: &'static [u8]| Action::Send {
 ///     to: to.clone(),

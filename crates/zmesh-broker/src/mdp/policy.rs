@@ -29,7 +29,7 @@ pub struct Route {
 /// Parse `target:weight,target:weight` (the CLI's form).
 ///
 /// ```
-/// let r = zmesh_broker::core::parse_routes("orders@v1:95,orders@v2:5").unwrap();
+/// let r = zmesh_broker::mdp::parse_routes("orders@v1:95,orders@v2:5").unwrap();
 /// assert_eq!(r[1].target, "orders@v2");
 /// ```
 pub fn parse_routes(s: &str) -> Result<Vec<Route>, String> {
