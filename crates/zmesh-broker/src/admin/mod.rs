@@ -25,8 +25,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::mdp::{BrokerStats, ServiceInfo};
-use crate::queue::QueueStats;
-use crate::queue::core::CoreCounters;
+use crate::queue::{CoreCounters, QueueStats};
 
 pub use api::router;
 

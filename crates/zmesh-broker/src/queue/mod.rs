@@ -27,7 +27,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{QueueAction, QueueCore, QueueCoreConfig};
+pub use self::core::{CoreCounters, QueueAction, QueueCore, QueueCoreConfig};
 pub use options::{Catalog, QueueOptions, QueueSpec};
 pub use state::{QueueCounters, QueueStats};
 pub use store::{OpenReport, QueueStore, QueueStoreConfig, StoreError};
