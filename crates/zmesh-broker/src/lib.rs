@@ -19,12 +19,12 @@
 //! - [`storage`]: what queues and streams share on disk.
 
 pub mod admin;
+/// The old name of [`mdp`], kept while callers move.
+pub use mdp as core;
 /// Now `zmesh_client::breaker`.
 pub use zmesh_client::breaker;
 /// Now `zmesh_client::mdp`.
 pub use zmesh_client::mdp as client;
-/// The old name of [`mdp`], kept while callers move.
-pub use mdp as core;
 pub mod dedup;
 pub mod driver;
 pub mod mdp;
