@@ -157,39 +157,6 @@ async fn events(State(s): State<AdminState>) -> impl IntoResponse {
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::host_allowed;
-
-    #[test]
-    fn hosts_an_attacker_cannot_name_are_allowed_and_others_refused() {
-        let allowed = vec!["broker.internal".to_owned()];
-        for ok in [
-            "127.0.0.1:8222",
-            "10.1.2.3",
-            "[::1]:8222",
-            "[fe80::1]",
-            "localhost:8222",
-            "LOCALHOST",
-            "app.localhost",
-            "broker.internal:8222",
-            "Broker.Internal.",
-        ] {
-            assert!(host_allowed(ok, &allowed), "{ok} should be allowed");
-        }
-        for bad in [
-            "evil.example",
-            "evil.example:8222",
-            "127.0.0.1.evil.example",
-            "localhost.evil.example",
-            "broker.internal.evil.example",
-            "",
-        ] {
-            assert!(!host_allowed(bad, &allowed), "{bad} should be refused");
-        }
-    }
-}
-
 /// The OpenAPI document's name pattern, exactly: what it allows is accepted.
 fn is_name(s: &str, max: usize) -> bool {
     (1..=max).contains(&s.len())
@@ -296,5 +263,38 @@ async fn set_routes(
         Ok(Ok(())) => axum::Json(json!({ "ok": true })).into_response(),
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the broker is stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn hosts_an_attacker_cannot_name_are_allowed_and_others_refused() {
+        let allowed = vec!["broker.internal".to_owned()];
+        for ok in [
+            "127.0.0.1:8222",
+            "10.1.2.3",
+            "[::1]:8222",
+            "[fe80::1]",
+            "localhost:8222",
+            "LOCALHOST",
+            "app.localhost",
+            "broker.internal:8222",
+            "Broker.Internal.",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok} should be allowed");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8222",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "broker.internal.evil.example",
+            "",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad} should be refused");
+        }
     }
 }

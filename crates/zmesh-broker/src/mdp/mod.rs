@@ -22,7 +22,6 @@
 
 mod coalesce;
 mod policy;
-mod slots;
 mod state;
 #[cfg(test)]
 mod tests;

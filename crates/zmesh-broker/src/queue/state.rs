@@ -22,7 +22,7 @@ use crate::dedup::DedupWindow;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::core::QueueAction;
+use super::core::action::QueueAction;
 use super::options::{QueueOptions, QueueSpec};
 use super::proto;
 

@@ -22,11 +22,18 @@ use foldhash::HashMap;
 use bytes::Bytes;
 use zmesh_log::Durability;
 
+pub mod action;
+mod catalog;
 mod compact;
+mod config;
 
 pub use compact::{COMPACT_IDLE_MS, CompactLimits, MOVE_HEADER_BYTES, RECORD_OVERHEAD_BYTES};
 mod deliver;
 mod publish;
+mod replay;
+
+pub use action::QueueAction;
+pub use config::QueueCoreConfig;
 
 use publish::{Batch, Waiter};
 
@@ -34,75 +41,6 @@ use super::journal::{Entry, SETTLE_BATCH_MAX, SettleReason};
 use super::options::{Catalog, QueueOptions, QueueSpec};
 use super::proto::{self, Command, code};
 use super::state::{Body, Dedup, Memory, Msg, Queue, QueueStats};
-
-/// Core settings.
-#[derive(Clone, Debug)]
-pub struct QueueCoreConfig {
-    /// How often consumers hear a HEARTBEAT from the broker.
-    pub heartbeat_ms: u64,
-    /// A consumer silent for this long is gone: its messages are redelivered.
-    pub peer_timeout_ms: u64,
-    /// Messages held over all queues.
-    pub messages_max: u64,
-    /// Body bytes of stored messages kept in memory over all queues: past
-    /// it, a stored message's body stays on disk only and is read back when
-    /// needed (each queue also has its `max_bytes`, in memory or not).
-    pub bytes_max: u64,
-    /// Body bytes waiting for their write over all queues: past it,
-    /// publishes are refused (503), so a stalled disk cannot fill the memory.
-    /// One body is always taken when none waits, whatever its size.
-    pub storing_bytes_max: u64,
-    /// Consuming peers at once.
-    pub peers_max: usize,
-    /// Queues at once.
-    pub queues_max: usize,
-}
-
-impl Default for QueueCoreConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat_ms: 1000,
-            peer_timeout_ms: 5000,
-            messages_max: 20_000_000,
-            bytes_max: 4 << 30,
-            storing_bytes_max: 4 << 30,
-            peers_max: 100_000,
-            queues_max: 10_000,
-        }
-    }
-}
-
-/// Something for the driver to do, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueueAction {
-    /// Send frames to a peer.
-    Send {
-        /// ROUTER identity.
-        to: Bytes,
-        /// Frames after the identity.
-        frames: Vec<Bytes>,
-        /// The last frame is the body of the message stored by the journal
-        /// record at this offset (a PUBLISH or MOVE): read it with
-        /// [`journal::body`](super::journal::body) and push it.
-        body_at: Option<u64>,
-    },
-    /// Append a journal record. With a ticket, answer with
-    /// [`QueueCore::persisted`] once it is durable under `durability`.
-    Append {
-        /// Encoded [`Entry`].
-        record: Bytes,
-        /// The record ends with the body of the message stored by the
-        /// journal record at this offset: append it before writing. Should
-        /// it be unreadable, the append failed.
-        body_at: Option<u64>,
-        /// What "durable" means for this record.
-        durability: Durability,
-        /// Who waits for it.
-        ticket: Option<u64>,
-    },
-    /// Save the catalog (atomically) before carrying out later actions.
-    SaveCatalog(Catalog),
-}
 
 enum Ticket {
     Publish {
@@ -221,127 +159,6 @@ impl QueueCore {
     fn queue_by_id(&mut self, id: u32) -> Option<&mut Queue> {
         let name = self.names.get(&id)?;
         self.queues.get_mut(name)
-    }
-
-    /// Apply one journal record read back at start-up.
-    pub fn replay(&mut self, offset: u64, record: &Bytes) {
-        let entry = Entry::decode(record);
-        if let Some(
-            Entry::Publish { queue, .. }
-            | Entry::Settle { queue, .. }
-            | Entry::Requeue { queue, .. }
-            | Entry::Move { queue, .. },
-        ) = &entry
-        {
-            // Should the catalog ever lag the journal, a new queue must not inherit old records.
-            self.catalog.next_id = self.catalog.next_id.max(queue + 1);
-        }
-        match entry {
-            Some(Entry::Publish {
-                queue,
-                published_ms,
-                msg_id,
-                body,
-            }) => {
-                let Some(q) = self.queue_by_id(queue) else {
-                    return;
-                };
-                q.remember(msg_id.clone(), Dedup::Stored(offset));
-                q.insert(offset, Msg::new(body, msg_id, published_ms, offset));
-                self.messages += 1;
-            }
-            Some(Entry::Settle { queue, offsets, .. }) => {
-                let offsets: Vec<u64> = offsets.iter().map(|o| self.moved_to(*o)).collect();
-                let Some(q) = self.queue_by_id(queue) else {
-                    return;
-                };
-                let removed = offsets.iter().filter(|o| q.remove(**o).is_some()).count();
-                self.messages -= removed as u64;
-            }
-            Some(Entry::Move {
-                queue,
-                from,
-                order,
-                published_ms,
-                deliveries,
-                msg_id,
-                body,
-            }) => {
-                // Where the message is now: a MOVE after a failed one (or
-                // a SETTLE of the original written while the move was in
-                // flight) must reach the copy, not resurrect the original.
-                let current = self.moved_to(from);
-                self.replay_moves.insert(from, offset);
-                let Some(q) = self.queue_by_id(queue) else {
-                    return;
-                };
-                // The original is gone already when its segment was deleted.
-                if q.remove(current).is_none() {
-                    self.messages += 1;
-                }
-                let q = self.queue_by_id(queue).expect("found above");
-                // An id past the window stays forgotten: a move does not make it new.
-                q.dedup.update(&msg_id, Dedup::Stored(offset));
-                let mut msg = Msg::new(body, msg_id, published_ms, order);
-                msg.deliveries = deliveries;
-                q.insert(offset, msg);
-            }
-            Some(Entry::Requeue {
-                queue,
-                offset,
-                deliveries,
-            }) => {
-                let offset = self.moved_to(offset);
-                if let Some(m) = self
-                    .queue_by_id(queue)
-                    .and_then(|q| q.messages.get_mut(&offset))
-                {
-                    m.deliveries = deliveries;
-                }
-            }
-            None => tracing::warn!(offset, "journal record of an unknown kind skipped"),
-        }
-    }
-
-    /// Replay is over: forget how moved messages were renamed.
-    pub fn replay_done(&mut self) {
-        self.replay_moves = HashMap::default();
-    }
-
-    /// During replay, the tag a message stored at `tag` has now (after the
-    /// MOVEs replayed so far).
-    fn moved_to(&self, mut tag: u64) -> u64 {
-        while let Some(&next) = self.replay_moves.get(&tag) {
-            tag = next;
-        }
-        tag
-    }
-
-    /// The lowest offset a live message still needs; the log may drop
-    /// segments wholly below it. `None` when nothing is held.
-    pub fn min_live_offset(&self) -> Option<u64> {
-        self.queues
-            .values()
-            .filter_map(|q| q.messages.first_key_value().map(|(tag, _)| *tag))
-            .chain(self.tickets.values().filter_map(|t| match t {
-                // The original stays needed until its dead-letter copy is durable.
-                Ticket::DeadLetter { from_offset, .. } => Some(*from_offset),
-                // Likewise until its move is durable.
-                Ticket::Move { from, .. } => Some(*from),
-                Ticket::Publish { .. } => None,
-            }))
-            .min()
-    }
-
-    /// The lowest journal offset to keep: the oldest a live message needs,
-    /// or a `pending` record (written, not yet answered) needs; with neither,
-    /// `end` (everything below may go).
-    pub fn keep_from(&self, pending: impl IntoIterator<Item = u64>, end: u64) -> u64 {
-        self.min_live_offset()
-            .into_iter()
-            .chain(pending)
-            .min()
-            .unwrap_or(end)
     }
 
     /// When [`QueueCore::tick`] is next due.
@@ -513,132 +330,6 @@ impl QueueCore {
             Command::Heartbeat => {}
             Command::Disconnect => self.drop_peer(now_ms, from),
         }
-    }
-
-    fn save_catalog(&mut self) {
-        self.out
-            .push(QueueAction::SaveCatalog(self.catalog.clone()));
-    }
-
-    fn create_queue(&mut self, name: &str, mut options: QueueOptions) {
-        if options.dead_letter.is_none() {
-            options.dead_letter = Some(if name.ends_with(".dlq") {
-                String::new()
-            } else {
-                format!("{name}.dlq")
-            });
-        }
-        let spec = QueueSpec {
-            id: self.catalog.next_id,
-            name: name.to_owned(),
-            options,
-        };
-        self.catalog.next_id += 1;
-        self.catalog.queues.push(spec.clone());
-        self.names.insert(spec.id, spec.name.clone());
-        self.queues
-            .insert(spec.name.clone(), Queue::new(spec, self.memory.clone()));
-    }
-
-    fn declare(&mut self, from: &Bytes, corr: &Bytes, name: &str, options: Option<QueueOptions>) {
-        if let Some(q) = self.queues.get(name) {
-            let same = match &options {
-                None => true,
-                Some(o) => {
-                    let mut o = o.clone();
-                    o.dead_letter = o.dead_letter.or_else(|| q.options().dead_letter.clone());
-                    &o == q.options()
-                }
-            };
-            let reply = if same {
-                proto::ok(
-                    corr,
-                    Some(serde_json::to_vec(&q.spec).expect("spec").into()),
-                )
-            } else {
-                proto::error(
-                    corr,
-                    code::CONFLICT,
-                    &format!("queue {name:?} exists with other options"),
-                )
-            };
-            return self.send(from, reply);
-        }
-        if self.queues.len() + 2 > self.config.queues_max {
-            return self.send(
-                from,
-                proto::error(
-                    corr,
-                    code::UNAVAILABLE,
-                    "the broker's queue limit is reached",
-                ),
-            );
-        }
-        self.create_queue(name, options.unwrap_or_default());
-        let dlq = self.queues[name]
-            .options()
-            .dead_letter
-            .clone()
-            .unwrap_or_default();
-        if !dlq.is_empty() && !self.queues.contains_key(&dlq) {
-            self.create_queue(
-                &dlq,
-                QueueOptions {
-                    dead_letter: Some(String::new()),
-                    // Reading dead letters (and giving them back) must not drop them.
-                    max_deliveries: u32::MAX,
-                    ..QueueOptions::default()
-                },
-            );
-        }
-        self.save_catalog();
-        tracing::info!(queue = name, "queue declared");
-        let spec = serde_json::to_vec(&self.queues[name].spec).expect("spec");
-        self.send(from, proto::ok(corr, Some(spec.into())));
-    }
-
-    fn delete(&mut self, from: &Bytes, corr: &Bytes, name: &str) {
-        let Some(q) = self.queues.remove(name) else {
-            return self.send(
-                from,
-                proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
-            );
-        };
-        self.names.remove(&q.id());
-        self.catalog.queues.retain(|s| s.id != q.id());
-        self.messages -= q.messages.len() as u64;
-        for p in self.peers.values_mut() {
-            p.queues.retain(|n| n != name);
-        }
-        // Its records die with its id; nothing to write to the journal.
-        self.save_catalog();
-        tracing::info!(queue = name, messages = q.messages.len(), "queue deleted");
-        let body = format!(r#"{{"deleted_messages":{}}}"#, q.messages.len());
-        self.send(from, proto::ok(corr, Some(body.into())));
-    }
-
-    fn purge(&mut self, from: &Bytes, corr: &Bytes, name: &str) {
-        let Some(q) = self.queues.get_mut(name) else {
-            return self.send(
-                from,
-                proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
-            );
-        };
-        // Waiting in line, or being moved by compaction (it would be in line).
-        let offsets: Vec<u64> = q
-            .messages
-            .iter()
-            .filter(|(_, m)| m.holder.is_none())
-            .map(|(tag, _)| *tag)
-            .collect();
-        for o in &offsets {
-            q.remove(*o);
-        }
-        let id = q.id();
-        self.messages -= offsets.len() as u64;
-        let body = format!(r#"{{"purged":{}}}"#, offsets.len());
-        self.settle(id, SettleReason::Purged, offsets);
-        self.send(from, proto::ok(corr, Some(body.into())));
     }
 
     /// The record of `ticket` is durable at `offset` (`Ok`), or could not be
