@@ -9,7 +9,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::{Deserialize, Serialize};
 
-use crate::commands::mdp::BrokerCmd;
+use crate::broker_args::BrokerCmd;
 
 /// The file: one `[broker]` table.
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 a timeout or fewer messages than `--count`;
 //! 2 bad usage or configuration; 3 a network or peer error.
 
+mod broker_args;
 mod commands;
 mod config;
 mod demo_proto;
@@ -66,7 +67,7 @@ enum Command {
     #[command(hide = true)]
     DemoNode(commands::demo::DemoNodeCmd),
     /// Run the Majordomo service broker (7/MDP, 18/MDP, 8/MMI).
-    Broker(commands::mdp::BrokerCmd),
+    Broker(broker_args::BrokerCmd),
     /// Send a request to a service through the broker and print the reply.
     Call(commands::mdp::CallCmd),
     /// Serve a service through the broker: echo, or run a command per request.
@@ -146,7 +147,7 @@ async fn run(command: Command, broker_matches: Option<clap::ArgMatches>) -> i32 
         Command::DemoNode(c) => commands::demo::run_node(c).await,
         Command::FaultProxy(c) => commands::fault_proxy::run(c).await,
         Command::Keygen(c) => commands::keygen::run(c).await,
-        Command::Broker(c) => commands::mdp::run_broker(c, broker_matches).await,
+        Command::Broker(c) => commands::broker::run_broker(c, broker_matches).await,
         Command::Call(c) => commands::mdp::run_call(c).await,
         Command::Serve(c) => commands::mdp::run_serve(c).await,
         Command::Services(c) => commands::mdp::run_services(c).await,

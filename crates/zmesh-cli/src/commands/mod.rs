@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_queue;
 pub mod bench_rr;
 pub mod bench_stream;
+pub mod broker;
 pub mod channel;
 pub mod demo;
 pub mod fault_proxy;

@@ -1,0 +1,216 @@
+//! `zmesh broker`: the Majordomo broker, with its queues, streams and admin
+//! port, until SIGTERM or Ctrl-C.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use zmesh::{Socket, SocketType};
+use zmesh_broker::mdp::{Broker, BrokerConfig, ServicePolicy, parse_routes};
+
+use super::UsageError;
+use crate::broker_args::BrokerCmd;
+
+/// A line on stderr that never panics: a broker whose stderr was closed
+/// (its parent went away) must keep serving, not die on a status line.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+fn split_eq<'a>(s: &'a str, flag: &str) -> anyhow::Result<(&'a str, &'a str)> {
+    s.split_once('=')
+        .ok_or_else(|| UsageError(format!("{flag} {s:?}: expected SERVICE=...")).into())
+}
+
+/// Run the broker until SIGTERM or Ctrl-C (drained), or a second one (at once).
+pub async fn run_broker(
+    mut cmd: BrokerCmd,
+    matches: Option<clap::ArgMatches>,
+) -> anyhow::Result<i32> {
+    match &matches {
+        Some(m) => {
+            let path = cmd.config.clone();
+            crate::config::apply(&mut cmd, m, path.as_deref())
+                .map_err(|e| UsageError(e.to_string()))?;
+        }
+        None => {
+            if cmd.socket.security.curve_secret_key_file.is_some() {
+                cmd.socket.security.curve_server = true;
+            }
+        }
+    }
+    if cmd.print_config {
+        print!("{}", crate::config::effective(&cmd));
+        return Ok(0);
+    }
+    let mut cfg = BrokerConfig {
+        heartbeat_interval: Duration::from_millis(cmd.worker_heartbeat_ms),
+        worker_busy_max: Duration::from_millis(cmd.worker_busy_max_ms),
+        request_timeout: Duration::from_millis(cmd.request_timeout_ms),
+        queue_max: cmd.queue_max,
+        ..BrokerConfig::default()
+    };
+    let mut policies: HashMap<String, ServicePolicy> = HashMap::new();
+    for s in &cmd.idempotent {
+        policies.entry(s.clone()).or_default().idempotent = true;
+    }
+    for r in &cmd.rate_limit {
+        let (svc, n) = split_eq(r, "--rate-limit")?;
+        let n = n
+            .parse()
+            .map_err(|_| UsageError(format!("--rate-limit {r:?}: not a number")))?;
+        policies.entry(svc.to_owned()).or_default().rate_limit_per_s = Some(n);
+    }
+    cfg.policies = policies;
+    // An empty entry (a trailing `;` in ZMESH_ROUTE) is nothing to route.
+    for r in cmd.route.iter().filter(|r| !r.trim().is_empty()) {
+        let (svc, spec) = split_eq(r, "--route")?;
+        cfg.routes.insert(
+            svc.to_owned(),
+            parse_routes(spec).map_err(|e| UsageError(format!("--route {r:?}: {e}")))?,
+        );
+    }
+    // Recover the journal before listening: nobody waits on a broker that is replaying.
+    let stores = if cmd.no_queues {
+        zmesh_broker::driver::Stores::default()
+    } else {
+        zmesh_broker::driver::Stores {
+            queues: Some(open_queues(&cmd)?),
+            streams: Some(open_streams(&cmd)?),
+        }
+    };
+    // The admin port is up before "listening" is printed: whoever waits for
+    // that line can use every port.
+    let mut opts = zmesh_broker::driver::RunOptions {
+        drain_timeout: Duration::from_millis(cmd.drain_timeout_ms),
+        outbox: zmesh_broker::outbox::OutboxLimits {
+            peer_soft_bytes: (cmd.peer_outbox_soft_mib << 20) as usize,
+            peer_hard_bytes: (cmd.peer_outbox_hard_mib << 20) as usize,
+            total_bytes: (cmd.outbox_mib << 20) as usize,
+        },
+        ..Default::default()
+    };
+    if let Some(addr) = &cmd.admin_bind {
+        let (mut state, link) = zmesh_broker::admin::channel(cmd.admin_token.clone());
+        state.allowed_hosts = std::sync::Arc::new(
+            cmd.admin_host
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+        );
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        note!("zmesh: admin on http://{}", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = zmesh_broker::admin::serve(listener, state).await {
+                tracing::error!(error = %e, "admin port stopped");
+            }
+        });
+        opts.admin = Some(link);
+    }
+    let router = Socket::new(
+        SocketType::Router,
+        cmd.socket.options()?.name("broker").router_mandatory(true),
+    )?;
+    for ep in &cmd.bind {
+        let real = router.bind(ep).await?;
+        note!("zmesh: broker listening on {real}");
+    }
+    // A file size limit (RLIMIT_FSIZE) must refuse writes with EFBIG, not kill
+    // the broker: with a handler installed, SIGXFSZ no longer terminates.
+    let _xfsz =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        note!("zmesh: draining (a second signal stops at once)");
+        // A second signal forces: exit now, with what is written so far.
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("signal handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            note!("zmesh: forced stop");
+            std::process::exit(130);
+        });
+    };
+    let (_, stores) =
+        zmesh_broker::driver::run_with_stores(&router, Broker::new(cfg), stores, opts, shutdown)
+            .await?;
+    // Dropping the stores flushes and syncs the logs.
+    drop(stores);
+    router.close().await?;
+    Ok(0)
+}
+
+/// The storage log settings the broker's flags choose (queues and streams alike).
+fn log_config(cmd: &BrokerCmd) -> zmesh_log::LogConfig {
+    zmesh_log::LogConfig {
+        segment_bytes_max: cmd.segment_mib.max(1) << 20,
+        ..zmesh_log::LogConfig::default()
+    }
+}
+
+fn open_streams(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::stream::StreamStore> {
+    use zmesh_broker::stream::{StreamStore, StreamStoreConfig};
+    let config = StreamStoreConfig {
+        data_dir: cmd.data_dir.clone(),
+        log: log_config(cmd),
+        group_commit_ms: cmd.group_commit_ms,
+        group_commit_bytes: cmd.group_commit_bytes,
+        ..StreamStoreConfig::default()
+    };
+    let (store, elapsed) = StreamStore::open(config)?;
+    note!("zmesh: streams opened in {} ms", elapsed.as_millis());
+    Ok(store)
+}
+
+fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStore> {
+    use zmesh_broker::queue::{QueueStore, QueueStoreConfig};
+    let config = QueueStoreConfig {
+        data_dir: cmd.data_dir.clone(),
+        log: log_config(cmd),
+        group_commit_ms: cmd.group_commit_ms,
+        group_commit_bytes: cmd.group_commit_bytes,
+        core: zmesh_broker::queue::QueueCoreConfig {
+            bytes_max: cmd.queue_memory_mib << 20,
+            storing_bytes_max: cmd.queue_memory_mib << 20,
+            ..Default::default()
+        },
+    };
+    let (store, report) = QueueStore::open(config)?;
+    let r = &report.recovery;
+    note!(
+        "zmesh: queues in {}: {} messages from {} records in {} ms{}{}",
+        cmd.data_dir.display(),
+        report.messages,
+        report.replayed,
+        report.elapsed.as_millis(),
+        if r.torn_tail_bytes > 0 {
+            format!("; cut a torn tail of {} bytes", r.torn_tail_bytes)
+        } else {
+            String::new()
+        },
+        if r.damaged.is_empty() {
+            String::new()
+        } else {
+            format!("; {} damaged ranges skipped (see the log)", r.damaged.len())
+        },
+    );
+    for d in &r.damaged {
+        note!(
+            "zmesh: damaged journal bytes {:?} in {} (offsets {:?} lost)",
+            d.bytes,
+            d.path.display(),
+            d.offsets_lost
+        );
+    }
+    Ok(store)
+}
