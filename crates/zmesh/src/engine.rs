@@ -14,7 +14,9 @@ use omq_tokio as omq;
 use crate::error::Error;
 use crate::options::{Reconnect, SocketOptions};
 use crate::registry::{CloseReason, LinkEvent};
-use crate::security::{AuthPolicy, Decision, Mechanism, PeerCredentials, PublicKey, Security};
+use crate::security::{
+    AuthPolicy, Decision, Mechanism, PeerAuth, PeerCredentials, PublicKey, Security,
+};
 use crate::socket_type::SocketType;
 
 /// The engine's message type; [`crate::Message`] wraps it without copying.
@@ -171,10 +173,10 @@ pub(crate) fn derive_curve_public(secret: &[u8; 32]) -> [u8; 32] {
 }
 
 /// What a ROUTER message says about its sender's authentication.
-pub(crate) fn sender_auth(m: &RawMessage) -> Option<crate::message::PeerAuth> {
+pub(crate) fn sender_auth(m: &RawMessage) -> Option<PeerAuth> {
     let info = m.sender_identity()?.peer_info();
     let auth = &info.authentication;
-    Some(crate::message::PeerAuth {
+    Some(PeerAuth {
         mechanism: auth.mechanism.as_ref().map(mechanism_name),
         user_id: auth
             .user_id

@@ -16,7 +16,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: [`engine`] (private) is the only code that touches the ZMTP engine;
+//! Layout: `engine` (private) is the only code that touches the ZMTP engine;
 //! [`registry`] holds the sans-IO connection state machine; [`codec`] the
 //! payload formats; [`frames`] the text form of frames used by the CLI.
 
@@ -37,9 +37,10 @@ pub use closes::{ClosedConnections, ConnectionClosed};
 #[doc(hidden)]
 pub use engine::raw_bench;
 pub use error::{Error, Result};
-pub use message::{Message, PeerAuth};
+pub use message::Message;
 pub use options::{Heartbeat, Reconnect, SocketOptions};
 pub use registry::Registry;
+pub use security::PeerAuth;
 pub use socket::{Socket, TrySendError};
 pub use socket_type::{SocketType, UnknownSocketType};
 pub use typed::TypedSocket;

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use crate::engine::{self, RawMessage};
+use crate::security::PeerAuth;
 
 /// A ZeroMQ message: one or more frames, sent and received atomically.
 ///
@@ -80,20 +81,6 @@ impl Message {
     pub fn body(&self) -> Option<Bytes> {
         self.len().checked_sub(1).and_then(|i| self.frame(i))
     }
-}
-
-/// What the engine verified about a message's sender (ROUTER sockets; see
-/// [`Message::sender_auth`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerAuth {
-    /// NULL, PLAIN or CURVE.
-    pub mechanism: Option<String>,
-    /// The authenticated user: certificate name, CURVE key (Z85) or PLAIN user name.
-    pub user_id: Option<String>,
-    /// The sender's verified CURVE public key.
-    pub public_key: Option<crate::security::PublicKey>,
-    /// Transport address.
-    pub address: Option<String>,
 }
 
 impl Message {

@@ -53,6 +53,20 @@ pub struct PeerCredentials<'a> {
     pub password: Option<&'a str>,
 }
 
+/// What the engine verified about a message's sender (ROUTER sockets; see
+/// [`crate::Message::sender_auth`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAuth {
+    /// NULL, PLAIN or CURVE.
+    pub mechanism: Option<String>,
+    /// The authenticated user: certificate name, CURVE key (Z85) or PLAIN user name.
+    pub user_id: Option<String>,
+    /// The sender's verified CURVE public key.
+    pub public_key: Option<PublicKey>,
+    /// Transport address.
+    pub address: Option<String>,
+}
+
 /// The policy's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {

@@ -19,7 +19,7 @@ pub mod keys;
 pub mod signing;
 pub mod z85;
 
-pub use auth::{AuthPolicy, Decision, Mechanism, PeerCredentials, Refusal};
+pub use auth::{AuthPolicy, Decision, Mechanism, PeerAuth, PeerCredentials, Refusal};
 pub use keys::{Certificate, KeyError, KeyPair, PublicKey, SecretKey};
 pub use signing::{SignatureError, Signer, SigningKey, Verifier, VerifyingKey};
 
