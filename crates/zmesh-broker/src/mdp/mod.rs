@@ -21,13 +21,13 @@
 //! every queue and table is bounded.
 
 mod coalesce;
+mod config;
 mod policy;
+mod requests;
 mod state;
 #[cfg(test)]
 mod tests;
 mod workers;
-
-use std::collections::HashMap;
 
 use foldhash::HashMap as FastMap;
 use std::time::{Duration, Instant};
@@ -36,67 +36,11 @@ use bytes::Bytes;
 use serde::Serialize;
 
 pub use coalesce::coalesce;
+pub use config::BrokerConfig;
 pub use policy::{RateLimiter, Route, ServicePolicy, parse_routes, pick, validate_routes};
 use state::{Request, Service, Worker};
 
 use zmesh_wire::mdp::{self, BadItem, ClientMsg, ClientProto, Inbound, MdpError, ReplyKind};
-
-/// Broker settings.
-#[derive(Clone, Debug)]
-pub struct BrokerConfig {
-    /// How often the broker heartbeats each worker.
-    pub heartbeat_interval: Duration,
-    /// Missed heartbeats before a worker is declared dead.
-    pub heartbeat_liveness: u32,
-    /// How long a 7/MDP worker (MDPW01, MDPW02) may hold a request without a
-    /// word. Reference workers send no heartbeats while they handle one, so
-    /// a busy one is not expired for heartbeat silence: its connection
-    /// closing (the engine's ZMTP heartbeats notice a dead host) ends it, or
-    /// this limit. ZMDPW1 workers heartbeat while busy and get no such grace.
-    pub worker_busy_max: Duration,
-    /// Requests a service may queue while it has no free worker.
-    pub queue_max: usize,
-    /// How long a request may wait for a worker before the client gets "503".
-    pub request_timeout: Duration,
-    /// Requests the broker holds at once, over all services.
-    pub requests_max: usize,
-    /// Workers the broker accepts at once.
-    pub workers_max: usize,
-    /// Requests all workers together may hold: the sum of their credits
-    /// (one per MDP worker). A ZMDPW1 worker's credit is cut to what is left;
-    /// a worker that would get none is refused. Bounds the free-slot lists.
-    pub slots_max: usize,
-    /// Services the broker knows at once. Any client can name a service, so
-    /// without a bound made-up names would grow the table without end; a
-    /// service with no worker and nothing waiting is forgotten after
-    /// [`SERVICE_IDLE_EXPIRY`].
-    pub services_max: usize,
-    /// Per-service policies by service name.
-    pub policies: HashMap<String, ServicePolicy>,
-    /// Weighted routes by requested service name.
-    pub routes: HashMap<String, Vec<Route>>,
-    /// Seed of the routing randomness (fixed seeds make tests reproducible).
-    pub seed: u64,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval: Duration::from_millis(2500),
-            heartbeat_liveness: 3,
-            worker_busy_max: Duration::from_secs(600),
-            queue_max: 10_000,
-            request_timeout: Duration::from_secs(10),
-            requests_max: 100_000,
-            workers_max: 10_000,
-            slots_max: 100_000,
-            services_max: 10_000,
-            policies: HashMap::new(),
-            routes: HashMap::new(),
-            seed: 0x2545_f491_4f6c_dd1d,
-        }
-    }
-}
 
 /// Something for the driver to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,174 +284,6 @@ impl Broker {
             Inbound::Worker(v, msg) => self.worker_message(now, from, v, msg, out),
             // The parser never nests batches.
             Inbound::Batch(_) => {}
-        }
-    }
-
-    fn reply_error(
-        &mut self,
-        to: &Bytes,
-        proto: &ClientProto,
-        service: &Bytes,
-        code: &str,
-        reason: &str,
-        out: &mut Vec<Action>,
-    ) {
-        if let Some(s) = self.services.get_mut(service) {
-            s.errors += 1;
-        }
-        out.push(Action::Send {
-            to: to.clone(),
-            frames: mdp::client_error(proto, service, code, reason),
-        });
-    }
-
-    fn client_request(
-        &mut self,
-        now: Instant,
-        client: &Bytes,
-        proto: ClientProto,
-        requested: Bytes,
-        body: Vec<Bytes>,
-        out: &mut Vec<Action>,
-    ) {
-        // Borrowed unless the name is not UTF-8: no allocation per request.
-        let requested_name = requested.clone();
-        let name = String::from_utf8_lossy(&requested_name);
-        if name.starts_with("mmi.") || name.starts_with("zmesh.") {
-            let reply = self.internal_service(&name, &body);
-            out.push(Action::Send {
-                to: client.clone(),
-                frames: mdp::client_reply(&proto, ReplyKind::Final, &requested, &reply),
-            });
-            return;
-        }
-        if self.draining {
-            // Shutting down: what is in flight finishes; nothing new starts.
-            return self.reply_error(
-                client,
-                &proto,
-                &requested,
-                "503",
-                "broker shutting down",
-                out,
-            );
-        }
-        let target = match self.cfg.routes.get(name.as_ref()).cloned() {
-            Some(routes) => {
-                let roll = self.roll();
-                Bytes::from(pick(&routes, roll).to_owned())
-            }
-            None => requested.clone(),
-        };
-        if let Some(rate) = self.policy(&name).rate_limit_per_s {
-            let limiter = self
-                .limiters
-                .entry(requested.clone())
-                .or_insert_with(|| RateLimiter::new(rate, now));
-            if !limiter.try_take(now) {
-                let why = format!("rate limit of {rate} requests/s for {name} exceeded");
-                return self.reply_error(client, &proto, &requested, status::TOO_MANY, &why, out);
-            }
-        }
-        let queue_max = self.cfg.queue_max;
-        if !self.services.contains_key(&target)
-            && self.services.len() >= self.cfg.services_max
-            && !self.forget_a_service()
-        {
-            let why = format!(
-                "the broker knows {} services, its limit, all in use; {name} is not one of them",
-                self.services.len()
-            );
-            return self.reply_error(client, &proto, &requested, status::UNAVAILABLE, &why, out);
-        }
-        let service = self
-            .services
-            .entry(target.clone())
-            .or_insert_with(|| Service::new(now));
-        service.requests += 1;
-        service.last_active = now;
-        if service.waiting.len() >= queue_max || self.requests.len() >= self.cfg.requests_max {
-            let why = format!("{name}: queue full ({queue_max} waiting)");
-            return self.reply_error(client, &proto, &requested, status::UNAVAILABLE, &why, out);
-        }
-        let handle = self.next_handle;
-        self.next_handle += 1;
-        self.requests.insert(
-            handle,
-            Request {
-                client: client.clone(),
-                proto,
-                requested,
-                service: target.clone(),
-                body,
-                deadline: now + self.cfg.request_timeout,
-                received: now,
-                worker: None,
-            },
-        );
-        service.waiting.push_back(handle);
-        self.dispatch_requests(&target, out);
-    }
-
-    /// Make room in a full service table: forget the unused service idle
-    /// longest (made-up names go first, real ones keep their place while
-    /// they have workers or requests). False if every service is in use.
-    fn forget_a_service(&mut self) -> bool {
-        let oldest = self
-            .services
-            .iter()
-            .filter(|(_, s)| s.unused())
-            .min_by_key(|(_, s)| s.last_active)
-            .map(|(name, _)| name.clone());
-        oldest.is_some_and(|name| self.services.remove(&name).is_some())
-    }
-
-    /// MMI (8/MMI) and zmesh's own services, answered by the broker itself.
-    fn internal_service(&mut self, name: &str, body: &[Bytes]) -> Vec<Bytes> {
-        let arg = body
-            .first()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default();
-        let s = |x: &str| Bytes::from(x.to_owned());
-        match name {
-            "mmi.service" => {
-                let known = self
-                    .services
-                    .get(arg.as_bytes())
-                    .is_some_and(|s| s.workers > 0)
-                    || self.cfg.routes.get(&arg).is_some_and(|r| {
-                        r.iter().any(|t| {
-                            self.services
-                                .get(t.target.as_bytes())
-                                .is_some_and(|s| s.workers > 0)
-                        })
-                    });
-                vec![s(if known { status::OK } else { status::NOT_FOUND })]
-            }
-            "zmesh.services" => {
-                let json = serde_json::json!({ "services": self.services(), "stats": self.stats });
-                vec![s(status::OK), Bytes::from(json.to_string())]
-            }
-            "zmesh.routes" => {
-                // body: service, then "target:weight,..." (empty removes the routes).
-                let spec = body
-                    .get(1)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                let routes = if spec.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    parse_routes(&spec)
-                };
-                match routes.and_then(|r| self.set_routes(&arg, r)) {
-                    Ok(()) => {
-                        tracing::info!(service = %arg, routes = %spec, "routes changed");
-                        vec![s(status::OK)]
-                    }
-                    Err(e) => vec![s(status::BAD_REQUEST), s(&e)],
-                }
-            }
-            _ => vec![s(status::NOT_IMPLEMENTED)],
         }
     }
 
