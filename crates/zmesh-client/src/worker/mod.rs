@@ -4,8 +4,8 @@
 //!
 //! By default it speaks the zmesh worker protocol (`ZMDPW1`): one connection
 //! with a credit of `concurrency` requests, replies batched
-//! ([`multiplexed`]). With [`WorkerProtocol::Mdp`] it speaks 7/MDP to any
-//! Majordomo broker, one connection per concurrent request ([`mdp`]).
+//! (`multiplexed`). With [`WorkerProtocol::Mdp`] it speaks 7/MDP to any
+//! Majordomo broker, one connection per concurrent request (`mdp`).
 //!
 //! ```no_run
 //! # async fn demo() {
