@@ -86,8 +86,6 @@ enum Command {
     Status(commands::status::StatusCmd),
     /// Make a CURVE key pair: NAME.key and NAME.key_secret (pyzmq/CZMQ format).
     Keygen(commands::keygen::KeygenCmd),
-    /// A TCP proxy with faults on demand (delay, stall, cut, corrupt), for experiments.
-    FaultProxy(commands::fault_proxy::FaultProxyCmd),
     /// Measure throughput and latency of zmesh against the raw engine and libzmq.
     Bench(commands::bench::BenchCmd),
 }
@@ -145,7 +143,6 @@ async fn run(command: Command, broker_matches: Option<clap::ArgMatches>) -> i32 
         Command::Monitor(c) => commands::monitor::run(c).await,
         Command::Demo(c) => commands::demo::run(c).await,
         Command::DemoNode(c) => commands::demo::run_node(c).await,
-        Command::FaultProxy(c) => commands::fault_proxy::run(c).await,
         Command::Keygen(c) => commands::keygen::run(c).await,
         Command::Broker(c) => commands::broker::run_broker(c, broker_matches).await,
         Command::Call(c) => commands::mdp::run_call(c).await,

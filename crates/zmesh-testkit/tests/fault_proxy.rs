@@ -86,3 +86,57 @@ async fn forwards_delays_corrupts_stalls_and_cuts() {
     .await
     .unwrap();
 }
+
+async fn line(
+    out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(10), out.next_line())
+        .await
+        .expect("a line from the proxy in time")
+        .unwrap()
+        .expect("the proxy still running")
+}
+
+/// The `zmesh-fault-proxy` binary: forwards, answers its stdin commands,
+/// and stops when stdin closes.
+#[tokio::test]
+async fn the_binary_forwards_and_answers_commands_on_stdin() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::process::Command;
+
+    let upstream = echo_server().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zmesh-fault-proxy"))
+        .args(["--upstream", &upstream.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = line(&mut out).await;
+    let endpoint = listening
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("first line {listening:?}"));
+    let addr = endpoint.trim_start_matches("tcp://");
+
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(echo_once(&mut s, b"through").await, b"through");
+    stdin.write_all(b"status\n").await.unwrap();
+    assert_eq!(line(&mut out).await, "ok live=1 accepted=1");
+    stdin.write_all(b"cut\n").await.unwrap();
+    assert!(line(&mut out).await.starts_with("ok "));
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the cut connection ends: {read:?}"
+    );
+
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the proxy stops when stdin closes")
+        .unwrap();
+    assert!(status.success());
+}

@@ -7,7 +7,6 @@ pub mod bench_stream;
 pub mod broker;
 pub mod channel;
 pub mod demo;
-pub mod fault_proxy;
 pub mod input;
 pub mod keygen;
 pub mod mdp;
