@@ -18,6 +18,7 @@
 //! ```
 
 mod event;
+mod peer;
 mod table;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,8 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 pub use event::{CloseReason, ConnectionEvent, Direction, LinkEvent, PeerState, Traffic};
-pub use table::{PeerKey, PeerSnapshot, SocketTable, StateChange};
+pub use peer::{PeerKey, PeerSnapshot, StateChange};
+pub use table::SocketTable;
 
 use crate::options::SocketOptions;
 use crate::socket_type::SocketType;
