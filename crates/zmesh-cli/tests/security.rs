@@ -454,3 +454,63 @@ async fn signed_messages_from_python_verify_and_forgeries_and_replays_do_not() {
     })
     .await;
 }
+
+/// The queue and stream clients stop at a refused handshake, as the
+/// Majordomo client does: with a clear error, not a timeout after every
+/// attempt.
+#[tokio::test]
+async fn queue_and_stream_clients_stop_when_the_broker_refuses_the_handshake() {
+    use zmesh_client::queue::{QueueClient, QueueClientConfig, QueueError};
+    use zmesh_client::stream::{StreamClient, StreamClientConfig, StreamError};
+
+    bounded(TEST_LIMIT, async {
+        let dir = temp_dir("clients-refused");
+        let allowed = dir.join("allowed");
+        std::fs::create_dir_all(&allowed).unwrap(); // empty: every client refused
+        let server = KeyPair::generate();
+        let policy = AuthPolicy::new().allowed_keys_dir(&allowed).unwrap();
+        let router = Socket::new(SocketType::Router, curve_server(server.clone(), policy)).unwrap();
+        let ep = router.bind("tcp://127.0.0.1:0").await.unwrap();
+        let client_options = || curve_client(KeyPair::generate(), server.public);
+
+        // 4 attempts of 5 s would take 20 s: the refusal must end the first.
+        let quick = Duration::from_secs(4);
+        let queue_cfg = QueueClientConfig {
+            attempt_timeout: Duration::from_secs(5),
+            retries: 3,
+            ..QueueClientConfig::default()
+        };
+        let queues = QueueClient::connect_with(&ep, queue_cfg, client_options())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let declared = queues.declare("jobs", None).await;
+        assert!(
+            matches!(declared, Err(QueueError::HandshakeRefused { .. })),
+            "{declared:?}"
+        );
+        let published = queues.publish("jobs", "body").await;
+        assert!(
+            matches!(published, Err(QueueError::HandshakeRefused { .. })),
+            "{published:?}"
+        );
+        assert!(started.elapsed() < quick, "{:?}", started.elapsed());
+
+        let stream_cfg = StreamClientConfig {
+            attempt_timeout: Duration::from_secs(5),
+            retries: 3,
+            ..StreamClientConfig::default()
+        };
+        let streams = StreamClient::connect_with(&ep, stream_cfg, client_options())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let created = streams.create("orders", None).await;
+        assert!(
+            matches!(created, Err(StreamError::HandshakeRefused { .. })),
+            "{created:?}"
+        );
+        assert!(started.elapsed() < quick, "{:?}", started.elapsed());
+    })
+    .await;
+}

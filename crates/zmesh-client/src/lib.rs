@@ -9,10 +9,12 @@
 //! - [`breaker`]: the circuit breaker, sans-IO.
 //! - [`queue`]: durable queue producer and consumer (ZMQU01).
 //! - [`stream`]: stream publisher, subscriber with gap detection, snapshot (ZMST01).
+//! - [`request`]: how they all retry, and the queue and stream clients' error.
 
 pub mod breaker;
 pub mod mdp;
 pub mod queue;
+pub mod request;
 pub mod stream;
 mod util;
 pub mod worker;

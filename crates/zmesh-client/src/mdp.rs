@@ -24,7 +24,8 @@ use zmesh::codec::{Codec, Decode, Encode};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
 use crate::breaker::{BreakerState, CircuitBreaker};
-use crate::util::{Tasks, jitter};
+use crate::request::{Retry, unless_refused};
+use crate::util::Tasks;
 use zmesh_wire::mdp::batch::{self, BATCH_ITEMS_MAX};
 use zmesh_wire::mdp::{ZMDPC1, cmd};
 
@@ -225,22 +226,21 @@ impl Client {
         if !zmesh_wire::mdp::is_service_name(service.as_bytes()) {
             return Err(ClientError::InvalidService(service.to_owned()));
         }
-        let attempts = self.cfg.retries + 1;
-        let mut wait = self.cfg.backoff_initial;
-        for attempt in 1..=attempts {
+        let mut retry = Retry::new(
+            self.cfg.retries,
+            self.cfg.backoff_initial,
+            self.cfg.backoff_max,
+        );
+        while retry.next().await {
             if !self.with_breaker(service, |b| b.allow(Instant::now())) {
                 return Err(ClientError::CircuitOpen {
                     service: service.to_owned(),
                 });
             }
-            let mut gave_up = self.gave_up.clone();
-            let outcome = tokio::select! {
-                outcome = self.attempt(service, &body) => outcome,
-                // A refused handshake is final: no attempt can get through.
-                Ok(why) = gave_up.wait_for(Option::is_some) => {
-                    return Err(ClientError::Refused { reason: why.clone().unwrap_or_default() });
-                }
-            };
+            // A refused handshake is final: no attempt can get through.
+            let outcome = unless_refused(&self.gave_up, self.attempt(service, &body))
+                .await
+                .map_err(|reason| ClientError::Refused { reason })?;
             match outcome {
                 Ok((partials, Answer::Final(body))) => {
                     self.with_breaker(service, |b| b.on_success());
@@ -257,7 +257,7 @@ impl Client {
                         });
                     }
                     self.with_breaker(service, |b| b.on_failure(Instant::now()));
-                    if attempt == attempts {
+                    if retry.is_last() {
                         return Err(ClientError::Status {
                             service: service.to_owned(),
                             code,
@@ -270,14 +270,10 @@ impl Client {
                 }
                 Err(AttemptError::Other(e)) => return Err(e),
             }
-            if attempt < attempts {
-                tokio::time::sleep(jitter(wait)).await;
-                wait = (wait * 2).min(self.cfg.backoff_max);
-            }
         }
         Err(ClientError::Timeout {
             service: service.to_owned(),
-            attempts,
+            attempts: retry.attempts(),
         })
     }
 

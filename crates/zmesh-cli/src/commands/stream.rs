@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use zmesh_broker::stream::StreamOptions;
-use zmesh_client::queue::QueueError;
+use zmesh_client::stream::StreamError;
 use zmesh_client::stream::{StreamClient, StreamClientConfig};
 use zmesh_wire::stream::proto::Start;
 
@@ -137,7 +137,7 @@ pub async fn run(cmd: StreamCmd) -> anyhow::Result<i32> {
         }),
         StreamAction::Delete(a) => match a.stream {
             Some(s) => client.delete(&s).await,
-            None => Err(QueueError::Refused {
+            None => Err(StreamError::Refused {
                 code: 400,
                 reason: "name the stream to delete".into(),
             }),
@@ -146,7 +146,7 @@ pub async fn run(cmd: StreamCmd) -> anyhow::Result<i32> {
     super::queue::exit_code(result, &cmd.broker)
 }
 
-async fn create(c: &StreamClient, a: CreateArgs) -> Result<(), QueueError> {
+async fn create(c: &StreamClient, a: CreateArgs) -> Result<(), StreamError> {
     let mut o = StreamOptions {
         max_age_ms: a.max_age_ms,
         max_msgs: a.max_msgs,
@@ -156,7 +156,7 @@ async fn create(c: &StreamClient, a: CreateArgs) -> Result<(), QueueError> {
         o.max_bytes = a.max_bytes;
     }
     if let Some(d) = &a.durability {
-        o.durability = zmesh_log::Durability::parse(d).map_err(|e| QueueError::Refused {
+        o.durability = zmesh_log::Durability::parse(d).map_err(|e| StreamError::Refused {
             code: 400,
             reason: e.to_string(),
         })?;
@@ -166,7 +166,7 @@ async fn create(c: &StreamClient, a: CreateArgs) -> Result<(), QueueError> {
     Ok(())
 }
 
-async fn publish(c: &StreamClient, a: PublishArgs) -> Result<(), QueueError> {
+async fn publish(c: &StreamClient, a: PublishArgs) -> Result<(), StreamError> {
     let bodies: Vec<String> = if a.stdin {
         std::io::stdin()
             .lock()
@@ -194,9 +194,9 @@ async fn publish(c: &StreamClient, a: PublishArgs) -> Result<(), QueueError> {
     Ok(())
 }
 
-async fn subscribe(c: &StreamClient, a: SubscribeArgs) -> Result<(), QueueError> {
+async fn subscribe(c: &StreamClient, a: SubscribeArgs) -> Result<(), StreamError> {
     let start =
-        Start::parse(&a.start).map_err(|reason| QueueError::Refused { code: 400, reason })?;
+        Start::parse(&a.start).map_err(|reason| StreamError::Refused { code: 400, reason })?;
     let mut sub = c
         .subscribe(&a.stream, &a.filter, start, a.durable.as_deref())
         .await?;

@@ -18,24 +18,26 @@
 //! ```
 
 use foldhash::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
-use crate::util::{MsgIds, Tasks, jitter, link_restored, lock};
+use crate::request::{Retry, unless_refused};
+use crate::util::{MsgIds, Tasks, link_restored, lock};
 use zmesh_wire::queue::options::{QueueOptions, QueueSpec};
 use zmesh_wire::queue::proto::PROTOCOL;
 
 mod consumer;
-mod error;
 mod tasks;
 
+/// Why a queue operation failed: the error of every queue and stream request.
+pub use crate::request::RequestError as QueueError;
 pub use consumer::Consumer;
-pub use error::QueueError;
 use tasks::{batch_publishes, keep_consumers, read_replies};
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
@@ -138,6 +140,8 @@ pub struct QueueClient {
     cfg: QueueClientConfig,
     inner: Arc<Inner>,
     publish_tx: mpsc::Sender<PublishReq>,
+    /// Set once the engine gives up on the broker (a refused handshake).
+    gave_up: watch::Receiver<Option<String>>,
     /// Aborts the reader and keeper tasks when the last clone goes.
     _tasks: Arc<Tasks>,
 }
@@ -174,6 +178,7 @@ impl QueueClient {
             cfg.attempt_timeout,
         ));
         Ok(Self {
+            gave_up: sock.gave_up(),
             sock,
             cfg,
             inner,
@@ -217,22 +222,32 @@ impl QueueClient {
     /// Send a command (its first part is the command, the correlation id is
     /// added), retrying on silence.
     async fn request(&self, parts: Vec<Bytes>) -> Result<Reply, QueueError> {
-        let attempts = self.cfg.retries + 1;
-        let mut wait = self.cfg.backoff_initial;
-        for attempt in 1..=attempts {
-            match self.attempt(&parts).await? {
+        let mut retry = self.retry();
+        while retry.next().await {
+            match self.unless_refused(self.attempt(&parts)).await?? {
                 Some(Reply::Error(code, reason)) => {
                     return Err(QueueError::Refused { code, reason });
                 }
                 Some(reply) => return Ok(reply),
-                None if attempt < attempts => {
-                    tokio::time::sleep(jitter(wait)).await;
-                    wait = (wait * 2).min(self.cfg.backoff_max);
-                }
                 None => {}
             }
         }
-        Err(QueueError::Timeout(attempts))
+        Err(QueueError::Timeout(retry.attempts()))
+    }
+
+    fn retry(&self) -> Retry {
+        Retry::new(
+            self.cfg.retries,
+            self.cfg.backoff_initial,
+            self.cfg.backoff_max,
+        )
+    }
+
+    /// `attempt`, unless the broker refuses the handshake first.
+    async fn unless_refused<T>(&self, attempt: impl Future<Output = T>) -> Result<T, QueueError> {
+        unless_refused(&self.gave_up, attempt)
+            .await
+            .map_err(|reason| QueueError::HandshakeRefused { reason })
     }
 
     /// Create `queue` (or check it exists with these options; `None` accepts any).
@@ -313,9 +328,8 @@ impl QueueClient {
         body: impl Into<Bytes>,
     ) -> Result<Confirm, QueueError> {
         let (msg_id, body) = (msg_id.into(), body.into());
-        let attempts = self.cfg.retries + 1;
-        let mut wait = self.cfg.backoff_initial;
-        for attempt in 1..=attempts {
+        let mut retry = self.retry();
+        while retry.next().await {
             let (tx, rx) = oneshot::channel();
             let req = PublishReq {
                 queue: queue.to_owned(),
@@ -328,20 +342,19 @@ impl QueueClient {
                     "the client's publisher stopped".into(),
                 ));
             }
-            match tokio::time::timeout(self.cfg.attempt_timeout, rx).await {
+            let outcome = self
+                .unless_refused(tokio::time::timeout(self.cfg.attempt_timeout, rx))
+                .await?;
+            match outcome {
                 Ok(Ok(Status::Stored(c))) => return Ok(c),
                 Ok(Ok(Status::Refused(code, reason))) => {
                     return Err(QueueError::Refused { code, reason });
                 }
                 // Silence, or the batch could not be sent: try again with the same id.
-                _ if attempt < attempts => {
-                    tokio::time::sleep(jitter(wait)).await;
-                    wait = (wait * 2).min(self.cfg.backoff_max);
-                }
                 _ => {}
             }
         }
-        Err(QueueError::Timeout(attempts))
+        Err(QueueError::Timeout(retry.attempts()))
     }
 
     /// Consume `queue` with at most `prefetch` messages unacknowledged.

@@ -11,7 +11,7 @@
 //! application sees every matching message once, in order.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), zmesh_client::queue::QueueError> {
+//! # async fn demo() -> Result<(), zmesh_client::stream::StreamError> {
 //! use zmesh_client::stream::{StreamClient, StreamClientConfig};
 //! use zmesh_wire::stream::proto::Start;
 //! let c = StreamClient::connect("tcp://127.0.0.1:5555", StreamClientConfig::default()).await?;
@@ -23,17 +23,21 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use foldhash::HashMap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 
-use crate::queue::QueueError;
+use crate::request::{Retry, unless_refused};
 use crate::util::{MsgIds, Tasks, link_restored, lock};
+
+/// Why a stream operation failed: the error of every queue and stream request.
+pub use crate::request::RequestError as StreamError;
 use zmesh_wire::stream::options::{StreamOptions, StreamSpec};
 use zmesh_wire::stream::proto::{PROTOCOL, Start};
 
@@ -48,6 +52,10 @@ pub struct StreamClientConfig {
     pub attempt_timeout: Duration,
     /// Attempts after the first.
     pub retries: u32,
+    /// First wait between attempts (doubles, with full jitter).
+    pub backoff_initial: Duration,
+    /// Longest wait between attempts.
+    pub backoff_max: Duration,
     /// Messages the broker may send ahead of the application.
     pub credit: u32,
     /// How often a subscribing client says it is alive.
@@ -61,6 +69,8 @@ impl Default for StreamClientConfig {
         Self {
             attempt_timeout: Duration::from_secs(5),
             retries: 3,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
             credit: 1000,
             heartbeat: Duration::from_secs(1),
             broker_timeout: Duration::from_secs(3),
@@ -152,12 +162,14 @@ pub struct StreamClient {
     sock: Socket,
     cfg: StreamClientConfig,
     inner: Arc<Inner>,
+    /// Set once the engine gives up on the broker (a refused handshake).
+    gave_up: watch::Receiver<Option<String>>,
     _tasks: Arc<Tasks>,
 }
 
 impl StreamClient {
     /// Connect to a broker.
-    pub async fn connect(endpoint: &str, cfg: StreamClientConfig) -> Result<Self, QueueError> {
+    pub async fn connect(endpoint: &str, cfg: StreamClientConfig) -> Result<Self, StreamError> {
         Self::connect_with(
             endpoint,
             cfg,
@@ -171,7 +183,7 @@ impl StreamClient {
         endpoint: &str,
         cfg: StreamClientConfig,
         options: SocketOptions,
-    ) -> Result<Self, QueueError> {
+    ) -> Result<Self, StreamError> {
         let sock = Socket::new(SocketType::Dealer, options)?;
         sock.connect(endpoint).await?;
         let inner = Arc::new(Inner {
@@ -188,6 +200,7 @@ impl StreamClient {
         let reader = tokio::spawn(read(sock.clone(), inner.clone()));
         let keeper = tokio::spawn(keep(sock.clone(), inner.clone(), cfg.clone()));
         Ok(Self {
+            gave_up: sock.gave_up(),
             sock,
             cfg,
             inner,
@@ -203,9 +216,13 @@ impl StreamClient {
         )
     }
 
-    async fn request(&self, parts: Vec<Bytes>) -> Result<Vec<Bytes>, QueueError> {
-        let attempts = self.cfg.retries + 1;
-        for _ in 0..attempts {
+    async fn request(&self, parts: Vec<Bytes>) -> Result<Vec<Bytes>, StreamError> {
+        let mut retry = Retry::new(
+            self.cfg.retries,
+            self.cfg.backoff_initial,
+            self.cfg.backoff_max,
+        );
+        while retry.next().await {
             let corr = self.inner.next_corr.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = oneshot::channel();
             lock(&self.inner.pending).insert(corr, tx);
@@ -214,16 +231,36 @@ impl StreamClient {
                     .chain(std::iter::once(Bytes::from(corr.to_string())))
                     .chain(parts[1..].iter().cloned()),
             );
-            self.sock.send(msg).await?;
-            match tokio::time::timeout(self.cfg.attempt_timeout, rx).await {
-                Ok(Ok(Ok(f))) => return Ok(f),
-                Ok(Ok(Err((code, reason)))) => return Err(QueueError::Refused { code, reason }),
-                _ => {
+            let outcome = match self.sock.send(msg).await {
+                Ok(()) => {
+                    self.unless_refused(tokio::time::timeout(self.cfg.attempt_timeout, rx))
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            match outcome {
+                Ok(Ok(Ok(Ok(f)))) => return Ok(f),
+                Ok(Ok(Ok(Err((code, reason))))) => {
+                    return Err(StreamError::Refused { code, reason });
+                }
+                // Silence: try again under a new correlation id.
+                Ok(_) => {
                     lock(&self.inner.pending).remove(&corr);
+                }
+                Err(e) => {
+                    lock(&self.inner.pending).remove(&corr);
+                    return Err(e);
                 }
             }
         }
-        Err(QueueError::Timeout(attempts))
+        Err(StreamError::Timeout(retry.attempts()))
+    }
+
+    /// `attempt`, unless the broker refuses the handshake first.
+    async fn unless_refused<T>(&self, attempt: impl Future<Output = T>) -> Result<T, StreamError> {
+        unless_refused(&self.gave_up, attempt)
+            .await
+            .map_err(|reason| StreamError::HandshakeRefused { reason })
     }
 
     /// Create `stream` (or accept it as it is when `options` is `None`).
@@ -231,7 +268,7 @@ impl StreamClient {
         &self,
         stream: &str,
         options: Option<&StreamOptions>,
-    ) -> Result<StreamSpec, QueueError> {
+    ) -> Result<StreamSpec, StreamError> {
         let opts = options.map_or_else(Bytes::new, |o| {
             serde_json::to_vec(o).expect("options").into()
         });
@@ -239,22 +276,22 @@ impl StreamClient {
             .request(vec!["CREATE".into(), stream.to_owned().into(), opts])
             .await?;
         serde_json::from_slice(f.first().map_or(&b""[..], |b| &b[..]))
-            .map_err(|e| QueueError::Protocol(format!("stream spec: {e}")))
+            .map_err(|e| StreamError::Protocol(format!("stream spec: {e}")))
     }
 
     /// Delete `stream` and its messages.
-    pub async fn delete(&self, stream: &str) -> Result<(), QueueError> {
+    pub async fn delete(&self, stream: &str) -> Result<(), StreamError> {
         self.request(vec!["DELETE".into(), stream.to_owned().into()])
             .await
             .map(|_| ())
     }
 
     /// Counters of one stream or all.
-    pub async fn info(&self, stream: Option<&str>) -> Result<Vec<serde_json::Value>, QueueError> {
+    pub async fn info(&self, stream: Option<&str>) -> Result<Vec<serde_json::Value>, StreamError> {
         let s = stream.map_or_else(Bytes::new, |s| s.to_owned().into());
         let f = self.request(vec!["INFO".into(), s]).await?;
         serde_json::from_slice(f.first().map_or(&b""[..], |b| &b[..]))
-            .map_err(|e| QueueError::Protocol(format!("info: {e}")))
+            .map_err(|e| StreamError::Protocol(format!("info: {e}")))
     }
 
     /// Append a message; returns its sequence number once durable. It goes
@@ -265,7 +302,7 @@ impl StreamClient {
         stream: &str,
         subject: &str,
         body: impl Into<Bytes>,
-    ) -> Result<u64, QueueError> {
+    ) -> Result<u64, StreamError> {
         self.publish_with_id(stream, subject, self.inner.msg_ids.next(), body)
             .await
     }
@@ -280,7 +317,7 @@ impl StreamClient {
         subject: &str,
         msg_id: impl Into<Bytes>,
         body: impl Into<Bytes>,
-    ) -> Result<u64, QueueError> {
+    ) -> Result<u64, StreamError> {
         let f = self
             .request(vec![
                 "PUBLISH".into(),
@@ -293,7 +330,7 @@ impl StreamClient {
         std::str::from_utf8(f.first().map_or(&b""[..], |b| &b[..]))
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| QueueError::Protocol("STORED without a sequence".into()))
+            .ok_or_else(|| StreamError::Protocol("STORED without a sequence".into()))
     }
 
     /// Subscribe to `filter` in `stream` from `start`; with `durable`, the
@@ -304,7 +341,7 @@ impl StreamClient {
         filter: &str,
         start: Start,
         durable: Option<&str>,
-    ) -> Result<Subscription, QueueError> {
+    ) -> Result<Subscription, StreamError> {
         let name = format!("s{}", self.inner.next_sub.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::unbounded_channel();
         let state = SubState {
@@ -341,7 +378,7 @@ impl StreamClient {
 
     /// The last message of every subject matching `filter`, and the sequence
     /// to follow from (`next_seq`) without a gap.
-    pub async fn snapshot(&self, stream: &str, filter: &str) -> Result<Snapshot, QueueError> {
+    pub async fn snapshot(&self, stream: &str, filter: &str) -> Result<Snapshot, StreamError> {
         let f = self
             .request(vec![
                 "SNAPSHOT".into(),
@@ -354,7 +391,7 @@ impl StreamClient {
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
         };
-        let bad = || QueueError::Protocol("malformed SNAPSHOT".into());
+        let bad = || StreamError::Protocol("malformed SNAPSHOT".into());
         let next_seq = f.first().and_then(num).ok_or_else(bad)?;
         let messages = f
             .get(2..)
