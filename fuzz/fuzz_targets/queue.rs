@@ -26,7 +26,8 @@ fuzz_target!(|data: &[u8]| {
         journal::body(record).expect("body_at points at a stored message")
     };
     for i in 0..4u64 {
-        let now = 1_000 + i * 3_000;
+        let now_ms = 1_000 + i * 3_000;
+        let now = zmesh::clock::Now { mono_ms: now_ms, wall_ms: now_ms };
         let peer = Bytes::from(vec![who.wrapping_add((i % 2) as u8)]);
         let mut actions = core.handle(now, &peer, &frames);
         actions.extend(core.tick(now));

@@ -18,8 +18,10 @@
 //!
 //! Layout: `engine` (private) is the only code that touches the ZMTP engine;
 //! [`registry`] holds the sans-IO connection state machine; [`codec`] the
-//! payload formats; [`frames`] the text form of frames used by the CLI.
+//! payload formats; [`frames`] the text form of frames used by the CLI;
+//! [`clock`] the one clock every core reads time from.
 
+pub mod clock;
 pub mod closes;
 pub mod codec;
 mod engine;

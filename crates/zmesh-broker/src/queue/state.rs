@@ -21,6 +21,7 @@ use crate::dedup::DedupWindow;
 
 use bytes::Bytes;
 use serde::Serialize;
+use zmesh::clock::Now;
 
 use super::core::action::QueueAction;
 use super::options::{QueueOptions, QueueSpec};
@@ -48,7 +49,11 @@ impl Body {
 pub(crate) struct Msg {
     pub body: Body,
     pub msg_id: Bytes,
+    /// When it was published, on the wall clock: what its records store.
     pub published_ms: u64,
+    /// The same moment on the monotonic clock, which its TTL runs from: a
+    /// wall-clock step expires nothing. Derived from `published_ms` at replay.
+    pub born_mono_ms: u64,
     pub deliveries: u32,
     /// Its place in the queue: the offset of its first PUBLISH record. The
     /// tag changes when compaction moves the message to a new record; this
@@ -66,12 +71,32 @@ pub(crate) struct Msg {
 }
 
 impl Msg {
-    /// A message first stored at `offset`, never delivered.
-    pub fn new(body: Bytes, msg_id: Bytes, published_ms: u64, offset: u64) -> Msg {
+    /// A message published `now`, first stored at `offset`, never delivered.
+    pub fn new(body: Bytes, msg_id: Bytes, now: Now, offset: u64) -> Msg {
+        Self::published_at(body, msg_id, now.wall_ms, now.mono_ms, offset)
+    }
+
+    /// A message read back at `now` whose records say it was published at
+    /// `published_ms` (wall clock): its age then is what has passed on the
+    /// wall clock since (none if that is in the future).
+    pub fn replayed(body: Bytes, msg_id: Bytes, published_ms: u64, now: Now, offset: u64) -> Msg {
+        let age_ms = now.wall_ms.saturating_sub(published_ms);
+        let born_mono_ms = now.mono_ms.saturating_sub(age_ms);
+        Self::published_at(body, msg_id, published_ms, born_mono_ms, offset)
+    }
+
+    fn published_at(
+        body: Bytes,
+        msg_id: Bytes,
+        published_ms: u64,
+        born_mono_ms: u64,
+        offset: u64,
+    ) -> Msg {
         Msg {
             body: Body::InMemory(body),
             msg_id,
             published_ms,
+            born_mono_ms,
             deliveries: 0,
             order: offset,
             holder: None,
@@ -381,11 +406,7 @@ impl Queue {
     /// Hand ready messages to consumers with credit, round-robin, oldest
     /// first. Returns the offsets found expired on the way, for the caller to
     /// dead-letter, and the earliest ack deadline set.
-    pub fn dispatch(
-        &mut self,
-        now_ms: u64,
-        sends: &mut Vec<QueueAction>,
-    ) -> (Vec<u64>, Option<u64>) {
+    pub fn dispatch(&mut self, now: Now, sends: &mut Vec<QueueAction>) -> (Vec<u64>, Option<u64>) {
         let mut expired = Vec::new();
         let mut earliest = None;
         let n = self.consumers.len();
@@ -404,7 +425,7 @@ impl Queue {
                 // it expires, if due, once it has its new tag).
                 break;
             }
-            if ttl.is_some_and(|ttl| now_ms >= msg.published_ms.saturating_add(ttl)) {
+            if ttl.is_some_and(|ttl| now.mono_ms >= msg.born_mono_ms.saturating_add(ttl)) {
                 self.ready.pop_first();
                 expired.push(offset);
                 continue;
@@ -417,9 +438,9 @@ impl Queue {
             };
             self.next_consumer = (i + 1) % n;
             self.ready.pop_first();
-            self.last_delivery_ms = now_ms;
+            self.last_delivery_ms = now.mono_ms;
             let consumer = &mut self.consumers[i];
-            let deadline = now_ms + ack_timeout;
+            let deadline = now.mono_ms + ack_timeout;
             msg.deliveries += 1;
             msg.holder = Some((consumer.peer.clone(), deadline));
             consumer.held.insert(offset);
@@ -444,14 +465,14 @@ impl Queue {
     }
 
     /// Offsets of held messages whose ack is overdue, and the earliest deadline still ahead.
-    pub fn overdue(&self, now_ms: u64) -> (Vec<u64>, Option<u64>) {
+    pub fn overdue(&self, now: Now) -> (Vec<u64>, Option<u64>) {
         let mut due = Vec::new();
         let mut next: Option<u64> = None;
         let held = self.consumers.iter().flat_map(|c| c.held.iter());
         {
             for off in held.chain(self.detached.iter()) {
                 if let Some(Some((_, deadline))) = self.messages.get(off).map(|m| &m.holder) {
-                    if *deadline <= now_ms {
+                    if *deadline <= now.mono_ms {
                         due.push(*off);
                     } else {
                         next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
@@ -464,7 +485,7 @@ impl Queue {
     }
 
     /// Offsets of ready messages whose TTL ran out (the oldest are first in line).
-    pub fn expired_ready(&self, now_ms: u64) -> Vec<u64> {
+    pub fn expired_ready(&self, now: Now) -> Vec<u64> {
         let Some(ttl) = self.spec.options.message_ttl_ms else {
             return Vec::new();
         };
@@ -474,7 +495,7 @@ impl Queue {
             .take_while(|o| {
                 self.messages
                     .get(o)
-                    .is_some_and(|m| now_ms >= m.published_ms.saturating_add(ttl))
+                    .is_some_and(|m| now.mono_ms >= m.born_mono_ms.saturating_add(ttl))
             })
             // A message being moved expires once it has its new tag.
             .filter(|o| self.messages.get(o).is_some_and(|m| !m.moving))

@@ -17,9 +17,11 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use zmesh::clock::{Clock, Now, SystemClock};
 use zmesh_log::{Durability, Log, LogConfig, LogError, ReadCursor, RecoveryReport, Syncer};
 
 use super::core::{CompactLimits, QueueAction, QueueCore, QueueCoreConfig};
@@ -38,6 +40,8 @@ pub struct QueueStoreConfig {
     pub group_commit_ms: u64,
     /// Group commit: unsynced bytes that start an fsync at once.
     pub group_commit_bytes: u64,
+    /// Where the queues read the time (the system's, or a test's).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for QueueStoreConfig {
@@ -48,6 +52,7 @@ impl Default for QueueStoreConfig {
             core: QueueCoreConfig::default(),
             group_commit_ms: 0,
             group_commit_bytes: 1 << 20,
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -108,18 +113,13 @@ pub struct QueueStore {
     /// The current pause after a failure (zero: none yet).
     compact_backoff: Duration,
     /// No compaction before this.
-    compact_resume: Option<Instant>,
+    compact_resume_mono_ms: Option<u64>,
     /// Shutting down: no compaction (it would only delay the end).
     draining: bool,
     /// Where the last body read back from the journal was: bodies are
     /// mostly read in line order.
     body_cursor: ReadCursor,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    clock: Arc<dyn Clock>,
 }
 
 fn describe(e: &LogError) -> String {
@@ -142,6 +142,7 @@ impl QueueStore {
         let catalog: Catalog = load_json(&catalog_path)?;
         let (log, recovery) = Log::open(config.data_dir.join("journal"), config.log.clone())?;
         let mut core = QueueCore::new(config.core.clone(), catalog);
+        let now = config.clock.now();
         let mut from = log.first_offset();
         let mut replayed = 0u64;
         loop {
@@ -149,7 +150,7 @@ impl QueueStore {
             let Some(last) = batch.last() else { break };
             from = last.offset + 1;
             for r in &batch {
-                core.replay(r.offset, &r.payload);
+                core.replay(now, r.offset, &r.payload);
             }
             replayed += batch.len() as u64;
         }
@@ -184,11 +185,17 @@ impl QueueStore {
             record_bytes_max: u64::from(config.log.record_bytes_max),
             compact_failures_seen: 0,
             compact_backoff: Duration::ZERO,
-            compact_resume: None,
+            compact_resume_mono_ms: None,
             draining: false,
             body_cursor: ReadCursor::default(),
+            clock: config.clock.clone(),
         };
         Ok((store, report))
+    }
+
+    /// The time now, from the store's clock.
+    fn now(&self) -> Now {
+        self.clock.now()
     }
 
     /// The protocol core (for stats).
@@ -249,7 +256,7 @@ impl QueueStore {
 
     /// Handle one ZMQU01 message; returns what to send now.
     pub fn handle(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
-        let actions = self.core.handle(now_ms(), from, frames);
+        let actions = self.core.handle(self.now(), from, frames);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
         sends
@@ -257,7 +264,7 @@ impl QueueStore {
 
     /// A peer's connection closed (see [`QueueCore::connection_closed`]).
     pub fn connection_closed(&mut self, peer: &Bytes) -> Sends {
-        let actions = self.core.connection_closed(now_ms(), peer);
+        let actions = self.core.connection_closed(self.now(), peer);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
         sends
@@ -265,7 +272,7 @@ impl QueueStore {
 
     /// A peer reads too slowly, or has caught up (see [`QueueCore::set_congested`]).
     pub fn set_congested(&mut self, peer: &Bytes, congested: bool) -> Sends {
-        let actions = self.core.set_congested(now_ms(), peer, congested);
+        let actions = self.core.set_congested(self.now(), peer, congested);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
         sends
@@ -273,7 +280,7 @@ impl QueueStore {
 
     /// Timers and log cleanup.
     pub fn tick(&mut self) -> Sends {
-        let actions = self.core.tick(now_ms());
+        let actions = self.core.tick(self.now());
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
         let pending = self
@@ -297,7 +304,10 @@ impl QueueStore {
 
     /// When [`QueueStore::tick`] is next due.
     pub fn next_deadline(&self) -> Instant {
-        let wait = self.core.next_deadline_ms().saturating_sub(now_ms());
+        let wait = self
+            .core
+            .next_deadline_ms()
+            .saturating_sub(self.now().mono_ms);
         Instant::now() + Duration::from_millis(wait.min(1000))
     }
 
@@ -312,10 +322,14 @@ impl QueueStore {
             self.compact_failures_seen = failures;
             self.compact_backoff =
                 (self.compact_backoff * 2).clamp(COMPACT_BACKOFF_INITIAL, COMPACT_BACKOFF_MAX);
-            self.compact_resume = Some(Instant::now() + self.compact_backoff);
+            self.compact_resume_mono_ms =
+                Some(self.now().mono_ms + self.compact_backoff.as_millis() as u64);
             tracing::warn!(pause = ?self.compact_backoff, "journal compaction pauses after a failed move");
         }
-        if self.compact_resume.is_some_and(|t| Instant::now() < t) {
+        if self
+            .compact_resume_mono_ms
+            .is_some_and(|t| self.now().mono_ms < t)
+        {
             return false;
         }
         let Some(oldest_end) = self.log.oldest_sealed_end() else {
@@ -334,7 +348,7 @@ impl QueueStore {
             bytes_max: COMPACT_BYTES_MAX,
             record_bytes_max: self.record_bytes_max,
         };
-        let actions = self.core.compact(now_ms(), oldest_end, limits);
+        let actions = self.core.compact(self.now(), oldest_end, limits);
         if actions.is_empty() {
             return false;
         }
@@ -369,7 +383,7 @@ impl QueueStore {
                     }
                 }
                 for (offset, ticket) in resolved {
-                    let a = self.core.persisted(now_ms(), ticket, Ok(offset));
+                    let a = self.core.persisted(self.now(), ticket, Ok(offset));
                     self.carry_out(a, &mut sends);
                 }
                 if !self.unsynced.is_empty() && self.bytes_since_request > 0 {
@@ -400,7 +414,7 @@ impl QueueStore {
     /// A group commit finished (`Ok(offset)`: everything below is durable).
     pub fn on_durable(&mut self, result: std::io::Result<u64>) -> Sends {
         let mut sends = Vec::new();
-        let now = now_ms();
+        let now = self.now();
         match result {
             Ok(durable) => {
                 if let Some(t) = self.sync_started.take()
@@ -441,7 +455,7 @@ impl QueueStore {
             .partition(|(offset, _, _)| *offset >= lost_from);
         self.unflushed = kept;
         for (_, ticket, _) in lost {
-            let a = self.core.persisted(now_ms(), ticket, Err(reason.clone()));
+            let a = self.core.persisted(self.now(), ticket, Err(reason.clone()));
             self.carry_out(a, sends);
         }
     }
@@ -491,7 +505,7 @@ impl QueueStore {
                             "reading a message body back from the journal failed"
                         );
                         if let Some(ticket) = ticket {
-                            todo.extend(self.core.persisted(now_ms(), ticket, Err(reason)));
+                            todo.extend(self.core.persisted(self.now(), ticket, Err(reason)));
                         }
                     }
                 },
@@ -525,7 +539,7 @@ impl QueueStore {
                         Err(describe(&e))
                     }
                 };
-                self.core.persisted(now_ms(), ticket, result)
+                self.core.persisted(self.now(), ticket, result)
             }
             Err(e) => {
                 // Too large is this record's fault alone; an I/O error lost the buffer.
@@ -533,7 +547,7 @@ impl QueueStore {
                     self.fail_unflushed(&e, sends);
                 }
                 match ticket {
-                    Some(ticket) => self.core.persisted(now_ms(), ticket, Err(describe(&e))),
+                    Some(ticket) => self.core.persisted(self.now(), ticket, Err(describe(&e))),
                     None => Vec::new(),
                 }
             }

@@ -184,6 +184,7 @@ fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStor
             storing_bytes_max: cmd.queue_memory_mib << 20,
             ..Default::default()
         },
+        ..QueueStoreConfig::default()
     };
     let (store, report) = QueueStore::open(config)?;
     let r = &report.recovery;

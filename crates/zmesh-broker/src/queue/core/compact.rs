@@ -23,6 +23,7 @@
 //! released (`Queue::aliases`).
 
 use bytes::Bytes;
+use zmesh::clock::Now;
 use zmesh_log::Durability;
 
 use super::{QueueAction, QueueCore, Ticket};
@@ -63,7 +64,7 @@ impl QueueCore {
     /// let limits = CompactLimits { moves_max: 100, bytes_max: 1 << 20, record_bytes_max: 1 << 24 };
     /// assert!(core.compact(0, 1_000, limits).is_empty()); // nothing stored, nothing to move
     /// ```
-    pub fn compact(&mut self, now_ms: u64, below: u64, limits: CompactLimits) -> Vec<QueueAction> {
+    pub fn compact(&mut self, now: Now, below: u64, limits: CompactLimits) -> Vec<QueueAction> {
         let mut entries = Vec::new();
         let mut bytes = 0u64;
         for q in self.queues.values_mut() {
@@ -71,7 +72,8 @@ impl QueueCore {
             // head first; moving its head would only copy messages about to
             // go and make its consumers wait for the copies. (Window room
             // says nothing: every ack refills the window at once.)
-            let idle = q.last_delivery_ms == 0 || now_ms >= q.last_delivery_ms + COMPACT_IDLE_MS;
+            let idle =
+                q.last_delivery_ms == 0 || now.mono_ms >= q.last_delivery_ms + COMPACT_IDLE_MS;
             let ack_timeout_ms = q.options().ack_timeout_ms;
             // In a busy queue only held messages can qualify: look at those alone.
             let tags: Box<dyn Iterator<Item = u64>> = if idle {
@@ -101,7 +103,7 @@ impl QueueCore {
                     // Held this long, it is a long job, not one about to be acked.
                     Some((_, ack_due_ms)) => {
                         let delivered_ms = ack_due_ms.saturating_sub(ack_timeout_ms);
-                        now_ms >= delivered_ms + COMPACT_IDLE_MS
+                        now.mono_ms >= delivered_ms + COMPACT_IDLE_MS
                     }
                 };
                 let record = MOVE_HEADER_BYTES + m.msg_id.len() as u64 + m.body.len();
@@ -150,7 +152,7 @@ impl QueueCore {
     /// offset, or failed.
     pub(super) fn move_persisted(
         &mut self,
-        now_ms: u64,
+        now: Now,
         queue: u32,
         from: u64,
         result: Result<u64, String>,
@@ -173,7 +175,7 @@ impl QueueCore {
                     q.dedup.update(&m.msg_id, Dedup::Stored(tag));
                 }
                 q.retag(from, tag);
-                self.dispatch(now_ms, &name);
+                self.dispatch(now, &name);
             }
             Ok(tag) => {
                 // Being dead-lettered meanwhile (a held message rejected
@@ -217,7 +219,7 @@ impl QueueCore {
                 if let Some(m) = q.messages.get_mut(&from) {
                     m.moving = false;
                 }
-                self.dispatch(now_ms, &name);
+                self.dispatch(now, &name);
             }
         }
     }

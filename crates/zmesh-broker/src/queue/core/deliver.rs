@@ -2,6 +2,7 @@
 //! dispatch within credit, ack, nack, redelivery and dead letters.
 
 use bytes::Bytes;
+use zmesh::clock::Now;
 use zmesh_log::Durability;
 
 use super::{Peer, QueueCore, Ticket};
@@ -12,7 +13,7 @@ use crate::queue::state::{Consumer, Msg};
 impl QueueCore {
     pub(super) fn dead_letter_persisted(
         &mut self,
-        now_ms: u64,
+        now: Now,
         from: u32,
         from_offset: u64,
         to: u32,
@@ -26,7 +27,8 @@ impl QueueCore {
                 q.insert(
                     offset,
                     Msg {
-                        published_ms: now_ms,
+                        published_ms: now.wall_ms,
+                        born_mono_ms: now.mono_ms,
                         deliveries: 0,
                         order: offset,
                         holder: None,
@@ -41,7 +43,7 @@ impl QueueCore {
                 }
                 // Only now may the original go: its copy is durable.
                 self.settle(from, SettleReason::DeadLettered, vec![from_offset]);
-                self.dispatch(now_ms, &name);
+                self.dispatch(now, &name);
             }
             _ => {
                 // The copy is not stored: the original stays where it was,
@@ -62,7 +64,7 @@ impl QueueCore {
                         },
                     );
                     let name = src.spec.name.clone();
-                    self.dispatch(now_ms, &name);
+                    self.dispatch(now, &name);
                 } else {
                     self.messages -= 1;
                 }
@@ -72,7 +74,7 @@ impl QueueCore {
 
     pub(super) fn consume(
         &mut self,
-        now_ms: u64,
+        now: Now,
         from: &Bytes,
         corr: &Bytes,
         name: &str,
@@ -104,19 +106,19 @@ impl QueueCore {
             }),
         }
         let peer = self.peers.entry(from.clone()).or_insert(Peer {
-            last_seen_ms: now_ms,
+            last_seen_ms: now.mono_ms,
             queues: Vec::new(),
         });
         if !peer.queues.iter().any(|n| n == name) {
             peer.queues.push(name.to_owned());
         }
         self.send(from, proto::ok(corr, None));
-        self.dispatch(now_ms, name);
+        self.dispatch(now, name);
     }
 
     /// Remove `peer`'s consumer of `name`; its held messages go back, or with
     /// `keep` stay held until acked by tag or timed out.
-    pub(super) fn cancel(&mut self, now_ms: u64, peer: &Bytes, name: &str, keep: bool) -> bool {
+    pub(super) fn cancel(&mut self, now: Now, peer: &Bytes, name: &str, keep: bool) -> bool {
         let Some(q) = self.queues.get_mut(name) else {
             return false;
         };
@@ -147,25 +149,25 @@ impl QueueCore {
             }
         }
         for off in held {
-            self.redeliver(now_ms, name, off);
+            self.redeliver(now, name, off);
         }
-        self.dispatch(now_ms, name);
+        self.dispatch(now, name);
         true
     }
 
-    pub(super) fn drop_peer(&mut self, now_ms: u64, peer: &Bytes) {
+    pub(super) fn drop_peer(&mut self, now: Now, peer: &Bytes) {
         let Some(p) = self.peers.get(peer) else {
             return;
         };
         for name in p.queues.clone() {
-            self.cancel(now_ms, peer, &name, false);
+            self.cancel(now, peer, &name, false);
         }
         self.peers.remove(peer);
     }
 
     /// A message not processed goes back to its queue, or to the dead letters
     /// once it has used up its deliveries.
-    pub(super) fn redeliver(&mut self, now_ms: u64, name: &str, offset: u64) {
+    pub(super) fn redeliver(&mut self, now: Now, name: &str, offset: u64) {
         let Some(q) = self.queues.get_mut(name) else {
             return;
         };
@@ -173,7 +175,7 @@ impl QueueCore {
             return;
         };
         if m.deliveries >= q.options().max_deliveries {
-            return self.dead_letter(now_ms, name, offset, "max deliveries");
+            return self.dead_letter(now, name, offset, "max deliveries");
         }
         let (id, deliveries) = (q.id(), m.deliveries);
         q.make_ready(offset);
@@ -189,7 +191,7 @@ impl QueueCore {
         );
     }
 
-    pub(super) fn dead_letter(&mut self, now_ms: u64, name: &str, offset: u64, why: &str) {
+    pub(super) fn dead_letter(&mut self, now: Now, name: &str, offset: u64, why: &str) {
         let Some(q) = self.queues.get_mut(name) else {
             return;
         };
@@ -216,7 +218,7 @@ impl QueueCore {
         self.next_ticket += 1;
         let entry = Entry::Publish {
             queue: to,
-            published_ms: now_ms,
+            published_ms: now.wall_ms,
             msg_id: msg.msg_id.clone(),
             body: Bytes::new(),
         };
@@ -232,7 +234,7 @@ impl QueueCore {
         );
     }
 
-    pub(super) fn ack(&mut self, now_ms: u64, name: &str, tags: &[u64]) {
+    pub(super) fn ack(&mut self, now: Now, name: &str, tags: &[u64]) {
         let Some(q) = self.queues.get_mut(name) else {
             self.counters.unknown_tags += tags.len() as u64;
             return;
@@ -253,10 +255,10 @@ impl QueueCore {
         if !settled.is_empty() {
             self.settle(id, SettleReason::Acked, settled);
         }
-        self.dispatch(now_ms, name);
+        self.dispatch(now, name);
     }
 
-    pub(super) fn nack(&mut self, now_ms: u64, name: &str, requeue: bool, tags: &[u64]) {
+    pub(super) fn nack(&mut self, now: Now, name: &str, requeue: bool, tags: &[u64]) {
         let Some(q) = self.queues.get_mut(name) else {
             self.counters.unknown_tags += tags.len() as u64;
             return;
@@ -272,12 +274,12 @@ impl QueueCore {
         }
         for tag in released {
             if requeue {
-                self.redeliver(now_ms, name, tag);
+                self.redeliver(now, name, tag);
             } else {
-                self.dead_letter(now_ms, name, tag, "rejected");
+                self.dead_letter(now, name, tag, "rejected");
             }
         }
-        self.dispatch(now_ms, name);
+        self.dispatch(now, name);
     }
 
     /// The DELIVER of `tag` to `to` was not sent (its body could not be read
@@ -304,18 +306,18 @@ impl QueueCore {
         q.make_ready(tag);
     }
 
-    pub(super) fn dispatch(&mut self, now_ms: u64, name: &str) {
+    pub(super) fn dispatch(&mut self, now: Now, name: &str) {
         let Some(q) = self.queues.get_mut(name) else {
             return;
         };
-        let (expired, earliest) = q.dispatch(now_ms, &mut self.out);
+        let (expired, earliest) = q.dispatch(now, &mut self.out);
         q.counters.expired += expired.len() as u64;
         if let Some(d) = earliest {
             self.earliest_ack_deadline_ms =
                 Some(self.earliest_ack_deadline_ms.map_or(d, |e| e.min(d)));
         }
         for off in expired {
-            self.dead_letter(now_ms, name, off, "expired");
+            self.dead_letter(now, name, off, "expired");
         }
     }
 }

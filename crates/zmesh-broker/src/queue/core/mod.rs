@@ -5,9 +5,13 @@
 //! [`QueueCore::tick`] no later than [`QueueCore::next_deadline_ms`], and
 //! carry out every returned [`QueueAction`] in order: an `Append` with a
 //! ticket must be answered by [`QueueCore::persisted`] once the record is
-//! durable under its [`Durability`] (or failed), in offset order. Time is
-//! wall-clock milliseconds since the Unix epoch, given by the caller, because
-//! message TTLs must survive restarts.
+//! durable under its [`Durability`] (or failed), in offset order.
+//!
+//! Time comes in as a [`Now`] from the caller's one clock: every timer (ack
+//! deadlines, peer timeouts, heartbeats, TTL while running, compaction's idle
+//! wait) runs on its monotonic reading, so a wall-clock step changes none of
+//! them; the wall clock only stamps a message's publish time in its records,
+//! from which replay derives the TTL left.
 //!
 //! Invariants: a message is in exactly one state (storing, ready, held by one
 //! consumer) until settled; a CONFIRM is sent only after `persisted(ok)`; a
@@ -20,6 +24,7 @@
 use foldhash::HashMap;
 
 use bytes::Bytes;
+use zmesh::clock::Now;
 use zmesh_log::Durability;
 
 pub mod action;
@@ -161,7 +166,7 @@ impl QueueCore {
         self.queues.get_mut(name)
     }
 
-    /// When [`QueueCore::tick`] is next due.
+    /// When [`QueueCore::tick`] is next due, on the monotonic clock.
     pub fn next_deadline_ms(&self) -> u64 {
         self.earliest_ack_deadline_ms
             .map_or(self.next_heartbeat_ms, |d| d.min(self.next_heartbeat_ms))
@@ -248,12 +253,12 @@ impl QueueCore {
     }
 
     /// Handle one ZMQU01 message from peer `from` (frames after the identity).
-    pub fn handle(&mut self, now_ms: u64, from: &Bytes, frames: &[Bytes]) -> Vec<QueueAction> {
+    pub fn handle(&mut self, now: Now, from: &Bytes, frames: &[Bytes]) -> Vec<QueueAction> {
         if let Some(p) = self.peers.get_mut(from) {
-            p.last_seen_ms = now_ms;
+            p.last_seen_ms = now.mono_ms;
         }
         match proto::parse(frames) {
-            Ok(cmd) => self.command(now_ms, from, cmd),
+            Ok(cmd) => self.command(now, from, cmd),
             Err(e) => {
                 self.counters.malformed += 1;
                 tracing::debug!(reason = %e.reason, "malformed queue message");
@@ -265,7 +270,7 @@ impl QueueCore {
         std::mem::take(&mut self.out)
     }
 
-    fn command(&mut self, now_ms: u64, from: &Bytes, cmd: Command) {
+    fn command(&mut self, now: Now, from: &Bytes, cmd: Command) {
         match cmd {
             Command::Declare {
                 corr,
@@ -285,18 +290,18 @@ impl QueueCore {
                     corr,
                     duplicate: false,
                 };
-                self.publish(now_ms, &queue, msg_id, body, waiter);
+                self.publish(now, &queue, msg_id, body, waiter);
             }
             Command::Batch { corr, queue, items } => {
-                self.publish_batch(now_ms, from, corr, &queue, items)
+                self.publish_batch(now, from, corr, &queue, items)
             }
             Command::Consume {
                 corr,
                 queue,
                 prefetch,
-            } => self.consume(now_ms, from, &corr, &queue, prefetch),
+            } => self.consume(now, from, &corr, &queue, prefetch),
             Command::Cancel { corr, queue, keep } => {
-                if self.cancel(now_ms, from, &queue, keep) {
+                if self.cancel(now, from, &queue, keep) {
                     self.send(from, proto::ok(&corr, None));
                 } else {
                     self.send(
@@ -305,12 +310,12 @@ impl QueueCore {
                     );
                 }
             }
-            Command::Ack { queue, tags } => self.ack(now_ms, &queue, &tags),
+            Command::Ack { queue, tags } => self.ack(now, &queue, &tags),
             Command::Nack {
                 queue,
                 requeue,
                 tags,
-            } => self.nack(now_ms, &queue, requeue, &tags),
+            } => self.nack(now, &queue, requeue, &tags),
             Command::Stats { corr, queue } => {
                 let stats: Vec<_> = match &queue {
                     Some(name) => match self.queues.get(name) {
@@ -328,7 +333,7 @@ impl QueueCore {
                 self.send(from, proto::ok(&corr, Some(body.into())));
             }
             Command::Heartbeat => {}
-            Command::Disconnect => self.drop_peer(now_ms, from),
+            Command::Disconnect => self.drop_peer(now, from),
         }
     }
 
@@ -336,7 +341,7 @@ impl QueueCore {
     /// stored (`Err` with the reason).
     pub fn persisted(
         &mut self,
-        now_ms: u64,
+        now: Now,
         ticket: u64,
         result: Result<u64, String>,
     ) -> Vec<QueueAction> {
@@ -345,14 +350,14 @@ impl QueueCore {
                 queue,
                 msg,
                 waiters,
-            }) => self.publish_persisted(now_ms, queue, msg, waiters, result),
+            }) => self.publish_persisted(now, queue, msg, waiters, result),
             Some(Ticket::DeadLetter {
                 from,
                 from_offset,
                 to,
                 msg,
-            }) => self.dead_letter_persisted(now_ms, from, from_offset, to, msg, result),
-            Some(Ticket::Move { queue, from }) => self.move_persisted(now_ms, queue, from, result),
+            }) => self.dead_letter_persisted(now, from, from_offset, to, msg, result),
+            Some(Ticket::Move { queue, from }) => self.move_persisted(now, queue, from, result),
             None => {}
         }
         std::mem::take(&mut self.out)
@@ -361,12 +366,12 @@ impl QueueCore {
     /// `peer`'s connection closed: its consumers are dropped at once and the
     /// messages they held go back to their queues (or to the dead letters),
     /// instead of after `peer_timeout_ms` of silence.
-    pub fn connection_closed(&mut self, now_ms: u64, peer: &Bytes) -> Vec<QueueAction> {
+    pub fn connection_closed(&mut self, now: Now, peer: &Bytes) -> Vec<QueueAction> {
         self.congested.remove(peer);
         if self.peers.contains_key(peer) {
             tracing::info!(peer = ?peer, "consumer's connection closed; its messages go back");
             self.counters.peers_disconnected += 1;
-            self.drop_peer(now_ms, peer);
+            self.drop_peer(now, peer);
         }
         std::mem::take(&mut self.out)
     }
@@ -375,12 +380,7 @@ impl QueueCore {
     /// driver's outbox reports: its consumers get no deliveries meanwhile, so
     /// messages go to other consumers or wait in the queue, not in memory
     /// in front of a reader that does not read.
-    pub fn set_congested(
-        &mut self,
-        now_ms: u64,
-        peer: &Bytes,
-        congested: bool,
-    ) -> Vec<QueueAction> {
+    pub fn set_congested(&mut self, now: Now, peer: &Bytes, congested: bool) -> Vec<QueueAction> {
         let changed = if congested {
             self.congested.insert(peer.clone())
         } else {
@@ -396,7 +396,7 @@ impl QueueCore {
                     c.congested = congested;
                 }
                 if !congested {
-                    self.dispatch(now_ms, &name);
+                    self.dispatch(now, &name);
                 }
             }
         }
@@ -404,17 +404,17 @@ impl QueueCore {
     }
 
     /// Timers: ack timeouts, silent consumers, TTL expiry, heartbeats.
-    pub fn tick(&mut self, now_ms: u64) -> Vec<QueueAction> {
+    pub fn tick(&mut self, now: Now) -> Vec<QueueAction> {
         let silent: Vec<Bytes> = self
             .peers
             .iter()
-            .filter(|(_, p)| now_ms >= p.last_seen_ms + self.config.peer_timeout_ms)
+            .filter(|(_, p)| now.mono_ms >= p.last_seen_ms + self.config.peer_timeout_ms)
             .map(|(id, _)| id.clone())
             .collect();
         for peer in silent {
             tracing::info!(peer = ?peer, "consumer silent too long; its messages go back");
             self.counters.peers_expired += 1;
-            self.drop_peer(now_ms, &peer);
+            self.drop_peer(now, &peer);
         }
         let mut next_ack: Option<u64> = None;
         // Rebuilt below: by the scan of held messages and by the dispatches.
@@ -422,8 +422,8 @@ impl QueueCore {
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for name in &names {
             let q = &self.queues[name];
-            let (overdue, next) = q.overdue(now_ms);
-            let expired = q.expired_ready(now_ms);
+            let (overdue, next) = q.overdue(now);
+            let expired = q.expired_ready(now);
             if let Some(n) = next {
                 next_ack = Some(next_ack.map_or(n, |a| a.min(n)));
             }
@@ -431,7 +431,7 @@ impl QueueCore {
                 if let Some(q) = self.queues.get_mut(name) {
                     q.release(off);
                 }
-                self.redeliver(now_ms, name, off);
+                self.redeliver(now, name, off);
             }
             if !expired.is_empty() {
                 if let Some(q) = self.queues.get_mut(name) {
@@ -441,21 +441,21 @@ impl QueueCore {
                     }
                 }
                 for off in expired {
-                    self.dead_letter(now_ms, name, off, "expired");
+                    self.dead_letter(now, name, off, "expired");
                 }
             }
-            self.dispatch(now_ms, name);
+            self.dispatch(now, name);
         }
         if let Some(n) = next_ack {
             self.earliest_ack_deadline_ms =
                 Some(self.earliest_ack_deadline_ms.map_or(n, |e| e.min(n)));
         }
-        if now_ms >= self.next_heartbeat_ms {
+        if now.mono_ms >= self.next_heartbeat_ms {
             let peers: Vec<Bytes> = self.peers.keys().cloned().collect();
             for p in peers {
                 self.send(&p, proto::heartbeat());
             }
-            self.next_heartbeat_ms = now_ms + self.config.heartbeat_ms;
+            self.next_heartbeat_ms = now.mono_ms + self.config.heartbeat_ms;
         }
         std::mem::take(&mut self.out)
     }

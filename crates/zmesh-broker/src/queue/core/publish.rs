@@ -2,6 +2,7 @@
 //! deduplication by message id and confirms only once the record is durable.
 
 use bytes::Bytes;
+use zmesh::clock::Now;
 
 use super::{QueueCore, Ticket};
 use crate::queue::journal::Entry;
@@ -61,7 +62,7 @@ impl QueueCore {
     /// already stored) or once the record is durable.
     pub(super) fn publish(
         &mut self,
-        now_ms: u64,
+        now: Now,
         name: &str,
         msg_id: Bytes,
         body: Bytes,
@@ -156,7 +157,7 @@ impl QueueCore {
         self.append(
             Entry::Publish {
                 queue: id,
-                published_ms: now_ms,
+                published_ms: now.wall_ms,
                 msg_id: msg_id.clone(),
                 body: body.clone(),
             },
@@ -164,7 +165,7 @@ impl QueueCore {
             Some(ticket),
         );
         // Its order is its offset, known once stored.
-        let msg = Msg::new(body, msg_id, now_ms, 0);
+        let msg = Msg::new(body, msg_id, now, 0);
         self.tickets.insert(
             ticket,
             Ticket::Publish {
@@ -178,7 +179,7 @@ impl QueueCore {
     /// BATCH: every message as a PUBLISH, one reply with a status per message.
     pub(super) fn publish_batch(
         &mut self,
-        now_ms: u64,
+        now: Now,
         from: &Bytes,
         corr: Bytes,
         name: &str,
@@ -201,7 +202,7 @@ impl QueueCore {
                 index,
                 duplicate: false,
             };
-            self.publish(now_ms, name, msg_id, body, waiter);
+            self.publish(now, name, msg_id, body, waiter);
         }
     }
 
@@ -236,7 +237,7 @@ impl QueueCore {
 
     pub(super) fn publish_persisted(
         &mut self,
-        now_ms: u64,
+        now: Now,
         queue: u32,
         msg: Msg,
         waiters: Vec<Waiter>,
@@ -277,7 +278,7 @@ impl QueueCore {
                     let duplicate = w.duplicate();
                     self.resolve(w, Outcome::Stored { offset, duplicate });
                 }
-                self.dispatch(now_ms, &name);
+                self.dispatch(now, &name);
             }
             Err(reason) => {
                 q.counters.refused += 1;

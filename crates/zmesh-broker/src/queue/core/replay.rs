@@ -5,7 +5,7 @@ use super::*;
 
 impl QueueCore {
     /// Apply one journal record read back at start-up.
-    pub fn replay(&mut self, offset: u64, record: &Bytes) {
+    pub fn replay(&mut self, now: Now, offset: u64, record: &Bytes) {
         let entry = Entry::decode(record);
         if let Some(
             Entry::Publish { queue, .. }
@@ -28,7 +28,10 @@ impl QueueCore {
                     return;
                 };
                 q.remember(msg_id.clone(), Dedup::Stored(offset));
-                q.insert(offset, Msg::new(body, msg_id, published_ms, offset));
+                q.insert(
+                    offset,
+                    Msg::replayed(body, msg_id, published_ms, now, offset),
+                );
                 self.messages += 1;
             }
             Some(Entry::Settle { queue, offsets, .. }) => {
@@ -63,7 +66,7 @@ impl QueueCore {
                 let q = self.queue_by_id(queue).expect("found above");
                 // An id past the window stays forgotten: a move does not make it new.
                 q.dedup.update(&msg_id, Dedup::Stored(offset));
-                let mut msg = Msg::new(body, msg_id, published_ms, order);
+                let mut msg = Msg::replayed(body, msg_id, published_ms, now, order);
                 msg.deliveries = deliveries;
                 q.insert(offset, msg);
             }

@@ -69,7 +69,7 @@ fn moving_while_held(ack_timeout_ms: u64, n: usize) -> Sim {
     s.send("c", &["CONSUME", "x", "jobs", "1"]);
     assert_eq!(s.tags("c"), ["0"]);
     s.now += crate::queue::core::COMPACT_IDLE_MS;
-    let a = s.core.compact(s.now, n as u64, limits(100));
+    let a = s.core.compact(at(s.now), n as u64, limits(100));
     s.apply(a);
     s
 }
@@ -170,7 +170,7 @@ fn in_a_busy_queue_only_long_held_messages_move() {
     let tag = s.tags("fast")[0].clone();
     s.send("fast", &["ACK", "jobs", &tag]);
     assert_eq!(s.tags("fast").len(), 1, "m2 delivered just now");
-    let a = s.core.compact(s.now, 6, limits(100));
+    let a = s.core.compact(at(s.now), 6, limits(100));
     s.apply(a);
     assert_eq!(
         s.core.counters.moved, 1,
@@ -189,12 +189,12 @@ fn a_queue_being_consumed_is_not_compacted() {
         let tag = s.tags("c")[0].clone();
         s.send("c", &["ACK", "jobs", &tag]);
     }
-    let a = s.core.compact(s.now, 10, limits(100));
+    let a = s.core.compact(at(s.now), 10, limits(100));
     assert!(a.is_empty(), "{a:?}");
     assert_eq!(s.core.counters.moved, 0);
     // Once nothing has been delivered for a while, it is fair game.
     s.now += crate::queue::core::COMPACT_IDLE_MS;
-    let a = s.core.compact(s.now, 10, limits(100));
+    let a = s.core.compact(at(s.now), 10, limits(100));
     assert!(!a.is_empty());
 }
 
@@ -203,7 +203,7 @@ fn a_purge_while_a_move_is_in_flight_survives_a_kill() {
     let mut s = declared("{}");
     s.publish_numbered(3);
     // The moves are written, not yet durable; the purge is written after them.
-    let a = s.core.compact(s.now, 3, limits(100));
+    let a = s.core.compact(at(s.now), 3, limits(100));
     s.apply(a);
     s.send("admin", &["PURGE", "c", "jobs"]);
     assert_eq!(s.take("admin", "OK").len(), 1);
@@ -218,10 +218,12 @@ fn a_failed_move_then_a_second_one_leaves_one_copy() {
     s.send("p", &["PUBLISH", "1", "jobs", "", "m0"]);
     s.sync();
     // The first move's fsync fails, but its record is in the file.
-    let a = s.core.compact(s.now, 1, limits(100));
+    let a = s.core.compact(at(s.now), 1, limits(100));
     s.apply(a);
     let (ticket, _) = s.waiting.pop().unwrap();
-    let a = s.core.persisted(s.now, ticket, Err("fsync failed".into()));
+    let a = s
+        .core
+        .persisted(at(s.now), ticket, Err("fsync failed".into()));
     s.apply(a);
     // The second succeeds; then the message is delivered and acked.
     s.compact(1);
@@ -237,7 +239,7 @@ fn a_failed_move_then_a_second_one_leaves_one_copy() {
 fn a_message_being_moved_keeps_its_turn() {
     let mut s = declared("{}");
     s.publish_numbered(3);
-    let a = s.core.compact(s.now, 1, limits(100)); // m0 only, not yet durable
+    let a = s.core.compact(at(s.now), 1, limits(100)); // m0 only, not yet durable
     s.apply(a);
     s.send("c", &["CONSUME", "x", "jobs", "10"]);
     assert!(

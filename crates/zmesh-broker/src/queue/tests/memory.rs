@@ -61,7 +61,7 @@ fn a_body_that_cannot_be_read_back_is_not_a_delivery_and_is_tried_again() {
     // The store could not read the body: it tells the core instead of sending.
     let actions = s
         .core
-        .handle(s.now, &peer("c"), &msg(&["CONSUME", "x", "jobs", "1"]));
+        .handle(at(s.now), &peer("c"), &msg(&["CONSUME", "x", "jobs", "1"]));
     let mut failed = 0;
     for a in actions {
         match a {

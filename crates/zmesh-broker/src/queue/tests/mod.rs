@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use zmesh::clock::Now;
 
 use crate::queue::core::{QueueAction, QueueCore, QueueCoreConfig};
 use crate::queue::options::Catalog;
@@ -34,6 +35,14 @@ fn msg(parts: &[&str]) -> Vec<Bytes> {
     f
 }
 
+/// A moment at `ms` on both clocks.
+fn at(ms: u64) -> Now {
+    Now {
+        mono_ms: ms,
+        wall_ms: ms,
+    }
+}
+
 fn peer(name: &str) -> Bytes {
     Bytes::from(name.to_owned())
 }
@@ -46,7 +55,7 @@ impl Sim {
     fn restore_with(config: QueueCoreConfig, catalog: Catalog, journal: Vec<Bytes>) -> Sim {
         let mut core = QueueCore::new(config.clone(), catalog.clone());
         for (o, r) in journal.iter().enumerate() {
-            core.replay(o as u64, r);
+            core.replay(at(1_000_000), o as u64, r);
         }
         core.replay_done();
         Sim {
@@ -99,7 +108,7 @@ impl Sim {
     }
 
     fn send(&mut self, from: &str, parts: &[&str]) {
-        let a = self.core.handle(self.now, &peer(from), &msg(parts));
+        let a = self.core.handle(at(self.now), &peer(from), &msg(parts));
         self.apply(a);
     }
 
@@ -107,7 +116,7 @@ impl Sim {
     fn sync(&mut self) {
         while !self.waiting.is_empty() {
             for (t, o) in std::mem::take(&mut self.waiting) {
-                let a = self.core.persisted(self.now, t, Ok(o));
+                let a = self.core.persisted(at(self.now), t, Ok(o));
                 self.apply(a);
             }
         }
@@ -115,7 +124,7 @@ impl Sim {
 
     fn advance(&mut self, ms: u64) {
         self.now += ms;
-        let a = self.core.tick(self.now);
+        let a = self.core.tick(at(self.now));
         self.apply(a);
     }
 
@@ -166,7 +175,7 @@ fn limits(moves_max: usize) -> super::core::CompactLimits {
 impl Sim {
     /// One compaction pass below `below`, everything made durable after.
     fn compact(&mut self, below: u64) {
-        let a = self.core.compact(self.now, below, limits(100));
+        let a = self.core.compact(at(self.now), below, limits(100));
         self.apply(a);
         self.sync();
     }
@@ -216,7 +225,7 @@ impl Sim {
             self.journal[o as usize] = Bytes::new();
         }
         let result = if ok { Ok(o) } else { Err("disk full".into()) };
-        let a = self.core.persisted(self.now, t, result);
+        let a = self.core.persisted(at(self.now), t, result);
         self.apply(a);
     }
 }

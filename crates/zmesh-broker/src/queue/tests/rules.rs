@@ -165,7 +165,7 @@ fn limits_refuse_with_a_clear_error_and_storage_errors_lose_nothing_confirmed() 
     assert_eq!(e[0][4], "429");
     assert!(String::from_utf8_lossy(&e[0][5]).contains("max_length"));
     let (t, _) = s.waiting.pop().unwrap();
-    let a = s.core.persisted(s.now, t, Err("disk full".into()));
+    let a = s.core.persisted(at(s.now), t, Err("disk full".into()));
     s.apply(a);
     let e = s.take("p", "ERROR");
     assert_eq!(e[0][4], "507");

@@ -97,11 +97,11 @@ proptest! {
                 }
                 Op::Congest(c, on) => {
                     if on { congested.insert(c); } else { congested.remove(&c); }
-                    let a = s.core.set_congested(s.now, &peer(&format!("c{c}")), on);
+                    let a = s.core.set_congested(at(s.now), &peer(&format!("c{c}")), on);
                     s.apply(a);
                 }
                 Op::Closed(c) => {
-                    let a = s.core.connection_closed(s.now, &peer(&format!("c{c}")));
+                    let a = s.core.connection_closed(at(s.now), &peer(&format!("c{c}")));
                     s.apply(a);
                     held.remove(&c);
                     prefetch.remove(&c);
@@ -118,7 +118,7 @@ proptest! {
                 Op::Compact(quarter) => {
                     // Sometimes left in flight: a crash may come before it is durable.
                     let below = s.journal.len() as u64 * u64::from(quarter) / 4;
-                    let a = s.core.compact(s.now, below, limits(3));
+                    let a = s.core.compact(at(s.now), below, limits(3));
                     s.apply(a);
                 }
                 Op::FailTail(n) => {
@@ -128,7 +128,7 @@ proptest! {
                     let keep = s.waiting.len().saturating_sub(n as usize);
                     for (t, o) in s.waiting.split_off(keep) {
                         s.journal[o as usize] = Bytes::new();
-                        let a = s.core.persisted(s.now, t, Err("disk full".into()));
+                        let a = s.core.persisted(at(s.now), t, Err("disk full".into()));
                         s.apply(a);
                     }
                 }
