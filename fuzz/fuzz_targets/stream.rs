@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = zmesh_wire::stream::proto::parse(&frames);
     let mut core = StreamCore::new(StreamCoreConfig::default(), StreamCatalog::default());
     let peer = Bytes::from(vec![who]);
-    let mut actions = core.handle(1_000, &peer, &frames);
+    let mut actions = core.handle(zmesh::clock::Now { mono_ms: 1_000, wall_ms: 1_000 }, &peer, &frames);
     // The driver's outbox reports, picked by the first byte's high bits.
     if who & 0x40 != 0 {
         actions.extend(core.set_congested(&peer, true));
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     if who & 0x80 != 0 {
         actions.extend(core.connection_closed(&peer));
     }
-    actions.extend(core.tick(2_000));
+    actions.extend(core.tick(zmesh::clock::Now { mono_ms: 2_000, wall_ms: 2_000 }));
     for a in actions {
         if let StreamAction::Append { ticket, .. } = a {
             core.persisted(ticket, Ok(0));

@@ -10,10 +10,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use foldhash::HashMap;
+use zmesh::clock::{Clock, SystemClock};
 use zmesh_log::{Durability, Log, LogConfig, Retention, Syncer};
 
 use super::core::{StreamAction, StreamCore, StreamCoreConfig};
@@ -33,6 +35,8 @@ pub struct StreamStoreConfig {
     pub group_commit_ms: u64,
     /// Group commit: unsynced bytes that start an fsync at once.
     pub group_commit_bytes: u64,
+    /// Where the streams read the time (the system's, or a test's).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for StreamStoreConfig {
@@ -43,14 +47,9 @@ impl Default for StreamStoreConfig {
             core: StreamCoreConfig::default(),
             group_commit_ms: 0,
             group_commit_bytes: 1 << 20,
+            clock: SystemClock::shared(),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The stream core with its storage.
@@ -68,6 +67,7 @@ pub struct StreamStore {
     /// Each log's bytes written when its last sync was asked for, so the
     /// group-commit thread hears how much each request covers.
     requested_at: HashMap<u32, u64>,
+    clock: Arc<dyn Clock>,
 }
 
 impl StreamStore {
@@ -119,6 +119,7 @@ impl StreamStore {
             unflushed: Vec::new(),
             unsynced: HashMap::default(),
             requested_at: HashMap::default(),
+            clock: config.clock.clone(),
         };
         Ok((store, started.elapsed()))
     }
@@ -140,7 +141,7 @@ impl StreamStore {
 
     /// Handle one ZMST01 message; returns what to send now.
     pub fn handle(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
-        let actions = self.core.handle(now_ms(), from, frames);
+        let actions = self.core.handle(self.clock.now(), from, frames);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
         sends
@@ -164,7 +165,7 @@ impl StreamStore {
 
     /// Timers, retention, durable positions.
     pub fn tick(&mut self) -> Sends {
-        let actions = self.core.tick(now_ms());
+        let actions = self.core.tick(self.clock.now());
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
         sends
@@ -172,7 +173,10 @@ impl StreamStore {
 
     /// When [`StreamStore::tick`] is next due.
     pub fn next_deadline(&self) -> Instant {
-        let wait = self.core.next_deadline_ms().saturating_sub(now_ms());
+        let wait = self
+            .core
+            .next_deadline_ms()
+            .saturating_sub(self.clock.now().mono_ms);
         Instant::now() + Duration::from_millis(wait.min(1000))
     }
 
@@ -352,7 +356,9 @@ impl StreamStore {
                             records_max: options.max_msgs,
                             age_max: options.max_age_ms.map(Duration::from_millis),
                         };
-                        match log.retain(&retention, SystemTime::now()) {
+                        // Ages are of stored stamps: the wall clock's business.
+                        let wall = UNIX_EPOCH + Duration::from_millis(self.clock.now().wall_ms);
+                        match log.retain(&retention, wall) {
                             Ok(0) => {}
                             Ok(_) => self.core.retained(stream, log.first_offset()),
                             Err(e) => tracing::warn!(error = %e, "stream retention failed"),

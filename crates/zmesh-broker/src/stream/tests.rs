@@ -4,10 +4,19 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use zmesh::clock::Now;
 
 use super::core::{StreamAction, StreamCore, StreamCoreConfig};
 use super::options::StreamCatalog;
 use super::proto::PROTOCOL;
+
+/// A moment at `ms` on both clocks.
+fn at(ms: u64) -> Now {
+    Now {
+        mono_ms: ms,
+        wall_ms: ms,
+    }
+}
 
 struct Sim {
     core: StreamCore,
@@ -63,7 +72,7 @@ impl Sim {
     fn send(&mut self, from: &str, parts: &[&str]) {
         let a = self
             .core
-            .handle(1000, &Bytes::from(from.to_owned()), &msg(parts));
+            .handle(at(1000), &Bytes::from(from.to_owned()), &msg(parts));
         self.run(a);
     }
 
@@ -169,7 +178,7 @@ fn a_repeated_msg_id_is_stored_once_while_storing_after_and_after_a_restart() {
     let core = &mut s.core;
     let publish = |core: &mut StreamCore, who: &str, id: &str| {
         core.handle(
-            1000,
+            at(1000),
             &Bytes::from(who.to_owned()),
             &msg(&["PUBLISH", "1", "ev", "ev.a", "body", id]),
         )
@@ -215,7 +224,7 @@ fn a_repeated_msg_id_is_stored_once_while_storing_after_and_after_a_restart() {
 fn a_refused_publish_lets_its_id_try_again() {
     let mut s = Sim::new();
     let a = s.core.handle(
-        1000,
+        at(1000),
         &Bytes::from_static(b"p"),
         &msg(&["PUBLISH", "1", "ev", "ev.a", "body", "id-1"]),
     );
@@ -225,7 +234,7 @@ fn a_refused_publish_lets_its_id_try_again() {
     let refused = s.core.persisted(*ticket, Err("disk full".into()));
     assert!(stored(&refused).is_empty());
     let retry = s.core.handle(
-        1000,
+        at(1000),
         &Bytes::from_static(b"p"),
         &msg(&["PUBLISH", "2", "ev", "ev.a", "body", "id-1"]),
     );

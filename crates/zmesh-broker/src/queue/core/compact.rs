@@ -60,9 +60,11 @@ impl QueueCore {
     /// ```
     /// use zmesh_broker::queue::core::CompactLimits;
     /// use zmesh_broker::queue::{Catalog, QueueCore, QueueCoreConfig};
+    /// use zmesh::clock::Now;
+    /// let now = Now { mono_ms: 0, wall_ms: 0 };
     /// let mut core = QueueCore::new(QueueCoreConfig::default(), Catalog::default());
     /// let limits = CompactLimits { moves_max: 100, bytes_max: 1 << 20, record_bytes_max: 1 << 24 };
-    /// assert!(core.compact(0, 1_000, limits).is_empty()); // nothing stored, nothing to move
+    /// assert!(core.compact(now, 1_000, limits).is_empty()); // nothing stored, nothing to move
     /// ```
     pub fn compact(&mut self, now: Now, below: u64, limits: CompactLimits) -> Vec<QueueAction> {
         let mut entries = Vec::new();

@@ -2,6 +2,7 @@
 //! serves history and live tail alike, and snapshots.
 
 use bytes::Bytes;
+use zmesh::clock::Now;
 
 use super::{PendingSnapshot, StreamAction, StreamCore, Sub, SubKey, err, no_stream};
 use crate::stream::proto::{self, Start};
@@ -13,7 +14,7 @@ impl StreamCore {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn subscribe(
         &mut self,
-        now_ms: u64,
+        now: Now,
         from: &Bytes,
         corr: Bytes,
         name: &str,
@@ -56,7 +57,7 @@ impl StreamCore {
             self.durables_dirty = true;
         }
         let stream = s.spec.id;
-        self.peers.insert(from.clone(), now_ms);
+        self.peers.insert(from.clone(), now.mono_ms);
         self.subs.insert(
             key.clone(),
             Sub {

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use foldhash::HashMap;
+use zmesh::clock::Now;
 use zmesh_log::Durability;
 
 mod deliver;
@@ -293,12 +294,12 @@ impl StreamCore {
     }
 
     /// Handle one ZMST01 message from `from` (frames after the identity).
-    pub fn handle(&mut self, now_ms: u64, from: &Bytes, frames: &[Bytes]) -> Vec<StreamAction> {
+    pub fn handle(&mut self, now: Now, from: &Bytes, frames: &[Bytes]) -> Vec<StreamAction> {
         if let Some(seen) = self.peers.get_mut(from) {
-            *seen = now_ms;
+            *seen = now.mono_ms;
         }
         match proto::parse(frames) {
-            Ok(cmd) => self.command(now_ms, from, cmd),
+            Ok(cmd) => self.command(now, from, cmd),
             Err(e) => {
                 if let Some(corr) = e.corr {
                     self.out
@@ -309,7 +310,7 @@ impl StreamCore {
         std::mem::take(&mut self.out)
     }
 
-    fn command(&mut self, now_ms: u64, from: &Bytes, cmd: Command) {
+    fn command(&mut self, now: Now, from: &Bytes, cmd: Command) {
         match cmd {
             Command::Create {
                 corr,
@@ -338,7 +339,7 @@ impl StreamCore {
                 subject,
                 body,
                 msg_id,
-            } => self.publish(now_ms, from, corr, &stream, subject, body, msg_id),
+            } => self.publish(now, from, corr, &stream, subject, body, msg_id),
             Command::Subscribe {
                 corr,
                 stream,
@@ -348,7 +349,7 @@ impl StreamCore {
                 credit,
                 durable,
             } => self.subscribe(
-                now_ms, from, corr, &stream, sub, filter, start, credit, durable,
+                now, from, corr, &stream, sub, filter, start, credit, durable,
             ),
             Command::Credit { sub, credit } => {
                 let key = (from.clone(), sub);
@@ -517,23 +518,23 @@ impl StreamCore {
     }
 
     /// Heartbeats, silent peers, retention, saving durable positions.
-    pub fn tick(&mut self, now_ms: u64) -> Vec<StreamAction> {
+    pub fn tick(&mut self, now: Now) -> Vec<StreamAction> {
         let silent: Vec<Bytes> = self
             .peers
             .iter()
-            .filter(|(_, seen)| now_ms >= **seen + self.config.peer_timeout_ms)
+            .filter(|(_, seen)| now.mono_ms >= **seen + self.config.peer_timeout_ms)
             .map(|(p, _)| p.clone())
             .collect();
         for p in silent {
             tracing::info!(peer = ?p, "stream subscriber silent too long; dropped");
             self.drop_peer(&p);
         }
-        if now_ms >= self.next_heartbeat_ms {
+        if now.mono_ms >= self.next_heartbeat_ms {
             let peers: Vec<Bytes> = self.peers.keys().cloned().collect();
             for p in peers {
                 self.send(&p, proto::heartbeat());
             }
-            self.next_heartbeat_ms = now_ms + self.config.heartbeat_ms;
+            self.next_heartbeat_ms = now.mono_ms + self.config.heartbeat_ms;
             let keys: Vec<SubKey> = self.subs.keys().cloned().collect();
             for k in keys {
                 self.pump(&k);

@@ -3,6 +3,7 @@
 //! second copy (so a producer's retry after a lost reply stores nothing).
 
 use bytes::Bytes;
+use zmesh::clock::Now;
 
 use super::{PendingPublish, StreamAction, StreamCore, err, no_stream};
 use crate::dedup::Dedup;
@@ -14,7 +15,7 @@ impl StreamCore {
     #[allow(clippy::too_many_arguments)] // one per PUBLISH field
     pub(super) fn publish(
         &mut self,
-        now_ms: u64,
+        now: Now,
         from: &Bytes,
         corr: Bytes,
         name: &str,
@@ -45,7 +46,7 @@ impl StreamCore {
             None => {}
         }
         // Times never go backwards within a stream: "start at time T" relies on it.
-        s.last_time_ms = s.last_time_ms.max(now_ms);
+        s.last_time_ms = s.last_time_ms.max(now.wall_ms);
         let record = StreamRecord {
             time_ms: s.last_time_ms,
             subject: subject.clone(),

@@ -1,9 +1,9 @@
-//! The queue store on real files, with a clock the test steps as an
-//! operator's machine would (NTP, a resumed VM): the wall clock jumps by
-//! minutes while consumers hold messages and others wait in line, and
-//! nothing is redelivered, expired or dropped because of it. Timers still
-//! fire when monotonic time really passes, and a TTL survives a restart
-//! through the stored wall-clock stamp.
+//! The queue and stream stores on real files, with a clock the test steps
+//! as an operator's machine would (NTP, a resumed VM): the wall clock jumps
+//! by minutes while consumers hold messages, others wait in line and
+//! subscribers follow a stream, and nothing is redelivered, expired or
+//! dropped because of it. Timers still fire when monotonic time really
+//! passes, and a TTL survives a restart through the stored wall-clock stamp.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,7 +12,9 @@ use bytes::Bytes;
 use zmesh::clock::ManualClock;
 use zmesh_broker::queue::{QueueStats, QueueStore, QueueStoreConfig};
 use zmesh_broker::storage::Sends;
+use zmesh_broker::stream::{StreamStore, StreamStoreConfig};
 use zmesh_wire::queue::proto::PROTOCOL;
+use zmesh_wire::stream::proto::PROTOCOL as STREAM_PROTOCOL;
 
 const FIVE_MINUTES_MS: i64 = 5 * 60 * 1000;
 
@@ -68,16 +70,18 @@ impl Broker {
         }
     }
 
-    /// `secs` seconds pass on both clocks, one at a time: the consumers say
-    /// they are alive and the store's timers run each second.
+    /// `secs` seconds pass on both clocks, one at a time: each second the
+    /// store's timers run, then the consumers say they are alive.
     fn pass(&mut self, secs: u64, consumers: &[&str]) {
         for _ in 0..secs {
             self.clock.advance(Duration::from_secs(1));
+            // The store's timers run before the peers are heard from again,
+            // as they may in any second.
+            let s = self.store.tick();
+            self.sent.extend(s);
             for c in consumers {
                 self.send(c, &["HEARTBEAT"]);
             }
-            let s = self.store.tick();
-            self.sent.extend(s);
         }
     }
 
@@ -246,4 +250,146 @@ async fn timers_still_fire_on_monotonic_time_and_a_ttl_survives_a_restart() {
     b.pass(2, &[]);
     b.sync().await;
     assert_eq!(b.stats("jobs").counters.expired, ready, "all after it");
+}
+
+fn stream_frames(parts: &[&str]) -> Vec<Bytes> {
+    let mut f = vec![Bytes::new(), Bytes::from_static(STREAM_PROTOCOL)];
+    f.extend(parts.iter().map(|p| Bytes::from(p.to_string())));
+    f
+}
+
+/// A stream store driven like the broker's loop drives it.
+struct Streams {
+    store: StreamStore,
+    clock: ManualClock,
+    sent: Sends,
+}
+
+impl Streams {
+    fn send(&mut self, from: &str, parts: &[&str]) {
+        let s = self.store.handle(&peer(from), &stream_frames(parts));
+        self.sent.extend(s);
+    }
+
+    async fn sync(&mut self) {
+        let s = self.store.end_batch();
+        self.sent.extend(s);
+        while !self.store.settled() {
+            let (tag, r) = tokio::time::timeout(Duration::from_secs(10), self.store.durable())
+                .await
+                .expect("the syncer answers");
+            let s = self.store.on_durable(tag, r);
+            self.sent.extend(s);
+            let s = self.store.end_batch();
+            self.sent.extend(s);
+        }
+    }
+
+    fn pass(&mut self, secs: u64, subscribers: &[&str]) {
+        for _ in 0..secs {
+            self.clock.advance(Duration::from_secs(1));
+            let s = self.store.tick();
+            self.sent.extend(s);
+            for c in subscribers {
+                self.send(c, &["HEARTBEAT"]);
+            }
+            let s = self.store.end_batch();
+            self.sent.extend(s);
+        }
+    }
+
+    /// (seq, time_ms, body) of every MSG sent to `to`, taken out.
+    fn messages(&mut self, to: &str) -> Vec<(u64, u64, String)> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|(p, f)| p == &peer(to) && f.get(2).is_some_and(|c| c == "MSG"));
+        self.sent = rest;
+        mine.iter()
+            .map(|(_, f)| {
+                let text = |i: usize| String::from_utf8(f[i].to_vec()).unwrap();
+                (
+                    text(4).parse().unwrap(),
+                    text(6).parse().unwrap(),
+                    text(f.len() - 1),
+                )
+            })
+            .collect()
+    }
+
+    /// How many HEARTBEATs `to` got, taken out.
+    fn heartbeats(&mut self, to: &str) -> usize {
+        let before = self.sent.len();
+        self.sent
+            .retain(|(p, f)| !(p == &peer(to) && f.get(2).is_some_and(|c| c == "HEARTBEAT")));
+        before - self.sent.len()
+    }
+
+    fn subscribers(&self) -> u64 {
+        self.store.core().infos()[0]["subscribers"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_wall_clock_step_drops_no_subscriber_and_stamps_never_go_back() {
+    let dir = temp_dir("stream-clock-step");
+    let clock = ManualClock::new();
+    let config = StreamStoreConfig {
+        data_dir: dir.clone(),
+        clock: clock.shared(),
+        ..StreamStoreConfig::default()
+    };
+    let (store, _) = StreamStore::open(config).expect("open the streams");
+    let mut s = Streams {
+        store,
+        clock: clock.clone(),
+        sent: Vec::new(),
+    };
+    s.send("admin", &["CREATE", "c", "ev", ""]);
+    s.send(
+        "sub",
+        &["SUBSCRIBE", "s", "ev", "tail", "ev.>", "first", "1000"],
+    );
+    s.sync().await;
+    assert_eq!(s.subscribers(), 1);
+
+    // Published while the wall clock is 5 minutes ahead, then 5 minutes
+    // behind: the subscriber, silent but for heartbeats, stays, and gets
+    // every message once, in order, with stamps that never go back.
+    let mut published = 0u32;
+    for step in [FIVE_MINUTES_MS, -2 * FIVE_MINUTES_MS, FIVE_MINUTES_MS] {
+        clock.step_wall_ms(step);
+        for _ in 0..3 {
+            s.send(
+                "p",
+                &["PUBLISH", "1", "ev", "ev.x", &format!("m{published}")],
+            );
+            published += 1;
+            s.sync().await;
+            s.pass(2, &["sub"]);
+        }
+    }
+    assert_eq!(s.subscribers(), 1, "the subscriber was not dropped");
+    // 18 s passed: the broker's heartbeat (every second) never paused while
+    // the wall clock was behind.
+    let heartbeats = s.heartbeats("sub");
+    assert!(heartbeats >= 17, "{heartbeats} heartbeats in 18 s");
+    let got = s.messages("sub");
+    let bodies: Vec<String> = got.iter().map(|m| m.2.clone()).collect();
+    let expected: Vec<String> = (0..published).map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies, expected, "every message once, in order");
+    assert!(
+        got.windows(2)
+            .all(|w| w[1].0 == w[0].0 + 1 && w[1].1 >= w[0].1),
+        "sequences follow on and stamps never go back: {got:?}"
+    );
+
+    // Silence that really lasts still drops it.
+    s.pass(6, &[]);
+    assert_eq!(
+        s.subscribers(),
+        0,
+        "a silent subscriber goes after its timeout"
+    );
 }
