@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
+use zmesh::clock::{Clock, Now, SystemClock};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
 use zmesh_log::{Log, LogConfig};
 
@@ -39,12 +41,6 @@ pub enum ChannelError {
     BadName,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 const TICK: Duration = Duration::from_millis(50);
 
 /// Sender settings.
@@ -63,6 +59,8 @@ pub struct SenderOptions {
     pub fsync: bool,
     /// Socket options (security, heartbeats, backoff).
     pub socket: SocketOptions,
+    /// Where the sender's timers read the time (the system's, or a test's).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl SenderOptions {
@@ -75,6 +73,7 @@ impl SenderOptions {
             outbox_max: 100_000,
             fsync: false,
             socket: SocketOptions::default().name("channel-sender"),
+            clock: SystemClock::shared(),
         }
     }
 }
@@ -132,7 +131,7 @@ impl ChannelSender {
             opts.core.clone(),
             log.first_offset(),
             log.written_offset(),
-            now_ms(),
+            opts.clock.now(),
         );
         let (tx, rx) = mpsc::channel(1024);
         let (status_tx, status) = watch::channel(SenderStatus {
@@ -245,14 +244,14 @@ async fn run_sender(
                 if let Some(Frame::Ack { channel: ch, committed, received, window }) = Frame::parse(&m.frames())
                     && ch == channel
                 {
-                    core.on_ack(now_ms(), committed, received, window);
+                    core.on_ack(opts.clock.now(), committed, received, window);
                     if let Err(e) = log.remove_before(core.committed()) {
                         tracing::warn!(error = %e, "outbox cleanup failed");
                     }
                 }
             }
             _ = tick.tick() => {
-                if core.tick(now_ms()) {
+                if core.tick(opts.clock.now()) {
                     let frame = if core.synced() {
                         Frame::Ping { channel: channel.clone() }
                     } else {
@@ -262,11 +261,11 @@ async fn run_sender(
                 }
             }
         }
-        transmit(&sock, &log, &mut core, &channel)?;
+        transmit(&sock, &log, &mut core, &channel, opts.clock.now())?;
         status.send_replace(SenderStatus {
             written: log.written_offset(),
             committed: core.committed(),
-            link_up: core.link_up(now_ms()),
+            link_up: core.link_up(opts.clock.now()),
             resends: core.resends,
         });
     }
@@ -278,8 +277,9 @@ fn transmit(
     log: &Log,
     core: &mut SenderCore,
     channel: &Bytes,
+    now: Now,
 ) -> Result<(), ChannelError> {
-    let range = core.transmit(now_ms());
+    let range = core.transmit(now);
     let mut from = range.start;
     while from < range.end {
         let batch = log.read(from, (range.end - from) as usize, 4 << 20)?;

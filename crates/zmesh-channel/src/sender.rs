@@ -7,7 +7,10 @@
 //!  transmit [next, min(end, received + window, received + window_max))
 //! ```
 //! Go-back-N: the receiver accepts only the next expected message, so after
-//! `rto_ms` without progress the sender starts again at `received`.
+//! `rto_ms` without progress the sender starts again at `received`. Its timers
+//! run on the monotonic reading of the [`Now`] it is given.
+
+use zmesh::clock::Now;
 
 /// Sender settings.
 #[derive(Clone, Debug)]
@@ -53,7 +56,7 @@ pub struct SenderCore {
 
 impl SenderCore {
     /// A sender whose outbox holds offsets `first..end`.
-    pub fn new(config: SenderConfig, first: u64, end: u64, now_ms: u64) -> SenderCore {
+    pub fn new(config: SenderConfig, first: u64, end: u64, now: Now) -> SenderCore {
         SenderCore {
             committed: first,
             received: first,
@@ -63,7 +66,7 @@ impl SenderCore {
             config,
             synced: false,
             last_heard_ms: None,
-            last_progress_ms: now_ms,
+            last_progress_ms: now.mono_ms,
             last_ping_ms: 0,
             resends: 0,
         }
@@ -77,13 +80,13 @@ impl SenderCore {
     /// An ACK arrived. ACKs come in order over one connection, so each says
     /// where the receiver is now — also backwards, when it restarted and lost
     /// what it had received but not yet processed.
-    pub fn on_ack(&mut self, now_ms: u64, committed: u64, received: u64, window: u64) {
-        self.last_heard_ms = Some(now_ms);
+    pub fn on_ack(&mut self, now: Now, committed: u64, received: u64, window: u64) {
+        self.last_heard_ms = Some(now.mono_ms);
         // Below the outbox's start the sender has nothing left to send: those
         // were processed by the receiver before (its state is older than ours).
         let received = received.clamp(self.committed, self.end);
         if received > self.received {
-            self.last_progress_ms = now_ms;
+            self.last_progress_ms = now.mono_ms;
         }
         if !self.synced || received < self.received {
             self.next = received;
@@ -102,7 +105,7 @@ impl SenderCore {
 
     /// The range of sequence numbers to send now (possibly empty); the caller
     /// sends them and so moves `next` to the range's end.
-    pub fn transmit(&mut self, now_ms: u64) -> std::ops::Range<u64> {
+    pub fn transmit(&mut self, now: Now) -> std::ops::Range<u64> {
         if !self.synced {
             return self.next..self.next;
         }
@@ -111,7 +114,7 @@ impl SenderCore {
         if !range.is_empty() && self.next == self.received {
             // Nothing was in flight: the resend timer starts now, not at the
             // last progress (which may be long ago after an idle spell).
-            self.last_progress_ms = now_ms;
+            self.last_progress_ms = now.mono_ms;
         }
         self.next = range.end;
         range
@@ -119,17 +122,17 @@ impl SenderCore {
 
     /// Timers: go back after `rto_ms` without progress; ping when quiet.
     /// Returns true when a PING (or HELLO before the first ACK) is due.
-    pub fn tick(&mut self, now_ms: u64) -> bool {
-        if self.next > self.received && now_ms >= self.last_progress_ms + self.config.rto_ms {
+    pub fn tick(&mut self, now: Now) -> bool {
+        if self.next > self.received && now.mono_ms >= self.last_progress_ms + self.config.rto_ms {
             self.next = self.received;
-            self.last_progress_ms = now_ms;
+            self.last_progress_ms = now.mono_ms;
             self.resends += 1;
         }
         let quiet = self
             .last_heard_ms
-            .is_none_or(|h| now_ms >= h + self.config.ping_ms);
-        if quiet && now_ms >= self.last_ping_ms + self.config.ping_ms.min(self.config.rto_ms) {
-            self.last_ping_ms = now_ms;
+            .is_none_or(|h| now.mono_ms >= h + self.config.ping_ms);
+        if quiet && now.mono_ms >= self.last_ping_ms + self.config.ping_ms.min(self.config.rto_ms) {
+            self.last_ping_ms = now.mono_ms;
             return true;
         }
         false
@@ -151,8 +154,8 @@ impl SenderCore {
     }
 
     /// Whether the receiver was heard from recently.
-    pub fn link_up(&self, now_ms: u64) -> bool {
+    pub fn link_up(&self, now: Now) -> bool {
         self.last_heard_ms
-            .is_some_and(|h| now_ms < h + self.config.dead_ms)
+            .is_some_and(|h| now.mono_ms < h + self.config.dead_ms)
     }
 }

@@ -9,6 +9,14 @@ use proptest::prelude::*;
 use zmesh_channel::receiver::{ReceiverCore, Verdict};
 use zmesh_channel::sender::{SenderConfig, SenderCore};
 
+/// A moment at `ms` on both clocks.
+fn at(ms: u64) -> zmesh::clock::Now {
+    zmesh::clock::Now {
+        mono_ms: ms,
+        wall_ms: ms,
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Packet {
     Data(u64),
@@ -42,7 +50,7 @@ fn run(seed: u64, n: u64, loss: u64, crash: u64) -> Result<(), String> {
     };
     let mut now = 0u64;
     // The outbox: everything is "written" up front; the sender's view of it.
-    let mut sender = SenderCore::new(config.clone(), 0, n, now);
+    let mut sender = SenderCore::new(config.clone(), 0, n, at(now));
     // Persisted receiver state survives crashes; `received` does not.
     let mut committed_on_disk = 0u64;
     let mut receiver = ReceiverCore::new(0, 8);
@@ -62,7 +70,7 @@ fn run(seed: u64, n: u64, loss: u64, crash: u64) -> Result<(), String> {
     for _ in 0..200_000 {
         now += 1;
         // Sender side.
-        if sender.tick(now) {
+        if sender.tick(at(now)) {
             // A ping: answered by an ACK (modelled as the receiver's next ACK).
             let a = Packet::Ack {
                 committed: receiver.committed,
@@ -71,7 +79,7 @@ fn run(seed: u64, n: u64, loss: u64, crash: u64) -> Result<(), String> {
             };
             net(&mut to_sender, a, now, &mut rng);
         }
-        for seq in sender.transmit(now) {
+        for seq in sender.transmit(at(now)) {
             net(&mut to_receiver, Packet::Data(seq), now, &mut rng);
         }
         // Deliveries due now, in arrival-time order.
@@ -118,7 +126,7 @@ fn run(seed: u64, n: u64, loss: u64, crash: u64) -> Result<(), String> {
                 window,
             } = p
             {
-                sender.on_ack(now, committed, received, window);
+                sender.on_ack(at(now), committed, received, window);
             }
         }
         // Crashes: the receiver restarts from its persisted position, the
@@ -128,7 +136,7 @@ fn run(seed: u64, n: u64, loss: u64, crash: u64) -> Result<(), String> {
             to_receiver.clear();
         }
         if rng.chance(crash) && rng.chance(10) {
-            sender = SenderCore::new(config.clone(), sender.committed(), n, now);
+            sender = SenderCore::new(config.clone(), sender.committed(), n, at(now));
             to_sender.clear();
         }
         if app.len() as u64 == n && sender.committed() == n {
