@@ -8,11 +8,13 @@
 //!   ZMDPW1 and BATCH.
 //! - [`queue`]: ZMQU01, durable queues.
 //! - [`stream`]: ZMST01, streams.
+//! - [`status`]: the error codes ZMQU01 and ZMST01 share.
 //! - [`Durability`]: how a queue's or stream's records reach stable storage.
 
 mod durability;
 pub mod mdp;
 pub mod queue;
+pub mod status;
 pub mod stream;
 
 pub use durability::{Durability, DurabilityError};

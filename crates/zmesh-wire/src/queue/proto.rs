@@ -406,21 +406,8 @@ pub fn heartbeat() -> Vec<Bytes> {
     head(b"HEARTBEAT")
 }
 
-/// Error codes, HTTP-like so they read the same in any language.
-pub mod code {
-    /// The request is malformed or its options invalid.
-    pub const BAD_REQUEST: u16 = 400;
-    /// No such queue.
-    pub const NOT_FOUND: u16 = 404;
-    /// The queue exists with other options.
-    pub const CONFLICT: u16 = 409;
-    /// The queue is at its length or bytes limit: back off and retry.
-    pub const QUEUE_FULL: u16 = 429;
-    /// The broker is at a global limit.
-    pub const UNAVAILABLE: u16 = 503;
-    /// The storage refused the write (disk full, I/O error).
-    pub const STORAGE: u16 = 507;
-}
+/// Error codes, shared with the stream protocol.
+pub use crate::status as code;
 
 #[cfg(test)]
 mod tests {

@@ -340,7 +340,10 @@ pub fn stored(corr: &Bytes, seq: u64) -> Vec<Bytes> {
     f
 }
 
-/// `ERROR corr code reason` (codes as in the queue protocol).
+/// Error codes, shared with the queue protocol.
+pub use crate::status as code;
+
+/// `ERROR corr code reason` (codes in [`code`]).
 pub fn error(corr: &Bytes, code: u16, reason: &str) -> Vec<Bytes> {
     crate::queue::proto::error(corr, code, reason)
         .into_iter()

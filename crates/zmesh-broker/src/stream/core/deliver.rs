@@ -8,7 +8,7 @@ use super::{PendingSnapshot, StreamAction, StreamCore, Sub, SubKey, err, no_stre
 use crate::stream::proto::{self, Start};
 use crate::stream::record::StreamRecord;
 use crate::stream::subject::Filter;
-use zmesh_wire::queue::proto::code;
+use zmesh_wire::stream::proto::code;
 
 impl StreamCore {
     #[allow(clippy::too_many_arguments)]

@@ -30,7 +30,7 @@ use super::proto::{self, Command};
 use super::record::StreamRecord;
 use super::subject::Filter;
 use crate::dedup::{Dedup, DedupWindow};
-use zmesh_wire::queue::proto::code;
+use zmesh_wire::stream::proto::code;
 
 /// Core settings.
 #[derive(Clone, Debug)]

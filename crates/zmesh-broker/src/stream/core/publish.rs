@@ -9,7 +9,7 @@ use super::{PendingPublish, StreamAction, StreamCore, err, no_stream};
 use crate::dedup::Dedup;
 use crate::stream::proto;
 use crate::stream::record::StreamRecord;
-use zmesh_wire::queue::proto::code;
+use zmesh_wire::stream::proto::code;
 
 impl StreamCore {
     #[allow(clippy::too_many_arguments)] // one per PUBLISH field
