@@ -13,8 +13,10 @@ use zmesh::clock::ManualClock;
 use zmesh_broker::queue::{QueueStats, QueueStore, QueueStoreConfig};
 use zmesh_broker::storage::Sends;
 use zmesh_broker::stream::{StreamStore, StreamStoreConfig};
+
+mod common;
+use common::{Streams, peer, temp_dir};
 use zmesh_wire::queue::proto::PROTOCOL;
-use zmesh_wire::stream::proto::PROTOCOL as STREAM_PROTOCOL;
 
 const FIVE_MINUTES_MS: i64 = 5 * 60 * 1000;
 
@@ -22,10 +24,6 @@ fn frames(parts: &[&str]) -> Vec<Bytes> {
     let mut f = vec![Bytes::new(), Bytes::from_static(PROTOCOL)];
     f.extend(parts.iter().map(|p| Bytes::from(p.to_string())));
     f
-}
-
-fn peer(name: &str) -> Bytes {
-    Bytes::from(name.to_owned())
 }
 
 /// The store and everything it sent, as a consumer's or publisher's view.
@@ -113,14 +111,6 @@ impl Broker {
             .find(|s| s.name == queue)
             .expect("the queue exists")
     }
-}
-
-/// A fresh directory for one test, emptied first.
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("zmesh-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 fn ids(range: std::ops::Range<u32>) -> BTreeSet<String> {
@@ -250,85 +240,6 @@ async fn timers_still_fire_on_monotonic_time_and_a_ttl_survives_a_restart() {
     b.pass(2, &[]);
     b.sync().await;
     assert_eq!(b.stats("jobs").counters.expired, ready, "all after it");
-}
-
-fn stream_frames(parts: &[&str]) -> Vec<Bytes> {
-    let mut f = vec![Bytes::new(), Bytes::from_static(STREAM_PROTOCOL)];
-    f.extend(parts.iter().map(|p| Bytes::from(p.to_string())));
-    f
-}
-
-/// A stream store driven like the broker's loop drives it.
-struct Streams {
-    store: StreamStore,
-    clock: ManualClock,
-    sent: Sends,
-}
-
-impl Streams {
-    fn send(&mut self, from: &str, parts: &[&str]) {
-        let s = self.store.handle(&peer(from), &stream_frames(parts));
-        self.sent.extend(s);
-    }
-
-    async fn sync(&mut self) {
-        let s = self.store.end_batch();
-        self.sent.extend(s);
-        while !self.store.settled() {
-            let (tag, r) = tokio::time::timeout(Duration::from_secs(10), self.store.durable())
-                .await
-                .expect("the syncer answers");
-            let s = self.store.on_durable(tag, r);
-            self.sent.extend(s);
-            let s = self.store.end_batch();
-            self.sent.extend(s);
-        }
-    }
-
-    fn pass(&mut self, secs: u64, subscribers: &[&str]) {
-        for _ in 0..secs {
-            self.clock.advance(Duration::from_secs(1));
-            let s = self.store.tick();
-            self.sent.extend(s);
-            for c in subscribers {
-                self.send(c, &["HEARTBEAT"]);
-            }
-            let s = self.store.end_batch();
-            self.sent.extend(s);
-        }
-    }
-
-    /// (seq, time_ms, body) of every MSG sent to `to`, taken out.
-    fn messages(&mut self, to: &str) -> Vec<(u64, u64, String)> {
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent)
-            .into_iter()
-            .partition(|(p, f)| p == &peer(to) && f.get(2).is_some_and(|c| c == "MSG"));
-        self.sent = rest;
-        mine.iter()
-            .map(|(_, f)| {
-                let text = |i: usize| String::from_utf8(f[i].to_vec()).unwrap();
-                (
-                    text(4).parse().unwrap(),
-                    text(6).parse().unwrap(),
-                    text(f.len() - 1),
-                )
-            })
-            .collect()
-    }
-
-    /// How many HEARTBEATs `to` got, taken out.
-    fn heartbeats(&mut self, to: &str) -> usize {
-        let before = self.sent.len();
-        self.sent
-            .retain(|(p, f)| !(p == &peer(to) && f.get(2).is_some_and(|c| c == "HEARTBEAT")));
-        before - self.sent.len()
-    }
-
-    fn subscribers(&self) -> u64 {
-        self.store.core().infos()[0]["subscribers"]
-            .as_u64()
-            .unwrap()
-    }
 }
 
 #[tokio::test]

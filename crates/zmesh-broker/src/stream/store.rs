@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use bytes::Bytes;
 use foldhash::HashMap;
 use zmesh::clock::{Clock, SystemClock};
-use zmesh_log::{Durability, Log, LogConfig, Retention, Syncer};
+use zmesh_log::{Durability, Log, LogConfig, LogError, Retention, Syncer};
 
 use super::core::{StreamAction, StreamCore, StreamCoreConfig};
 use super::options::StreamCatalog;
@@ -232,6 +232,25 @@ impl StreamStore {
         sends
     }
 
+    /// A write of `stream`'s log failed and was cut back: every buffered
+    /// record of it at or past the log's written end is lost, and each one's
+    /// publish fails (none may be answered STORED, its sequence is reused).
+    fn fail_lost(&mut self, stream: u32, reason: &str) -> Vec<StreamAction> {
+        let Some(written_end) = self.logs.get(&stream).map(Log::written_offset) else {
+            return Vec::new();
+        };
+        let (lost, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unflushed)
+            .into_iter()
+            .partition(|(s, seq, _, _)| *s == stream && *seq >= written_end);
+        self.unflushed = kept;
+        tracing::warn!(stream, lost = lost.len(), reason, "stream write failed");
+        let mut actions = Vec::new();
+        for (_, _, ticket, _) in lost {
+            actions.extend(self.core.persisted(ticket, Err(reason.to_owned())));
+        }
+        actions
+    }
+
     /// Wait for the next group commit.
     pub async fn durable(&mut self) -> (u64, std::io::Result<u64>) {
         match self.durable_rx.recv().await {
@@ -289,10 +308,21 @@ impl StreamStore {
                     match log.append(&record) {
                         Ok(seq) if durability == Durability::Always => {
                             let r = log.sync().map(|()| seq).map_err(|e| e.to_string());
+                            if let Err(reason) = &r {
+                                // The failed flush took the stream's buffered records with it.
+                                todo.extend(self.fail_lost(stream, reason));
+                            }
                             todo.extend(self.core.persisted(ticket, r));
                         }
                         Ok(seq) => self.unflushed.push((stream, seq, ticket, durability)),
-                        Err(e) => todo.extend(self.core.persisted(ticket, Err(e.to_string()))),
+                        Err(e) => {
+                            // Too large is this record's fault alone; a failed
+                            // write lost the stream's whole buffer.
+                            if !matches!(e, LogError::RecordTooLarge { .. }) {
+                                todo.extend(self.fail_lost(stream, &e.to_string()));
+                            }
+                            todo.extend(self.core.persisted(ticket, Err(e.to_string())));
+                        }
                     }
                 }
                 StreamAction::Fetch {

@@ -1,0 +1,112 @@
+//! What the store tests share: a stream store driven as the broker's loop
+//! drives it, and fresh directories.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use zmesh::clock::ManualClock;
+use zmesh_broker::storage::Sends;
+use zmesh_broker::stream::StreamStore;
+use zmesh_wire::stream::proto::PROTOCOL as STREAM_PROTOCOL;
+
+pub fn peer(name: &str) -> Bytes {
+    Bytes::from(name.to_owned())
+}
+
+/// A fresh directory for one test, emptied first.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("zmesh-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn stream_frames(parts: &[&str]) -> Vec<Bytes> {
+    let mut f = vec![Bytes::new(), Bytes::from_static(STREAM_PROTOCOL)];
+    f.extend(parts.iter().map(|p| Bytes::from(p.to_string())));
+    f
+}
+
+/// A stream store driven like the broker's loop drives it.
+pub struct Streams {
+    pub store: StreamStore,
+    pub clock: ManualClock,
+    pub sent: Sends,
+}
+
+impl Streams {
+    pub fn send(&mut self, from: &str, parts: &[&str]) {
+        let s = self.store.handle(&peer(from), &stream_frames(parts));
+        self.sent.extend(s);
+    }
+
+    pub async fn sync(&mut self) {
+        let s = self.store.end_batch();
+        self.sent.extend(s);
+        while !self.store.settled() {
+            let (tag, r) = tokio::time::timeout(Duration::from_secs(10), self.store.durable())
+                .await
+                .expect("the syncer answers");
+            let s = self.store.on_durable(tag, r);
+            self.sent.extend(s);
+            let s = self.store.end_batch();
+            self.sent.extend(s);
+        }
+    }
+
+    pub fn pass(&mut self, secs: u64, subscribers: &[&str]) {
+        for _ in 0..secs {
+            self.clock.advance(Duration::from_secs(1));
+            let s = self.store.tick();
+            self.sent.extend(s);
+            for c in subscribers {
+                self.send(c, &["HEARTBEAT"]);
+            }
+            let s = self.store.end_batch();
+            self.sent.extend(s);
+        }
+    }
+
+    /// (seq, time_ms, body) of every MSG sent to `to`, taken out.
+    pub fn messages(&mut self, to: &str) -> Vec<(u64, u64, String)> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|(p, f)| p == &peer(to) && f.get(2).is_some_and(|c| c == "MSG"));
+        self.sent = rest;
+        mine.iter()
+            .map(|(_, f)| {
+                let text = |i: usize| String::from_utf8(f[i].to_vec()).unwrap();
+                (
+                    text(4).parse().unwrap(),
+                    text(6).parse().unwrap(),
+                    text(f.len() - 1),
+                )
+            })
+            .collect()
+    }
+
+    /// How many HEARTBEATs `to` got, taken out.
+    pub fn heartbeats(&mut self, to: &str) -> usize {
+        let before = self.sent.len();
+        self.sent
+            .retain(|(p, f)| !(p == &peer(to) && f.get(2).is_some_and(|c| c == "HEARTBEAT")));
+        before - self.sent.len()
+    }
+
+    /// The frames of every `cmd` sent to `to`, taken out.
+    pub fn take(&mut self, to: &str, cmd: &str) -> Vec<Vec<Bytes>> {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|(p, f)| p == &peer(to) && f.get(2).is_some_and(|c| c == cmd.as_bytes()));
+        self.sent = rest;
+        mine.into_iter().map(|(_, f)| f).collect()
+    }
+
+    pub fn subscribers(&self) -> u64 {
+        self.store.core().infos()[0]["subscribers"]
+            .as_u64()
+            .unwrap()
+    }
+}
