@@ -38,13 +38,6 @@ pub struct Now {
 pub trait Clock: Send + Sync + Debug {
     /// The time now.
     fn now(&self) -> Now;
-
-    /// When, for a tokio timer, the monotonic reading `mono_ms` of this clock
-    /// falls (at once when it has passed).
-    fn deadline(&self, mono_ms: u64) -> tokio::time::Instant {
-        let wait = mono_ms.saturating_sub(self.now().mono_ms);
-        tokio::time::Instant::now() + Duration::from_millis(wait)
-    }
 }
 
 /// The machine's clocks: `Instant` for the monotonic reading, `SystemTime`
