@@ -1,8 +1,10 @@
 //! Runs the broker core on a ROUTER socket: the thin tokio half.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zmesh::clock::{Clock, SystemClock};
 use zmesh::{Message, Socket};
 
 use crate::admin::{AdminCommand, AdminLink, Snapshot};
@@ -84,6 +86,10 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Bounds on what waits for peers that read slowly.
     pub outbox: OutboxLimits,
+    /// Where the loop and the Majordomo core read the time: request and
+    /// worker timers, the drain's limit, the outbox's retries, status stamps.
+    /// The stores read their own (give them this one).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for RunOptions {
@@ -92,14 +98,9 @@ impl Default for RunOptions {
             admin: None,
             drain_timeout: Duration::from_secs(10),
             outbox: OutboxLimits::default(),
+            clock: SystemClock::shared(),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn observe_latencies(link: &mut AdminLink, broker: &mut Broker, stores: &mut Stores) {
@@ -132,12 +133,12 @@ fn publish_snapshot(
     stores: &Stores,
     outbox: &Outbox,
     draining: bool,
-    started_ms: u64,
+    (started_ms, updated_ms): (u64, u64),
 ) {
     let snap = Snapshot {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_ms,
-        updated_ms: now_ms(),
+        updated_ms,
         draining,
         services: broker.services(),
         broker: broker.stats().clone(),
@@ -184,11 +185,20 @@ pub async fn run_with_stores(
     let mut outbox = Outbox::new(opts.outbox);
     let mut closes = sock.closed_connections();
     let mut connections = PeerConnections::default();
-    let started_ms = now_ms();
+    let clock = opts.clock.clone();
+    let started_ms = clock.now().wall_ms;
     let mut drain_until: Option<Instant> = None;
     if let Some(link) = &opts.admin {
         broker.record_latencies(true);
-        publish_snapshot(link, sock, &broker, &stores, &outbox, false, started_ms);
+        publish_snapshot(
+            link,
+            sock,
+            &broker,
+            &stores,
+            &outbox,
+            false,
+            (started_ms, started_ms),
+        );
     }
     // Snapshots go out once a second whatever the traffic (the tick's sleep
     // is pushed back while messages keep coming).
@@ -204,11 +214,11 @@ pub async fn run_with_stores(
             && stores.streams.as_ref().is_none_or(|s| s.settled());
         if let Some(until) = drain_until
             && ((broker.requests_held() == 0 && settled && outbox.is_empty())
-                || Instant::now() >= until)
+                || clock.instant() >= until)
         {
             out.extend(broker.disconnect_workers().into_iter().map(to_message));
             end_batch(&mut stores, &mut out);
-            let now = Instant::now();
+            let now = clock.instant();
             for (product, m) in out.drain(..) {
                 outbox.send(sock, now, product, m)?;
             }
@@ -220,21 +230,25 @@ pub async fn run_with_stores(
             );
             return Ok((broker, stores));
         }
-        let now = Instant::now();
-        let mut next = broker
-            .next_deadline()
-            .map_or(now + IDLE_TICK, |d| d.min(now + IDLE_TICK));
+        // Deadlines are on the clock; the loop sleeps for what is left of
+        // them, so an injected clock that stands still never spins the loop.
+        let now = clock.instant();
+        let mut next_wait = broker.next_deadline().map_or(IDLE_TICK, |d| {
+            d.saturating_duration_since(now).min(IDLE_TICK)
+        });
         if let Some(q) = &stores.queues {
-            next = next.min(q.next_deadline());
+            next_wait = next_wait.min(q.next_wait());
         }
         if let Some(s) = &stores.streams {
-            next = next.min(s.next_deadline());
+            next_wait = next_wait.min(s.next_wait());
         }
         // Congestion changes left over from the last round are handled at once.
-        let retry_at = if outbox.has_events() {
-            Some(now)
+        let retry_wait = if outbox.has_events() {
+            Some(Duration::ZERO)
         } else {
-            outbox.retry_at()
+            outbox
+                .retry_at()
+                .map(|at| at.saturating_duration_since(now))
         };
         let Stores { queues, streams } = &mut stores;
         let has_admin = opts.admin.is_some();
@@ -260,7 +274,7 @@ pub async fn run_with_stores(
             m = sock.recv() => {
                 // Take what else is already waiting too: one deadline scan, one
                 // journal flush and one round of sends per batch.
-                let now = Instant::now();
+                let now = clock.instant();
                 let mut next_msg = Some(m?);
                 let mut n = 0;
                 let mut mdp_out = Vec::new();
@@ -292,7 +306,7 @@ pub async fn run_with_stores(
                         // Reconnected in the meantime: the new connection speaks for it.
                         continue;
                     }
-                    connection_closed(&mut broker, &mut stores, &mut outbox, &peer, &mut out);
+                    connection_closed(now, &mut broker, &mut stores, &mut outbox, &peer, &mut out);
                 }
                 end_batch(&mut stores, &mut out);
             }
@@ -325,8 +339,8 @@ pub async fn run_with_stores(
                     let _ = reply.send(r);
                 }
             },
-            _ = tokio::time::sleep_until(next.into()) => {
-                out.extend(coalesce(broker.tick(Instant::now())).into_iter().map(to_message));
+            _ = tokio::time::sleep(next_wait) => {
+                out.extend(coalesce(broker.tick(clock.instant())).into_iter().map(to_message));
 
                 if let Some(q) = stores.queues.as_mut() {
                     send_all(Product::Queue, q.tick(), &mut out);
@@ -339,24 +353,24 @@ pub async fn run_with_stores(
             Some(closed) = closes.next() => match closed {
                 zmesh::ConnectionClosed::Closed { connection_id } => {
                     if let Some(peer) = connections.closed(connection_id) {
-                        connection_closed(&mut broker, &mut stores, &mut outbox, &peer, &mut out);
+                        connection_closed(clock.instant(), &mut broker, &mut stores, &mut outbox, &peer, &mut out);
                         end_batch(&mut stores, &mut out);
                     }
                 }
                 zmesh::ConnectionClosed::Lagged => {
-                    keep_only_live(sock, &mut connections, &mut broker, &mut stores, &mut outbox, &mut out).await;
+                    keep_only_live(clock.as_ref(), sock, &mut connections, &mut broker, &mut stores, &mut outbox, &mut out).await;
                 }
             },
             _ = recheck.tick() => {
-                keep_only_live(sock, &mut connections, &mut broker, &mut stores, &mut outbox, &mut out).await;
+                keep_only_live(clock.as_ref(), sock, &mut connections, &mut broker, &mut stores, &mut outbox, &mut out).await;
             }
-            _ = tokio::time::sleep_until(retry_at.unwrap_or(next).into()), if retry_at.is_some() => {
-                outbox.retry(sock, Instant::now())?;
+            _ = tokio::time::sleep(retry_wait.unwrap_or(next_wait)), if retry_wait.is_some() => {
+                outbox.retry(sock, clock.instant())?;
             }
             _ = snapshots.tick(), if has_admin => {
                 if let Some(link) = opts.admin.as_mut() {
                     observe_latencies(link, &mut broker, &mut stores);
-                    publish_snapshot(link, sock, &broker, &stores, &outbox, drain_until.is_some(), started_ms);
+                    publish_snapshot(link, sock, &broker, &stores, &outbox, drain_until.is_some(), (started_ms, clock.now().wall_ms));
                 }
             }
             _ = &mut shutdown, if drain_until.is_none() => {
@@ -368,14 +382,14 @@ pub async fn run_with_stores(
                 if let Some(s) = stores.streams.as_mut() {
                     s.begin_drain();
                 }
-                drain_until = Some(Instant::now() + opts.drain_timeout);
+                drain_until = Some(clock.instant() + opts.drain_timeout);
                 if let Some(link) = &opts.admin {
-                    publish_snapshot(link, sock, &broker, &stores, &outbox, true, started_ms);
+                    publish_snapshot(link, sock, &broker, &stores, &outbox, true, (started_ms, clock.now().wall_ms));
                 }
             }
         };
         // Never an awaited send: a full peer waits in the outbox, not the loop.
-        let now = Instant::now();
+        let now = clock.instant();
         // Congestion changes make the cores hold back or resume work, which
         // sends more; a few rounds settle it (each change is a transition).
         for _ in 0..CONGESTION_ROUNDS_MAX {
@@ -389,10 +403,10 @@ pub async fn run_with_stores(
             for event in events {
                 match event {
                     OutboxEvent::Congested(peer) => {
-                        set_congested(&mut broker, &mut stores, &peer, true, &mut out)
+                        set_congested(now, &mut broker, &mut stores, &peer, true, &mut out)
                     }
                     OutboxEvent::Relieved(peer) => {
-                        set_congested(&mut broker, &mut stores, &peer, false, &mut out)
+                        set_congested(now, &mut broker, &mut stores, &peer, false, &mut out)
                     }
                     OutboxEvent::Overflowed(peer) => disconnect(sock, &connections, &peer),
                 }
@@ -409,6 +423,7 @@ pub async fn run_with_stores(
 
 /// Tell every core that `peer`'s connection closed: what it held is released now.
 fn connection_closed(
+    now: Instant,
     broker: &mut Broker,
     stores: &mut Stores,
     outbox: &mut Outbox,
@@ -419,7 +434,7 @@ fn connection_closed(
     outbox.peer_gone(peer);
     out.extend(
         broker
-            .connection_closed(Instant::now(), peer)
+            .connection_closed(now, peer)
             .into_iter()
             .map(to_message),
     );
@@ -434,6 +449,7 @@ fn connection_closed(
 /// Closes were missed: every known connection not live in the engine is
 /// handled as closed. A failed read leaves it to the next check.
 async fn keep_only_live(
+    clock: &dyn Clock,
     sock: &Socket,
     connections: &mut PeerConnections,
     broker: &mut Broker,
@@ -445,13 +461,14 @@ async fn keep_only_live(
         return;
     };
     for peer in connections.keep_only(&live) {
-        connection_closed(broker, stores, outbox, &peer, out);
+        connection_closed(clock.instant(), broker, stores, outbox, &peer, out);
     }
     end_batch(stores, out);
 }
 
 /// Tell every core that `peer` reads too slowly, or has caught up.
 fn set_congested(
+    now: Instant,
     broker: &mut Broker,
     stores: &mut Stores,
     peer: &bytes::Bytes,
@@ -460,7 +477,7 @@ fn set_congested(
 ) {
     out.extend(
         broker
-            .set_congested(Instant::now(), peer, congested)
+            .set_congested(now, peer, congested)
             .into_iter()
             .map(to_message),
     );

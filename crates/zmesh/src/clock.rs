@@ -38,6 +38,12 @@ pub struct Now {
 pub trait Clock: Send + Sync + Debug {
     /// The time now.
     fn now(&self) -> Now;
+
+    /// The monotonic reading as an [`Instant`], for a core that measures
+    /// finer than milliseconds (request latencies): it moves exactly as
+    /// [`Now::mono_ms`] does. Only for arithmetic between readings — a
+    /// manual clock's instants are not the machine's, so never sleep until one.
+    fn instant(&self) -> Instant;
 }
 
 /// The machine's clocks: `Instant` for the monotonic reading, `SystemTime`
@@ -79,6 +85,10 @@ impl Clock for SystemClock {
             wall_ms: wall_ms(),
         }
     }
+
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -90,7 +100,12 @@ fn wall_ms() -> u64 {
 /// A clock that moves only when told: for tests and simulations. Clones
 /// share one time.
 #[derive(Clone, Debug)]
-pub struct ManualClock(Arc<Mutex<Now>>);
+pub struct ManualClock {
+    now: Arc<Mutex<Now>>,
+    /// The instant [`Clock::instant`] gives at `anchor_mono_ms`.
+    anchor: Instant,
+    anchor_mono_ms: u64,
+}
 
 impl ManualClock {
     /// Starts at the machine's wall clock (both readings), so stored stamps
@@ -105,7 +120,11 @@ impl ManualClock {
 
     /// Starts at `now`.
     pub fn starting_at(now: Now) -> Self {
-        Self(Arc::new(Mutex::new(now)))
+        Self {
+            now: Arc::new(Mutex::new(now)),
+            anchor: Instant::now(),
+            anchor_mono_ms: now.mono_ms,
+        }
     }
 
     /// Time passes: both readings move by `d`.
@@ -129,7 +148,7 @@ impl ManualClock {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Now> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.now.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -142,6 +161,11 @@ impl Default for ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Now {
         *self.lock()
+    }
+
+    fn instant(&self) -> Instant {
+        let since_anchor_ms = self.lock().mono_ms.saturating_sub(self.anchor_mono_ms);
+        self.anchor + Duration::from_millis(since_anchor_ms)
     }
 }
 
@@ -174,6 +198,14 @@ mod tests {
                 mono_ms: 1_250,
                 wall_ms: 1_250
             }
+        );
+        let at = clock.instant();
+        other.advance(Duration::from_millis(40));
+        other.step_wall_ms(600_000);
+        assert_eq!(
+            clock.instant() - at,
+            Duration::from_millis(40),
+            "moves as mono_ms does"
         );
         other.step_wall_ms(i64::MIN);
         assert_eq!(clock.now().wall_ms, 0, "saturates, never wraps");

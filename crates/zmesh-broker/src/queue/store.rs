@@ -302,13 +302,14 @@ impl QueueStore {
         sends
     }
 
-    /// When [`QueueStore::tick`] is next due.
-    pub fn next_deadline(&self) -> Instant {
+    /// How long until [`QueueStore::tick`] is next due, on the store's clock
+    /// (at most a second, so a clock that is stepped is looked at again soon).
+    pub fn next_wait(&self) -> Duration {
         let wait = self
             .core
             .next_deadline_ms()
             .saturating_sub(self.now().mono_ms);
-        Instant::now() + Duration::from_millis(wait.min(1000))
+        Duration::from_millis(wait.min(1000))
     }
 
     /// Compact when the journal is mostly dead records: move live messages

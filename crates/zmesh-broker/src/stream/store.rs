@@ -171,13 +171,14 @@ impl StreamStore {
         sends
     }
 
-    /// When [`StreamStore::tick`] is next due.
-    pub fn next_deadline(&self) -> Instant {
+    /// How long until [`StreamStore::tick`] is next due, on the store's clock
+    /// (at most a second, so a clock that is stepped is looked at again soon).
+    pub fn next_wait(&self) -> Duration {
         let wait = self
             .core
             .next_deadline_ms()
             .saturating_sub(self.clock.now().mono_ms);
-        Instant::now() + Duration::from_millis(wait.min(1000))
+        Duration::from_millis(wait.min(1000))
     }
 
     /// End of a batch: write the logs, acknowledge what needs no fsync, ask for group commits.

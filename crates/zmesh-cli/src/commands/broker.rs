@@ -72,13 +72,15 @@ pub async fn run_broker(
             parse_routes(spec).map_err(|e| UsageError(format!("--route {r:?}: {e}")))?,
         );
     }
+    // One clock for the loop and both stores: one monotonic origin for every timer.
+    let clock = zmesh::clock::SystemClock::shared();
     // Recover the journal before listening: nobody waits on a broker that is replaying.
     let stores = if cmd.no_queues {
         zmesh_broker::driver::Stores::default()
     } else {
         zmesh_broker::driver::Stores {
-            queues: Some(open_queues(&cmd)?),
-            streams: Some(open_streams(&cmd)?),
+            queues: Some(open_queues(&cmd, &clock)?),
+            streams: Some(open_streams(&cmd, &clock)?),
         }
     };
     // The admin port is up before "listening" is printed: whoever waits for
@@ -90,6 +92,7 @@ pub async fn run_broker(
             peer_hard_bytes: (cmd.peer_outbox_hard_mib << 20) as usize,
             total_bytes: (cmd.outbox_mib << 20) as usize,
         },
+        clock,
         ..Default::default()
     };
     if let Some(addr) = &cmd.admin_bind {
@@ -158,13 +161,17 @@ fn log_config(cmd: &BrokerCmd) -> zmesh_log::LogConfig {
     }
 }
 
-fn open_streams(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::stream::StreamStore> {
+fn open_streams(
+    cmd: &BrokerCmd,
+    clock: &std::sync::Arc<dyn zmesh::clock::Clock>,
+) -> anyhow::Result<zmesh_broker::stream::StreamStore> {
     use zmesh_broker::stream::{StreamStore, StreamStoreConfig};
     let config = StreamStoreConfig {
         data_dir: cmd.data_dir.clone(),
         log: log_config(cmd),
         group_commit_ms: cmd.group_commit_ms,
         group_commit_bytes: cmd.group_commit_bytes,
+        clock: clock.clone(),
         ..StreamStoreConfig::default()
     };
     let (store, elapsed) = StreamStore::open(config)?;
@@ -172,7 +179,10 @@ fn open_streams(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::stream::StreamS
     Ok(store)
 }
 
-fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStore> {
+fn open_queues(
+    cmd: &BrokerCmd,
+    clock: &std::sync::Arc<dyn zmesh::clock::Clock>,
+) -> anyhow::Result<zmesh_broker::queue::QueueStore> {
     use zmesh_broker::queue::{QueueStore, QueueStoreConfig};
     let config = QueueStoreConfig {
         data_dir: cmd.data_dir.clone(),
@@ -184,7 +194,7 @@ fn open_queues(cmd: &BrokerCmd) -> anyhow::Result<zmesh_broker::queue::QueueStor
             storing_bytes_max: cmd.queue_memory_mib << 20,
             ..Default::default()
         },
-        ..QueueStoreConfig::default()
+        clock: clock.clone(),
     };
     let (store, report) = QueueStore::open(config)?;
     let r = &report.recovery;
