@@ -69,6 +69,9 @@ enum Role {
     StreamCatchup(super::bench_stream::StreamLoadArgs),
     /// The reliable channel over loopback (sender and receiver in-process).
     Channel(super::bench_stream::StreamLoadArgs),
+    /// Make a broker hold unacked messages and subscriptions, then stay quiet
+    /// (for measuring its idle CPU).
+    IdleHold(super::bench_idle::IdleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -194,6 +197,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<i32> {
         Role::StreamFanout(a) => return super::bench_stream::stream_fanout(a).await,
         Role::StreamCatchup(a) => return super::bench_stream::stream_catchup(a).await,
         Role::Channel(a) => return super::bench_stream::channel_throughput(a).await,
+        Role::IdleHold(a) => return super::bench_idle::idle_hold(a).await,
         Role::QueuePublish(a) => return bq::queue_publish(a).await,
         Role::QueueConsume(a) => return bq::queue_consume(a).await,
         Role::FsyncRate(a) => return bq::fsync_rate(a).await,

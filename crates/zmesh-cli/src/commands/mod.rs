@@ -1,6 +1,7 @@
 //! One module per `zmesh` subcommand.
 
 pub mod bench;
+pub mod bench_idle;
 pub mod bench_queue;
 pub mod bench_rr;
 pub mod bench_stream;
