@@ -17,6 +17,7 @@
 //! - [`queue`]: durable work queues on the storage log (ZMQU01).
 //! - [`stream`]: replayable pub/sub streams on the storage log (ZMST01).
 //! - [`storage`]: what queues and streams share on disk.
+//! - [`timers`]: deadlines in order, so a tick costs what is due, not what is held.
 
 pub mod admin;
 /// The old name of [`mdp`], kept while callers move.
@@ -33,5 +34,6 @@ mod peers;
 pub mod queue;
 pub mod storage;
 pub mod stream;
+pub mod timers;
 /// Now `zmesh_client::worker`.
 pub use zmesh_client::worker;

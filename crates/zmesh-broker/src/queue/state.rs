@@ -18,6 +18,7 @@ use foldhash::{HashMap, HashSet};
 
 pub(crate) use crate::dedup::Dedup;
 use crate::dedup::DedupWindow;
+use crate::timers::Deadlines;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -214,6 +215,9 @@ pub(crate) struct Queue {
     /// Held messages whose consumer left with CANCEL keep: they wait for an
     /// ack by tag or their ack timeout.
     pub detached: HashSet<u64>,
+    /// The ack deadline of every held message, by tag, earliest first (with
+    /// entries of messages since acked, released or moved: see [`Deadlines`]).
+    ack_deadlines: Deadlines<u64>,
     /// Tags held messages were delivered under -> their tags since
     /// compaction moved them: their holders ack and nack the old ones.
     pub aliases: HashMap<u64, u64>,
@@ -245,6 +249,7 @@ impl Queue {
             ready: BTreeSet::new(),
             consumers: Vec::new(),
             detached: HashSet::default(),
+            ack_deadlines: Deadlines::default(),
             aliases: HashMap::default(),
             next_consumer: 0,
             last_delivery_ms: 0,
@@ -326,7 +331,12 @@ impl Queue {
             let known = *m.delivered_as.get_or_insert(from);
             self.aliases.insert(known, to);
         }
+        let deadline = m.holder.as_ref().map(|(_, d)| *d);
         self.messages.insert(to, m);
+        if let Some(deadline) = deadline {
+            self.ack_deadlines
+                .push(deadline, to, is_held_until(&self.messages));
+        }
     }
 
     /// Body bytes held.
@@ -460,27 +470,21 @@ impl Queue {
                 frames,
                 body_at,
             });
+            self.ack_deadlines
+                .push(deadline, offset, is_held_until(&self.messages));
         }
         (expired, earliest)
     }
 
     /// Offsets of held messages whose ack is overdue, and the earliest deadline still ahead.
-    pub fn overdue(&self, now: Now) -> (Vec<u64>, Option<u64>) {
-        let mut due = Vec::new();
-        let mut next: Option<u64> = None;
-        let held = self.consumers.iter().flat_map(|c| c.held.iter());
-        {
-            for off in held.chain(self.detached.iter()) {
-                if let Some(Some((_, deadline))) = self.messages.get(off).map(|m| &m.holder) {
-                    if *deadline <= now.mono_ms {
-                        due.push(*off);
-                    } else {
-                        next = Some(next.map_or(*deadline, |n| n.min(*deadline)));
-                    }
-                }
-            }
-        }
+    /// Costs what is due, not what is held.
+    pub fn overdue(&mut self, now: Now) -> (Vec<u64>, Option<u64>) {
+        let live = is_held_until(&self.messages);
+        let mut due = self.ack_deadlines.pop_due(now.mono_ms, live);
+        // A message redelivered within the same millisecond is in twice.
         due.sort_unstable();
+        due.dedup();
+        let next = self.ack_deadlines.next(is_held_until(&self.messages));
         (due, next)
     }
 
@@ -527,5 +531,15 @@ impl Drop for Queue {
     fn drop(&mut self) {
         // A deleted queue's bytes leave the broker-wide total with it.
         self.memory.sub(self.in_memory);
+    }
+}
+
+/// Whether the deadline entry `(deadline, tag)` is still wanted: the message
+/// at `tag` is held with that ack deadline.
+fn is_held_until(messages: &BTreeMap<u64, Msg>) -> impl Fn(u64, &u64) -> bool + '_ {
+    |deadline, tag| {
+        messages
+            .get(tag)
+            .is_some_and(|m| m.holder.as_ref().is_some_and(|(_, d)| *d == deadline))
     }
 }

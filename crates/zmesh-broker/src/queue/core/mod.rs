@@ -421,7 +421,9 @@ impl QueueCore {
         self.earliest_ack_deadline_ms = None;
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for name in &names {
-            let q = &self.queues[name];
+            let Some(q) = self.queues.get_mut(name) else {
+                continue;
+            };
             let (overdue, next) = q.overdue(now);
             let expired = q.expired_ready(now);
             if let Some(n) = next {
