@@ -20,7 +20,12 @@ fn at(ms: u64) -> Now {
 
 struct Sim {
     core: StreamCore,
-    log: Vec<Bytes>,
+    /// Each stream's log, by stream id.
+    logs: std::collections::BTreeMap<u32, Vec<Bytes>>,
+    /// Fetches still to fail as a damaged read would.
+    failing_fetches: usize,
+    /// Fetches asked for.
+    fetches: usize,
     sent: Vec<(Bytes, Vec<Bytes>)>,
 }
 
@@ -34,7 +39,9 @@ impl Sim {
     fn new() -> Sim {
         let mut s = Sim {
             core: StreamCore::new(StreamCoreConfig::default(), StreamCatalog::default()),
-            log: Vec::new(),
+            logs: Default::default(),
+            failing_fetches: 0,
+            fetches: 0,
             sent: Vec::new(),
         };
         s.send("admin", &["CREATE", "c", "ev", ""]);
@@ -46,21 +53,34 @@ impl Sim {
         while let Some(a) = todo.pop_front() {
             match a {
                 StreamAction::Send { to, frames } => self.sent.push((to, frames)),
-                StreamAction::Append { record, ticket, .. } => {
-                    self.log.push(record);
-                    let seq = self.log.len() as u64 - 1;
+                StreamAction::Append {
+                    stream,
+                    record,
+                    ticket,
+                    ..
+                } => {
+                    let log = self.logs.entry(stream).or_default();
+                    log.push(record);
+                    let seq = log.len() as u64 - 1;
                     todo.extend(self.core.persisted(ticket, Ok(seq)));
                     todo.extend(self.core.pump_dirty());
                 }
                 StreamAction::Fetch {
+                    stream,
                     sub,
                     from,
                     end,
                     max,
-                    ..
                 } => {
+                    self.fetches += 1;
+                    if self.failing_fetches > 0 {
+                        self.failing_fetches -= 1;
+                        self.core.fetch_failed(&sub);
+                        continue;
+                    }
+                    let log = &self.logs[&stream];
                     let records = (from..end.min(from + max as u64))
-                        .map(|s| (s, self.log[s as usize].clone()))
+                        .map(|s| (s, log[s as usize].clone()))
                         .collect();
                     todo.extend(self.core.fetched(&sub, records));
                 }
@@ -74,6 +94,11 @@ impl Sim {
             .core
             .handle(at(1000), &Bytes::from(from.to_owned()), &msg(parts));
         self.run(a);
+    }
+
+    /// The log of the first stream created ("ev").
+    fn log(&self) -> Vec<Bytes> {
+        self.logs.values().next().cloned().unwrap_or_default()
     }
 
     /// (seq, dseq, subject) of MSGs sent to `to`, taken out of the outbox.
@@ -142,12 +167,12 @@ proptest! {
         let a = s.core.set_congested(&c, false);
         s.run(a);
         seen.extend(s.msgs("c"));
-        let matching = s.log.iter()
+        let matching = s.log().iter()
             .filter(|r| super::record::StreamRecord::decode(r).unwrap().subject.starts_with(b"ev."))
             .count() as u64;
         prop_assert_eq!(seen.len() as u64, matching.min(credit_total), "a stall after relief");
         // Every ev.* message, in order, once; dseq counts 1, 2, 3…
-        let want: Vec<u64> = s.log.iter().enumerate()
+        let want: Vec<u64> = s.log().iter().enumerate()
             .filter(|(_, r)| super::record::StreamRecord::decode(r).unwrap().subject.starts_with(b"ev."))
             .map(|(i, _)| i as u64)
             .take(seen.len())
@@ -156,6 +181,101 @@ proptest! {
         prop_assert_eq!(got, want);
         prop_assert!(seen.iter().enumerate().all(|(i, m)| m.1 == i as u64 + 1));
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Subscribing, re-subscribing a name to another stream, unsubscribing,
+    /// deleting and re-creating streams and closing connections keep the
+    /// by-stream and by-peer indexes exact; and publishes reach exactly the
+    /// subscriptions of their stream.
+    #[test]
+    fn subscription_indexes_follow_every_change(
+        ops in proptest::collection::vec((0u8..6, 0usize..2, 0usize..2, 0usize..2), 1..60),
+    ) {
+        let peers = ["a", "b"];
+        let names = ["s1", "s2"];
+        let streams = ["ev", "ev2"];
+        let mut s = Sim::new();
+        s.send("admin", &["CREATE", "c", "ev2", ""]);
+        // What each (peer, name) is subscribed to, as the model says.
+        let mut model: std::collections::BTreeMap<(usize, usize), usize> = Default::default();
+        for (op, p, n, st) in ops {
+            match op {
+                0 | 1 => {
+                    s.send(peers[p], &["SUBSCRIBE", "1", streams[st], names[n], ">", "new", "100"]);
+                    model.insert((p, n), st);
+                }
+                2 => {
+                    s.send(peers[p], &["UNSUBSCRIBE", "1", names[n]]);
+                    model.remove(&(p, n));
+                }
+                3 => {
+                    s.send("admin", &["DELETE", "1", streams[st]]);
+                    s.send("admin", &["CREATE", "1", streams[st], ""]);
+                    model.retain(|_, v| *v != st);
+                }
+                4 => {
+                    let a = s.core.connection_closed(&Bytes::from(peers[p]));
+                    s.run(a);
+                    model.retain(|k, _| k.0 != p);
+                }
+                _ => {
+                    s.sent.clear();
+                    s.send("pub", &["PUBLISH", "1", streams[st], "x", "body"]);
+                    let mut got: Vec<(String, String)> = s.sent.iter()
+                        .filter(|(_, f)| f[2] == "MSG")
+                        .map(|(to, f)| (String::from_utf8_lossy(to).into(), String::from_utf8_lossy(&f[3]).into()))
+                        .collect();
+                    got.sort();
+                    let want: Vec<(String, String)> = model.iter()
+                        .filter(|(_, v)| **v == st)
+                        .map(|((p, n), _)| (peers[*p].to_owned(), names[*n].to_owned()))
+                        .collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+            s.core.check_subs();
+        }
+    }
+}
+
+#[test]
+fn a_failed_read_is_fetched_again_at_the_next_heartbeat_and_idle_ones_are_not() {
+    let mut s = Sim::new();
+    for i in 0..100 {
+        s.send(
+            "idle",
+            &["SUBSCRIBE", "1", "ev", &format!("s{i}"), ">", "new", "10"],
+        );
+    }
+    s.send("p", &["PUBLISH", "1", "ev", "ev.a", "x"]);
+    s.send("c", &["SUBSCRIBE", "1", "ev", "sub", ">", "first", "10"]);
+    s.msgs("idle");
+    // The new subscription's catch-up read fails: nothing is sent yet.
+    s.failing_fetches = 1;
+    s.send("p", &["PUBLISH", "1", "ev", "ev.b", "x"]);
+    let got = s.msgs("c");
+    assert!(got.len() <= 2, "{got:?}");
+    let before = s.fetches;
+    let heartbeat_ms = StreamCoreConfig::default().heartbeat_ms;
+    let a = s.core.tick(at(1000 + heartbeat_ms));
+    s.run(a);
+    let mut all = got;
+    all.extend(s.msgs("c"));
+    let seqs: Vec<u64> = all.iter().map(|m| m.0).collect();
+    assert_eq!(seqs, vec![0, 1], "every message once, in order");
+    // Only the failed subscription was fetched again, not the 100 idle ones.
+    assert!(
+        s.fetches - before <= 1,
+        "{} fetches on a tick",
+        s.fetches - before
+    );
+    let a = s.core.tick(at(1000 + 2 * heartbeat_ms));
+    s.run(a);
+    assert_eq!(s.fetches - before, 1, "an idle tick fetches nothing");
+    s.core.check_subs();
 }
 
 /// `(peer, STORED seq)` replies in `actions`.

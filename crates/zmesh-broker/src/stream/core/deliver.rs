@@ -115,13 +115,7 @@ impl StreamCore {
     }
 
     pub(super) fn pump_stream(&mut self, stream: u32) {
-        let keys: Vec<SubKey> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| s.stream == stream)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
+        for k in self.subs.keys_of_stream(stream) {
             self.pump(&k);
         }
     }
@@ -196,10 +190,13 @@ impl StreamCore {
         std::mem::take(&mut self.out)
     }
 
-    /// A `Fetch` could not be read: the subscription waits for the next tick.
+    /// A `Fetch` could not be read: the subscription tries again at the next heartbeat tick.
     pub fn fetch_failed(&mut self, key: &SubKey) {
         if let Some(s) = self.subs.get_mut(key) {
             s.busy = false;
+            if self.fetch_retries.len() < self.subs.len() {
+                self.fetch_retries.insert(key.clone());
+            }
         }
     }
 

@@ -24,6 +24,8 @@ use zmesh_log::Durability;
 
 mod deliver;
 mod publish;
+mod subs;
+use subs::Subs;
 
 use super::options::{StreamCatalog, StreamOptions, StreamSpec};
 use super::proto::{self, Command};
@@ -180,7 +182,10 @@ pub struct StreamCore {
     catalog: StreamCatalog,
     streams: HashMap<u32, Stream>,
     names: HashMap<String, u32>,
-    subs: HashMap<SubKey, Sub>,
+    subs: Subs,
+    /// Subscriptions whose last fetch could not be read: pumped again at the
+    /// next heartbeat tick (at most one entry per subscription).
+    fetch_retries: foldhash::HashSet<SubKey>,
     peers: HashMap<Bytes, u64>,
     publishes: HashMap<u64, PendingPublish>,
     snapshots: HashMap<u64, PendingSnapshot>,
@@ -217,7 +222,8 @@ impl StreamCore {
             catalog: StreamCatalog::default(),
             streams: HashMap::default(),
             names: HashMap::default(),
-            subs: HashMap::default(),
+            subs: Subs::default(),
+            fetch_retries: Default::default(),
             peers: HashMap::default(),
             publishes: HashMap::default(),
             snapshots: HashMap::default(),
@@ -403,9 +409,9 @@ impl StreamCore {
             "last_seq": s.visible_end.checked_sub(1),
             "messages": s.visible_end - s.first_seq,
             "subjects": s.last_values.len(),
-            "subscribers": self.subs.values().filter(|x| x.stream == id).count(),
+            "subscribers": self.subs.of_stream(id).count(),
             // How far the slowest subscription is behind the newest message.
-            "lag_max": self.subs.values().filter(|x| x.stream == id)
+            "lag_max": self.subs.of_stream(id)
                 .map(|x| s.visible_end.saturating_sub(x.cursor)).max().unwrap_or(0),
             "durables": s.durables,
             "published": s.published,
@@ -463,7 +469,7 @@ impl StreamCore {
             return self.out.push(no_stream(from, corr, name));
         };
         self.streams.remove(&id);
-        self.subs.retain(|_, s| s.stream != id);
+        self.subs.remove_stream(id);
         self.catalog.streams.retain(|s| s.id != id);
         self.out
             .push(StreamAction::SaveCatalog(self.catalog.clone()));
@@ -486,7 +492,7 @@ impl StreamCore {
     }
 
     fn drop_peer(&mut self, peer: &Bytes) {
-        self.subs.retain(|(p, _), _| p != peer);
+        self.subs.remove_peer(peer);
         self.peers.remove(peer);
     }
 
@@ -509,8 +515,7 @@ impl StreamCore {
         if congested {
             self.congested.insert(peer.clone());
         } else if self.congested.remove(peer) {
-            let keys: Vec<SubKey> = self.subs.keys().filter(|k| k.0 == *peer).cloned().collect();
-            for k in keys {
+            for k in self.subs.keys_of_peer(peer) {
                 self.pump(&k);
             }
         }
@@ -535,8 +540,10 @@ impl StreamCore {
                 self.send(&p, proto::heartbeat());
             }
             self.next_heartbeat_ms = now.mono_ms + self.config.heartbeat_ms;
-            let keys: Vec<SubKey> = self.subs.keys().cloned().collect();
-            for k in keys {
+            // Every other way a subscription stalls pumps it when it ends
+            // (credit, a fetch read, relief from congestion, new messages):
+            // only failed reads wait for this tick.
+            for k in std::mem::take(&mut self.fetch_retries) {
                 self.pump(&k);
             }
             let mut ids: Vec<u32> = self.streams.keys().copied().collect();
@@ -560,6 +567,13 @@ impl StreamCore {
             self.out.push(StreamAction::SaveDurables(all));
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// The subscription indexes agree with the subscriptions (O(n): tests only).
+    #[cfg(test)]
+    pub(crate) fn check_subs(&self) {
+        self.subs.check();
+        assert!(self.fetch_retries.len() <= self.subs.len().max(1));
     }
 
     /// When [`StreamCore::tick`] is next due.
