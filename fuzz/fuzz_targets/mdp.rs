@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         let peer = Bytes::from(vec![who.wrapping_add(i % 2)]);
         broker.handle(t, &peer, &frames);
         broker.tick(t + Duration::from_secs(u64::from(i) * 5));
+        broker.check_invariants();
     }
     assert!(broker.requests_held() <= 8);
 });

@@ -64,5 +64,6 @@ fuzz_target!(|data: &[u8]| {
                 _ => {}
             }
         }
+        core.check_invariants();
     }
 });

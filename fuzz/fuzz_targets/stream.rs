@@ -36,4 +36,5 @@ fuzz_target!(|data: &[u8]| {
             core.persisted(ticket, Ok(0));
         }
     }
+    core.check_invariants();
 });

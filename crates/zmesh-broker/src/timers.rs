@@ -83,6 +83,13 @@ impl<K: Ord + Clone> Deadlines<K> {
         None
     }
 
+    /// Every entry, cancelled ones included, in no order (for checks).
+    pub fn entries(&self) -> impl Iterator<Item = (u64, &K)> {
+        self.heap
+            .iter()
+            .map(|Reverse((deadline, key))| (*deadline, key))
+    }
+
     /// Entries held, cancelled ones included.
     pub fn len(&self) -> usize {
         self.heap.len()

@@ -256,7 +256,29 @@ impl Broker {
             Ok(inbound) => self.inbound(now, from, inbound, &mut out),
             Err(e) => self.malformed(from, &e, &mut out),
         }
+        self.debug_check_bounds();
         out
+    }
+
+    /// The bounds that hold after every call, checked in O(1) in debug
+    /// builds ([`Broker::check_invariants`] checks everything).
+    fn debug_check_bounds(&self) {
+        debug_assert!(
+            self.requests.len() <= self.cfg.requests_max,
+            "requests past their bound"
+        );
+        debug_assert!(
+            self.workers.len() <= self.cfg.workers_max,
+            "workers past their bound"
+        );
+        debug_assert!(
+            self.slots <= self.cfg.slots_max,
+            "worker credit past its bound"
+        );
+        debug_assert!(
+            self.latencies.len() <= LATENCIES_MAX,
+            "latencies past their bound"
+        );
     }
 
     /// An invalid message: counted and dropped; a known worker is
@@ -359,6 +381,7 @@ impl Broker {
         self.services.retain(|_, s| {
             !s.unused() || now.saturating_duration_since(s.last_active) < SERVICE_IDLE_EXPIRY
         });
+        self.debug_check_bounds();
         out
     }
 
@@ -476,6 +499,50 @@ impl Broker {
     /// Requests held: queued or with a worker.
     pub fn requests_held(&self) -> usize {
         self.requests.len()
+    }
+
+    /// Every rule of the broker's state, checked in full; panics on the first
+    /// broken one. O(n) in what it holds: for tests, simulations and fuzz
+    /// targets, not for a running broker.
+    pub fn check_invariants(&self) {
+        let credits: usize = self.workers.values().map(|w| w.credit as usize).sum();
+        assert_eq!(credits, self.slots, "slots are the workers' credits");
+        assert!(self.slots <= self.cfg.slots_max);
+        assert!(self.requests.len() <= self.cfg.requests_max);
+        assert!(self.workers.len() <= self.cfg.workers_max);
+        for (id, w) in &self.workers {
+            assert!(self.services.contains_key(&w.service), "{id:?}: no service");
+            assert!(
+                w.busy.len() <= w.credit as usize,
+                "{id:?}: holds past its credit"
+            );
+            for h in &w.busy {
+                let r = self.requests.get(h);
+                assert!(
+                    r.is_some_and(|r| r.worker.as_ref() == Some(id)),
+                    "{id:?}: busy with {h} not its own"
+                );
+            }
+        }
+        for (name, s) in &self.services {
+            let workers = self.workers.iter().filter(|(_, w)| w.service == *name);
+            assert_eq!(s.workers, workers.clone().count(), "{name:?}: worker count");
+            s.free.check(workers);
+        }
+        for (h, r) in &self.requests {
+            match &r.worker {
+                Some(w) => assert!(
+                    self.workers.get(w).is_some_and(|w| w.busy.contains(h)),
+                    "request {h}: its worker does not hold it"
+                ),
+                None => assert!(
+                    self.services
+                        .get(&r.service)
+                        .is_some_and(|s| s.waiting.contains(h)),
+                    "request {h}: neither held nor waiting"
+                ),
+            }
+        }
     }
 
     /// Workers registered now.

@@ -149,4 +149,32 @@ impl FreeSlots {
     pub fn free(&self) -> usize {
         self.free
     }
+
+    /// The list holds exactly the listed workers of `workers` (those of this
+    /// service), each at its load, and counts their free slots (O(n): checks).
+    pub fn check<'a>(&self, workers: impl Iterator<Item = (&'a Bytes, &'a Worker)>) {
+        let mut listed = 0;
+        let mut free = 0;
+        for (id, w) in workers {
+            if let Some((busy, seq)) = w.listed {
+                assert!(
+                    self.order.contains(&(busy, seq, id.clone())),
+                    "{id:?} listed, not in the list"
+                );
+                assert_eq!(busy as usize, w.busy.len(), "{id:?} listed at a stale load");
+                assert!(
+                    !w.draining && !w.congested && busy < w.credit,
+                    "{id:?} listed but cannot take one"
+                );
+                listed += 1;
+                free += (w.credit - busy) as usize;
+            }
+        }
+        assert_eq!(
+            listed,
+            self.order.len(),
+            "the list holds a worker not listed"
+        );
+        assert_eq!(free, self.free, "free slots");
+    }
 }

@@ -87,6 +87,7 @@ impl Sim {
                 _ => {}
             }
         }
+        self.core.check_invariants();
     }
 
     fn send(&mut self, from: &str, parts: &[&str]) {
@@ -236,7 +237,7 @@ proptest! {
                     prop_assert_eq!(got, want);
                 }
             }
-            s.core.check_subs();
+            s.core.check_invariants();
         }
     }
 }
@@ -275,7 +276,7 @@ fn a_failed_read_is_fetched_again_at_the_next_heartbeat_and_idle_ones_are_not() 
     let a = s.core.tick(at(1000 + 2 * heartbeat_ms));
     s.run(a);
     assert_eq!(s.fetches - before, 1, "an idle tick fetches nothing");
-    s.core.check_subs();
+    s.core.check_invariants();
 }
 
 /// `(peer, STORED seq)` replies in `actions`.

@@ -396,3 +396,4 @@ fn random_frames_never_break_the_broker_bounds() {
 }
 
 mod load;
+mod simulation;

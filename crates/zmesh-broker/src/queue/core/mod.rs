@@ -172,6 +172,36 @@ impl QueueCore {
             .map_or(self.next_heartbeat_ms, |d| d.min(self.next_heartbeat_ms))
     }
 
+    /// Every rule of the core's state, checked in full; panics on the first
+    /// broken one. O(n) in what it holds: for tests, simulations and fuzz
+    /// targets, not for a running broker.
+    pub fn check_invariants(&self) {
+        let mut messages = 0;
+        for (name, q) in &self.queues {
+            assert_eq!(&q.spec.name, name);
+            q.check();
+            // Counted from acceptance: stored ones and those being stored.
+            messages += q.messages.len() as u64 + q.storing;
+            if let Some(d) = q.earliest_held_deadline() {
+                assert!(
+                    self.earliest_ack_deadline_ms.is_some_and(|e| e <= d),
+                    "{name}: an ack deadline at {d} is earlier than the next tick ({:?})",
+                    self.earliest_ack_deadline_ms
+                );
+            }
+        }
+        // A message being dead-lettered lives in its ticket until the copy is stored.
+        messages += self
+            .tickets
+            .values()
+            .filter(|t| matches!(t, Ticket::DeadLetter { .. }))
+            .count() as u64;
+        assert_eq!(messages, self.messages, "messages over all queues");
+        for (id, name) in &self.names {
+            assert!(self.queues.get(name).is_some_and(|q| q.spec.id == *id));
+        }
+    }
+
     /// Every queue's counters, by name.
     pub fn stats(&self) -> Vec<QueueStats> {
         let mut v: Vec<_> = self.queues.values().map(Queue::stats).collect();
@@ -459,6 +489,14 @@ impl QueueCore {
             }
             self.next_heartbeat_ms = now.mono_ms + self.config.heartbeat_ms;
         }
+        // Whatever was due has been handled: the next tick is in the future.
+        debug_assert!(self.next_heartbeat_ms > now.mono_ms);
+        debug_assert!(
+            self.earliest_ack_deadline_ms
+                .is_none_or(|d| d > now.mono_ms),
+            "an overdue ack was left for later"
+        );
+        debug_assert!(self.peers.len() <= self.config.peers_max);
         std::mem::take(&mut self.out)
     }
 }

@@ -58,6 +58,7 @@ impl Sim {
             core.replay(at(1_000_000), o as u64, r);
         }
         core.replay_done();
+        core.check_invariants();
         Sim {
             config,
             core,
@@ -100,6 +101,8 @@ impl Sim {
                 QueueAction::SaveCatalog(c) => self.catalog = c,
             }
         }
+        // Every step of every test and simulation ends on a whole check.
+        self.core.check_invariants();
     }
 
     /// What the store does for `body_at`: the body of the record there.

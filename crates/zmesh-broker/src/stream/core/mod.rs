@@ -566,14 +566,28 @@ impl StreamCore {
                 .collect();
             self.out.push(StreamAction::SaveDurables(all));
         }
+        debug_assert!(self.next_heartbeat_ms > now.mono_ms);
+        debug_assert!(self.subs.len() <= self.config.subs_max);
         std::mem::take(&mut self.out)
     }
 
-    /// The subscription indexes agree with the subscriptions (O(n): tests only).
-    #[cfg(test)]
-    pub(crate) fn check_subs(&self) {
+    /// Every rule of the core's state, checked in full; panics on the first
+    /// broken one. O(n) in what it holds: for tests, simulations and fuzz
+    /// targets, not for a running broker.
+    pub fn check_invariants(&self) {
         self.subs.check();
-        assert!(self.fetch_retries.len() <= self.subs.len().max(1));
+        for (id, s) in &self.streams {
+            assert_eq!(
+                self.names.get(&s.spec.name),
+                Some(id),
+                "stream {id} by name"
+            );
+            assert!(
+                s.first_seq <= s.visible_end,
+                "stream {id}: first past the end"
+            );
+        }
+        assert_eq!(self.names.len(), self.streams.len());
     }
 
     /// When [`StreamCore::tick`] is next due.

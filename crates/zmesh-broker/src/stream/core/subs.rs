@@ -102,7 +102,6 @@ impl Subs {
 
     /// The indexes hold exactly the subscriptions there are (O(n): for tests
     /// and simulations).
-    #[cfg(test)]
     pub fn check(&self) {
         let indexed: usize = self.by_stream.values().map(HashSet::len).sum();
         assert_eq!(indexed, self.by_key.len(), "by_stream");
