@@ -194,9 +194,7 @@ impl StreamCore {
     pub fn fetch_failed(&mut self, key: &SubKey) {
         if let Some(s) = self.subs.get_mut(key) {
             s.busy = false;
-            if self.fetch_retries.len() < self.subs.len() {
-                self.fetch_retries.insert(key.clone());
-            }
+            self.subs.retry_later(key);
         }
     }
 

@@ -22,6 +22,7 @@ use foldhash::HashMap;
 use zmesh::clock::Now;
 use zmesh_log::Durability;
 
+mod check;
 mod deliver;
 mod publish;
 mod subs;
@@ -183,9 +184,6 @@ pub struct StreamCore {
     streams: HashMap<u32, Stream>,
     names: HashMap<String, u32>,
     subs: Subs,
-    /// Subscriptions whose last fetch could not be read: pumped again at the
-    /// next heartbeat tick (at most one entry per subscription).
-    fetch_retries: foldhash::HashSet<SubKey>,
     peers: HashMap<Bytes, u64>,
     publishes: HashMap<u64, PendingPublish>,
     snapshots: HashMap<u64, PendingSnapshot>,
@@ -223,7 +221,6 @@ impl StreamCore {
             streams: HashMap::default(),
             names: HashMap::default(),
             subs: Subs::default(),
-            fetch_retries: Default::default(),
             peers: HashMap::default(),
             publishes: HashMap::default(),
             snapshots: HashMap::default(),
@@ -543,7 +540,7 @@ impl StreamCore {
             // Every other way a subscription stalls pumps it when it ends
             // (credit, a fetch read, relief from congestion, new messages):
             // only failed reads wait for this tick.
-            for k in std::mem::take(&mut self.fetch_retries) {
+            for k in self.subs.take_retries() {
                 self.pump(&k);
             }
             let mut ids: Vec<u32> = self.streams.keys().copied().collect();
@@ -569,25 +566,6 @@ impl StreamCore {
         debug_assert!(self.next_heartbeat_ms > now.mono_ms);
         debug_assert!(self.subs.len() <= self.config.subs_max);
         std::mem::take(&mut self.out)
-    }
-
-    /// Every rule of the core's state, checked in full; panics on the first
-    /// broken one. O(n) in what it holds: for tests, simulations and fuzz
-    /// targets, not for a running broker.
-    pub fn check_invariants(&self) {
-        self.subs.check();
-        for (id, s) in &self.streams {
-            assert_eq!(
-                self.names.get(&s.spec.name),
-                Some(id),
-                "stream {id} by name"
-            );
-            assert!(
-                s.first_seq <= s.visible_end,
-                "stream {id}: first past the end"
-            );
-        }
-        assert_eq!(self.names.len(), self.streams.len());
     }
 
     /// When [`StreamCore::tick`] is next due.

@@ -13,6 +13,9 @@ pub(super) struct Subs {
     by_stream: HashMap<u32, HashSet<SubKey>>,
     /// Subscription names of each peer.
     by_peer: HashMap<Bytes, HashSet<Bytes>>,
+    /// Subscriptions whose last fetch could not be read, to be pumped again
+    /// at the next heartbeat tick; a subset of the subscriptions.
+    retries: HashSet<SubKey>,
 }
 
 impl Subs {
@@ -48,6 +51,7 @@ impl Subs {
 
     pub fn remove(&mut self, key: &SubKey) -> Option<Sub> {
         let sub = self.by_key.remove(key)?;
+        self.retries.remove(key);
         if let Some(keys) = self.by_stream.get_mut(&sub.stream) {
             keys.remove(key);
             if keys.is_empty() {
@@ -61,6 +65,18 @@ impl Subs {
             }
         }
         Some(sub)
+    }
+
+    /// Pump `key` again at the next heartbeat tick (its read failed).
+    pub fn retry_later(&mut self, key: &SubKey) {
+        if self.by_key.contains_key(key) {
+            self.retries.insert(key.clone());
+        }
+    }
+
+    /// The subscriptions to pump again, taken.
+    pub fn take_retries(&mut self) -> HashSet<SubKey> {
+        std::mem::take(&mut self.retries)
     }
 
     /// Keys of `stream`'s subscriptions.
@@ -107,6 +123,10 @@ impl Subs {
         assert_eq!(indexed, self.by_key.len(), "by_stream");
         let indexed: usize = self.by_peer.values().map(HashSet::len).sum();
         assert_eq!(indexed, self.by_key.len(), "by_peer");
+        assert!(
+            self.retries.iter().all(|k| self.by_key.contains_key(k)),
+            "a retry of no subscription"
+        );
         for (key, sub) in &self.by_key {
             assert!(self.by_stream[&sub.stream].contains(key));
             assert!(self.by_peer[&key.0].contains(&key.1));
