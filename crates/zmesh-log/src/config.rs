@@ -1,6 +1,7 @@
 //! Log settings, every one bounded.
 
 use crate::LogError;
+use crate::files::Files;
 
 pub use zmesh_wire::Durability;
 
@@ -17,6 +18,8 @@ pub struct LogConfig {
     pub write_buffer_bytes: usize,
     /// Damaged ranges remembered after recovery; more refuses to open the log.
     pub damage_ranges_max: usize,
+    /// Where the files live: the operating system's, or a test's failing disk.
+    pub files: Files,
 }
 
 impl Default for LogConfig {
@@ -27,6 +30,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             write_buffer_bytes: 256 << 10,
             damage_ranges_max: 10_000,
+            files: Files::default(),
         }
     }
 }

@@ -1,12 +1,11 @@
 //! Reading single records by offset, cheaply when the offsets asked for
 //! ascend: a queue reads the bodies it keeps on disk back in line order.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::files::{LogFile, OpenMode};
 use crate::record::{self, Decoded, HEADER_LEN, MAGIC};
 use crate::{Log, LogError, Record, Result, index};
 
@@ -40,7 +39,7 @@ struct Place {
     /// failed write, offsets are reused at other positions.
     truncations: u64,
     base: u64,
-    file: Arc<File>,
+    file: Arc<dyn LogFile>,
     position: u64,
     next_offset: u64,
 }
@@ -67,13 +66,16 @@ impl Log {
                 let file = if i + 1 == self.segments.len() {
                     self.file.clone()
                 } else {
-                    Arc::new(File::open(&meta.path).map_err(LogError::io(&meta.path))?)
+                    self.config
+                        .files
+                        .open(&meta.path, OpenMode::Read)
+                        .map_err(LogError::io(&meta.path))?
                 };
                 Place {
                     truncations: self.truncations,
                     base: meta.base,
                     file,
-                    position: index::lookup(&meta.index_path(), offset)?,
+                    position: index::lookup(&*self.config.files, &meta.index_path(), offset)?,
                     next_offset: meta.base,
                 }
             }

@@ -32,17 +32,18 @@ pub enum LogError {
         /// Byte position of the damaged record.
         position: u64,
     },
-    /// Environment: a failed write could not be cut back, so the active
+    /// Environment: the log cannot know what its file holds any more, so it
+    /// takes no more writes. Either a failed write could not be cut back (the
     /// segment may end in bytes that are not records, and records appended
-    /// after them would reuse offsets already on disk. The log takes no more
-    /// writes; reopening it (recovery cuts the torn tail) clears this.
-    #[error(
-        "storage log {path} takes no more writes: a failed write could not be cut back ({reason})"
-    )]
+    /// after them would reuse offsets already on disk), or an fsync failed
+    /// (the kernel may have dropped the unsynced pages and still report them
+    /// written). Reopening the log (recovery reads what is really on disk and
+    /// cuts a torn tail) clears this.
+    #[error("storage log {path} takes no more writes: {reason}")]
     Poisoned {
         /// The active segment.
         path: PathBuf,
-        /// Why the cut failed.
+        /// What failed.
         reason: String,
     },
     /// Caller: the configuration cannot work (e.g. a zero segment size).

@@ -4,11 +4,9 @@
 //! so memory does not grow with the log. The index is derived data: recovery
 //! rebuilds it from the segment.
 
-use std::fs::File;
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::files::{FileSystem, OpenMode};
 use crate::{LogError, Result};
 
 const ENTRY: u64 = 16;
@@ -21,22 +19,24 @@ pub(crate) fn entry(offset: u64, position: u64) -> [u8; 16] {
 }
 
 /// Write a whole index file from its entries.
-pub(crate) fn write(path: &Path, entries: &[(u64, u64)]) -> Result<()> {
+pub(crate) fn write(files: &dyn FileSystem, path: &Path, entries: &[(u64, u64)]) -> Result<()> {
     let mut bytes = Vec::with_capacity(entries.len() * ENTRY as usize);
     for &(o, p) in entries {
         bytes.extend_from_slice(&entry(o, p));
     }
-    let mut f = File::create(path).map_err(LogError::io(path))?;
-    f.write_all(&bytes).map_err(LogError::io(path))
+    files
+        .open(path, OpenMode::Truncate)
+        .and_then(|f| f.append(&bytes))
+        .map_err(LogError::io(path))
 }
 
 /// Byte position to start reading from to find `offset`: the greatest indexed
 /// entry at or below it, or 0.
-pub(crate) fn lookup(path: &Path, offset: u64) -> Result<u64> {
-    let Ok(f) = File::open(path) else {
+pub(crate) fn lookup(files: &dyn FileSystem, path: &Path, offset: u64) -> Result<u64> {
+    let Ok(f) = files.open(path, OpenMode::Read) else {
         return Ok(0);
     };
-    let n = f.metadata().map_err(LogError::io(path))?.len() / ENTRY;
+    let n = f.size_bytes().map_err(LogError::io(path))? / ENTRY;
     let read = |i: u64| -> Result<(u64, u64)> {
         let mut e = [0u8; 16];
         f.read_exact_at(&mut e, i * ENTRY)

@@ -11,10 +11,15 @@
 //! - [`Syncer`]: group commit on a background thread.
 //! - [`Durability`]: the policies (`always`, `group`, `os`).
 //! - [`record`]: the on-disk record format.
+//! - [`FileSystem`]: the file access the log does, replaceable by a test's
+//!   failing disk (`faulty`, with the `fault-injection` feature).
 
 mod config;
 mod cursor;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faulty;
+mod files;
 mod index;
 mod log;
 pub mod record;
@@ -25,6 +30,7 @@ mod syncer;
 pub use config::{Durability, LogConfig};
 pub use cursor::ReadCursor;
 pub use error::{LogError, Result};
+pub use files::{FileSystem, Files, LogFile, OpenMode, OsFileSystem};
 pub use log::{Log, Retention};
 pub use record::Record;
 pub use recovery::{Damage, RecoveryReport};

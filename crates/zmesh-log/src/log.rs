@@ -1,11 +1,10 @@
 //! The log: a directory of segments, one of them active for appends.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::files::{FileSystem, LogFile, OpenMode};
 use crate::recovery::{self, Damage, RecoveryReport};
 use crate::segment::{self, SegmentMeta, SegmentReader};
 use crate::{LogConfig, LogError, Record, Result, index, record};
@@ -48,8 +47,8 @@ pub struct Log {
     pub(crate) config: LogConfig,
     /// Oldest first; the last one is the active segment.
     pub(crate) segments: Vec<SegmentMeta>,
-    pub(crate) file: Arc<File>,
-    index_file: File,
+    pub(crate) file: Arc<dyn LogFile>,
+    index_file: Arc<dyn LogFile>,
     /// Encoded records not yet written.
     buf: Vec<u8>,
     /// Index entries for the buffered records.
@@ -70,11 +69,13 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<(Log, RecoveryReport)> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(LogError::io(&dir))?;
-        let mut bases: Vec<u64> = fs::read_dir(&dir)
+        let files = &*config.files;
+        files.create_dir_all(&dir).map_err(LogError::io(&dir))?;
+        let mut bases: Vec<u64> = files
+            .list_dir(&dir)
             .map_err(LogError::io(&dir))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| segment::parse_name(&e.path()))
+            .iter()
+            .filter_map(|path| segment::parse_name(path))
             .collect();
         bases.sort_unstable();
         let mut report = RecoveryReport::default();
@@ -102,22 +103,20 @@ impl Log {
         }
         if segments.is_empty() {
             let meta = SegmentMeta::new(&dir, 0);
-            File::create(&meta.path).map_err(LogError::io(&meta.path))?;
-            sync_dir(&dir)?;
+            files
+                .open(&meta.path, OpenMode::Truncate)
+                .map_err(LogError::io(&meta.path))?;
+            sync_dir(files, &dir)?;
             segments.push(meta);
         }
         let active = segments.last().expect("at least one segment");
         // Readable too: `read_at` reads the active segment through it.
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&active.path)
+        let file = files
+            .open(&active.path, OpenMode::Append)
             .map_err(LogError::io(&active.path))?;
         let index_path = active.index_path();
-        let index_file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&index_path)
+        let index_file = files
+            .open(&index_path, OpenMode::AppendOrCreate)
             .map_err(LogError::io(&index_path))?;
         let next_offset = active.end;
         let log = Log {
@@ -129,7 +128,7 @@ impl Log {
             },
             config,
             segments,
-            file: Arc::new(file),
+            file,
             index_file,
             buf: Vec::new(),
             pending_index: Vec::new(),
@@ -237,11 +236,11 @@ impl Log {
         self.check_poisoned()?;
         let path = self.active().path.clone();
         let good_len = self.active().bytes;
-        if let Err(e) = (&*self.file).write_all(&self.buf) {
+        if let Err(e) = self.file.append(&self.buf) {
             // A partial write must not stay: the next record would follow garbage.
             if let Err(cut) = self.file.set_len(good_len) {
                 tracing::error!(path = %path.display(), error = %cut, "cutting back a failed write failed; the log takes no more writes");
-                self.poisoned = Some(cut.to_string());
+                self.poisoned = Some(format!("a failed write could not be cut back ({cut})"));
             }
             self.truncations += 1;
             self.buf.clear();
@@ -251,8 +250,8 @@ impl Log {
             return Err(LogError::Io { path, source: e });
         }
         if !self.pending_index.is_empty() {
-            let index_len = self.index_file.metadata().map(|m| m.len()).unwrap_or(0);
-            if self.index_file.write_all(&self.pending_index).is_err() {
+            let index_len = self.index_file.size_bytes().unwrap_or(0);
+            if self.index_file.append(&self.pending_index).is_err() {
                 // The index is derived data: a missing entry only makes lookups scan longer,
                 // but a torn one would misalign every later entry.
                 let _ = self.index_file.set_len(index_len);
@@ -269,32 +268,55 @@ impl Log {
         Ok(())
     }
 
-    /// Flush, then `fdatasync` the active segment.
+    /// Flush, then `fdatasync` the active segment. A failed sync poisons the
+    /// log: after a failed fsync the kernel may have dropped the unsynced
+    /// pages while still serving them to reads, so nothing written since the
+    /// last good sync can be trusted until a reopen reads the disk again.
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
-        let path = &self.active().path;
-        self.file.sync_data().map_err(LogError::io(path))
+        if let Err(e) = self.file.sync_data() {
+            self.poison_after_failed_sync(&e);
+            return Err(LogError::Io {
+                path: self.active().path.clone(),
+                source: e,
+            });
+        }
+        Ok(())
+    }
+
+    /// Take no more writes after an fsync of this log failed, here or on a
+    /// [`crate::Syncer`]: what that sync covered may not be on disk.
+    pub fn poison_after_failed_sync(&mut self, error: &std::io::Error) {
+        if self.poisoned.is_none() {
+            tracing::error!(path = %self.active().path.display(), %error, "fsync failed; the log takes no more writes");
+            self.poisoned = Some(format!("an fsync failed ({error})"));
+        }
+    }
+
+    /// Why the log takes no more writes, if it does not.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// What a [`crate::Syncer`] needs to make everything written so far durable.
-    pub fn sync_target(&self) -> (Arc<File>, u64) {
+    pub fn sync_target(&self) -> (Arc<dyn LogFile>, u64) {
         (self.file.clone(), self.written_offset())
     }
 
     fn rotate(&mut self) -> Result<()> {
         self.sync()?;
         let meta = SegmentMeta::new(&self.dir, self.next_offset);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            // Not create_new: a rotation that failed half-way left an empty file to reuse.
-            .create(true)
-            .open(&meta.path)
+        let files = &*self.config.files;
+        let file = files
+            // Not create-new: a rotation that failed half-way left an empty file to reuse.
+            .open(&meta.path, OpenMode::AppendOrCreate)
             .map_err(LogError::io(&meta.path))?;
         let index_path = meta.index_path();
-        let index_file = File::create(&index_path).map_err(LogError::io(&index_path))?;
-        sync_dir(&self.dir)?;
-        self.file = Arc::new(file);
+        let index_file = files
+            .open(&index_path, OpenMode::Truncate)
+            .map_err(LogError::io(&index_path))?;
+        sync_dir(files, &self.dir)?;
+        self.file = file;
         self.index_file = index_file;
         self.segments.push(meta);
         self.bytes_since_index = u64::MAX;
@@ -312,8 +334,9 @@ impl Log {
         while out.len() < records_max && offset < end && (bytes < bytes_max || out.is_empty()) {
             let i = self.segments.partition_point(|s| s.base <= offset) - 1;
             let meta = &self.segments[i];
-            let start = index::lookup(&meta.index_path(), offset)?;
-            let mut reader = SegmentReader::open(meta, start, self.config.record_bytes_max)?;
+            let files = &*self.config.files;
+            let start = index::lookup(files, &meta.index_path(), offset)?;
+            let mut reader = SegmentReader::open(files, meta, start, self.config.record_bytes_max)?;
             loop {
                 let pos = reader.position();
                 if let Some(d) = self
@@ -373,8 +396,9 @@ impl Log {
                 .records_max
                 .is_some_and(|m| total_records - (oldest.end - oldest.base) >= m);
             let too_old = retention.age_max.is_some_and(|age| {
-                fs::metadata(&oldest.path)
-                    .and_then(|m| m.modified())
+                self.config
+                    .files
+                    .modified(&oldest.path)
                     .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age))
             });
             if !(too_big || too_many || too_old) {
@@ -388,8 +412,11 @@ impl Log {
 
     fn remove_oldest(&mut self) -> Result<()> {
         let old = self.segments.remove(0);
-        fs::remove_file(&old.path).map_err(LogError::io(&old.path))?;
-        let _ = fs::remove_file(old.index_path());
+        let files = &*self.config.files;
+        files
+            .remove_file(&old.path)
+            .map_err(LogError::io(&old.path))?;
+        let _ = files.remove_file(&old.index_path());
         self.damaged.retain(|d| d.path != old.path);
         Ok(())
     }
@@ -402,10 +429,8 @@ impl Drop for Log {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LogError::io(dir))
+fn sync_dir(files: &dyn FileSystem, dir: &Path) -> Result<()> {
+    files.sync_dir(dir).map_err(LogError::io(dir))
 }
 
 /// Scan one segment file, rebuild its index and cut a torn tail.
@@ -418,7 +443,8 @@ fn recover_segment(
 ) -> Result<SegmentMeta> {
     let mut meta = SegmentMeta::new(dir, base);
     // Bounded by segment_bytes_max plus one record: one segment in memory at a time.
-    let bytes = fs::read(&meta.path).map_err(LogError::io(&meta.path))?;
+    let files = &*config.files;
+    let bytes = files.read(&meta.path).map_err(LogError::io(&meta.path))?;
     let mut entries = Vec::new();
     let mut since = u64::MAX;
     let scan = recovery::scan(&bytes, base, config.record_bytes_max, |f| {
@@ -442,12 +468,12 @@ fn recover_segment(
     if scan.valid_end < file_len {
         if is_last {
             tracing::warn!(segment = %meta.path.display(), bytes = file_len - scan.valid_end, "torn tail truncated");
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&meta.path)
-                .map_err(LogError::io(&meta.path))?;
-            f.set_len(scan.valid_end)
-                .and_then(|()| f.sync_all())
+            files
+                .open(&meta.path, OpenMode::Append)
+                .and_then(|f| {
+                    f.set_len(scan.valid_end)?;
+                    f.sync_data()
+                })
                 .map_err(LogError::io(&meta.path))?;
             report.torn_tail_bytes += file_len - scan.valid_end;
         } else {
@@ -460,6 +486,6 @@ fn recover_segment(
     }
     meta.end = scan.next_offset;
     meta.bytes = if is_last { scan.valid_end } else { file_len };
-    index::write(&meta.index_path(), &entries)?;
+    index::write(files, &meta.index_path(), &entries)?;
     Ok(meta)
 }

@@ -1,11 +1,11 @@
 //! Segment files: naming, and reading records back from one.
 
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::files::{FileSystem, LogFile, OpenMode};
 use crate::record::{self, Decoded, HEADER_LEN, MAGIC};
 use crate::{LogError, Record, Result};
 
@@ -46,22 +46,36 @@ pub(crate) fn parse_name(path: &Path) -> Option<u64> {
     (stem.len() == 20).then(|| stem.parse().ok())?
 }
 
-/// Sequential reads within one segment, up to its readable length.
+/// Sequential reads within one segment, up to its readable length, through
+/// a read-ahead buffer filled by positioned reads.
 pub(crate) struct SegmentReader<'a> {
     meta: &'a SegmentMeta,
-    reader: BufReader<File>,
+    file: Arc<dyn LogFile>,
+    /// Bytes of the file from `buf_start` on.
+    buf: Vec<u8>,
+    buf_start: u64,
     position: u64,
     record_bytes_max: u32,
 }
 
+/// Bytes read ahead at a time.
+const READ_AHEAD_BYTES: u64 = 64 << 10;
+
 impl<'a> SegmentReader<'a> {
-    pub fn open(meta: &'a SegmentMeta, position: u64, record_bytes_max: u32) -> Result<Self> {
-        let mut file = File::open(&meta.path).map_err(LogError::io(&meta.path))?;
-        file.seek(SeekFrom::Start(position))
+    pub fn open(
+        files: &dyn FileSystem,
+        meta: &'a SegmentMeta,
+        position: u64,
+        record_bytes_max: u32,
+    ) -> Result<Self> {
+        let file = files
+            .open(&meta.path, OpenMode::Read)
             .map_err(LogError::io(&meta.path))?;
         Ok(SegmentReader {
             meta,
-            reader: BufReader::with_capacity(64 << 10, file),
+            file,
+            buf: Vec::new(),
+            buf_start: position,
             position,
             record_bytes_max,
         })
@@ -73,12 +87,32 @@ impl<'a> SegmentReader<'a> {
 
     /// Skip to `position` (the end of a known damaged range).
     pub fn skip_to(&mut self, position: u64) -> Result<()> {
-        let delta = i64::try_from(position - self.position).expect("segment sizes fit i64");
-        self.reader
-            .seek_relative(delta)
-            .map_err(LogError::io(&self.meta.path))?;
+        debug_assert!(position >= self.position, "readers only move forward");
         self.position = position;
         Ok(())
+    }
+
+    /// The `len` bytes from the current position, reading ahead when the
+    /// buffer does not hold them. The caller checked they lie within the
+    /// readable length.
+    fn bytes(&mut self, len: u64) -> Result<&[u8]> {
+        let buf_end = self.buf_start + self.buf.len() as u64;
+        if self.position < self.buf_start || self.position + len > buf_end {
+            let want = len
+                .max(READ_AHEAD_BYTES)
+                .min(self.meta.bytes - self.position);
+            self.buf.resize(want as usize, 0);
+            self.buf_start = self.position;
+            if let Err(e) = self.file.read_exact_at(&mut self.buf, self.position) {
+                self.buf.clear();
+                return Err(LogError::Io {
+                    path: self.meta.path.clone(),
+                    source: e,
+                });
+            }
+        }
+        let at = (self.position - self.buf_start) as usize;
+        Ok(&self.buf[at..at + len as usize])
     }
 
     /// The next record, `Ok(None)` at the readable end, `Err(Corrupt)` when
@@ -87,38 +121,35 @@ impl<'a> SegmentReader<'a> {
         if self.position >= self.meta.bytes {
             return Ok(None);
         }
-        let corrupt = || LogError::Corrupt {
+        let corrupt = LogError::Corrupt {
             path: self.meta.path.clone(),
             position: self.position,
         };
-        let mut buf = vec![0u8; HEADER_LEN];
-        self.reader
-            .read_exact(&mut buf)
-            .map_err(LogError::io(&self.meta.path))?;
-        if buf[..4] != MAGIC {
-            return Err(corrupt());
+        if self.position + HEADER_LEN as u64 > self.meta.bytes {
+            return Err(corrupt);
         }
-        let len = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
-        if len > self.record_bytes_max
-            || self.position + (HEADER_LEN as u64) + u64::from(len) > self.meta.bytes
-        {
-            return Err(corrupt());
+        let header = self.bytes(HEADER_LEN as u64)?;
+        if header[..4] != MAGIC {
+            return Err(corrupt);
         }
-        buf.resize(HEADER_LEN + len as usize, 0);
-        self.reader
-            .read_exact(&mut buf[HEADER_LEN..])
-            .map_err(LogError::io(&self.meta.path))?;
-        match record::decode(&buf, self.record_bytes_max) {
+        let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let size = HEADER_LEN as u64 + u64::from(len);
+        if len > self.record_bytes_max || self.position + size > self.meta.bytes {
+            return Err(corrupt);
+        }
+        let record_bytes_max = self.record_bytes_max;
+        let bytes = self.bytes(size)?;
+        match record::decode(bytes, record_bytes_max) {
             Decoded::Record {
                 offset,
                 payload,
                 size,
             } => {
+                let payload = Bytes::copy_from_slice(&bytes[payload]);
                 self.position += size as u64;
-                let payload = Bytes::from(buf).slice(payload);
                 Ok(Some(Record { offset, payload }))
             }
-            _ => Err(corrupt()),
+            _ => Err(corrupt),
         }
     }
 }

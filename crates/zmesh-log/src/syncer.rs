@@ -12,17 +12,18 @@
 //!  writer: confirm records < offset ◄──on_durable(offset)─┘
 //! ```
 
-use std::fs::File;
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::LogFile;
+
 /// Ask for everything written to `file` before `offset` to be made durable.
 struct SyncRequest {
     /// Which log (one syncer may serve several).
     tag: u64,
-    file: Arc<File>,
+    file: Arc<dyn LogFile>,
     offset: u64,
     bytes: u64,
 }
@@ -66,7 +67,7 @@ impl Syncer {
                 while let Ok(first) = rx.recv() {
                     let mut bytes = first.bytes;
                     // Latest (file, offset) per log; usually one entry.
-                    let mut targets: Vec<(u64, Arc<File>, u64)> =
+                    let mut targets: Vec<(u64, Arc<dyn LogFile>, u64)> =
                         vec![(first.tag, first.file, first.offset)];
                     let deadline = Instant::now() + Duration::from_millis(max_delay_ms);
                     // Gather what else arrives before the delay ends or the bytes fill up.
@@ -103,7 +104,7 @@ impl Syncer {
 
     /// Ask for a sync covering everything before `offset` in `file` of log
     /// `tag`; `bytes` is how much was written since the previous request.
-    pub fn request(&self, tag: u64, file: Arc<File>, offset: u64, bytes: u64) {
+    pub fn request(&self, tag: u64, file: Arc<dyn LogFile>, offset: u64, bytes: u64) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(SyncRequest {
                 tag,

@@ -1,0 +1,293 @@
+//! A disk that fails on command, for tests: real files underneath, faults
+//! injected at the [`FileSystem`] boundary.
+//!
+//! - **Full disk**: [`Faults::limit_space`] lets N more bytes be written; the
+//!   write that crosses the limit writes what fits (a short write) and fails
+//!   with the chosen error (`ENOSPC`, `EFBIG`).
+//! - **Failing calls**: [`Faults::fail_next`] fails the next N calls of one
+//!   kind ([`Op`]) with `EIO`: an fsync, a cut, an open, a removal.
+//! - **Power cut**: [`Faults::cut_power`] makes every call fail, as a machine
+//!   that stopped would; [`Faults::restore_power`] then gives each file what a
+//!   power cut leaves: everything synced, plus as many of its unsynced bytes
+//!   as the test chooses (a torn tail).
+//!
+//! Files are modelled, directories are not: a file created and never synced
+//! keeps its entry after a power cut, as it does on ext4 with the log's
+//! directory syncs.
+//!
+//! ```
+//! # fn main() -> Result<(), zmesh_log::LogError> {
+//! use zmesh_log::faulty::{Faults, Op};
+//! let dir = std::env::temp_dir().join(format!("zmesh-faulty-doc-{}", std::process::id()));
+//! let faults = Faults::default();
+//! let config = zmesh_log::LogConfig { files: faults.files(), ..Default::default() };
+//! let (mut log, _) = zmesh_log::Log::open(&dir, config)?;
+//! faults.fail_next(Op::Sync, 1);
+//! log.append(b"x")?;
+//! assert!(log.sync().is_err());
+//! assert!(log.append(b"y").is_err()); // a failed fsync poisons the log
+//! # drop(log); std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::files::{FileSystem, Files, LogFile, OpenMode, OsFileSystem};
+
+/// `ENOSPC`: no space left on the device.
+pub const ENOSPC: i32 = 28;
+/// `EFBIG`: the file would exceed the size limit (`RLIMIT_FSIZE`).
+pub const EFBIG: i32 = 27;
+/// `EIO`: the device failed.
+pub const EIO: i32 = 5;
+
+/// A kind of call that [`Faults::fail_next`] can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// [`LogFile::append`] (fails before writing anything).
+    Append,
+    /// [`LogFile::set_len`].
+    SetLen,
+    /// [`LogFile::sync_data`].
+    Sync,
+    /// [`FileSystem::open`] and [`FileSystem::create_dir_all`].
+    Open,
+    /// Reads: [`LogFile::read_exact_at`], [`LogFile::size_bytes`],
+    /// [`FileSystem::read`], [`FileSystem::list_dir`], [`FileSystem::modified`].
+    Read,
+    /// [`FileSystem::remove_file`].
+    Remove,
+    /// [`FileSystem::sync_dir`].
+    SyncDir,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Bytes that may still be written, and the error past them.
+    space: Option<(u64, i32)>,
+    failing: HashMap<Op, u32>,
+    powered_off: bool,
+    /// Per file written through this disk: the length a power cut keeps for sure.
+    synced_len: BTreeMap<PathBuf, u64>,
+    /// Calls failed so far, by kind (short writes count as `Append`).
+    failed: HashMap<Op, u64>,
+}
+
+/// The control handle of a [`FaultyFileSystem`]; clones control the same disk.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    state: Arc<Mutex<State>>,
+}
+
+impl Faults {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A test thread that panicked holding the lock leaves the state usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The file system to put in [`crate::LogConfig::files`].
+    pub fn files(&self) -> Files {
+        Files(Arc::new(FaultyFileSystem {
+            faults: self.clone(),
+        }))
+    }
+
+    /// Let `bytes` more bytes be appended, then fail with `errno`; `None`
+    /// lifts the limit. Cuts give no space back.
+    pub fn limit_space(&self, bytes: Option<u64>, errno: i32) {
+        self.state().space = bytes.map(|b| (b, errno));
+    }
+
+    /// Bytes that may still be appended, when limited.
+    pub fn space_left(&self) -> Option<u64> {
+        self.state().space.map(|(b, _)| b)
+    }
+
+    /// Fail the next `count` calls of `op` with `EIO`.
+    pub fn fail_next(&self, op: Op, count: u32) {
+        self.state().failing.insert(op, count);
+    }
+
+    /// Calls of `op` failed so far.
+    pub fn failed(&self, op: Op) -> u64 {
+        self.state().failed.get(&op).copied().unwrap_or(0)
+    }
+
+    /// From now on every call fails, until [`Faults::restore_power`].
+    pub fn cut_power(&self) {
+        self.state().powered_off = true;
+    }
+
+    /// Leave each file written since the disk was made with its synced bytes
+    /// plus `keep(path, unsynced_len)` of its unsynced ones (capped), as a
+    /// power cut would; then calls work again. Returns the bytes dropped.
+    pub fn restore_power(&self, mut keep: impl FnMut(&Path, u64) -> u64) -> io::Result<u64> {
+        let mut state = self.state();
+        let mut dropped = 0;
+        for (path, &synced) in &state.synced_len {
+            let file = match std::fs::OpenOptions::new().write(true).open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let len = file.metadata()?.len();
+            let unsynced = len.saturating_sub(synced);
+            let kept = keep(path, unsynced).min(unsynced);
+            if kept < unsynced {
+                file.set_len(synced + kept)?;
+                dropped += unsynced - kept;
+            }
+        }
+        // What survived the cut is on disk now.
+        for (path, synced) in state.synced_len.iter_mut() {
+            if let Ok(m) = std::fs::metadata(path) {
+                *synced = m.len();
+            }
+        }
+        state.powered_off = false;
+        Ok(dropped)
+    }
+
+    /// The injected failure for a call of `op`, if any.
+    fn check(&self, op: Op) -> io::Result<()> {
+        let mut state = self.state();
+        if state.powered_off {
+            return Err(io::Error::from_raw_os_error(EIO));
+        }
+        if let Some(left) = state.failing.get_mut(&op)
+            && *left > 0
+        {
+            *left -= 1;
+            *state.failed.entry(op).or_default() += 1;
+            return Err(io::Error::from_raw_os_error(EIO));
+        }
+        Ok(())
+    }
+}
+
+/// Real files behind a [`Faults`] handle.
+#[derive(Debug)]
+pub struct FaultyFileSystem {
+    faults: Faults,
+}
+
+struct FaultyFile {
+    inner: Arc<dyn LogFile>,
+    path: PathBuf,
+    faults: Faults,
+}
+
+impl FileSystem for FaultyFileSystem {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.faults.check(Op::Open)?;
+        OsFileSystem.create_dir_all(dir)
+    }
+
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.faults.check(Op::Read)?;
+        OsFileSystem.list_dir(dir)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn LogFile>> {
+        self.faults.check(Op::Open)?;
+        let inner = OsFileSystem.open(path, mode)?;
+        if mode != OpenMode::Read {
+            let len = inner.size_bytes()?;
+            let mut state = self.faults.state();
+            let synced = state.synced_len.entry(path.to_path_buf()).or_insert(len);
+            if mode == OpenMode::Truncate {
+                // Emptied, and not yet synced that way: a power cut may
+                // leave the old bytes or none; the model keeps none.
+                *synced = 0;
+            }
+            *synced = (*synced).min(len);
+        }
+        Ok(Arc::new(FaultyFile {
+            inner,
+            path: path.to_path_buf(),
+            faults: self.faults.clone(),
+        }))
+    }
+
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.faults.check(Op::Read)?;
+        OsFileSystem.read(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.faults.check(Op::Remove)?;
+        OsFileSystem.remove_file(path)?;
+        self.faults.state().synced_len.remove(path);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.faults.check(Op::SyncDir)?;
+        OsFileSystem.sync_dir(dir)
+    }
+
+    fn modified(&self, path: &Path) -> io::Result<SystemTime> {
+        self.faults.check(Op::Read)?;
+        OsFileSystem.modified(path)
+    }
+}
+
+impl LogFile for FaultyFile {
+    fn append(&self, bytes: &[u8]) -> io::Result<()> {
+        self.faults.check(Op::Append)?;
+        let mut state = self.faults.state();
+        if let Some((left, errno)) = &mut state.space
+            && (bytes.len() as u64) > *left
+        {
+            // A short write: what fits lands, then the error.
+            let fits = *left as usize;
+            let errno = *errno;
+            *left = 0;
+            *state.failed.entry(Op::Append).or_default() += 1;
+            drop(state);
+            self.inner.append(&bytes[..fits])?;
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        if let Some((left, _)) = &mut state.space {
+            *left -= bytes.len() as u64;
+        }
+        drop(state);
+        self.inner.append(bytes)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> io::Result<()> {
+        self.faults.check(Op::Read)?;
+        self.inner.read_exact_at(buf, position)
+    }
+
+    fn size_bytes(&self) -> io::Result<u64> {
+        self.faults.check(Op::Read)?;
+        self.inner.size_bytes()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.faults.check(Op::SetLen)?;
+        self.inner.set_len(len)?;
+        if let Some(synced) = self.faults.state().synced_len.get_mut(&self.path) {
+            // The log cuts above the synced length (a failed write) or in
+            // recovery, which syncs right after; the model takes the cut as held.
+            *synced = (*synced).min(len);
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.faults.check(Op::Sync)?;
+        // The length read before the sync is covered by it.
+        let len = self.inner.size_bytes()?;
+        self.inner.sync_data()?;
+        if let Some(synced) = self.faults.state().synced_len.get_mut(&self.path) {
+            *synced = (*synced).max(len);
+        }
+        Ok(())
+    }
+}
