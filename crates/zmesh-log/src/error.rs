@@ -57,6 +57,16 @@ impl LogError {
         move |source| LogError::Io { path, source }
     }
 
+    /// The error as a refusal to whoever waited on the record: "disk full"
+    /// first when it is one, so a publisher can tell.
+    pub fn refusal(&self) -> String {
+        if self.is_no_space() {
+            format!("disk full ({self})")
+        } else {
+            self.to_string()
+        }
+    }
+
     /// True when the error means "no space": disk full or file size limit.
     pub fn is_no_space(&self) -> bool {
         match self {

@@ -8,6 +8,8 @@
 //! log's size. Design and invariants: `docs/storage.md`.
 //!
 //! - [`Log`]: append, flush, sync, read, retention.
+//! - [`DurableWriter`]: the one owner of records waiting to be written or
+//!   synced, for queues and streams alike.
 //! - [`Syncer`]: group commit on a background thread.
 //! - [`Durability`]: the policies (`always`, `group`, `os`).
 //! - [`record`]: the on-disk record format.
@@ -26,6 +28,7 @@ pub mod record;
 mod recovery;
 mod segment;
 mod syncer;
+mod writer;
 
 pub use config::{Durability, LogConfig};
 pub use cursor::ReadCursor;
@@ -35,3 +38,4 @@ pub use log::{Log, Retention};
 pub use record::Record;
 pub use recovery::{Damage, RecoveryReport};
 pub use syncer::Syncer;
+pub use writer::{DurableWriter, Outcome};

@@ -167,6 +167,11 @@ impl Log {
         self.segments.iter().map(|s| s.bytes).sum::<u64>() + self.buf.len() as u64
     }
 
+    /// Bytes appended and not yet written.
+    pub fn unflushed_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Bytes written to segment files since the log was opened (only grows).
     pub fn bytes_written_total(&self) -> u64 {
         self.written_total

@@ -1,0 +1,335 @@
+//! The one durable writer: logs, group commit, and who hears what became of
+//! each record.
+//!
+//! Queues, streams (and a replicated log) append records someone waits on:
+//! a publisher waits for its CONFIRM, a peer for its STORED. What "done"
+//! means depends on the record's [`Durability`]: written (`os`), covered by a
+//! group commit (`group`), or fsynced before anything else happens
+//! (`always`). [`DurableWriter`] owns the records between append and that
+//! point, per log, and hands each waiter exactly one outcome:
+//!
+//! ```text
+//!  append ──► unflushed ──flush──► unsynced ──group commit──► Ok(offset)
+//!                │  os: Ok(offset) ◄──┘  │
+//!                └─ failed write ──► Err  └─ failed fsync ──► Err, log poisoned
+//! ```
+//!
+//! - A failed write is cut back by the log; it fails exactly the records it
+//!   lost (offsets at or past the log's written end, which the log reuses).
+//! - A failed fsync, here or on the syncer thread, or a failed cut poisons
+//!   the log: every record waiting for a sync fails and nothing written to it
+//!   since is ever confirmed. A reopen (a restart) clears it.
+//! - Outcomes queue up in the writer; the owner takes them with
+//!   [`DurableWriter::take_outcomes`] after each call, in order.
+//!
+//! The writer does no waiting itself: the syncer thread reports group commits
+//! through the callback given to [`DurableWriter::new`], and the owner hands
+//! them back with [`DurableWriter::on_durable`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::{Durability, Log, LogError, Syncer};
+
+/// What became of a record someone waited on: its offset once done, or why
+/// it failed (for the publisher's refusal).
+pub type Outcome<W> = (W, Result<u64, String>);
+
+/// Group commit latencies kept until taken; more are dropped.
+const SYNC_LATENCIES_MAX: usize = 10_000;
+
+/// One log and the records of it that someone waits on.
+struct Tracked<W> {
+    log: Log,
+    /// Appended, not yet written: (offset, waiter, durability), ascending.
+    /// Never `Always`: those are synced before `append` returns.
+    unflushed: Vec<(u64, W, Durability)>,
+    /// Written, waiting for a group commit: (offset, waiter), ascending.
+    unsynced: VecDeque<(u64, W)>,
+    /// The log's bytes written when the last sync was asked for.
+    requested_at_bytes: u64,
+    /// When the oldest unanswered sync request went out.
+    sync_started: Option<Instant>,
+}
+
+/// Appends records to a set of logs, makes them durable as each record's
+/// [`Durability`] asks, and reports every waiter's outcome exactly once.
+/// `W` identifies a waiter (a ticket).
+///
+/// ```
+/// # fn main() -> Result<(), zmesh_log::LogError> {
+/// use std::time::Instant;
+/// use zmesh_log::{DurableWriter, Durability, Log};
+/// let dir = std::env::temp_dir().join(format!("zmesh-writer-doc-{}", std::process::id()));
+/// let (tx, rx) = std::sync::mpsc::channel();
+/// let mut writer = DurableWriter::new(0, 1 << 20, move |log, r| { let _ = tx.send((log, r)); });
+/// writer.add_log(7, Log::open(&dir, Default::default())?.0);
+/// let group = Durability::Group { max_delay_ms: 0, max_bytes: 1 << 20 };
+/// writer.append(7, b"fast", Some(("a", Durability::Os)))?;
+/// writer.append(7, b"safe", Some(("b", group)))?;
+/// writer.flush(Instant::now());
+/// assert_eq!(writer.take_outcomes(), vec![("a", Ok(0))]);
+/// let (log, result) = rx.recv().unwrap();
+/// writer.on_durable(log, result, Instant::now());
+/// assert_eq!(writer.take_outcomes(), vec![("b", Ok(1))]);
+/// # drop(writer); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok(()) }
+/// ```
+pub struct DurableWriter<W> {
+    logs: BTreeMap<u64, Tracked<W>>,
+    syncer: Syncer,
+    outcomes: Vec<Outcome<W>>,
+    sync_latencies: Vec<Duration>,
+}
+
+impl<W> DurableWriter<W> {
+    /// A writer whose group commits wait up to `group_commit_ms` or
+    /// `group_commit_bytes`; `on_durable` hears each commit's result on the
+    /// syncer thread, and the owner passes it to [`DurableWriter::on_durable`].
+    pub fn new(
+        group_commit_ms: u64,
+        group_commit_bytes: u64,
+        on_durable: impl FnMut(u64, std::io::Result<u64>) + Send + 'static,
+    ) -> DurableWriter<W> {
+        DurableWriter {
+            logs: BTreeMap::new(),
+            syncer: Syncer::spawn(group_commit_ms, group_commit_bytes, on_durable),
+            outcomes: Vec::new(),
+            sync_latencies: Vec::new(),
+        }
+    }
+
+    /// Write to `log` under the id `id` from now on (replacing any log of that id).
+    pub fn add_log(&mut self, id: u64, log: Log) {
+        drop(self.remove_log(id, "log replaced"));
+        let requested_at_bytes = log.bytes_written_total();
+        self.logs.insert(
+            id,
+            Tracked {
+                log,
+                unflushed: Vec::new(),
+                unsynced: VecDeque::new(),
+                requested_at_bytes,
+                sync_started: None,
+            },
+        );
+    }
+
+    /// Stop writing to log `id`: everything waiting on it fails with `reason`.
+    pub fn remove_log(&mut self, id: u64, reason: &str) -> Option<Log> {
+        let t = self.logs.remove(&id)?;
+        self.outcomes.extend(
+            t.unflushed
+                .into_iter()
+                .map(|(_, w, _)| (w, Err(reason.to_owned()))),
+        );
+        self.outcomes.extend(
+            t.unsynced
+                .into_iter()
+                .map(|(_, w)| (w, Err(reason.to_owned()))),
+        );
+        Some(t.log)
+    }
+
+    /// Log `id`, for reading.
+    pub fn log(&self, id: u64) -> Option<&Log> {
+        self.logs.get(&id).map(|t| &t.log)
+    }
+
+    /// Log `id`, for removing old segments (appends go through the writer).
+    pub fn log_mut(&mut self, id: u64) -> Option<&mut Log> {
+        self.logs.get_mut(&id).map(|t| &mut t.log)
+    }
+
+    /// The ids of the logs written to.
+    pub fn log_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.logs.keys().copied()
+    }
+
+    /// Nothing waits to be written or synced.
+    pub fn settled(&self) -> bool {
+        self.logs
+            .values()
+            .all(|t| t.unflushed.is_empty() && t.unsynced.is_empty())
+    }
+
+    /// Records written and waiting for a group commit, in all logs.
+    pub fn unsynced_records(&self) -> usize {
+        self.logs.values().map(|t| t.unsynced.len()).sum()
+    }
+
+    /// Outcomes decided since the last call, in the order they were decided.
+    pub fn take_outcomes(&mut self) -> Vec<Outcome<W>> {
+        std::mem::take(&mut self.outcomes)
+    }
+
+    /// Group commit times (request to durable) since the last call.
+    pub fn take_sync_latencies(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.sync_latencies)
+    }
+
+    /// Append `record` to log `id`. With a `waiter`, its outcome comes out of
+    /// [`DurableWriter::take_outcomes`], now (`always`, or a failure) or
+    /// after a later flush or group commit. Returns the record's offset, or
+    /// the error that refused it (a waiter has its outcome either way).
+    pub fn append(
+        &mut self,
+        id: u64,
+        record: &[u8],
+        waiter: Option<(W, Durability)>,
+    ) -> Result<u64, LogError> {
+        let Some(t) = self.logs.get_mut(&id) else {
+            let e = LogError::Config(format!("no log {id}"));
+            if let Some((w, _)) = waiter {
+                self.outcomes.push((w, Err(e.to_string())));
+            }
+            return Err(e);
+        };
+        let appended = t.log.append(record);
+        // Buffered records of others may have been written out (a full
+        // buffer, a rotation), or lost with a failed write.
+        t.settle_written(&mut self.outcomes);
+        let offset = match appended {
+            Ok(offset) => offset,
+            Err(e) => {
+                let reason = e.refusal();
+                if !matches!(e, LogError::RecordTooLarge { .. }) {
+                    t.fail_lost(&reason, &mut self.outcomes);
+                }
+                if let Some((w, _)) = waiter {
+                    self.outcomes.push((w, Err(reason)));
+                }
+                return Err(e);
+            }
+        };
+        match waiter {
+            None => {}
+            Some((w, Durability::Always)) => {
+                // "fsync each write": this record is on disk before anything else happens.
+                let synced = t.log.sync();
+                t.settle_written(&mut self.outcomes);
+                match synced {
+                    Ok(()) => {
+                        // Everything written so far is durable now, not only this record.
+                        t.confirm_synced_below(t.log.written_offset(), &mut self.outcomes);
+                        self.outcomes.push((w, Ok(offset)));
+                    }
+                    Err(e) => {
+                        let reason = e.refusal();
+                        t.fail_lost(&reason, &mut self.outcomes);
+                        self.outcomes.push((w, Err(reason)));
+                    }
+                }
+            }
+            Some((w, durability)) => t.unflushed.push((offset, w, durability)),
+        }
+        Ok(offset)
+    }
+
+    /// Write every log's buffer out (the end of a batch): `os` records are
+    /// done, the others wait for a group commit, which is asked for here.
+    pub fn flush(&mut self, now: Instant) {
+        for (&id, t) in &mut self.logs {
+            if !t.unflushed.is_empty() || t.log.unflushed_bytes() > 0 {
+                let flushed = t.log.flush();
+                t.settle_written(&mut self.outcomes);
+                if let Err(e) = flushed {
+                    tracing::warn!(log = id, error = %e, "write failed");
+                    t.fail_lost(&e.refusal(), &mut self.outcomes);
+                }
+            }
+            // Records a full buffer wrote out during appends wait here too.
+            let written = t.log.bytes_written_total();
+            if !t.unsynced.is_empty() && written > t.requested_at_bytes {
+                let (file, offset) = t.log.sync_target();
+                self.syncer
+                    .request(id, file, offset, written - t.requested_at_bytes);
+                t.requested_at_bytes = written;
+                t.sync_started.get_or_insert(now);
+            }
+        }
+    }
+
+    /// A group commit of log `id` finished: `Ok(offset)` makes every record
+    /// below it durable; an error fails every record waiting for a sync and
+    /// poisons the log (the kernel may have dropped the pages it reported).
+    pub fn on_durable(&mut self, id: u64, result: std::io::Result<u64>, now: Instant) {
+        let Some(t) = self.logs.get_mut(&id) else {
+            return;
+        };
+        match result {
+            Ok(durable) => {
+                if let Some(started) = t.sync_started.take()
+                    && self.sync_latencies.len() < SYNC_LATENCIES_MAX
+                {
+                    self.sync_latencies
+                        .push(now.saturating_duration_since(started));
+                }
+                t.confirm_synced_below(durable, &mut self.outcomes);
+            }
+            Err(e) => {
+                t.sync_started = None;
+                t.log.poison_after_failed_sync(&e);
+                t.fail_lost(&format!("fsync failed: {e}"), &mut self.outcomes);
+            }
+        }
+    }
+}
+
+impl<W> Tracked<W> {
+    /// Move records the log has written from `unflushed` on: `os` ones are
+    /// done, the others wait for a sync.
+    fn settle_written(&mut self, outcomes: &mut Vec<Outcome<W>>) {
+        let written_end = self.log.written_offset();
+        let n = self
+            .unflushed
+            .partition_point(|(offset, _, _)| *offset < written_end);
+        for (offset, w, durability) in self.unflushed.drain(..n) {
+            match durability {
+                Durability::Os => outcomes.push((w, Ok(offset))),
+                _ => {
+                    debug_assert!(self.unsynced.back().is_none_or(|(o, _)| *o < offset));
+                    self.unsynced.push_back((offset, w));
+                }
+            }
+        }
+    }
+
+    /// A write failed (or the log is poisoned): fail what it lost, the
+    /// records past the written end, whose offsets the log gives out again;
+    /// when the log is poisoned, fail what waits for a sync too.
+    fn fail_lost(&mut self, reason: &str, outcomes: &mut Vec<Outcome<W>>) {
+        debug_assert!(
+            self.unflushed
+                .first()
+                .is_none_or(|(o, _, _)| *o >= self.log.written_offset()),
+            "written records are settled first"
+        );
+        outcomes.extend(
+            self.unflushed
+                .drain(..)
+                .map(|(_, w, _)| (w, Err(reason.to_owned()))),
+        );
+        if self.log.poisoned().is_some() {
+            outcomes.extend(
+                self.unsynced
+                    .drain(..)
+                    .map(|(_, w)| (w, Err(reason.to_owned()))),
+            );
+        }
+    }
+
+    fn confirm_synced_below(&mut self, durable: u64, outcomes: &mut Vec<Outcome<W>>) {
+        if self.log.poisoned().is_some() {
+            // A sync asked for before the log was poisoned does not vouch for it.
+            return;
+        }
+        while let Some(&(offset, _)) = self.unsynced.front() {
+            if offset >= durable {
+                break;
+            }
+            let (offset, w) = self.unsynced.pop_front().expect("front exists");
+            outcomes.push((w, Ok(offset)));
+        }
+    }
+}
