@@ -153,6 +153,15 @@ impl<W> DurableWriter<W> {
             .all(|t| t.unflushed.is_empty() && t.unsynced.is_empty())
     }
 
+    /// The lowest offset of log `id` someone still waits on (written or not):
+    /// segments from there on must stay.
+    pub fn oldest_waiting(&self, id: u64) -> Option<u64> {
+        let t = self.logs.get(&id)?;
+        let unsynced = t.unsynced.front().map(|(o, _)| *o);
+        let unflushed = t.unflushed.first().map(|(o, _, _)| *o);
+        unsynced.into_iter().chain(unflushed).min()
+    }
+
     /// Records written and waiting for a group commit, in all logs.
     pub fn unsynced_records(&self) -> usize {
         self.logs.values().map(|t| t.unsynced.len()).sum()

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zmesh::clock::{Clock, Now, SystemClock};
-use zmesh_log::{Durability, Log, LogConfig, LogError, ReadCursor, RecoveryReport, Syncer};
+use zmesh_log::{Durability, DurableWriter, Log, LogConfig, Outcome, ReadCursor, RecoveryReport};
 
 use super::core::{CompactLimits, QueueAction, QueueCore, QueueCoreConfig};
 use super::options::Catalog;
@@ -89,21 +89,10 @@ use crate::storage::{load_json, save_json};
 /// The queue core with its storage.
 pub struct QueueStore {
     core: QueueCore,
-    log: Log,
-    syncer: Syncer,
+    /// The journal (log [`JOURNAL`]), and the publishes waiting on it by ticket.
+    writer: DurableWriter<u64>,
     durable_rx: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<u64>>,
     catalog_path: PathBuf,
-    /// Appended, waiting for the end-of-batch flush: (offset, ticket, durability).
-    unflushed: Vec<(u64, u64, Durability)>,
-    /// Written, waiting for an fsync: (offset, ticket).
-    unsynced: VecDeque<(u64, u64)>,
-    /// Bytes written since the last sync request.
-    bytes_since_request: u64,
-    bytes_at_flush: u64,
-    /// When the oldest unanswered sync request went out.
-    sync_started: Option<Instant>,
-    /// Request-to-durable times not yet taken (bounded).
-    sync_latencies: Vec<Duration>,
     /// The journal's segment size, for the compaction threshold.
     segment_bytes_max: u64,
     /// The journal's largest record: moves that would not fit are skipped.
@@ -122,13 +111,8 @@ pub struct QueueStore {
     clock: Arc<dyn Clock>,
 }
 
-fn describe(e: &LogError) -> String {
-    if e.is_no_space() {
-        format!("disk full ({e})")
-    } else {
-        e.to_string()
-    }
-}
+/// The journal's id in the writer: the store has one log.
+const JOURNAL: u64 = 0;
 
 impl QueueStore {
     /// Open the data directory, recover the journal and replay it.
@@ -156,13 +140,14 @@ impl QueueStore {
         }
         core.replay_done();
         let (tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
-        let syncer = Syncer::spawn(
+        let mut writer = DurableWriter::new(
             config.group_commit_ms,
             config.group_commit_bytes,
-            move |_tag, r| {
+            move |_log, r| {
                 let _ = tx.send(r);
             },
         );
+        writer.add_log(JOURNAL, log);
         let report = OpenReport {
             recovery,
             replayed,
@@ -171,16 +156,9 @@ impl QueueStore {
         };
         let store = QueueStore {
             core,
-            log,
-            syncer,
+            writer,
             durable_rx,
             catalog_path,
-            unflushed: Vec::new(),
-            unsynced: VecDeque::new(),
-            bytes_since_request: 0,
-            bytes_at_flush: 0,
-            sync_started: None,
-            sync_latencies: Vec::new(),
             segment_bytes_max: config.log.segment_bytes_max,
             record_bytes_max: u64::from(config.log.record_bytes_max),
             compact_failures_seen: 0,
@@ -211,17 +189,25 @@ impl QueueStore {
 
     /// Nothing waits to be written or synced: every accepted publish is answered.
     pub fn settled(&self) -> bool {
-        self.unflushed.is_empty() && self.unsynced.is_empty()
+        self.writer.settled()
     }
 
     /// Group-commit times (sync asked to durable) since the last call.
     pub fn take_sync_latencies(&mut self) -> Vec<Duration> {
-        std::mem::take(&mut self.sync_latencies)
+        self.writer.take_sync_latencies()
     }
 
     /// The journal (for stats).
     pub fn log(&self) -> &Log {
-        &self.log
+        self.writer
+            .log(JOURNAL)
+            .expect("the journal is added at open")
+    }
+
+    fn log_mut(&mut self) -> &mut Log {
+        self.writer
+            .log_mut(JOURNAL)
+            .expect("the journal is added at open")
     }
 
     /// Purge a queue on an operator's request; returns how many went.
@@ -283,14 +269,9 @@ impl QueueStore {
         let actions = self.core.tick(self.now());
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        let pending = self
-            .unsynced
-            .front()
-            .map(|u| u.0)
-            .into_iter()
-            .chain(self.unflushed.first().map(|u| u.0));
-        let keep = self.core.keep_from(pending, self.log.written_offset());
-        match self.log.remove_before(keep) {
+        let pending = self.writer.oldest_waiting(JOURNAL);
+        let keep = self.core.keep_from(pending, self.log().written_offset());
+        match self.log_mut().remove_before(keep) {
             Ok(0) => {}
             Ok(n) => {
                 // It may hold a removed segment open (and its disk space).
@@ -333,7 +314,7 @@ impl QueueStore {
         {
             return false;
         }
-        let Some(oldest_end) = self.log.oldest_sealed_end() else {
+        let Some(oldest_end) = self.log().oldest_sealed_end() else {
             return false;
         };
         // Rewriting a journal that is mostly live would only copy it; with
@@ -341,7 +322,7 @@ impl QueueStore {
         // counts each message's largest record, so a journal that is all
         // live never passes.)
         let slack = 2 * self.segment_bytes_max;
-        if self.log.bytes() <= 2 * self.core.live_bytes() + slack {
+        if self.log().bytes() <= 2 * self.core.live_bytes() + slack {
             return false;
         }
         let limits = CompactLimits {
@@ -369,39 +350,30 @@ impl QueueStore {
         sends
     }
 
+    /// Write the journal out and carry out what the outcomes lead to, until
+    /// they lead to nothing more that is decided now.
     fn write_out(&mut self) -> Sends {
         let mut sends = Vec::new();
-        match self.log.flush() {
-            Ok(()) => {
-                let written = self.log.bytes_written_total();
-                self.bytes_since_request += written.saturating_sub(self.bytes_at_flush);
-                self.bytes_at_flush = written;
-                let mut resolved = Vec::new();
-                for (offset, ticket, durability) in self.unflushed.drain(..) {
-                    match durability {
-                        Durability::Os => resolved.push((offset, ticket)),
-                        _ => self.unsynced.push_back((offset, ticket)),
-                    }
-                }
-                for (offset, ticket) in resolved {
-                    let a = self.core.persisted(self.now(), ticket, Ok(offset));
-                    self.carry_out(a, &mut sends);
-                }
-                if !self.unsynced.is_empty() && self.bytes_since_request > 0 {
-                    let (file, offset) = self.log.sync_target();
-                    self.syncer
-                        .request(0, file, offset, self.bytes_since_request);
-                    self.sync_started.get_or_insert_with(Instant::now);
-                    self.bytes_since_request = 0;
-                }
+        loop {
+            self.writer.flush(self.clock.instant());
+            let outcomes = self.writer.take_outcomes();
+            if outcomes.is_empty() {
+                break;
             }
-            Err(e) => self.fail_unflushed(&e, &mut sends),
-        }
-        if !self.unflushed.is_empty() {
-            // Actions carried out above appended more; write them in the next round.
-            sends.extend(self.write_out());
+            let actions = self.answer(outcomes);
+            self.carry_out(actions, &mut sends);
         }
         sends
+    }
+
+    /// What the core does with the outcomes of publishes.
+    fn answer(&mut self, outcomes: Vec<Outcome<u64>>) -> Vec<QueueAction> {
+        let now = self.now();
+        let mut actions = Vec::new();
+        for (ticket, result) in outcomes {
+            actions.extend(self.core.persisted(now, ticket, result));
+        }
+        actions
     }
 
     /// Wait for the next group commit to finish.
@@ -412,53 +384,20 @@ impl QueueStore {
         }
     }
 
-    /// A group commit finished (`Ok(offset)`: everything below is durable).
+    /// A group commit finished (`Ok(offset)`: everything below is durable;
+    /// an error fails every publish waiting for one, and the journal takes
+    /// no more writes until a restart).
     pub fn on_durable(&mut self, result: std::io::Result<u64>) -> Sends {
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "journal fsync failed");
+        }
+        self.writer
+            .on_durable(JOURNAL, result, self.clock.instant());
+        let outcomes = self.writer.take_outcomes();
+        let actions = self.answer(outcomes);
         let mut sends = Vec::new();
-        let now = self.now();
-        match result {
-            Ok(durable) => {
-                if let Some(t) = self.sync_started.take()
-                    && self.sync_latencies.len() < 10_000
-                {
-                    self.sync_latencies.push(t.elapsed());
-                }
-                while let Some(&(offset, ticket)) = self.unsynced.front() {
-                    if offset >= durable {
-                        break;
-                    }
-                    self.unsynced.pop_front();
-                    let a = self.core.persisted(now, ticket, Ok(offset));
-                    self.carry_out(a, &mut sends);
-                }
-            }
-            Err(e) => {
-                // After a failed fsync the written pages may never reach the disk:
-                // nothing waiting may be confirmed.
-                tracing::error!(error = %e, "journal fsync failed");
-                let reason = format!("fsync failed: {e}");
-                while let Some((_, ticket)) = self.unsynced.pop_front() {
-                    let a = self.core.persisted(now, ticket, Err(reason.clone()));
-                    self.carry_out(a, &mut sends);
-                }
-            }
-        }
+        self.carry_out(actions, &mut sends);
         sends
-    }
-
-    fn fail_unflushed(&mut self, e: &LogError, sends: &mut Sends) {
-        tracing::warn!(error = %e, "journal write failed");
-        let lost_from = self.log.written_offset();
-        let reason = describe(e);
-        let (lost, kept): (Vec<_>, Vec<_>) = self
-            .unflushed
-            .drain(..)
-            .partition(|(offset, _, _)| *offset >= lost_from);
-        self.unflushed = kept;
-        for (_, ticket, _) in lost {
-            let a = self.core.persisted(self.now(), ticket, Err(reason.clone()));
-            self.carry_out(a, sends);
-        }
     }
 
     fn carry_out(&mut self, actions: Vec<QueueAction>, sends: &mut Sends) {
@@ -499,7 +438,7 @@ impl QueueStore {
                     durability,
                     ticket,
                 } => match self.with_stored_body(record, body_at) {
-                    Ok(record) => todo.extend(self.append(&record, durability, ticket, sends)),
+                    Ok(record) => todo.extend(self.append(&record, durability, ticket)),
                     Err(reason) => {
                         tracing::error!(
                             reason,
@@ -514,54 +453,35 @@ impl QueueStore {
         }
     }
 
-    /// Append one record; returns what the core says to any answer given at once.
+    /// Append one record; returns what the core says to the answers decided
+    /// at once (this record's under `always`, or records a failed write lost).
     fn append(
         &mut self,
         record: &[u8],
         durability: Durability,
         ticket: Option<u64>,
-        sends: &mut Sends,
     ) -> Vec<QueueAction> {
-        match self.log.append(record) {
-            Ok(offset) => {
-                let Some(ticket) = ticket else {
-                    return Vec::new();
-                };
-                if durability != Durability::Always {
-                    self.unflushed.push((offset, ticket, durability));
-                    return Vec::new();
-                }
-                // "fsync each write": this record is on disk before anything else happens.
-                let result = match self.log.sync() {
-                    Ok(()) => Ok(offset),
-                    Err(e) => {
-                        // The failed flush took the buffered records of others with it.
-                        self.fail_unflushed(&e, sends);
-                        Err(describe(&e))
-                    }
-                };
-                self.core.persisted(self.now(), ticket, result)
-            }
-            Err(e) => {
-                // Too large is this record's fault alone; an I/O error lost the buffer.
-                if !matches!(e, LogError::RecordTooLarge { .. }) {
-                    self.fail_unflushed(&e, sends);
-                }
-                match ticket {
-                    Some(ticket) => self.core.persisted(self.now(), ticket, Err(describe(&e))),
-                    None => Vec::new(),
-                }
-            }
+        if let Err(e) = self
+            .writer
+            .append(JOURNAL, record, ticket.map(|t| (t, durability)))
+        {
+            tracing::warn!(error = %e, "journal append failed");
         }
+        let outcomes = self.writer.take_outcomes();
+        self.answer(outcomes)
     }
 
     /// The body of the message stored by the journal record at `offset`.
     fn stored_body(&mut self, offset: u64) -> Result<Bytes, String> {
-        match self.log.read_at(&mut self.body_cursor, offset) {
+        let log = self
+            .writer
+            .log(JOURNAL)
+            .expect("the journal is added at open");
+        match log.read_at(&mut self.body_cursor, offset) {
             Ok(Some(r)) => super::journal::body(&r.payload)
                 .ok_or_else(|| format!("journal record {offset} stores no message")),
             Ok(None) => Err(format!("journal record {offset} is missing")),
-            Err(e) => Err(describe(&e)),
+            Err(e) => Err(e.refusal()),
         }
     }
 
