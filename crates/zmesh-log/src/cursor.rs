@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::files::{LogFile, OpenMode};
 use crate::record::{self, Decoded, HEADER_LEN, MAGIC};
-use crate::{Log, LogError, Record, Result, index};
+use crate::{Log, LogError, Record, Result};
 
 /// Where the last [`Log::read_at`] left off: its segment, kept open, and the
 /// byte position after the record it returned. The next read of a later
@@ -75,7 +75,7 @@ impl Log {
                     truncations: self.truncations,
                     base: meta.base,
                     file,
-                    position: index::lookup(&*self.config.files, &meta.index_path(), offset)?,
+                    position: meta.start_of(&*self.config.files, offset)?,
                     next_offset: meta.base,
                 }
             }

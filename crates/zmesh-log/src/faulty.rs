@@ -5,11 +5,16 @@
 //!   write that crosses the limit writes what fits (a short write) and fails
 //!   with the chosen error (`ENOSPC`, `EFBIG`).
 //! - **Failing calls**: [`Faults::fail_next`] fails the next N calls of one
-//!   kind ([`Op`]) with `EIO`: an fsync, a cut, an open, a removal.
-//! - **Power cut**: [`Faults::cut_power`] makes every call fail, as a machine
-//!   that stopped would; [`Faults::restore_power`] then gives each file what a
-//!   power cut leaves: everything synced, plus as many of its unsynced bytes
-//!   as the test chooses (a torn tail).
+//!   kind ([`Op`]) with `EIO`: an fsync, a cut, an open, a removal. A failed
+//!   fsync behaves as Linux's does: the unsynced bytes stay readable, but
+//!   they never reach the disk, even when a later fsync succeeds; a power cut
+//!   turns them to zeros.
+//! - **Crashes**: [`Faults::halt`] makes every call fail, as a process or a
+//!   machine that stopped would (so a log being dropped writes nothing more).
+//!   [`Faults::restart_after_kill`] then leaves every file as it is (the page
+//!   cache survives a process); [`Faults::restart_after_power_cut`] gives
+//!   each file what a power cut leaves: everything synced, plus as many of
+//!   its unsynced bytes as the test chooses (a torn tail).
 //!
 //! Files are modelled, directories are not: a file created and never synced
 //! keeps its entry after a power cut, as it does on ext4 with the log's
@@ -73,6 +78,8 @@ struct State {
     powered_off: bool,
     /// Per file written through this disk: the length a power cut keeps for sure.
     synced_len: BTreeMap<PathBuf, u64>,
+    /// Per file: byte ranges a failed fsync dropped (zeros after a power cut).
+    dropped: BTreeMap<PathBuf, Vec<std::ops::Range<u64>>>,
     /// Calls failed so far, by kind (short writes count as `Append`).
     failed: HashMap<Op, u64>,
 }
@@ -117,15 +124,26 @@ impl Faults {
         self.state().failed.get(&op).copied().unwrap_or(0)
     }
 
-    /// From now on every call fails, until [`Faults::restore_power`].
-    pub fn cut_power(&self) {
+    /// From now on every call fails, until a restart.
+    pub fn halt(&self) {
         self.state().powered_off = true;
     }
 
-    /// Leave each file written since the disk was made with its synced bytes
-    /// plus `keep(path, unsynced_len)` of its unsynced ones (capped), as a
-    /// power cut would; then calls work again. Returns the bytes dropped.
-    pub fn restore_power(&self, mut keep: impl FnMut(&Path, u64) -> u64) -> io::Result<u64> {
+    /// After [`Faults::halt`], as after a process was killed: every byte
+    /// written stays (bytes a failed fsync dropped stay readable until a
+    /// power cut); calls work again.
+    pub fn restart_after_kill(&self) {
+        self.state().powered_off = false;
+    }
+
+    /// After [`Faults::halt`], as after a power cut: leave each file written
+    /// since the disk was made with its synced bytes plus `keep(path,
+    /// unsynced_len)` of its unsynced ones (capped), with zeros where a failed
+    /// fsync dropped bytes; then calls work again. Returns the bytes cut.
+    pub fn restart_after_power_cut(
+        &self,
+        mut keep: impl FnMut(&Path, u64) -> u64,
+    ) -> io::Result<u64> {
         let mut state = self.state();
         let mut dropped = 0;
         for (path, &synced) in &state.synced_len {
@@ -141,7 +159,16 @@ impl Faults {
                 file.set_len(synced + kept)?;
                 dropped += unsynced - kept;
             }
+            let end = synced + kept;
+            for range in state.dropped.get(path).into_iter().flatten() {
+                let range = range.start.min(end)..range.end.min(end);
+                if !range.is_empty() {
+                    use std::os::unix::fs::FileExt;
+                    file.write_all_at(&vec![0; (range.end - range.start) as usize], range.start)?;
+                }
+            }
         }
+        state.dropped.clear();
         // What survived the cut is on disk now.
         for (path, synced) in state.synced_len.iter_mut() {
             if let Ok(m) = std::fs::metadata(path) {
@@ -281,9 +308,22 @@ impl LogFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.faults.check(Op::Sync)?;
         // The length read before the sync is covered by it.
         let len = self.inner.size_bytes()?;
+        if let Err(e) = self.faults.check(Op::Sync) {
+            // The kernel marks the pages clean: they never reach the disk.
+            let mut state = self.faults.state();
+            let synced = state.synced_len.get(&self.path).copied().unwrap_or(len);
+            // (With the power off nothing reaches the disk anyway.)
+            if len > synced && !state.powered_off {
+                state
+                    .dropped
+                    .entry(self.path.clone())
+                    .or_default()
+                    .push(synced..len);
+            }
+            return Err(e);
+        }
         self.inner.sync_data()?;
         if let Some(synced) = self.faults.state().synced_len.get_mut(&self.path) {
             *synced = (*synced).max(len);

@@ -254,15 +254,24 @@ impl Log {
             self.bytes_since_index = u64::MAX;
             return Err(LogError::Io { path, source: e });
         }
-        if !self.pending_index.is_empty() {
+        if !self.pending_index.is_empty() && self.active().index_ok {
             let index_len = self.index_file.size_bytes().unwrap_or(0);
-            if self.index_file.append(&self.pending_index).is_err() {
+            if self.index_file.append(&self.pending_index).is_err()
+                && self.index_file.set_len(index_len).is_err()
+            {
                 // The index is derived data: a missing entry only makes lookups scan longer,
-                // but a torn one would misalign every later entry.
-                let _ = self.index_file.set_len(index_len);
+                // but a torn one would misalign every later entry. Uncut, it is not used
+                // again (the file goes, if it can; a reopen rebuilds it).
+                tracing::warn!(path = %path.display(), "a torn index entry could not be cut; lookups in this segment scan it");
+                let index_path = self.active().index_path();
+                let _ = self.config.files.remove_file(&index_path);
+                self.segments
+                    .last_mut()
+                    .expect("at least one segment")
+                    .index_ok = false;
             }
-            self.pending_index.clear();
         }
+        self.pending_index.clear();
         let written = self.buf.len() as u64;
         self.written_total += written;
         self.buf.clear();
@@ -340,7 +349,7 @@ impl Log {
             let i = self.segments.partition_point(|s| s.base <= offset) - 1;
             let meta = &self.segments[i];
             let files = &*self.config.files;
-            let start = index::lookup(files, &meta.index_path(), offset)?;
+            let start = meta.start_of(files, offset)?;
             let mut reader = SegmentReader::open(files, meta, start, self.config.record_bytes_max)?;
             loop {
                 let pos = reader.position();
@@ -491,6 +500,14 @@ fn recover_segment(
     }
     meta.end = scan.next_offset;
     meta.bytes = if is_last { scan.valid_end } else { file_len };
-    index::write(files, &meta.index_path(), &entries)?;
+    let index_path = meta.index_path();
+    if let Err(e) = index::write(files, &index_path, &entries) {
+        // The index only speeds lookups up: a disk too full for it must not
+        // keep the log from opening. A torn one would misplace reads, so it goes.
+        tracing::warn!(error = %e, "rebuilding a segment index failed; reads of the segment scan it");
+        files
+            .remove_file(&index_path)
+            .map_err(LogError::io(&index_path))?;
+    }
     Ok(meta)
 }

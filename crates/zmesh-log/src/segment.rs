@@ -20,6 +20,10 @@ pub(crate) struct SegmentMeta {
     pub bytes: u64,
     /// The `.log` file.
     pub path: PathBuf,
+    /// False once a failed index write could not be cut back: entries after
+    /// the torn one would be misaligned, so lookups scan the segment instead
+    /// (until a reopen rebuilds the index).
+    pub index_ok: bool,
 }
 
 impl SegmentMeta {
@@ -29,11 +33,21 @@ impl SegmentMeta {
             end: base,
             bytes: 0,
             path: dir.join(format!("{base:020}.log")),
+            index_ok: true,
         }
     }
 
     pub fn index_path(&self) -> PathBuf {
         self.path.with_extension("idx")
+    }
+
+    /// Byte position to start reading from to find `offset`.
+    pub fn start_of(&self, files: &dyn FileSystem, offset: u64) -> Result<u64> {
+        if self.index_ok {
+            crate::index::lookup(files, &self.index_path(), offset)
+        } else {
+            Ok(0)
+        }
     }
 }
 

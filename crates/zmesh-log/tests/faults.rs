@@ -211,12 +211,12 @@ proptest! {
                 _ => {}
             }
         }
-        faults.cut_power();
+        faults.halt();
         // The clean close's sync fails: nothing more reaches the disk.
         drop(log);
         let mut seed = keep_seed;
         faults
-            .restore_power(|_, unsynced| {
+            .restart_after_power_cut(|_, unsynced| {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 (seed >> 33) % (unsynced + 1)
             })
