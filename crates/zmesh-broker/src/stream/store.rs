@@ -1,5 +1,6 @@
-//! The stream core's storage half: one log per stream, a shared group-commit
-//! thread, the catalog and durable positions, replay at start.
+//! The stream core's storage half: one log per stream, written through the
+//! one durable writer (shared group commit), the catalog and durable
+//! positions, replay at start.
 //!
 //! ```text
 //! data_dir/streams/
@@ -14,9 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
-use foldhash::HashMap;
 use zmesh::clock::{Clock, SystemClock};
-use zmesh_log::{Durability, Log, LogConfig, LogError, Retention, Syncer};
+use zmesh_log::{DurableWriter, Log, LogConfig, Outcome, Retention};
 
 use super::core::{StreamAction, StreamCore, StreamCoreConfig};
 use super::options::StreamCatalog;
@@ -57,16 +57,9 @@ pub struct StreamStore {
     core: StreamCore,
     dir: PathBuf,
     log_config: LogConfig,
-    logs: HashMap<u32, Log>,
-    syncer: Syncer,
+    /// One log per stream (by id), and the publishes waiting on them by ticket.
+    writer: DurableWriter<u64>,
     durable_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, std::io::Result<u64>)>,
-    /// Appended, not yet written: (stream, seq, ticket, durability).
-    unflushed: Vec<(u32, u64, u64, Durability)>,
-    /// Written, waiting for an fsync, per stream: (seq, ticket).
-    unsynced: HashMap<u32, VecDeque<(u64, u64)>>,
-    /// Each log's bytes written when its last sync was asked for, so the
-    /// group-commit thread hears how much each request covers.
-    requested_at: HashMap<u32, u64>,
     clock: Arc<dyn Clock>,
 }
 
@@ -82,7 +75,14 @@ impl StreamStore {
         let catalog: StreamCatalog = load(&dir.join("streams.json"))?;
         let durables: BTreeMap<u32, BTreeMap<String, u64>> = load(&dir.join("durables.json"))?;
         let mut core = StreamCore::new(config.core.clone(), catalog.clone());
-        let mut logs = HashMap::default();
+        let (tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut writer = DurableWriter::new(
+            config.group_commit_ms,
+            config.group_commit_bytes,
+            move |tag, r| {
+                let _ = tx.send((tag, r));
+            },
+        );
         for spec in &catalog.streams {
             let (log, report) = Log::open(dir.join(spec.id.to_string()), config.log.clone())?;
             for d in &report.damaged {
@@ -98,27 +98,15 @@ impl StreamStore {
                     core.replay(spec.id, r.offset, &r.payload);
                 }
             }
-            logs.insert(spec.id, log);
+            writer.add_log(spec.id.into(), log);
         }
         core.load_durables(durables);
-        let (tx, durable_rx) = tokio::sync::mpsc::unbounded_channel();
-        let syncer = Syncer::spawn(
-            config.group_commit_ms,
-            config.group_commit_bytes,
-            move |tag, r| {
-                let _ = tx.send((tag, r));
-            },
-        );
         let store = StreamStore {
             core,
             dir,
             log_config: config.log,
-            logs,
-            syncer,
+            writer,
             durable_rx,
-            unflushed: Vec::new(),
-            unsynced: HashMap::default(),
-            requested_at: HashMap::default(),
             clock: config.clock.clone(),
         };
         Ok((store, started.elapsed()))
@@ -131,7 +119,7 @@ impl StreamStore {
 
     /// Nothing waits to be written or synced.
     pub fn settled(&self) -> bool {
-        self.unflushed.is_empty() && self.unsynced.values().all(|q| q.is_empty())
+        self.writer.settled()
     }
 
     /// The protocol core (for stats).
@@ -184,70 +172,25 @@ impl StreamStore {
     /// End of a batch: write the logs, acknowledge what needs no fsync, ask for group commits.
     pub fn end_batch(&mut self) -> Sends {
         let mut sends = Vec::new();
-        let mut streams: Vec<u32> = self.unflushed.iter().map(|u| u.0).collect();
-        streams.sort_unstable();
-        streams.dedup();
-        let mut failed: HashMap<u32, String> = HashMap::default();
-        for id in &streams {
-            if let Some(log) = self.logs.get_mut(id)
-                && let Err(e) = log.flush()
-            {
-                failed.insert(*id, e.to_string());
+        loop {
+            self.writer.flush(self.clock.instant());
+            let outcomes = self.writer.take_outcomes();
+            if outcomes.is_empty() {
+                break;
             }
-        }
-        let mut resolved = Vec::new();
-        let mut to_sync: Vec<u32> = Vec::new();
-        for (stream, seq, ticket, durability) in std::mem::take(&mut self.unflushed) {
-            if let Some(reason) = failed.get(&stream) {
-                resolved.push((ticket, Err(reason.clone())));
-            } else if durability == Durability::Os {
-                resolved.push((ticket, Ok(seq)));
-            } else {
-                self.unsynced
-                    .entry(stream)
-                    .or_default()
-                    .push_back((seq, ticket));
-                to_sync.push(stream);
-            }
-        }
-        to_sync.dedup();
-        for id in to_sync {
-            if let Some(log) = self.logs.get(&id) {
-                let (file, offset) = log.sync_target();
-                let total = log.bytes_written_total();
-                let since = total.saturating_sub(self.requested_at.insert(id, total).unwrap_or(0));
-                // At least 1: a sync is asked for whatever was written.
-                self.syncer
-                    .request(u64::from(id), file, offset, since.max(1));
-            }
-        }
-        for (ticket, r) in resolved {
-            let a = self.core.persisted(ticket, r);
-            self.carry_out(a, &mut sends);
-        }
-        if !self.unflushed.is_empty() {
-            sends.extend(self.end_batch());
+            let actions = self.answer(outcomes);
+            self.carry_out(actions, &mut sends);
         }
         let a = self.core.pump_dirty();
         self.carry_out(a, &mut sends);
         sends
     }
 
-    /// A write of `stream`'s log failed and was cut back: every buffered
-    /// record of it at or past the log's written end is lost, and each one's
-    /// publish fails (none may be answered STORED, its sequence is reused).
-    fn fail_lost(&mut self, stream: u32, reason: &str) -> Vec<StreamAction> {
-        let Some(written_end) = self.logs.get(&stream).map(Log::written_offset) else {
-            return Vec::new();
-        };
-        let (lost, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unflushed)
-            .into_iter()
-            .partition(|(s, seq, _, _)| *s == stream && *seq >= written_end);
-        self.unflushed = kept;
-        tracing::warn!(stream, lost = lost.len(), reason, "stream write failed");
+    /// What the core does with the outcomes of publishes.
+    fn answer(&mut self, outcomes: Vec<Outcome<u64>>) -> Vec<StreamAction> {
         let mut actions = Vec::new();
-        for (_, _, ticket, _) in lost {
-            actions.extend(self.core.persisted(ticket, Err(reason.to_owned())));
+        for (ticket, result) in outcomes {
+            actions.extend(self.core.persisted(ticket, result));
         }
         actions
     }
@@ -260,32 +203,18 @@ impl StreamStore {
         }
     }
 
-    /// A group commit finished for stream `tag`.
+    /// A group commit finished for stream `tag` (an error fails every
+    /// publish waiting for one, and the stream takes no more writes until a
+    /// restart).
     pub fn on_durable(&mut self, tag: u64, result: std::io::Result<u64>) -> Sends {
+        if let Err(e) = &result {
+            tracing::error!(stream = tag, error = %e, "stream fsync failed");
+        }
+        self.writer.on_durable(tag, result, self.clock.instant());
+        let outcomes = self.writer.take_outcomes();
+        let actions = self.answer(outcomes);
         let mut sends = Vec::new();
-        let Some(waiting) = self.unsynced.get_mut(&(tag as u32)) else {
-            return sends;
-        };
-        let mut done = Vec::new();
-        match result {
-            Ok(end) => {
-                while let Some(&(seq, ticket)) = waiting.front() {
-                    if seq >= end {
-                        break;
-                    }
-                    waiting.pop_front();
-                    done.push((ticket, Ok(seq)));
-                }
-            }
-            Err(e) => {
-                let reason = format!("fsync failed: {e}");
-                done.extend(waiting.drain(..).map(|(_, t)| (t, Err(reason.clone()))));
-            }
-        }
-        for (ticket, r) in done {
-            let a = self.core.persisted(ticket, r);
-            self.carry_out(a, &mut sends);
-        }
+        self.carry_out(actions, &mut sends);
         let a = self.core.pump_dirty();
         self.carry_out(a, &mut sends);
         sends
@@ -302,29 +231,18 @@ impl StreamStore {
                     durability,
                     ticket,
                 } => {
-                    let Some(log) = self.logs.get_mut(&stream) else {
+                    if self.writer.log(stream.into()).is_none() {
                         todo.extend(self.core.persisted(ticket, Err("no storage".into())));
                         continue;
-                    };
-                    match log.append(&record) {
-                        Ok(seq) if durability == Durability::Always => {
-                            let r = log.sync().map(|()| seq).map_err(|e| e.to_string());
-                            if let Err(reason) = &r {
-                                // The failed flush took the stream's buffered records with it.
-                                todo.extend(self.fail_lost(stream, reason));
-                            }
-                            todo.extend(self.core.persisted(ticket, r));
-                        }
-                        Ok(seq) => self.unflushed.push((stream, seq, ticket, durability)),
-                        Err(e) => {
-                            // Too large is this record's fault alone; a failed
-                            // write lost the stream's whole buffer.
-                            if !matches!(e, LogError::RecordTooLarge { .. }) {
-                                todo.extend(self.fail_lost(stream, &e.to_string()));
-                            }
-                            todo.extend(self.core.persisted(ticket, Err(e.to_string())));
-                        }
                     }
+                    if let Err(e) =
+                        self.writer
+                            .append(stream.into(), &record, Some((ticket, durability)))
+                    {
+                        tracing::warn!(stream, error = %e, "stream append failed");
+                    }
+                    let outcomes = self.writer.take_outcomes();
+                    todo.extend(self.answer(outcomes));
                 }
                 StreamAction::Fetch {
                     stream,
@@ -333,7 +251,7 @@ impl StreamStore {
                     end,
                     max,
                 } => {
-                    let records = match self.logs.get(&stream) {
+                    let records = match self.writer.log(stream.into()) {
                         Some(log) => {
                             match log.read(from, max.min((end - from) as usize), 1 << 20) {
                                 Ok(r) => r,
@@ -359,7 +277,10 @@ impl StreamStore {
                     sub,
                     time_ms,
                 } => {
-                    let seq = self.logs.get(&stream).map_or(0, |log| locate(log, time_ms));
+                    let seq = self
+                        .writer
+                        .log(stream.into())
+                        .map_or(0, |log| locate(log, time_ms));
                     todo.extend(self.core.located(&sub, seq));
                 }
                 StreamAction::ReadSeqs {
@@ -368,7 +289,7 @@ impl StreamStore {
                     snapshot,
                 } => {
                     let mut records = Vec::with_capacity(seqs.len());
-                    if let Some(log) = self.logs.get(&stream) {
+                    if let Some(log) = self.writer.log(stream.into()) {
                         for seq in seqs {
                             if let Ok(mut r) = log.read(seq, 1, 0)
                                 && let Some(r) = r.pop()
@@ -381,7 +302,7 @@ impl StreamStore {
                     todo.extend(self.core.snapshot_read(snapshot, records));
                 }
                 StreamAction::Retain { stream, options } => {
-                    if let Some(log) = self.logs.get_mut(&stream) {
+                    if let Some(log) = self.writer.log_mut(stream.into()) {
                         let retention = Retention {
                             bytes_max: options.max_bytes,
                             records_max: options.max_msgs,
@@ -399,7 +320,7 @@ impl StreamStore {
                 StreamAction::CreateStream(spec) => {
                     match Log::open(self.dir.join(spec.id.to_string()), self.log_config.clone()) {
                         Ok((log, _)) => {
-                            self.logs.insert(spec.id, log);
+                            self.writer.add_log(spec.id.into(), log);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, stream = %spec.name, "cannot open stream storage")
@@ -407,18 +328,9 @@ impl StreamStore {
                     }
                 }
                 StreamAction::DeleteStream(id) => {
-                    self.logs.remove(&id);
-                    self.requested_at.remove(&id);
-                    for (_, ticket) in self.unsynced.remove(&id).unwrap_or_default() {
-                        todo.extend(self.core.persisted(ticket, Err("stream deleted".into())));
-                    }
-                    let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unflushed)
-                        .into_iter()
-                        .partition(|u| u.0 == id);
-                    self.unflushed = kept;
-                    for (_, _, ticket, _) in gone {
-                        todo.extend(self.core.persisted(ticket, Err("stream deleted".into())));
-                    }
+                    drop(self.writer.remove_log(id.into(), "stream deleted"));
+                    let outcomes = self.writer.take_outcomes();
+                    todo.extend(self.answer(outcomes));
                     let _ = std::fs::remove_dir_all(self.dir.join(id.to_string()));
                 }
                 StreamAction::SaveCatalog(c) => {
