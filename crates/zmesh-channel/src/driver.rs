@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use zmesh::clock::{Clock, Now, SystemClock};
 use zmesh::{Message, Socket, SocketOptions, SocketType};
-use zmesh_log::{Log, LogConfig};
+use zmesh_log::{Durability, DurableWriter, Log, LogConfig};
 
 use crate::proto::Frame;
 use crate::receiver::{ReceiverCore, Verdict};
@@ -30,6 +30,15 @@ pub enum ChannelError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Environment: the outbox could not store the message (disk full, a
+    /// failed write or fsync); `send` may be tried again.
+    #[error("the outbox in {path} could not store the message: {reason}")]
+    Outbox {
+        /// The outbox directory.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// The socket failed.
     #[error(transparent)]
     Socket(#[from] zmesh::Error),
@@ -42,6 +51,9 @@ pub enum ChannelError {
 }
 
 const TICK: Duration = Duration::from_millis(50);
+
+/// The outbox's id in its writer (the only log there).
+const OUTBOX: u64 = 0;
 
 /// Sender settings.
 #[derive(Clone, Debug)]
@@ -138,8 +150,12 @@ impl ChannelSender {
             written: log.written_offset(),
             ..SenderStatus::default()
         });
+        // The writer's own group commit thread is never asked for: `fsync`
+        // syncs each batch here (see `run_sender`).
+        let mut writer = DurableWriter::new(0, 1 << 20, |_, _| {});
+        writer.add_log(OUTBOX, log);
         let task = tokio::spawn(async move {
-            if let Err(e) = run_sender(sock, log, core, opts, rx, status_tx).await {
+            if let Err(e) = run_sender(sock, writer, core, opts, rx, status_tx).await {
                 tracing::error!(error = %e, "channel sender stopped");
             }
         });
@@ -184,7 +200,7 @@ impl ChannelSender {
 
 async fn run_sender(
     sock: Socket,
-    mut log: Log,
+    mut writer: DurableWriter<usize>,
     mut core: SenderCore,
     opts: SenderOptions,
     mut rx: mpsc::Receiver<SendCmd>,
@@ -213,31 +229,41 @@ async fn run_sender(
                         Err(_) => break,
                     }
                 }
+                // `fsync`: each record waits for a sync, which the batch
+                // runs itself at its end; else written is enough.
+                let durability = if opts.fsync {
+                    Durability::GROUP_DEFAULT
+                } else {
+                    Durability::Os
+                };
                 let mut replies = Vec::with_capacity(batch.len());
-                for SendCmd::Send(body, reply) in batch {
-                    match log.append(&body) {
-                        Ok(seq) => replies.push((seq, reply)),
+                for (i, SendCmd::Send(body, reply)) in batch.into_iter().enumerate() {
+                    match writer.append(OUTBOX, &body, Some((i, durability))) {
+                        Ok(_) => replies.push(Some(reply)),
                         Err(e) => {
+                            // The typed error answers it; its outcome below is skipped.
                             let _ = reply.send(Err(ChannelError::Storage(e)));
+                            replies.push(None);
                         }
                     }
                 }
-                // Persist before anything is sent or confirmed.
-                let written = if opts.fsync { log.sync() } else { log.flush() };
-                if let Err(e) = written {
-                    let e = e.to_string();
-                    for (_, reply) in replies {
-                        let _ = reply.send(Err(ChannelError::State {
+                // Persist before anything is sent or confirmed. A failed write
+                // fails exactly the messages it lost, earlier appends included.
+                if opts.fsync {
+                    writer.sync(OUTBOX);
+                } else {
+                    writer.flush(opts.clock.instant());
+                }
+                for (i, result) in writer.take_outcomes() {
+                    if let Some(reply) = replies.get_mut(i).and_then(Option::take) {
+                        let _ = reply.send(result.map_err(|reason| ChannelError::Outbox {
                             path: opts.outbox_dir.clone(),
-                            source: std::io::Error::other(e.clone()),
+                            reason,
                         }));
                     }
-                } else {
-                    for (seq, reply) in replies {
-                        let _ = reply.send(Ok(seq));
-                    }
                 }
-                core.appended(log.written_offset());
+                debug_assert!(writer.settled(), "every send is answered in its batch");
+                core.appended(outbox(&writer).written_offset());
             }
             m = sock.recv() => {
                 let m = m?;
@@ -245,6 +271,7 @@ async fn run_sender(
                     && ch == channel
                 {
                     core.on_ack(opts.clock.now(), committed, received, window);
+                    let log = writer.log_mut(OUTBOX).expect("the outbox is added at open");
                     if let Err(e) = log.remove_before(core.committed()) {
                         tracing::warn!(error = %e, "outbox cleanup failed");
                     }
@@ -261,14 +288,24 @@ async fn run_sender(
                 }
             }
         }
-        transmit(&sock, &log, &mut core, &channel, opts.clock.now())?;
+        transmit(
+            &sock,
+            outbox(&writer),
+            &mut core,
+            &channel,
+            opts.clock.now(),
+        )?;
         status.send_replace(SenderStatus {
-            written: log.written_offset(),
+            written: outbox(&writer).written_offset(),
             committed: core.committed(),
             link_up: core.link_up(opts.clock.now()),
             resends: core.resends,
         });
     }
+}
+
+fn outbox(writer: &DurableWriter<usize>) -> &Log {
+    writer.log(OUTBOX).expect("the outbox is added at open")
 }
 
 /// Send what the window allows, from the outbox; stop at a full send queue.

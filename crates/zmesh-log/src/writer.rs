@@ -35,6 +35,9 @@ use crate::{Durability, Log, LogError, Syncer};
 /// it failed (for the publisher's refusal).
 pub type Outcome<W> = (W, Result<u64, String>);
 
+/// Hears group commit results on the syncer thread.
+type OnDurable = Box<dyn FnMut(u64, std::io::Result<u64>) + Send + 'static>;
+
 /// Group commit latencies kept until taken; more are dropped.
 const SYNC_LATENCIES_MAX: usize = 10_000;
 
@@ -77,7 +80,11 @@ struct Tracked<W> {
 /// ```
 pub struct DurableWriter<W> {
     logs: BTreeMap<u64, Tracked<W>>,
-    syncer: Syncer,
+    /// Started at the first group commit asked for: a writer whose records
+    /// need none (`os`, or synced by [`DurableWriter::sync`]) runs no thread.
+    syncer: Option<Syncer>,
+    /// What starts it: (delay ms, bytes, the callback).
+    syncer_settings: Option<(u64, u64, OnDurable)>,
     outcomes: Vec<Outcome<W>>,
     sync_latencies: Vec<Duration>,
 }
@@ -93,7 +100,8 @@ impl<W> DurableWriter<W> {
     ) -> DurableWriter<W> {
         DurableWriter {
             logs: BTreeMap::new(),
-            syncer: Syncer::spawn(group_commit_ms, group_commit_bytes, on_durable),
+            syncer: None,
+            syncer_settings: Some((group_commit_ms, group_commit_bytes, Box::new(on_durable))),
             outcomes: Vec::new(),
             sync_latencies: Vec::new(),
         }
@@ -251,10 +259,36 @@ impl<W> DurableWriter<W> {
             let written = t.log.bytes_written_total();
             if !t.unsynced.is_empty() && written > t.requested_at_bytes {
                 let (file, offset) = t.log.sync_target();
-                self.syncer
-                    .request(id, file, offset, written - t.requested_at_bytes);
+                if self.syncer.is_none()
+                    && let Some((delay_ms, bytes, on_durable)) = self.syncer_settings.take()
+                {
+                    self.syncer = Some(Syncer::spawn(delay_ms, bytes, on_durable));
+                }
+                let syncer = self.syncer.as_ref().expect("started above");
+                syncer.request(id, file, offset, written - t.requested_at_bytes);
                 t.requested_at_bytes = written;
                 t.sync_started.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Flush log `id` and fsync it here, now: every record of it written so
+    /// far is done (the caller's own group commit, for a writer that runs
+    /// no syncer thread). A failure fails them and poisons the log.
+    pub fn sync(&mut self, id: u64) {
+        let Some(t) = self.logs.get_mut(&id) else {
+            return;
+        };
+        let synced = t.log.sync();
+        t.settle_written(&mut self.outcomes);
+        match synced {
+            Ok(()) => t.confirm_synced_below(t.log.written_offset(), &mut self.outcomes),
+            Err(e) => {
+                // The sync asked for did not happen: nothing waiting on it is done.
+                let reason = e.refusal();
+                t.fail_lost(&reason, &mut self.outcomes);
+                self.outcomes
+                    .extend(t.unsynced.drain(..).map(|(_, w)| (w, Err(reason.clone()))));
             }
         }
     }

@@ -305,3 +305,43 @@ fn a_torn_index_entry_that_cannot_be_cut_is_not_read() {
     ];
     run(steps, false, 0).unwrap();
 }
+
+/// The caller's own group commit (the channel's outbox): `sync` confirms
+/// every record waiting, or fails them all and poisons the log; no syncer
+/// thread is asked for anything.
+#[test]
+fn sync_here_confirms_or_fails_every_waiting_record() {
+    let dir = temp_dir("sync-here");
+    let faults = Faults::default();
+    let mut writer = DurableWriter::new(0, 1, |_, _| panic!("no group commit is asked for"));
+    writer.add_log(0, Log::open(&dir, config(&faults)).unwrap().0);
+    let group = Durability::GROUP_DEFAULT;
+    for id in 0..3 {
+        writer
+            .append(0, &record(id, 700), Some((id, group)))
+            .unwrap();
+    }
+    writer.sync(0);
+    assert_eq!(
+        writer.take_outcomes(),
+        vec![(0, Ok(0)), (1, Ok(1)), (2, Ok(2))]
+    );
+    for id in 3..6 {
+        writer
+            .append(0, &record(id, 700), Some((id, group)))
+            .unwrap();
+    }
+    faults.fail_next(Op::Sync, 1);
+    writer.sync(0);
+    let outcomes = writer.take_outcomes();
+    let failed: Vec<u64> = outcomes
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(failed, vec![3, 4, 5], "{outcomes:?}");
+    assert!(writer.settled());
+    assert!(writer.log(0).unwrap().poisoned().is_some());
+    drop(writer);
+    fs::remove_dir_all(&dir).unwrap();
+}
