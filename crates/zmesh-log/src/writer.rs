@@ -26,7 +26,7 @@
 //! through the callback given to [`DurableWriter::new`], and the owner hands
 //! them back with [`DurableWriter::on_durable`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::{Durability, Log, LogError, Syncer};
@@ -80,6 +80,8 @@ struct Tracked<W> {
 /// ```
 pub struct DurableWriter<W> {
     logs: BTreeMap<u64, Tracked<W>>,
+    /// Logs appended to since the last flush: the only ones it has work in.
+    dirty: BTreeSet<u64>,
     /// Started at the first group commit asked for: a writer whose records
     /// need none (`os`, or synced by [`DurableWriter::sync`]) runs no thread.
     syncer: Option<Syncer>,
@@ -100,6 +102,7 @@ impl<W> DurableWriter<W> {
     ) -> DurableWriter<W> {
         DurableWriter {
             logs: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             syncer: None,
             syncer_settings: Some((group_commit_ms, group_commit_bytes, Box::new(on_durable))),
             outcomes: Vec::new(),
@@ -202,6 +205,7 @@ impl<W> DurableWriter<W> {
             }
             return Err(e);
         };
+        self.dirty.insert(id);
         let appended = t.log.append(record);
         // Buffered records of others may have been written out (a full
         // buffer, a rotation), or lost with a failed write.
@@ -246,7 +250,10 @@ impl<W> DurableWriter<W> {
     /// Write every log's buffer out (the end of a batch): `os` records are
     /// done, the others wait for a group commit, which is asked for here.
     pub fn flush(&mut self, now: Instant) {
-        for (&id, t) in &mut self.logs {
+        for id in std::mem::take(&mut self.dirty) {
+            let Some(t) = self.logs.get_mut(&id) else {
+                continue;
+            };
             if !t.unflushed.is_empty() || t.log.unflushed_bytes() > 0 {
                 let flushed = t.log.flush();
                 t.settle_written(&mut self.outcomes);
