@@ -26,7 +26,7 @@
 //! through the callback given to [`DurableWriter::new`], and the owner hands
 //! them back with [`DurableWriter::on_durable`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::{Durability, Log, LogError, Syncer};
@@ -80,8 +80,9 @@ struct Tracked<W> {
 /// ```
 pub struct DurableWriter<W> {
     logs: BTreeMap<u64, Tracked<W>>,
-    /// Logs appended to since the last flush: the only ones it has work in.
-    dirty: BTreeSet<u64>,
+    /// Logs appended to since the last flush: the only ones it has work in
+    /// (repeats are dropped at the flush).
+    dirty: Vec<u64>,
     /// Started at the first group commit asked for: a writer whose records
     /// need none (`os`, or synced by [`DurableWriter::sync`]) runs no thread.
     syncer: Option<Syncer>,
@@ -102,7 +103,7 @@ impl<W> DurableWriter<W> {
     ) -> DurableWriter<W> {
         DurableWriter {
             logs: BTreeMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: Vec::new(),
             syncer: None,
             syncer_settings: Some((group_commit_ms, group_commit_bytes, Box::new(on_durable))),
             outcomes: Vec::new(),
@@ -205,7 +206,9 @@ impl<W> DurableWriter<W> {
             }
             return Err(e);
         };
-        self.dirty.insert(id);
+        if self.dirty.last() != Some(&id) {
+            self.dirty.push(id);
+        }
         let appended = t.log.append(record);
         // Buffered records of others may have been written out (a full
         // buffer, a rotation), or lost with a failed write.
@@ -250,7 +253,10 @@ impl<W> DurableWriter<W> {
     /// Write every log's buffer out (the end of a batch): `os` records are
     /// done, the others wait for a group commit, which is asked for here.
     pub fn flush(&mut self, now: Instant) {
-        for id in std::mem::take(&mut self.dirty) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for id in dirty {
             let Some(t) = self.logs.get_mut(&id) else {
                 continue;
             };
@@ -331,6 +337,14 @@ impl<W> Tracked<W> {
     /// done, the others wait for a sync.
     fn settle_written(&mut self, outcomes: &mut Vec<Outcome<W>>) {
         let written_end = self.log.written_offset();
+        // Most appends write nothing out: one comparison then.
+        if self
+            .unflushed
+            .first()
+            .is_none_or(|(o, _, _)| *o >= written_end)
+        {
+            return;
+        }
         let n = self
             .unflushed
             .partition_point(|(offset, _, _)| *offset < written_end);
