@@ -3,46 +3,18 @@
 //! restart every CONFIRMED message is there, with its own body. Its own test
 //! binary: the file size limit standing in for a full disk is the process's.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{largest_file, limit_file_size};
 use zmesh::clock::ManualClock;
 use zmesh_broker::queue::{QueueCoreConfig, QueueStore, QueueStoreConfig};
 use zmesh_broker::storage::Sends;
 use zmesh_log::LogConfig;
 use zmesh_wire::queue::proto::PROTOCOL;
-
-/// Set this process's file size limit (`None`: unlimited).
-fn limit_file_size(bytes: Option<u64>) {
-    let limit = bytes.map_or("unlimited".to_owned(), |b| b.to_string());
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &std::process::id().to_string(),
-            // The soft limit only: raising it again needs no privilege.
-            &format!("--fsize={limit}:"),
-        ])
-        .status()
-        .expect("prlimit (util-linux) runs");
-    assert!(status.success(), "prlimit --fsize={limit}");
-}
-
-/// The largest file under `dir`, in bytes.
-fn largest_file(dir: &Path) -> u64 {
-    let mut largest = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        largest = largest.max(if meta.is_dir() {
-            largest_file(&entry.path())
-        } else {
-            meta.len()
-        });
-    }
-    largest
-}
 
 fn frames(parts: &[&str]) -> Vec<Bytes> {
     let mut f = vec![Bytes::new(), Bytes::from_static(PROTOCOL)];

@@ -7,42 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use common::{Streams, temp_dir};
+use common::{Streams, largest_file, limit_file_size, temp_dir};
 use zmesh::clock::ManualClock;
 use zmesh_broker::stream::{StreamStore, StreamStoreConfig};
 use zmesh_log::LogConfig;
-
-/// Set this process's file size limit (`None`: unlimited).
-fn limit_file_size(bytes: Option<u64>) {
-    let limit = bytes.map_or("unlimited".to_owned(), |b| b.to_string());
-    let status = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &std::process::id().to_string(),
-            // The soft limit only: raising it again needs no privilege.
-            &format!("--fsize={limit}:"),
-        ])
-        .status()
-        .expect("prlimit (util-linux) runs");
-    assert!(status.success(), "prlimit --fsize={limit}");
-}
-
-/// The largest file under `dir`, in bytes.
-fn largest_file(dir: &Path) -> u64 {
-    let mut largest = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        largest = largest.max(if meta.is_dir() {
-            largest_file(&entry.path())
-        } else {
-            meta.len()
-        });
-    }
-    largest
-}
 
 fn open(config: &StreamStoreConfig, clock: &ManualClock) -> Streams {
     let (store, _) = StreamStore::open(config.clone()).expect("open the streams");

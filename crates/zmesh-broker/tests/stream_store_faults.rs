@@ -141,27 +141,14 @@ impl Harness {
 
     fn crash(&mut self, power_cut: Option<u64>) {
         self.faults.halt();
-        // One-shot failures were the old run's; a full disk stays full.
-        self.faults.fail_next(Op::Sync, 0);
-        self.faults.fail_next(Op::SetLen, 0);
         drop(self.store.take());
         self.unanswered.clear();
-        match power_cut {
-            None => self.faults.restart_after_kill(),
-            Some(mut seed) => {
-                self.faults
-                    .restart_after_power_cut(|_, unsynced| {
-                        seed = seed
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        (seed >> 33) % (unsynced + 1)
-                    })
-                    .expect("restore the disk");
-                // `os` promises nothing against a power cut: its sequences
-                // may be given out again.
-                self.must_keep
-                    .retain(|(stream, _), _| STREAMS[*stream] != "os");
-            }
+        self.faults.restart(power_cut).expect("restart the disk");
+        if power_cut.is_some() {
+            // `os` promises nothing against a power cut: its sequences may
+            // be given out again.
+            self.must_keep
+                .retain(|(stream, _), _| STREAMS[*stream] != "os");
         }
         let (store, _) = StreamStore::open(self.config.clone()).expect("reopen the streams");
         self.store = Some(store);

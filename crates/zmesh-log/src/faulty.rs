@@ -179,6 +179,25 @@ impl Faults {
         Ok(dropped)
     }
 
+    /// After [`Faults::halt`]: clear the failures asked for the old run (a
+    /// full disk stays full), then restart as after a kill (`None`) or a
+    /// power cut whose torn tails are chosen from `seed`.
+    pub fn restart(&self, power_cut_seed: Option<u64>) -> io::Result<()> {
+        self.state().failing.clear();
+        match power_cut_seed {
+            None => self.restart_after_kill(),
+            Some(mut seed) => {
+                self.restart_after_power_cut(|_, unsynced| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 33) % (unsynced + 1)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// The injected failure for a call of `op`, if any.
     fn check(&self, op: Op) -> io::Result<()> {
         let mut state = self.state();

@@ -4,32 +4,15 @@
 //! said were written (or synced) and compares the sets of offsets and
 //! payloads read back, before and after a reopen.
 
+mod common;
+
 use std::fs;
-use std::path::PathBuf;
 use std::sync::mpsc;
 
+use common::{config, temp_dir};
 use proptest::prelude::*;
 use zmesh_log::faulty::{EFBIG, ENOSPC, Faults, Op};
-use zmesh_log::{Log, LogConfig, LogError, ReadCursor, Syncer};
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("zmesh-log-faults-{tag}-{}-{n}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-/// Small segments and buffers, so a few hundred records rotate and flush often.
-fn config(faults: &Faults) -> LogConfig {
-    LogConfig {
-        segment_bytes_max: 4096,
-        index_interval_bytes: 256,
-        write_buffer_bytes: 1024,
-        files: faults.files(),
-        ..LogConfig::default()
-    }
-}
+use zmesh_log::{Log, LogError, ReadCursor, Syncer};
 
 /// Content tied to the offset and to a generation, so a reused offset holding
 /// an older record shows.
@@ -214,13 +197,7 @@ proptest! {
         faults.halt();
         // The clean close's sync fails: nothing more reaches the disk.
         drop(log);
-        let mut seed = keep_seed;
-        faults
-            .restart_after_power_cut(|_, unsynced| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (seed >> 33) % (unsynced + 1)
-            })
-            .unwrap();
+        faults.restart(Some(keep_seed)).unwrap();
         let (mut log, report) = Log::open(&dir, config(&faults)).unwrap();
         prop_assert!(report.damaged.is_empty(), "{:?}", report);
         let recovered = read_all(&log);

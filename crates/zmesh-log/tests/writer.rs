@@ -4,33 +4,17 @@
 //! exactly one outcome, and every record confirmed is found at its offset
 //! afterwards (the sets of ids are compared, not counts).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use common::{config, temp_dir};
 use proptest::prelude::*;
 use zmesh_log::faulty::{ENOSPC, Faults, Op};
-use zmesh_log::{Durability, DurableWriter, Log, LogConfig};
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("zmesh-writer-{tag}-{}-{n}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-fn config(faults: &Faults) -> LogConfig {
-    LogConfig {
-        segment_bytes_max: 4096,
-        index_interval_bytes: 256,
-        write_buffer_bytes: 1024,
-        files: faults.files(),
-        ..LogConfig::default()
-    }
-}
+use zmesh_log::{Durability, DurableWriter, Log};
 
 /// A record: its id, then filler.
 fn record(id: u64, len: usize) -> Vec<u8> {
@@ -179,19 +163,7 @@ fn run(steps: Vec<Step>, power_cut: bool, keep_seed: u64) -> Result<(), TestCase
     // A crash: the process dies (page cache kept) or the power goes (unsynced bytes torn).
     faults.halt();
     drop(h.writer);
-    if power_cut {
-        let mut seed = keep_seed;
-        faults
-            .restart_after_power_cut(|_, unsynced| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (seed >> 33) % (unsynced + 1)
-            })
-            .unwrap();
-    } else {
-        faults.restart_after_kill();
-    }
+    faults.restart(power_cut.then_some(keep_seed)).unwrap();
     let mut recovered: BTreeMap<(u64, u64), u64> = BTreeMap::new();
     for log_id in 0..2u64 {
         let (log, report) = Log::open(dir.join(log_id.to_string()), config(&faults)).unwrap();

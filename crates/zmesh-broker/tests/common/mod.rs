@@ -110,3 +110,34 @@ impl Streams {
             .unwrap()
     }
 }
+
+/// Set this process's file size limit (`None`: unlimited): a full disk for
+/// the tests that have a binary of their own.
+pub fn limit_file_size(bytes: Option<u64>) {
+    let limit = bytes.map_or("unlimited".to_owned(), |b| b.to_string());
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            // The soft limit only: raising it again needs no privilege.
+            &format!("--fsize={limit}:"),
+        ])
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(status.success(), "prlimit --fsize={limit}");
+}
+
+/// The largest file under `dir`, in bytes.
+pub fn largest_file(dir: &std::path::Path) -> u64 {
+    let mut largest = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        largest = largest.max(if meta.is_dir() {
+            largest_file(&entry.path())
+        } else {
+            meta.len()
+        });
+    }
+    largest
+}
