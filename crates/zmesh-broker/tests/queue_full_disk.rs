@@ -9,22 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{largest_file, limit_file_size};
+use common::{largest_file, limit_file_size, queue_frames, text};
 use zmesh::clock::ManualClock;
 use zmesh_broker::queue::{QueueCoreConfig, QueueStore, QueueStoreConfig};
 use zmesh_broker::storage::Sends;
 use zmesh_log::LogConfig;
-use zmesh_wire::queue::proto::PROTOCOL;
-
-fn frames(parts: &[&str]) -> Vec<Bytes> {
-    let mut f = vec![Bytes::new(), Bytes::from_static(PROTOCOL)];
-    f.extend(parts.iter().map(|p| Bytes::from(p.to_string())));
-    f
-}
-
-fn text(b: &Bytes) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn body(i: usize) -> String {
     format!("m{i:03}-{}", "x".repeat(500))
@@ -47,7 +36,7 @@ impl Queues {
     fn send(&mut self, from: &str, parts: &[&str]) {
         let s = self
             .store
-            .handle(&Bytes::from(from.to_owned()), &frames(parts));
+            .handle(&Bytes::from(from.to_owned()), &queue_frames(parts));
         self.sent.extend(s);
     }
 

@@ -7,34 +7,21 @@
 //! message the policy promises to keep and that was not acked is delivered,
 //! with its own body, and nothing is delivered that was never published.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{numbered_body, queue_frames, text};
 use proptest::prelude::*;
 use zmesh::clock::ManualClock;
 use zmesh_broker::queue::{QueueCoreConfig, QueueStore, QueueStoreConfig};
 use zmesh_log::LogConfig;
 use zmesh_log::faulty::{ENOSPC, Faults, Op};
-use zmesh_wire::queue::proto::PROTOCOL;
 
 /// The queues, by durability.
 const QUEUES: [&str; 3] = ["always", "group", "os"];
-
-fn frames(parts: &[&str]) -> Vec<Bytes> {
-    let mut f = vec![Bytes::new(), Bytes::from_static(PROTOCOL)];
-    f.extend(parts.iter().map(|p| Bytes::from(p.to_string())));
-    f
-}
-
-fn text(b: &Bytes) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A body tied to its id, of varied length, so a body under the wrong id shows.
-fn body(id: u64) -> String {
-    format!("m{id}:{}", "x".repeat((id * 37 % 200) as usize))
-}
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -106,7 +93,7 @@ impl Harness {
     fn send(&mut self, from: &str, parts: &[&str]) -> Result<(), TestCaseError> {
         let sends = self
             .store()
-            .handle(&Bytes::from(from.to_owned()), &frames(parts));
+            .handle(&Bytes::from(from.to_owned()), &queue_frames(parts));
         self.take(sends)
     }
 
@@ -151,7 +138,12 @@ impl Harness {
                 b"DELIVER" => {
                     let queue = text(&f[3]);
                     let id: u64 = text(&f[6]).parse().expect("numbered msg id");
-                    prop_assert_eq!(text(&f[7]), body(id), "the body stored with id {}", id);
+                    prop_assert_eq!(
+                        text(&f[7]),
+                        numbered_body(id),
+                        "the body stored with id {}",
+                        id
+                    );
                     prop_assert!(self.published.contains_key(&id), "{} never published", id);
                     self.held.push((queue, text(&f[4]), id));
                 }
@@ -233,7 +225,10 @@ fn run(steps: Vec<Step>, memory_bytes: u64) -> Result<(), TestCaseError> {
                     let corr = id.to_string();
                     h.unanswered.insert(corr.clone(), (id, queue));
                     h.published.insert(id, queue);
-                    h.send("p", &["PUBLISH", &corr, QUEUES[queue], &corr, &body(id)])?;
+                    h.send(
+                        "p",
+                        &["PUBLISH", &corr, QUEUES[queue], &corr, &numbered_body(id)],
+                    )?;
                 }
                 h.settle()?;
             }

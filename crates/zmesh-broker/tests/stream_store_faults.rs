@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::stream_frames;
+use common::{numbered_body, stream_frames, text};
 use proptest::prelude::*;
 use zmesh::clock::ManualClock;
 use zmesh_broker::stream::{StreamStore, StreamStoreConfig};
@@ -20,15 +20,6 @@ use zmesh_log::faulty::{ENOSPC, Faults, Op};
 
 /// The streams, by durability.
 const STREAMS: [&str; 3] = ["always", "group", "os"];
-
-fn text(b: &Bytes) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A body tied to its id, of varied length.
-fn body(id: u64) -> String {
-    format!("m{id}:{}", "x".repeat((id * 37 % 200) as usize))
-}
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -212,7 +203,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                             &id.to_string(),
                             STREAMS[stream],
                             &subject,
-                            &body(id),
+                            &numbered_body(id),
                         ],
                     )?;
                 }
@@ -246,7 +237,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         let found = h.read.get(&(*stream, *seq)).cloned();
         prop_assert_eq!(
             found,
-            Some(body(*id)),
+            Some(numbered_body(*id)),
             "{} seq {} STORED for {}",
             STREAMS[*stream],
             seq,

@@ -11,10 +11,10 @@
 //!   turns them to zeros.
 //! - **Crashes**: [`Faults::halt`] makes every call fail, as a process or a
 //!   machine that stopped would (so a log being dropped writes nothing more).
-//!   [`Faults::restart_after_kill`] then leaves every file as it is (the page
-//!   cache survives a process); [`Faults::restart_after_power_cut`] gives
-//!   each file what a power cut leaves: everything synced, plus as many of
-//!   its unsynced bytes as the test chooses (a torn tail).
+//!   [`Faults::restart`] then leaves every file as it is after a kill (the
+//!   page cache survives a process), or gives each file what a power cut
+//!   leaves: everything synced, plus some of its unsynced bytes, chosen from
+//!   a seed (a torn tail).
 //!
 //! Files are modelled, directories are not: a file created and never synced
 //! keeps its entry after a power cut, as it does on ext4 with the log's
@@ -109,11 +109,6 @@ impl Faults {
         self.state().space = bytes.map(|b| (b, errno));
     }
 
-    /// Bytes that may still be appended, when limited.
-    pub fn space_left(&self) -> Option<u64> {
-        self.state().space.map(|(b, _)| b)
-    }
-
     /// Fail the next `count` calls of `op` with `EIO`.
     pub fn fail_next(&self, op: Op, count: u32) {
         self.state().failing.insert(op, count);
@@ -132,7 +127,7 @@ impl Faults {
     /// After [`Faults::halt`], as after a process was killed: every byte
     /// written stays (bytes a failed fsync dropped stay readable until a
     /// power cut); calls work again.
-    pub fn restart_after_kill(&self) {
+    fn restart_after_kill(&self) {
         self.state().powered_off = false;
     }
 
@@ -140,10 +135,7 @@ impl Faults {
     /// since the disk was made with its synced bytes plus `keep(path,
     /// unsynced_len)` of its unsynced ones (capped), with zeros where a failed
     /// fsync dropped bytes; then calls work again. Returns the bytes cut.
-    pub fn restart_after_power_cut(
-        &self,
-        mut keep: impl FnMut(&Path, u64) -> u64,
-    ) -> io::Result<u64> {
+    fn restart_after_power_cut(&self, mut keep: impl FnMut(&Path, u64) -> u64) -> io::Result<u64> {
         let mut state = self.state();
         let mut dropped = 0;
         for (path, &synced) in &state.synced_len {

@@ -358,7 +358,7 @@ impl Log {
                     .iter()
                     .find(|d| d.path == meta.path && d.bytes.start == pos && d.bytes.end > pos)
                 {
-                    reader.skip_to(d.bytes.end)?;
+                    reader.skip_to(d.bytes.end);
                     continue;
                 }
                 let Some(rec) = reader.next()? else { break };

@@ -38,6 +38,26 @@ pub type Outcome<W> = (W, Result<u64, String>);
 /// Hears group commit results on the syncer thread.
 type OnDurable = Box<dyn FnMut(u64, std::io::Result<u64>) + Send + 'static>;
 
+/// The group commit thread, once asked for.
+enum LazySyncer {
+    /// Not yet: what starts it (delay ms, bytes, the callback).
+    NotStarted(Option<(u64, u64, OnDurable)>),
+    Running(Syncer),
+}
+
+impl LazySyncer {
+    fn get(&mut self) -> &Syncer {
+        if let LazySyncer::NotStarted(settings) = self {
+            let (delay_ms, bytes, on_durable) = settings.take().expect("started once");
+            *self = LazySyncer::Running(Syncer::spawn(delay_ms, bytes, on_durable));
+        }
+        match self {
+            LazySyncer::Running(syncer) => syncer,
+            LazySyncer::NotStarted(_) => unreachable!("started above"),
+        }
+    }
+}
+
 /// Group commit latencies kept until taken; more are dropped.
 const SYNC_LATENCIES_MAX: usize = 10_000;
 
@@ -85,9 +105,7 @@ pub struct DurableWriter<W> {
     dirty: Vec<u64>,
     /// Started at the first group commit asked for: a writer whose records
     /// need none (`os`, or synced by [`DurableWriter::sync`]) runs no thread.
-    syncer: Option<Syncer>,
-    /// What starts it: (delay ms, bytes, the callback).
-    syncer_settings: Option<(u64, u64, OnDurable)>,
+    syncer: LazySyncer,
     outcomes: Vec<Outcome<W>>,
     sync_latencies: Vec<Duration>,
 }
@@ -104,8 +122,11 @@ impl<W> DurableWriter<W> {
         DurableWriter {
             logs: BTreeMap::new(),
             dirty: Vec::new(),
-            syncer: None,
-            syncer_settings: Some((group_commit_ms, group_commit_bytes, Box::new(on_durable))),
+            syncer: LazySyncer::NotStarted(Some((
+                group_commit_ms,
+                group_commit_bytes,
+                Box::new(on_durable),
+            ))),
             outcomes: Vec::new(),
             sync_latencies: Vec::new(),
         }
@@ -151,11 +172,6 @@ impl<W> DurableWriter<W> {
     /// Log `id`, for removing old segments (appends go through the writer).
     pub fn log_mut(&mut self, id: u64) -> Option<&mut Log> {
         self.logs.get_mut(&id).map(|t| &mut t.log)
-    }
-
-    /// The ids of the logs written to.
-    pub fn log_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.logs.keys().copied()
     }
 
     /// Nothing waits to be written or synced.
@@ -272,13 +288,9 @@ impl<W> DurableWriter<W> {
             let written = t.log.bytes_written_total();
             if !t.unsynced.is_empty() && written > t.requested_at_bytes {
                 let (file, offset) = t.log.sync_target();
-                if self.syncer.is_none()
-                    && let Some((delay_ms, bytes, on_durable)) = self.syncer_settings.take()
-                {
-                    self.syncer = Some(Syncer::spawn(delay_ms, bytes, on_durable));
-                }
-                let syncer = self.syncer.as_ref().expect("started above");
-                syncer.request(id, file, offset, written - t.requested_at_bytes);
+                self.syncer
+                    .get()
+                    .request(id, file, offset, written - t.requested_at_bytes);
                 t.requested_at_bytes = written;
                 t.sync_started.get_or_insert(now);
             }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use zmesh::clock::ManualClock;
 use zmesh_broker::storage::Sends;
 use zmesh_broker::stream::StreamStore;
+use zmesh_wire::queue::proto::PROTOCOL as QUEUE_PROTOCOL;
 use zmesh_wire::stream::proto::PROTOCOL as STREAM_PROTOCOL;
 
 pub fn peer(name: &str) -> Bytes {
@@ -27,6 +28,23 @@ pub fn stream_frames(parts: &[&str]) -> Vec<Bytes> {
     let mut f = vec![Bytes::new(), Bytes::from_static(STREAM_PROTOCOL)];
     f.extend(parts.iter().map(|p| Bytes::from(p.to_string())));
     f
+}
+
+pub fn queue_frames(parts: &[&str]) -> Vec<Bytes> {
+    let mut f = vec![Bytes::new(), Bytes::from_static(QUEUE_PROTOCOL)];
+    f.extend(parts.iter().map(|p| Bytes::from(p.to_string())));
+    f
+}
+
+/// A frame as text (lossy).
+pub fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A body tied to message `id`, of varied length, so a body under the wrong
+/// id shows.
+pub fn numbered_body(id: u64) -> String {
+    format!("m{id}:{}", "x".repeat((id * 37 % 200) as usize))
 }
 
 /// A stream store driven like the broker's loop drives it.
