@@ -9,6 +9,9 @@
 //!   fsync behaves as Linux's does: the unsynced bytes stay readable, but
 //!   they never reach the disk, even when a later fsync succeeds; a power cut
 //!   turns them to zeros.
+//! - **A slow or stuck disk**: [`Faults::slow_down`] makes every call of one
+//!   kind take longer; [`Faults::hold`] blocks them until
+//!   [`Faults::release`] (a test sees who does the waiting).
 //! - **Crashes**: [`Faults::halt`] makes every call fail, as a process or a
 //!   machine that stopped would (so a log being dropped writes nothing more).
 //!   [`Faults::restart`] then leaves every file as it is after a kill (the
@@ -38,8 +41,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
 use crate::files::{FileSystem, Files, LogFile, OpenMode, OsFileSystem};
 
@@ -82,12 +85,22 @@ struct State {
     dropped: BTreeMap<PathBuf, Vec<std::ops::Range<u64>>>,
     /// Calls failed so far, by kind (short writes count as `Append`).
     failed: HashMap<Op, u64>,
+    /// Added to every call of a kind.
+    delay: HashMap<Op, Duration>,
+    /// Kinds whose calls wait for a release, and how many wait now.
+    held: HashMap<Op, u64>,
 }
+
+/// A held call gives up after this long (with `EIO`), so a test whose code
+/// waits where it should not fails instead of hanging.
+const HOLD_MAX: Duration = Duration::from_secs(30);
 
 /// The control handle of a [`FaultyFileSystem`]; clones control the same disk.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
     state: Arc<Mutex<State>>,
+    /// Wakes held calls at a release.
+    released: Arc<Condvar>,
 }
 
 impl Faults {
@@ -119,9 +132,31 @@ impl Faults {
         self.state().failed.get(&op).copied().unwrap_or(0)
     }
 
+    /// Make every later call of `op` take `delay` longer (zero: no delay).
+    pub fn slow_down(&self, op: Op, delay: Duration) {
+        self.state().delay.insert(op, delay);
+    }
+
+    /// Block every later call of `op` until [`Faults::release`].
+    pub fn hold(&self, op: Op) {
+        self.state().held.entry(op).or_insert(0);
+    }
+
+    /// Let calls of `op` held by [`Faults::hold`] go on, and later ones pass.
+    pub fn release(&self, op: Op) {
+        self.state().held.remove(&op);
+        self.released.notify_all();
+    }
+
+    /// Calls of `op` blocked by [`Faults::hold`] right now.
+    pub fn held(&self, op: Op) -> u64 {
+        self.state().held.get(&op).copied().unwrap_or(0)
+    }
+
     /// From now on every call fails, until a restart.
     pub fn halt(&self) {
         self.state().powered_off = true;
+        self.released.notify_all();
     }
 
     /// After [`Faults::halt`], as after a process was killed: every byte
@@ -202,6 +237,27 @@ impl Faults {
             *left -= 1;
             *state.failed.entry(op).or_default() += 1;
             return Err(io::Error::from_raw_os_error(EIO));
+        }
+        if state.held.contains_key(&op) {
+            *state.held.get_mut(&op).expect("checked") += 1;
+            let (mut s, timeout) = self
+                .released
+                .wait_timeout_while(state, HOLD_MAX, |s| {
+                    s.held.contains_key(&op) && !s.powered_off
+                })
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(waiting) = s.held.get_mut(&op) {
+                *waiting -= 1;
+            }
+            if timeout.timed_out() || s.powered_off {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
+            state = s;
+        }
+        let delay = state.delay.get(&op).copied().unwrap_or_default();
+        drop(state);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ struct SyncRequest {
     file: Arc<dyn LogFile>,
     offset: u64,
     bytes: u64,
+    /// A record waits that must not wait for others (`always`): sync now.
+    at_once: bool,
 }
 
 /// A background thread running group commits.
@@ -40,7 +42,7 @@ struct SyncRequest {
 /// log.append(b"x")?;
 /// log.flush()?;
 /// let (file, offset) = log.sync_target();
-/// syncer.request(7, file, offset, 21);
+/// syncer.request(7, file, offset, 21, false);
 /// let (tag, result) = rx.recv().unwrap();
 /// assert_eq!((tag, result.unwrap()), (7, 1));
 /// # drop(log); std::fs::remove_dir_all(&dir).unwrap();
@@ -70,16 +72,19 @@ impl Syncer {
                     let mut targets: Vec<(u64, Arc<dyn LogFile>, u64)> =
                         vec![(first.tag, first.file, first.offset)];
                     let deadline = Instant::now() + Duration::from_millis(max_delay_ms);
-                    // Gather what else arrives before the delay ends or the bytes fill up.
+                    // Gather what else arrives before the delay ends or the
+                    // bytes fill up; with no delay, what has already arrived.
+                    let mut at_once = first.at_once;
                     while bytes < max_bytes {
                         let left = deadline.saturating_duration_since(Instant::now());
-                        let next = if left.is_zero() {
+                        let next = if at_once || left.is_zero() {
                             rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
                         } else {
                             rx.recv_timeout(left)
                         };
                         let Ok(r) = next else { break };
                         bytes += r.bytes;
+                        at_once |= r.at_once;
                         match targets.iter_mut().find(|t| t.0 == r.tag) {
                             Some(t) => {
                                 t.1 = r.file;
@@ -104,13 +109,24 @@ impl Syncer {
 
     /// Ask for a sync covering everything before `offset` in `file` of log
     /// `tag`; `bytes` is how much was written since the previous request.
-    pub fn request(&self, tag: u64, file: Arc<dyn LogFile>, offset: u64, bytes: u64) {
+    /// `at_once` skips the gathering delay (a record that must be on disk
+    /// as soon as it can be: `always`); requests already queued still ride
+    /// along.
+    pub fn request(
+        &self,
+        tag: u64,
+        file: Arc<dyn LogFile>,
+        offset: u64,
+        bytes: u64,
+        at_once: bool,
+    ) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(SyncRequest {
                 tag,
                 file,
                 offset,
                 bytes,
+                at_once,
             });
         }
     }

@@ -4,9 +4,11 @@
 //! Queues, streams (and a replicated log) append records someone waits on:
 //! a publisher waits for its CONFIRM, a peer for its STORED. What "done"
 //! means depends on the record's [`Durability`]: written (`os`), covered by a
-//! group commit (`group`), or fsynced before anything else happens
-//! (`always`). [`DurableWriter`] owns the records between append and that
-//! point, per log, and hands each waiter exactly one outcome:
+//! group commit (`group`), or covered by a sync that starts as soon as its
+//! batch is written, with no gathering delay (`always`). Every fsync runs on
+//! the syncer thread, never on the caller's. [`DurableWriter`] owns the
+//! records between append and that point, per log, and hands each waiter
+//! exactly one outcome:
 //!
 //! ```text
 //!  append ──► unflushed ──flush──► unsynced ──group commit──► Ok(offset)
@@ -65,12 +67,14 @@ const SYNC_LATENCIES_MAX: usize = 10_000;
 struct Tracked<W> {
     log: Log,
     /// Appended, not yet written: (offset, waiter, durability), ascending.
-    /// Never `Always`: those are synced before `append` returns.
     unflushed: Vec<(u64, W, Durability)>,
     /// Written, waiting for a group commit: (offset, waiter), ascending.
     unsynced: VecDeque<(u64, W)>,
     /// The log's bytes written when the last sync was asked for.
     requested_at_bytes: u64,
+    /// An `always` record was appended since the last sync request: the
+    /// next one skips the group commit delay.
+    sync_at_once: bool,
     /// When the oldest unanswered sync request went out.
     sync_started: Option<Instant>,
 }
@@ -143,6 +147,7 @@ impl<W> DurableWriter<W> {
                 unflushed: Vec::new(),
                 unsynced: VecDeque::new(),
                 requested_at_bytes,
+                sync_at_once: false,
                 sync_started: None,
             },
         );
@@ -206,8 +211,8 @@ impl<W> DurableWriter<W> {
     }
 
     /// Append `record` to log `id`. With a `waiter`, its outcome comes out of
-    /// [`DurableWriter::take_outcomes`], now (`always`, or a failure) or
-    /// after a later flush or group commit. Returns the record's offset, or
+    /// [`DurableWriter::take_outcomes`], now (a failure) or after a later
+    /// flush or sync. Returns the record's offset, or
     /// the error that refused it (a waiter has its outcome either way).
     pub fn append(
         &mut self,
@@ -242,26 +247,12 @@ impl<W> DurableWriter<W> {
                 return Err(e);
             }
         };
-        match waiter {
-            None => {}
-            Some((w, Durability::Always)) => {
-                // "fsync each write": this record is on disk before anything else happens.
-                let synced = t.log.sync();
-                t.settle_written(&mut self.outcomes);
-                match synced {
-                    Ok(()) => {
-                        // Everything written so far is durable now, not only this record.
-                        t.confirm_synced_below(t.log.written_offset(), &mut self.outcomes);
-                        self.outcomes.push((w, Ok(offset)));
-                    }
-                    Err(e) => {
-                        let reason = e.refusal();
-                        t.fail_lost(&reason, &mut self.outcomes);
-                        self.outcomes.push((w, Err(reason)));
-                    }
-                }
-            }
-            Some((w, durability)) => t.unflushed.push((offset, w, durability)),
+        if let Some((w, durability)) = waiter {
+            // `always` waits for the next sync like `group`, but that sync
+            // starts as soon as its batch is written (see `flush`): the loop
+            // never waits on the disk itself.
+            t.sync_at_once |= durability == Durability::Always;
+            t.unflushed.push((offset, w, durability));
         }
         Ok(offset)
     }
@@ -288,10 +279,12 @@ impl<W> DurableWriter<W> {
             let written = t.log.bytes_written_total();
             if !t.unsynced.is_empty() && written > t.requested_at_bytes {
                 let (file, offset) = t.log.sync_target();
+                let bytes = written - t.requested_at_bytes;
                 self.syncer
                     .get()
-                    .request(id, file, offset, written - t.requested_at_bytes);
+                    .request(id, file, offset, bytes, t.sync_at_once);
                 t.requested_at_bytes = written;
+                t.sync_at_once = false;
                 t.sync_started.get_or_insert(now);
             }
         }

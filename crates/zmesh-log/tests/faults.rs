@@ -278,7 +278,7 @@ fn a_syncer_reports_a_failed_fsync_and_the_log_can_be_poisoned_with_it() {
     log.flush().unwrap();
     faults.fail_next(Op::Sync, 1);
     let (file, offset) = log.sync_target();
-    syncer.request(3, file, offset, 17);
+    syncer.request(3, file, offset, 17, false);
     let (tag, result) = rx.recv().unwrap();
     assert_eq!(tag, 3);
     let e = result.unwrap_err();

@@ -317,3 +317,48 @@ fn sync_here_confirms_or_fails_every_waiting_record() {
     drop(writer);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `always` waits on the syncer thread, never on the caller's: while its
+/// fsync hangs, the caller goes on (an `os` record is written and done),
+/// and the sync skips the group commit delay (a minute here).
+#[test]
+fn an_always_record_is_synced_at_once_off_the_callers_thread() {
+    let dir = temp_dir("always-off-thread");
+    let faults = Faults::default();
+    let (tx, rx) = mpsc::channel();
+    let mut writer = DurableWriter::new(60_000, 1 << 30, move |log, r| {
+        let _ = tx.send((log, r));
+    });
+    writer.add_log(0, Log::open(&dir, config(&faults)).unwrap().0);
+    faults.hold(Op::Sync);
+    writer
+        .append(0, &record(0, 100), Some((0, Durability::Always)))
+        .unwrap();
+    writer.flush(Instant::now());
+    assert_eq!(
+        writer.take_outcomes(),
+        vec![],
+        "nothing is done before its fsync"
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while faults.held(Op::Sync) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the syncer never started the fsync"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    writer
+        .append(0, &record(1, 100), Some((1, Durability::Os)))
+        .unwrap();
+    writer.flush(Instant::now());
+    assert_eq!(writer.take_outcomes(), vec![(1, Ok(1))]);
+    faults.release(Op::Sync);
+    let (log, result) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the fsync ran without the group commit delay");
+    writer.on_durable(log, result, Instant::now());
+    assert_eq!(writer.take_outcomes(), vec![(0, Ok(0))]);
+    drop(writer);
+    fs::remove_dir_all(&dir).unwrap();
+}

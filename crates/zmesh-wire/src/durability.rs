@@ -9,8 +9,10 @@ pub struct DurabilityError(pub String);
 /// How appended records reach stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// `fdatasync` after every record: each write is on disk before the next
-    /// begins. Throughput is the disk's fsync rate.
+    /// Group commit with no delay: a record's `fdatasync` starts as soon as
+    /// its batch is written, and it is done only after it. Records of one
+    /// batch share the sync; a publisher waiting for each one gets the
+    /// disk's fsync rate.
     Always,
     /// Group commit: one `fdatasync` covers every record written since the
     /// previous one. A sync starts once `max_delay_ms` has passed since the
