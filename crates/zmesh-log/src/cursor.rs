@@ -1,12 +1,15 @@
 //! Reading single records by offset, cheaply when the offsets asked for
-//! ascend: a queue reads the bodies it keeps on disk back in line order.
+//! ascend: a queue reads the bodies it keeps on disk back in line order,
+//! on a thread of its own ([`RecordRead`]).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::files::{LogFile, OpenMode};
+use crate::files::{Files, LogFile, OpenMode};
 use crate::record::{self, Decoded, HEADER_LEN, MAGIC};
+use crate::segment::SegmentMeta;
 use crate::{Log, LogError, Record, Result};
 
 /// Where the last [`Log::read_at`] left off: its segment, kept open, and the
@@ -49,11 +52,69 @@ impl Log {
     /// (removed, lost to damage, or not written yet). Fast for ascending
     /// offsets within a segment; see [`ReadCursor`].
     pub fn read_at(&self, cursor: &mut ReadCursor, offset: u64) -> Result<Option<Record>> {
+        match self.plan_read(offset) {
+            Some(read) => read.run(cursor),
+            None => Ok(None),
+        }
+    }
+
+    /// What reading the record at `offset` takes, to be done off the log's
+    /// owner (another thread), or `None` when it is not in the log. The
+    /// read stays valid while the segment it names is kept: the caller
+    /// must not remove segments from `offset` on until it has run.
+    pub fn plan_read(&self, offset: u64) -> Option<RecordRead> {
         if offset < self.first_offset() || offset >= self.written_offset() {
-            return Ok(None);
+            return None;
         }
         let i = self.segments.partition_point(|s| s.base <= offset) - 1;
-        let meta = &self.segments[i];
+        let segment = self.segments[i].clone();
+        // Bytes below the readable length never change (a failed write is
+        // cut back above it), so the read sees what the log sees now.
+        Some(RecordRead {
+            offset,
+            truncations: self.truncations,
+            active: (i + 1 == self.segments.len()).then(|| self.file.clone()),
+            damaged: self
+                .damaged
+                .iter()
+                .filter(|d| d.path == segment.path)
+                .map(|d| d.bytes.clone())
+                .collect(),
+            segment,
+            files: self.config.files.clone(),
+            record_bytes_max: self.config.record_bytes_max,
+        })
+    }
+}
+
+/// One record's read, planned by [`Log::plan_read`] where the log lives
+/// and run anywhere: a queue reads message bodies back on a thread of its
+/// own, so a slow disk never stalls the broker's loop.
+pub struct RecordRead {
+    offset: u64,
+    /// The log's truncation count when planned (see [`Place`]).
+    truncations: u64,
+    /// The segment as it was when planned: its readable length bounds the read.
+    segment: SegmentMeta,
+    /// The active segment's file; a sealed one is opened by path.
+    active: Option<Arc<dyn LogFile>>,
+    /// Damaged byte ranges of the segment, skipped.
+    damaged: Vec<Range<u64>>,
+    files: Files,
+    record_bytes_max: u32,
+}
+
+impl RecordRead {
+    /// The offset this reads.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Read the record, going on from `cursor` when it can; `None` when it
+    /// is not there (lost to damage).
+    pub fn run(&self, cursor: &mut ReadCursor) -> Result<Option<Record>> {
+        let offset = self.offset;
+        let meta = &self.segment;
         let place = match cursor.at.take() {
             Some(p)
                 if p.truncations == self.truncations
@@ -63,19 +124,18 @@ impl Log {
                 p
             }
             _ => {
-                let file = if i + 1 == self.segments.len() {
-                    self.file.clone()
-                } else {
-                    self.config
+                let file = match &self.active {
+                    Some(file) => file.clone(),
+                    None => self
                         .files
                         .open(&meta.path, OpenMode::Read)
-                        .map_err(LogError::io(&meta.path))?
+                        .map_err(LogError::io(&meta.path))?,
                 };
                 Place {
                     truncations: self.truncations,
                     base: meta.base,
                     file,
-                    position: meta.start_of(&*self.config.files, offset)?,
+                    position: meta.start_of(&*self.files, offset)?,
                     next_offset: meta.base,
                 }
             }
@@ -87,12 +147,8 @@ impl Log {
         let mut position = place.position;
         let mut header = [0u8; HEADER_LEN];
         while position + HEADER_LEN as u64 <= meta.bytes {
-            if let Some(d) = self
-                .damaged
-                .iter()
-                .find(|d| d.path == meta.path && d.bytes.contains(&position))
-            {
-                position = d.bytes.end;
+            if let Some(d) = self.damaged.iter().find(|d| d.contains(&position)) {
+                position = d.end;
                 continue;
             }
             place
@@ -102,10 +158,7 @@ impl Log {
             let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
             let found = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
             let size = HEADER_LEN as u64 + u64::from(len);
-            if header[..4] != MAGIC
-                || len > self.config.record_bytes_max
-                || position + size > meta.bytes
-            {
+            if header[..4] != MAGIC || len > self.record_bytes_max || position + size > meta.bytes {
                 return Err(corrupt(position));
             }
             if found < offset {
@@ -121,8 +174,7 @@ impl Log {
                 .file
                 .read_exact_at(&mut buf, position)
                 .map_err(LogError::io(&meta.path))?;
-            let Decoded::Record { payload, .. } =
-                record::decode(&buf, self.config.record_bytes_max)
+            let Decoded::Record { payload, .. } = record::decode(&buf, self.record_bytes_max)
             else {
                 return Err(corrupt(position));
             };
@@ -139,3 +191,9 @@ impl Log {
         Ok(None)
     }
 }
+
+// A read is planned on the log's owner and run on another thread.
+const _: fn() = || {
+    fn send<T: Send + 'static>() {}
+    send::<RecordRead>();
+};

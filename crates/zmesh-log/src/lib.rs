@@ -31,7 +31,7 @@ mod syncer;
 mod writer;
 
 pub use config::{Durability, LogConfig};
-pub use cursor::ReadCursor;
+pub use cursor::{ReadCursor, RecordRead};
 pub use error::{LogError, Result};
 pub use files::{FileSystem, Files, LogFile, OpenMode, OsFileSystem};
 pub use log::{Log, Retention};

@@ -298,3 +298,50 @@ fn read_at_finds_each_record_in_any_order_and_across_damage() {
     drop(log);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A read planned now and run later on another thread finds its record,
+/// though the log has since written more, rotated (the planned segment is
+/// sealed) and reopened nothing: the plan carries what it needs.
+#[test]
+fn a_planned_read_runs_on_another_thread_after_the_log_moved_on() {
+    let dir = temp_dir("plan");
+    let (mut log, _) = Log::open(&dir, small()).unwrap();
+    for i in 0..10 {
+        log.append(&payload(i)).unwrap();
+    }
+    assert!(log.plan_read(10).is_none(), "not appended");
+    log.flush().unwrap();
+    let plans: Vec<_> = (0..10)
+        .map(|i| log.plan_read(i).expect("written"))
+        .collect();
+    let segments_before = log.segment_count();
+    for i in 10..400 {
+        log.append(&payload(i)).unwrap();
+    }
+    log.flush().unwrap();
+    assert!(
+        log.segment_count() > segments_before,
+        "the planned segment is sealed"
+    );
+    let plans_sealed: Vec<_> = (100..110).map(|i| log.plan_read(i).unwrap()).collect();
+    let read = std::thread::spawn(move || {
+        let mut cursor = zmesh_log::ReadCursor::default();
+        plans
+            .iter()
+            .chain(&plans_sealed)
+            .map(|p| {
+                let r = p.run(&mut cursor).unwrap().expect("found");
+                assert_eq!(r.offset, p.offset());
+                r
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    let expect: Vec<u64> = (0..10).chain(100..110).collect();
+    for (r, i) in read.iter().zip(expect) {
+        assert_eq!((r.offset, r.payload.to_vec()), (i, payload(i)));
+    }
+    drop(log);
+    fs::remove_dir_all(&dir).unwrap();
+}
