@@ -258,9 +258,9 @@ pub async fn run_with_stores(
                 None => std::future::pending().await,
             }
         };
-        let queue_durable = async {
+        let queue_disk = async {
             match queues.as_mut() {
-                Some(q) => q.durable().await,
+                Some(q) => q.disk_done().await,
                 None => std::future::pending().await,
             }
         };
@@ -310,9 +310,9 @@ pub async fn run_with_stores(
                 }
                 end_batch(&mut stores, &mut out);
             }
-            r = queue_durable => {
+            done = queue_disk => {
                 let q = stores.queues.as_mut().expect("only polled with queues");
-                send_all(Product::Queue, q.on_durable(r), &mut out);
+                send_all(Product::Queue, q.on_disk_done(done), &mut out);
                 // Confirms can lead to more records (dead-letter settles): write them now.
                 end_batch(&mut stores, &mut out);
             }

@@ -58,10 +58,10 @@ impl Broker {
         let s = self.store.end_batch();
         self.sent.extend(s);
         while !self.store.settled() {
-            let r = tokio::time::timeout(Duration::from_secs(10), self.store.durable())
+            let r = tokio::time::timeout(Duration::from_secs(10), self.store.disk_done())
                 .await
                 .expect("the syncer answers");
-            let s = self.store.on_durable(r);
+            let s = self.store.on_disk_done(r);
             self.sent.extend(s);
             let s = self.store.end_batch();
             self.sent.extend(s);

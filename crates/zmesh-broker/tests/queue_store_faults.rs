@@ -106,10 +106,10 @@ impl Harness {
             let result = self
                 .rt
                 .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(30), store.durable()).await
+                    tokio::time::timeout(Duration::from_secs(30), store.disk_done()).await
                 })
                 .expect("records wait for a sync nobody asked for");
-            let sends = self.store().on_durable(result);
+            let sends = self.store().on_disk_done(result);
             self.take(sends)?;
             let sends = self.store().end_batch();
             self.take(sends)?;

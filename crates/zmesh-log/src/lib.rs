@@ -11,6 +11,7 @@
 //! - [`DurableWriter`]: the one owner of records waiting to be written or
 //!   synced, for queues and streams alike.
 //! - [`Syncer`]: group commit on a background thread.
+//! - [`ReadThread`]: reads planned by the log's owner, run off its thread.
 //! - [`Durability`]: the policies (`always`, `group`, `os`).
 //! - [`record`]: the on-disk record format.
 //! - [`FileSystem`]: the file access the log does, replaceable by a test's
@@ -24,6 +25,7 @@ pub mod faulty;
 mod files;
 mod index;
 mod log;
+mod reader;
 pub mod record;
 mod recovery;
 mod segment;
@@ -35,6 +37,7 @@ pub use cursor::{ReadCursor, RecordRead};
 pub use error::{LogError, Result};
 pub use files::{FileSystem, Files, LogFile, OpenMode, OsFileSystem};
 pub use log::{Log, Retention};
+pub use reader::ReadThread;
 pub use record::Record;
 pub use recovery::{Damage, RecoveryReport};
 pub use syncer::Syncer;

@@ -12,6 +12,7 @@
 //! - [`journal`]: the records written to the log.
 //! - [`proto`]: the wire format.
 //! - [`store`]: the journal, group commit and replay — the storage half of the driver.
+//! - `reads`: bodies read back from the journal off the loop, in order per consumer.
 //! - [`client`]: async producer and consumer, now in `zmesh-client`.
 //! - [`options`]: queue settings and the catalog.
 
@@ -20,6 +21,7 @@ pub use zmesh_client::queue as client;
 pub mod core;
 pub mod journal;
 pub mod options;
+mod reads;
 /// The queue protocol, now in `zmesh-wire`.
 pub use zmesh_wire::queue::proto;
 pub mod state;
@@ -30,4 +32,4 @@ mod tests;
 pub use self::core::{CoreCounters, QueueAction, QueueCore, QueueCoreConfig};
 pub use options::{Catalog, QueueOptions, QueueSpec};
 pub use state::{QueueCounters, QueueStats};
-pub use store::{OpenReport, QueueStore, QueueStoreConfig, StoreError};
+pub use store::{DiskDone, OpenReport, QueueStore, QueueStoreConfig, StoreError};

@@ -83,7 +83,16 @@ const COMPACT_BYTES_MAX: u64 = 4 << 20;
 const COMPACT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const COMPACT_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+use super::reads::{BodyReads, ReadDone};
 pub use crate::storage::{Sends, StoreError};
+
+/// Something the disk finished for the store (see [`QueueStore::disk_done`]).
+pub struct DiskDone(Done);
+
+enum Done {
+    Synced(std::io::Result<u64>),
+    Read(ReadDone),
+}
 use crate::storage::{load_json, save_json};
 
 /// The queue core with its storage.
@@ -105,9 +114,11 @@ pub struct QueueStore {
     compact_resume_mono_ms: Option<u64>,
     /// Shutting down: no compaction (it would only delay the end).
     draining: bool,
-    /// Where the last body read back from the journal was: bodies are
-    /// mostly read in line order.
+    /// Where the last body read back from the journal for a move was.
     body_cursor: ReadCursor,
+    /// Deliveries whose bodies are read back off the loop.
+    reads: BodyReads,
+    read_rx: tokio::sync::mpsc::UnboundedReceiver<ReadDone>,
     clock: Arc<dyn Clock>,
 }
 
@@ -148,6 +159,7 @@ impl QueueStore {
             },
         );
         writer.add_log(JOURNAL, log);
+        let (read_tx, read_rx) = tokio::sync::mpsc::unbounded_channel();
         let report = OpenReport {
             recovery,
             replayed,
@@ -166,6 +178,8 @@ impl QueueStore {
             compact_resume_mono_ms: None,
             draining: false,
             body_cursor: ReadCursor::default(),
+            reads: BodyReads::new(read_tx),
+            read_rx,
             clock: config.clock.clone(),
         };
         Ok((store, report))
@@ -187,9 +201,10 @@ impl QueueStore {
         self.draining = true;
     }
 
-    /// Nothing waits to be written or synced: every accepted publish is answered.
+    /// Nothing waits to be written, synced or read: every accepted publish
+    /// is answered and every delivery decided is sent.
     pub fn settled(&self) -> bool {
-        self.writer.settled()
+        self.writer.settled() && self.reads.idle()
     }
 
     /// Group-commit times (sync asked to durable) since the last call.
@@ -269,7 +284,12 @@ impl QueueStore {
         let actions = self.core.tick(self.now());
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        let pending = self.writer.oldest_waiting(JOURNAL);
+        // Segments waited on by a write or a read in flight stay.
+        let pending = self
+            .writer
+            .oldest_waiting(JOURNAL)
+            .into_iter()
+            .chain(self.reads.oldest_offset());
         let keep = self.core.keep_from(pending, self.log().written_offset());
         match self.log_mut().remove_before(keep) {
             Ok(0) => {}
@@ -380,18 +400,28 @@ impl QueueStore {
         actions
     }
 
-    /// Wait for the next group commit to finish.
-    pub async fn durable(&mut self) -> std::io::Result<u64> {
-        match self.durable_rx.recv().await {
-            Some(r) => r,
-            None => std::future::pending().await,
+    /// Wait for the disk to finish something: a group commit, or a body
+    /// read back for a delivery. Hand it to [`QueueStore::on_disk_done`].
+    pub async fn disk_done(&mut self) -> DiskDone {
+        tokio::select! {
+            Some(r) = self.durable_rx.recv() => DiskDone(Done::Synced(r)),
+            Some(r) = self.read_rx.recv() => DiskDone(Done::Read(r)),
+            else => std::future::pending().await,
+        }
+    }
+
+    /// What the disk finished leads to: confirms, deliveries.
+    pub fn on_disk_done(&mut self, done: DiskDone) -> Sends {
+        match done.0 {
+            Done::Synced(r) => self.on_durable(r),
+            Done::Read(r) => self.on_body_read(r),
         }
     }
 
     /// A group commit finished (`Ok(offset)`: everything below is durable;
     /// an error fails every publish waiting for one, and the journal takes
     /// no more writes until a restart).
-    pub fn on_durable(&mut self, result: std::io::Result<u64>) -> Sends {
+    fn on_durable(&mut self, result: std::io::Result<u64>) -> Sends {
         if let Err(e) = &result {
             tracing::error!(error = %e, "journal fsync failed");
         }
@@ -404,32 +434,44 @@ impl QueueStore {
         sends
     }
 
+    /// A body came back (or failed to): its DELIVER goes out, and what
+    /// waited behind it for the same consumer.
+    fn on_body_read(&mut self, done: ReadDone) -> Sends {
+        let outcome = self.reads.done(done);
+        if let Some((to, offset, reason)) = outcome.failed {
+            self.body_read_failed(&to, offset, &reason);
+        }
+        outcome.sends
+    }
+
+    /// A DELIVER was not sent for want of its body: back in line, tried again later.
+    fn body_read_failed(&mut self, to: &Bytes, offset: u64, reason: &str) {
+        tracing::error!(
+            offset,
+            reason,
+            "reading a message body back from the journal failed"
+        );
+        self.core.counters.storage_errors += 1;
+        self.core.delivery_failed(to, offset);
+    }
+
     fn carry_out(&mut self, actions: Vec<QueueAction>, sends: &mut Sends) {
         let mut todo: VecDeque<QueueAction> = actions.into();
         while let Some(action) = todo.pop_front() {
             match action {
                 QueueAction::Send {
                     to,
-                    mut frames,
+                    frames,
                     body_at,
                 } => {
-                    if let Some(at) = body_at {
-                        match self.stored_body(at) {
-                            Ok(body) => frames.push(body),
-                            Err(reason) => {
-                                // Not sent: back in line, tried again later.
-                                tracing::error!(
-                                    offset = at,
-                                    reason,
-                                    "reading a message body back from the journal failed"
-                                );
-                                self.core.counters.storage_errors += 1;
-                                self.core.delivery_failed(&to, at);
-                                continue;
-                            }
-                        }
+                    let log = self
+                        .writer
+                        .log(JOURNAL)
+                        .expect("the journal is added at open");
+                    if let Err(reason) = self.reads.send(log, to.clone(), frames, body_at, sends) {
+                        let offset = body_at.expect("only a body can fail");
+                        self.body_read_failed(&to, offset, &reason);
                     }
-                    sends.push((to, frames));
                 }
                 QueueAction::SaveCatalog(c) => {
                     if let Err(e) = save_json(&self.catalog_path, &c) {
