@@ -64,6 +64,11 @@ pub struct BrokerCmd {
     /// while the disk lags, publishes get 503.
     #[arg(long, default_value_t = 4096, env = "ZMESH_QUEUE_MEMORY_MIB")]
     pub queue_memory_mib: u64,
+    /// Benchmarks only (feature `slow-disk`): every read of the storage logs
+    /// takes this many microseconds longer, a slow disk with no page cache.
+    #[cfg(feature = "slow-disk")]
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub slow_disk_read_us: u64,
     /// Replies and deliveries waiting for one peer that reads slowly, in MiB:
     /// past it the peer gets no new work (requests, deliveries) until half
     /// of it has drained.

@@ -155,10 +155,22 @@ pub async fn run_broker(
 
 /// The storage log settings the broker's flags choose (queues and streams alike).
 fn log_config(cmd: &BrokerCmd) -> zmesh_log::LogConfig {
-    zmesh_log::LogConfig {
+    #[allow(unused_mut)] // set again with the `slow-disk` feature
+    let mut config = zmesh_log::LogConfig {
         segment_bytes_max: cmd.segment_mib.max(1) << 20,
         ..zmesh_log::LogConfig::default()
+    };
+    #[cfg(feature = "slow-disk")]
+    if cmd.slow_disk_read_us > 0 {
+        use zmesh_log::faulty::{Faults, Op};
+        let faults = Faults::default();
+        faults.slow_down(
+            Op::Read,
+            std::time::Duration::from_micros(cmd.slow_disk_read_us),
+        );
+        config.files = faults.files();
     }
+    config
 }
 
 fn open_streams(
