@@ -1,16 +1,16 @@
 //! Reading single records by offset, cheaply when the offsets asked for
 //! ascend: a queue reads the bodies it keeps on disk back in line order,
-//! on a thread of its own ([`RecordRead`]).
+//! on a thread of its own (through a [`LogView`]).
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::files::{Files, LogFile, OpenMode};
+use crate::files::{FileSystem, Files, LogFile, OpenMode};
 use crate::record::{self, Decoded, HEADER_LEN, MAGIC};
-use crate::segment::SegmentMeta;
-use crate::{Log, LogError, Record, Result};
+use crate::segment::{SegmentMeta, SegmentReader};
+use crate::{Damage, Log, LogError, Record, Result};
 
 /// Where the last [`Log::read_at`] left off: its segment, kept open, and the
 /// byte position after the record it returned. The next read of a later
@@ -52,69 +52,172 @@ impl Log {
     /// (removed, lost to damage, or not written yet). Fast for ascending
     /// offsets within a segment; see [`ReadCursor`].
     pub fn read_at(&self, cursor: &mut ReadCursor, offset: u64) -> Result<Option<Record>> {
-        match self.plan_read(offset) {
-            Some(read) => read.run(cursor),
-            None => Ok(None),
-        }
+        self.layout().read_at(cursor, offset)
     }
 
-    /// What reading the record at `offset` takes, to be done off the log's
-    /// owner (another thread), or `None` when it is not in the log. The
-    /// read stays valid while the segment it names is kept: the caller
-    /// must not remove segments from `offset` on until it has run.
-    pub fn plan_read(&self, offset: u64) -> Option<RecordRead> {
-        if offset < self.first_offset() || offset >= self.written_offset() {
-            return None;
-        }
-        let i = self.segments.partition_point(|s| s.base <= offset) - 1;
-        let segment = self.segments[i].clone();
-        // Bytes below the readable length never change (a failed write is
-        // cut back above it), so the read sees what the log sees now.
-        Some(RecordRead {
-            offset,
-            truncations: self.truncations,
-            active: (i + 1 == self.segments.len()).then(|| self.file.clone()),
+    /// The segments holding `offsets` as they are now, to be read off the
+    /// log's owner (another thread): see [`LogView`]. The caller must not
+    /// remove those segments until the view's reads are done.
+    pub fn view(&self, offsets: Range<u64>) -> LogView {
+        let last = self.segments.len() - 1;
+        let i = self
+            .segments
+            .partition_point(|s| s.base <= offsets.start)
+            .saturating_sub(1);
+        let j = self
+            .segments
+            .partition_point(|s| s.base < offsets.end)
+            .saturating_sub(1)
+            .max(i);
+        let segments = self.segments[i..=j].to_vec();
+        LogView {
+            active: (j == last).then(|| self.file.clone()),
             damaged: self
                 .damaged
                 .iter()
-                .filter(|d| d.path == segment.path)
-                .map(|d| d.bytes.clone())
+                .filter(|d| segments.iter().any(|s| s.path == d.path))
+                .cloned()
                 .collect(),
-            segment,
+            segments,
             files: self.config.files.clone(),
             record_bytes_max: self.config.record_bytes_max,
-        })
+            truncations: self.truncations,
+        }
+    }
+
+    pub(crate) fn layout(&self) -> Layout<'_> {
+        Layout {
+            segments: &self.segments,
+            active: Some(&self.file),
+            damaged: &self.damaged,
+            files: &*self.config.files,
+            record_bytes_max: self.config.record_bytes_max,
+            truncations: self.truncations,
+        }
     }
 }
 
-/// One record's read, planned by [`Log::plan_read`] where the log lives
-/// and run anywhere: a queue reads message bodies back on a thread of its
-/// own, so a slow disk never stalls the broker's loop.
-pub struct RecordRead {
-    offset: u64,
-    /// The log's truncation count when planned (see [`Place`]).
-    truncations: u64,
-    /// The segment as it was when planned: its readable length bounds the read.
-    segment: SegmentMeta,
-    /// The active segment's file; a sealed one is opened by path.
+/// Some of a log's segments as they were when taken ([`Log::view`]), read
+/// anywhere: a queue reads message bodies back, and a stream serves its
+/// subscribers, on a thread of their own, so a slow disk never stalls the
+/// broker's loop. Bytes below a segment's readable length never change (a
+/// failed write is cut back above it), so a view reads what the log held
+/// when it was taken, and nothing written after.
+pub struct LogView {
+    /// Oldest first, as in the log.
+    segments: Vec<SegmentMeta>,
+    /// The log's active segment's file, when it is the view's last segment
+    /// (a sealed one is opened by path).
     active: Option<Arc<dyn LogFile>>,
-    /// Damaged byte ranges of the segment, skipped.
-    damaged: Vec<Range<u64>>,
+    damaged: Vec<Damage>,
     files: Files,
     record_bytes_max: u32,
+    truncations: u64,
 }
 
-impl RecordRead {
-    /// The offset this reads.
-    pub fn offset(&self) -> u64 {
-        self.offset
+impl LogView {
+    /// The first offset the view holds.
+    pub fn first_offset(&self) -> u64 {
+        self.segments[0].base
     }
 
-    /// Read the record, going on from `cursor` when it can; `None` when it
-    /// is not there (lost to damage).
-    pub fn run(&self, cursor: &mut ReadCursor) -> Result<Option<Record>> {
-        let offset = self.offset;
-        let meta = &self.segment;
+    /// The offset after the last record the view holds.
+    pub fn written_offset(&self) -> u64 {
+        self.segments.last().expect("a view holds a segment").end
+    }
+
+    /// As [`Log::read`], within the view.
+    pub fn read(&self, from: u64, records_max: usize, bytes_max: usize) -> Result<Vec<Record>> {
+        self.layout().read(from, records_max, bytes_max)
+    }
+
+    /// As [`Log::read_at`], within the view.
+    pub fn read_at(&self, cursor: &mut ReadCursor, offset: u64) -> Result<Option<Record>> {
+        self.layout().read_at(cursor, offset)
+    }
+
+    fn layout(&self) -> Layout<'_> {
+        Layout {
+            segments: &self.segments,
+            active: self.active.as_ref(),
+            damaged: &self.damaged,
+            files: &*self.files,
+            record_bytes_max: self.record_bytes_max,
+            truncations: self.truncations,
+        }
+    }
+}
+
+/// What reading needs, borrowed from a [`Log`] or a [`LogView`]: one
+/// implementation of reads for both.
+pub(crate) struct Layout<'a> {
+    /// Oldest first; never empty.
+    pub segments: &'a [SegmentMeta],
+    /// The file of the last segment, when it is the log's active one.
+    pub active: Option<&'a Arc<dyn LogFile>>,
+    pub damaged: &'a [Damage],
+    pub files: &'a dyn FileSystem,
+    pub record_bytes_max: u32,
+    pub truncations: u64,
+}
+
+impl Layout<'_> {
+    fn first_offset(&self) -> u64 {
+        self.segments[0].base
+    }
+
+    fn written_offset(&self) -> u64 {
+        self.segments.last().expect("never empty").end
+    }
+
+    /// See [`Log::read`].
+    pub fn read(&self, from: u64, records_max: usize, bytes_max: usize) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut offset = from.max(self.first_offset());
+        let end = self.written_offset();
+        while out.len() < records_max && offset < end && (bytes < bytes_max || out.is_empty()) {
+            let i = self.segments.partition_point(|s| s.base <= offset) - 1;
+            let meta = &self.segments[i];
+            let start = meta.start_of(self.files, offset)?;
+            let mut reader = SegmentReader::open(self.files, meta, start, self.record_bytes_max)?;
+            loop {
+                let pos = reader.position();
+                if let Some(d) = self
+                    .damaged
+                    .iter()
+                    .find(|d| d.path == meta.path && d.bytes.start == pos && d.bytes.end > pos)
+                {
+                    reader.skip_to(d.bytes.end);
+                    continue;
+                }
+                let Some(rec) = reader.next()? else { break };
+                if rec.offset < offset {
+                    continue;
+                }
+                offset = rec.offset + 1;
+                bytes += rec.payload.len();
+                out.push(rec);
+                if out.len() >= records_max || bytes >= bytes_max {
+                    return Ok(out);
+                }
+            }
+            // On to the next segment; a gap between segments (lost offsets) is skipped.
+            match self.segments.get(i + 1) {
+                Some(next) => offset = offset.max(next.base),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// See [`Log::read_at`].
+    pub fn read_at(&self, cursor: &mut ReadCursor, offset: u64) -> Result<Option<Record>> {
+        if offset < self.first_offset() || offset >= self.written_offset() {
+            return Ok(None);
+        }
+        let i = self.segments.partition_point(|s| s.base <= offset) - 1;
+        let meta = &self.segments[i];
         let place = match cursor.at.take() {
             Some(p)
                 if p.truncations == self.truncations
@@ -124,9 +227,9 @@ impl RecordRead {
                 p
             }
             _ => {
-                let file = match &self.active {
-                    Some(file) => file.clone(),
-                    None => self
+                let file = match self.active {
+                    Some(file) if i + 1 == self.segments.len() => file.clone(),
+                    _ => self
                         .files
                         .open(&meta.path, OpenMode::Read)
                         .map_err(LogError::io(&meta.path))?,
@@ -135,7 +238,7 @@ impl RecordRead {
                     truncations: self.truncations,
                     base: meta.base,
                     file,
-                    position: meta.start_of(&*self.files, offset)?,
+                    position: meta.start_of(self.files, offset)?,
                     next_offset: meta.base,
                 }
             }
@@ -147,8 +250,12 @@ impl RecordRead {
         let mut position = place.position;
         let mut header = [0u8; HEADER_LEN];
         while position + HEADER_LEN as u64 <= meta.bytes {
-            if let Some(d) = self.damaged.iter().find(|d| d.contains(&position)) {
-                position = d.end;
+            if let Some(d) = self
+                .damaged
+                .iter()
+                .find(|d| d.path == meta.path && d.bytes.contains(&position))
+            {
+                position = d.bytes.end;
                 continue;
             }
             place
@@ -192,8 +299,8 @@ impl RecordRead {
     }
 }
 
-// A read is planned on the log's owner and run on another thread.
+// A view is taken on the log's owner and read on another thread.
 const _: fn() = || {
     fn send<T: Send + 'static>() {}
-    send::<RecordRead>();
+    send::<LogView>();
 };

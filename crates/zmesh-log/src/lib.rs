@@ -11,7 +11,7 @@
 //! - [`DurableWriter`]: the one owner of records waiting to be written or
 //!   synced, for queues and streams alike.
 //! - [`Syncer`]: group commit on a background thread.
-//! - [`ReadThread`]: reads planned by the log's owner, run off its thread.
+//! - [`LogView`], [`ReadThread`]: reads taken from the log's owner, run off its thread.
 //! - [`Durability`]: the policies (`always`, `group`, `os`).
 //! - [`record`]: the on-disk record format.
 //! - [`FileSystem`]: the file access the log does, replaceable by a test's
@@ -33,7 +33,7 @@ mod syncer;
 mod writer;
 
 pub use config::{Durability, LogConfig};
-pub use cursor::{ReadCursor, RecordRead};
+pub use cursor::{LogView, ReadCursor};
 pub use error::{LogError, Result};
 pub use files::{FileSystem, Files, LogFile, OpenMode, OsFileSystem};
 pub use log::{Log, Retention};

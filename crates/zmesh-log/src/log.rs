@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::files::{FileSystem, LogFile, OpenMode};
 use crate::recovery::{self, Damage, RecoveryReport};
-use crate::segment::{self, SegmentMeta, SegmentReader};
+use crate::segment::{self, SegmentMeta};
 use crate::{LogConfig, LogError, Record, Result, index, record};
 
 /// How much of the log to keep; `None` keeps without limit. Whole sealed
@@ -341,44 +341,7 @@ impl Log {
     /// least one record) from `from` on. Offsets below the oldest kept record
     /// start at the oldest; damaged ranges found at open are skipped.
     pub fn read(&self, from: u64, records_max: usize, bytes_max: usize) -> Result<Vec<Record>> {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let mut offset = from.max(self.first_offset());
-        let end = self.written_offset();
-        while out.len() < records_max && offset < end && (bytes < bytes_max || out.is_empty()) {
-            let i = self.segments.partition_point(|s| s.base <= offset) - 1;
-            let meta = &self.segments[i];
-            let files = &*self.config.files;
-            let start = meta.start_of(files, offset)?;
-            let mut reader = SegmentReader::open(files, meta, start, self.config.record_bytes_max)?;
-            loop {
-                let pos = reader.position();
-                if let Some(d) = self
-                    .damaged
-                    .iter()
-                    .find(|d| d.path == meta.path && d.bytes.start == pos && d.bytes.end > pos)
-                {
-                    reader.skip_to(d.bytes.end);
-                    continue;
-                }
-                let Some(rec) = reader.next()? else { break };
-                if rec.offset < offset {
-                    continue;
-                }
-                offset = rec.offset + 1;
-                bytes += rec.payload.len();
-                out.push(rec);
-                if out.len() >= records_max || bytes >= bytes_max {
-                    return Ok(out);
-                }
-            }
-            // On to the next segment; a gap between segments (lost offsets) is skipped.
-            match self.segments.get(i + 1) {
-                Some(next) => offset = offset.max(next.base),
-                None => break,
-            }
-        }
-        Ok(out)
+        self.layout().read(from, records_max, bytes_max)
     }
 
     /// The offset after the last record of the oldest segment, when that

@@ -1,24 +1,28 @@
 //! Reads on a thread of their own: a slow disk holds up the reads, not the
-//! loop that plans them.
+//! loop that asks for them.
 //!
 //! ```text
-//!  owner: log.plan_read(offset) ─read(tag, plan)─►  reader thread:
-//!                                                   plan.run(cursor)
-//!  owner: on_read(tag, record) ◄──────────────────┘ (in the order asked)
+//!  owner: view = log.view(offsets) ─run(job)─►  reader thread:
+//!                                               job(cursor): view.read_at(cursor, …)
+//!  owner: the job's result ◄──(its channel)──┘  (jobs run in the order asked)
 //! ```
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::{ReadCursor, Record, RecordRead, Result};
+use crate::ReadCursor;
 
-/// A thread that runs planned reads one after another, in the order they
-/// were asked for, and reports each result with its tag.
+/// A read to run: it reads through a [`crate::LogView`] it owns and sends
+/// its result wherever its owner listens.
+type Job = Box<dyn FnOnce(&mut ReadCursor) + Send>;
+
+/// A thread that runs reads one after another, in the order asked for.
 ///
-/// One cursor serves every read, so reads of ascending offsets (a queue's
+/// One cursor serves every job, so reads of ascending offsets (a queue's
 /// line) go on from where the last one stopped. The channel to it is
 /// unbounded: the owner bounds what it asks for (a queue reads only the
-/// bodies of messages its consumers' prefetch windows hold).
+/// bodies of messages its consumers' prefetch windows hold; a stream, one
+/// fetch per subscription at a time).
 ///
 /// ```
 /// # fn main() -> Result<(), zmesh_log::LogError> {
@@ -27,32 +31,28 @@ use crate::{ReadCursor, Record, RecordRead, Result};
 /// log.append(b"body")?;
 /// log.flush()?;
 /// let (tx, rx) = std::sync::mpsc::channel();
-/// let reader = zmesh_log::ReadThread::spawn("doc-read", move |tag, r| { let _ = tx.send((tag, r)); });
-/// reader.read("a", log.plan_read(0).unwrap());
-/// let (tag, record) = rx.recv().unwrap();
-/// assert_eq!((tag, &record?.unwrap().payload[..]), ("a", &b"body"[..]));
+/// let reader = zmesh_log::ReadThread::spawn("doc-read");
+/// let view = log.view(0..1);
+/// reader.run(move |cursor| { let _ = tx.send(view.read_at(cursor, 0)); });
+/// assert_eq!(&rx.recv().unwrap()?.unwrap().payload[..], b"body");
 /// # drop(log); std::fs::remove_dir_all(&dir).unwrap();
 /// # Ok(()) }
 /// ```
-pub struct ReadThread<T> {
-    tx: Option<mpsc::Sender<(T, RecordRead)>>,
+pub struct ReadThread {
+    tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl<T: Send + 'static> ReadThread<T> {
-    /// Start the thread, named `name`; `on_read` hears each read's result
-    /// on it: the record, `None` when it is not in the log, or the error.
-    pub fn spawn(
-        name: &str,
-        mut on_read: impl FnMut(T, Result<Option<Record>>) + Send + 'static,
-    ) -> ReadThread<T> {
-        let (tx, rx) = mpsc::channel::<(T, RecordRead)>();
+impl ReadThread {
+    /// Start the thread, named `name`.
+    pub fn spawn(name: &str) -> ReadThread {
+        let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
                 let mut cursor = ReadCursor::default();
-                while let Ok((tag, read)) = rx.recv() {
-                    on_read(tag, read.run(&mut cursor));
+                while let Ok(job) = rx.recv() {
+                    job(&mut cursor);
                 }
             })
             .expect("spawning a read thread");
@@ -62,17 +62,17 @@ impl<T: Send + 'static> ReadThread<T> {
         }
     }
 
-    /// Run `read` after those asked for before it; its result comes with `tag`.
-    pub fn read(&self, tag: T, read: RecordRead) {
+    /// Run `job` after those asked for before it.
+    pub fn run(&self, job: impl FnOnce(&mut ReadCursor) + Send + 'static) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send((tag, read));
+            let _ = tx.send(Box::new(job));
         }
     }
 }
 
-impl<T> Drop for ReadThread<T> {
+impl Drop for ReadThread {
     fn drop(&mut self) {
-        // Closing the channel ends the thread after the reads already asked for.
+        // Closing the channel ends the thread after the jobs already asked for.
         self.tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();

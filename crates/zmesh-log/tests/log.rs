@@ -299,21 +299,20 @@ fn read_at_finds_each_record_in_any_order_and_across_damage() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A read planned now and run later on another thread finds its record,
-/// though the log has since written more, rotated (the planned segment is
-/// sealed) and reopened nothing: the plan carries what it needs.
+/// A view taken now and read later on another thread finds what the log
+/// held when it was taken, though the log has since written more and
+/// rotated (the view's segment is sealed): the view carries what it needs,
+/// and sees nothing written after it.
 #[test]
-fn a_planned_read_runs_on_another_thread_after_the_log_moved_on() {
-    let dir = temp_dir("plan");
+fn a_view_is_read_on_another_thread_after_the_log_moved_on() {
+    let dir = temp_dir("view");
     let (mut log, _) = Log::open(&dir, small()).unwrap();
     for i in 0..10 {
         log.append(&payload(i)).unwrap();
     }
-    assert!(log.plan_read(10).is_none(), "not appended");
     log.flush().unwrap();
-    let plans: Vec<_> = (0..10)
-        .map(|i| log.plan_read(i).expect("written"))
-        .collect();
+    let early = log.view(0..10);
+    assert_eq!((early.first_offset(), early.written_offset()), (0, 10));
     let segments_before = log.segment_count();
     for i in 10..400 {
         log.append(&payload(i)).unwrap();
@@ -321,27 +320,27 @@ fn a_planned_read_runs_on_another_thread_after_the_log_moved_on() {
     log.flush().unwrap();
     assert!(
         log.segment_count() > segments_before,
-        "the planned segment is sealed"
+        "the viewed segment is sealed"
     );
-    let plans_sealed: Vec<_> = (100..110).map(|i| log.plan_read(i).unwrap()).collect();
-    let read = std::thread::spawn(move || {
+    let later = log.view(100..300);
+    assert!(later.first_offset() <= 100 && later.written_offset() >= 300);
+    let (one, range, beyond) = std::thread::spawn(move || {
         let mut cursor = zmesh_log::ReadCursor::default();
-        plans
-            .iter()
-            .chain(&plans_sealed)
-            .map(|p| {
-                let r = p.run(&mut cursor).unwrap().expect("found");
-                assert_eq!(r.offset, p.offset());
-                r
-            })
-            .collect::<Vec<_>>()
+        let one: Vec<_> = (0..10)
+            .map(|i| early.read_at(&mut cursor, i).unwrap().expect("found"))
+            .collect();
+        let beyond = early.read_at(&mut cursor, 10).unwrap();
+        (one, later.read(100, 200, usize::MAX).unwrap(), beyond)
     })
     .join()
     .unwrap();
-    let expect: Vec<u64> = (0..10).chain(100..110).collect();
-    for (r, i) in read.iter().zip(expect) {
-        assert_eq!((r.offset, r.payload.to_vec()), (i, payload(i)));
+    assert!(beyond.is_none(), "written after the view was taken");
+    for r in one.iter().chain(&range) {
+        assert_eq!(r.payload.to_vec(), payload(r.offset));
     }
+    let offsets: Vec<u64> = one.iter().chain(&range).map(|r| r.offset).collect();
+    let expect: Vec<u64> = (0..10).chain(100..300).collect();
+    assert_eq!(offsets, expect);
     drop(log);
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,7 +3,7 @@
 //!
 //! A message whose body is kept on disk is delivered in two halves: the core
 //! decides the DELIVER (head frames and the journal offset of the body), a
-//! [`ReadThread`] reads the body, and the DELIVER goes out when it is back.
+//! [`ReadThread`] reads the body through a view of its segment, and the DELIVER goes out when it is back.
 //! Meanwhile the loop routes everything else. Order per consumer holds: a
 //! send to a consumer that still waits for a body waits behind it, whether
 //! it needs a read itself or not.
@@ -50,7 +50,7 @@ pub(super) struct ReadOutcome {
 
 pub(super) struct BodyReads {
     /// Started at the first read: a store whose bodies stay in memory runs no thread.
-    thread: Option<ReadThread<u64>>,
+    thread: Option<ReadThread>,
     done_tx: tokio::sync::mpsc::UnboundedSender<ReadDone>,
     next_seq: u64,
     /// Sends held back per consumer; a key only while its queue is not empty.
@@ -104,19 +104,18 @@ impl BodyReads {
             }
             return Ok(());
         };
-        let plan = log
-            .plan_read(offset)
-            .ok_or_else(|| format!("journal record {offset} is missing"))?;
+        if offset < log.first_offset() || offset >= log.written_offset() {
+            return Err(format!("journal record {offset} is missing"));
+        }
+        let view = log.view(offset..offset + 1);
         let seq = self.next_seq;
         self.next_seq += 1;
         let done_tx = self.done_tx.clone();
         self.thread
-            .get_or_insert_with(|| {
-                ReadThread::spawn("zmesh-queue-read", move |seq, r| {
-                    let _ = done_tx.send((seq, r));
-                })
-            })
-            .read(seq, plan);
+            .get_or_insert_with(|| ReadThread::spawn("zmesh-queue-read"))
+            .run(move |cursor| {
+                let _ = done_tx.send((seq, view.read_at(cursor, offset)));
+            });
         *self.offsets.entry(offset).or_default() += 1;
         self.in_flight.insert(
             seq,
