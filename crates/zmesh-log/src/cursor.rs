@@ -2,7 +2,6 @@
 //! ascend: a queue reads the bodies it keeps on disk back in line order,
 //! on a thread of its own (through a [`LogView`]).
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -55,20 +54,41 @@ impl Log {
         self.layout().read_at(cursor, offset)
     }
 
-    /// The segments holding `offsets` as they are now, to be read off the
-    /// log's owner (another thread): see [`LogView`]. The caller must not
-    /// remove those segments until the view's reads are done.
-    pub fn view(&self, offsets: Range<u64>) -> LogView {
+    /// The segments that hold the next `records` records from `from` on
+    /// (or all the rest), as they are now, to be read off the log's owner
+    /// (another thread): see [`LogView`]. Offsets lost to damage are not
+    /// counted, so a read of `records` from `from` finds in the view all it
+    /// would find in the log. The caller must not remove those segments
+    /// until the view's reads are done.
+    pub fn view(&self, from: u64, records: u64) -> LogView {
         let last = self.segments.len() - 1;
         let i = self
             .segments
-            .partition_point(|s| s.base <= offsets.start)
+            .partition_point(|s| s.base <= from)
             .saturating_sub(1);
-        let j = self
-            .segments
-            .partition_point(|s| s.base < offsets.end)
-            .saturating_sub(1)
-            .max(i);
+        let mut j = i;
+        let mut held = 0u64;
+        loop {
+            let s = &self.segments[j];
+            let start = s.base.max(from);
+            let lost: u64 = self
+                .damaged
+                .iter()
+                .filter(|d| d.path == s.path)
+                .map(|d| {
+                    let (a, b) = (
+                        d.offsets_lost.start.max(start),
+                        d.offsets_lost.end.min(s.end),
+                    );
+                    b.saturating_sub(a)
+                })
+                .sum();
+            held += s.end.saturating_sub(start).saturating_sub(lost);
+            if held >= records || j == last {
+                break;
+            }
+            j += 1;
+        }
         let segments = self.segments[i..=j].to_vec();
         LogView {
             active: (j == last).then(|| self.file.clone()),

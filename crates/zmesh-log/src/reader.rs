@@ -2,7 +2,7 @@
 //! loop that asks for them.
 //!
 //! ```text
-//!  owner: view = log.view(offsets) ─run(job)─►  reader thread:
+//!  owner: view = log.view(from, n) ─run(job)─►  reader thread:
 //!                                               job(cursor): view.read_at(cursor, …)
 //!  owner: the job's result ◄──(its channel)──┘  (jobs run in the order asked)
 //! ```
@@ -32,7 +32,7 @@ type Job = Box<dyn FnOnce(&mut ReadCursor) + Send>;
 /// log.flush()?;
 /// let (tx, rx) = std::sync::mpsc::channel();
 /// let reader = zmesh_log::ReadThread::spawn("doc-read");
-/// let view = log.view(0..1);
+/// let view = log.view(0, 1);
 /// reader.run(move |cursor| { let _ = tx.send(view.read_at(cursor, 0)); });
 /// assert_eq!(&rx.recv().unwrap()?.unwrap().payload[..], b"body");
 /// # drop(log); std::fs::remove_dir_all(&dir).unwrap();

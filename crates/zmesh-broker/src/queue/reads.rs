@@ -107,7 +107,7 @@ impl BodyReads {
         if offset < log.first_offset() || offset >= log.written_offset() {
             return Err(format!("journal record {offset} is missing"));
         }
-        let view = log.view(offset..offset + 1);
+        let view = log.view(offset, 1);
         let seq = self.next_seq;
         self.next_seq += 1;
         let done_tx = self.done_tx.clone();
