@@ -264,9 +264,9 @@ pub async fn run_with_stores(
                 None => std::future::pending().await,
             }
         };
-        let stream_durable = async {
+        let stream_disk = async {
             match streams.as_mut() {
-                Some(s) => s.durable().await,
+                Some(s) => s.disk_done().await,
                 None => std::future::pending().await,
             }
         };
@@ -316,9 +316,9 @@ pub async fn run_with_stores(
                 // Confirms can lead to more records (dead-letter settles): write them now.
                 end_batch(&mut stores, &mut out);
             }
-            (tag, r) = stream_durable => {
+            done = stream_disk => {
                 let s = stores.streams.as_mut().expect("only polled with streams");
-                send_all(Product::Stream, s.on_durable(tag, r), &mut out);
+                send_all(Product::Stream, s.on_disk_done(done), &mut out);
                 end_batch(&mut stores, &mut out);
             }
             Some(cmd) = admin_cmd => match cmd {

@@ -278,7 +278,7 @@ async fn a_wall_clock_step_drops_no_subscriber_and_stamps_never_go_back() {
             );
             published += 1;
             s.sync().await;
-            s.pass(2, &["sub"]);
+            s.pass(2, &["sub"]).await;
         }
     }
     assert_eq!(s.subscribers(), 1, "the subscriber was not dropped");
@@ -297,7 +297,7 @@ async fn a_wall_clock_step_drops_no_subscriber_and_stamps_never_go_back() {
     );
 
     // Silence that really lasts still drops it.
-    s.pass(6, &[]);
+    s.pass(6, &[]).await;
     assert_eq!(
         s.subscribers(),
         0,

@@ -78,13 +78,13 @@ impl Harness {
         self.take(sends)?;
         while !self.store().settled() {
             let store = self.store.as_mut().expect("open");
-            let (tag, result) = self
+            let done = self
                 .rt
                 .block_on(async {
-                    tokio::time::timeout(Duration::from_secs(30), store.durable()).await
+                    tokio::time::timeout(Duration::from_secs(30), store.disk_done()).await
                 })
-                .expect("records wait for a sync nobody asked for");
-            let sends = self.store().on_durable(tag, result);
+                .expect("records wait for a sync or a read nobody asked for");
+            let sends = self.store().on_disk_done(done);
             self.take(sends)?;
             let sends = self.store().end_batch();
             self.take(sends)?;

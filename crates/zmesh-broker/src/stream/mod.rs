@@ -29,4 +29,4 @@ mod tests;
 
 pub use self::core::{StreamAction, StreamCore, StreamCoreConfig};
 pub use options::{StreamCatalog, StreamOptions, StreamSpec};
-pub use store::{StreamStore, StreamStoreConfig};
+pub use store::{DiskDone, StreamStore, StreamStoreConfig};

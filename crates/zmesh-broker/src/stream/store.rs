@@ -8,17 +8,24 @@
 //!   durables.json       durable subscriptions' positions (same)
 //!   <id>/               one storage log per stream
 //! ```
+//!
+//! Reads (subscribers' fetches, locating a start time, snapshots) run on the
+//! store's read thread through views of the logs, never on the broker's
+//! loop; their answers come back through [`StreamStore::disk_done`]. A
+//! stream with reads in flight keeps its segments: retention waits for them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use zmesh::clock::{Clock, SystemClock};
-use zmesh_log::{DurableWriter, Log, LogConfig, Outcome, Retention};
+use zmesh_log::{
+    DurableWriter, Log, LogConfig, LogError, LogView, Outcome, ReadThread, Record, Retention,
+};
 
-use super::core::{StreamAction, StreamCore, StreamCoreConfig};
+use super::core::{StreamAction, StreamCore, StreamCoreConfig, SubKey};
 use super::options::StreamCatalog;
 use crate::storage::{Sends, StoreError, load_json as load, save_json};
 
@@ -60,7 +67,54 @@ pub struct StreamStore {
     /// One log per stream (by id), and the publishes waiting on them by ticket.
     writer: DurableWriter<u64>,
     durable_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, std::io::Result<u64>)>,
+    /// Started at the first read.
+    reader: Option<ReadThread>,
+    read_tx: tokio::sync::mpsc::UnboundedSender<StreamRead>,
+    read_rx: tokio::sync::mpsc::UnboundedReceiver<StreamRead>,
+    /// Reads in flight per stream (a key only while some are): bounded by
+    /// one fetch or locate per subscription and one read per snapshot asked.
+    reading: HashMap<u32, u32>,
     clock: Arc<dyn Clock>,
+}
+
+/// Something the disk finished for the store (see [`StreamStore::disk_done`]).
+pub struct DiskDone(Done);
+
+enum Done {
+    Synced(u64, std::io::Result<u64>),
+    Read(StreamRead),
+}
+
+/// A read done on the read thread, with what it answers.
+enum StreamRead {
+    Fetched {
+        stream: u32,
+        sub: SubKey,
+        serial: u64,
+        end: u64,
+        records: Result<Vec<Record>, LogError>,
+    },
+    Located {
+        stream: u32,
+        sub: SubKey,
+        serial: u64,
+        seq: u64,
+    },
+    Snapshot {
+        stream: u32,
+        snapshot: u64,
+        records: Vec<(u64, Bytes)>,
+    },
+}
+
+impl StreamRead {
+    fn stream(&self) -> u32 {
+        match self {
+            StreamRead::Fetched { stream, .. }
+            | StreamRead::Located { stream, .. }
+            | StreamRead::Snapshot { stream, .. } => *stream,
+        }
+    }
 }
 
 impl StreamStore {
@@ -101,12 +155,17 @@ impl StreamStore {
             writer.add_log(spec.id.into(), log);
         }
         core.load_durables(durables);
+        let (read_tx, read_rx) = tokio::sync::mpsc::unbounded_channel();
         let store = StreamStore {
             core,
             dir,
             log_config: config.log,
             writer,
             durable_rx,
+            reader: None,
+            read_tx,
+            read_rx,
+            reading: HashMap::new(),
             clock: config.clock.clone(),
         };
         Ok((store, started.elapsed()))
@@ -117,9 +176,9 @@ impl StreamStore {
         self.core.begin_drain();
     }
 
-    /// Nothing waits to be written or synced.
+    /// Nothing waits to be written, synced or read.
     pub fn settled(&self) -> bool {
-        self.writer.settled()
+        self.writer.settled() && self.reading.is_empty()
     }
 
     /// The protocol core (for stats).
@@ -199,29 +258,96 @@ impl StreamStore {
         actions
     }
 
-    /// Wait for the next group commit.
-    pub async fn durable(&mut self) -> (u64, std::io::Result<u64>) {
-        match self.durable_rx.recv().await {
-            Some(r) => r,
-            None => std::future::pending().await,
+    /// Wait for the disk to finish something: a group commit, or a read.
+    /// Hand it to [`StreamStore::on_disk_done`].
+    pub async fn disk_done(&mut self) -> DiskDone {
+        tokio::select! {
+            Some((tag, r)) = self.durable_rx.recv() => DiskDone(Done::Synced(tag, r)),
+            Some(r) = self.read_rx.recv() => DiskDone(Done::Read(r)),
+            else => std::future::pending().await,
         }
+    }
+
+    /// What the disk finished leads to: acknowledgements, messages, snapshots.
+    pub fn on_disk_done(&mut self, done: DiskDone) -> Sends {
+        let mut sends = Vec::new();
+        let actions = match done.0 {
+            Done::Synced(tag, result) => self.on_durable(tag, result),
+            Done::Read(read) => self.on_read(read),
+        };
+        self.carry_out(actions, &mut sends);
+        let a = self.core.pump_dirty();
+        self.carry_out(a, &mut sends);
+        sends
     }
 
     /// A group commit finished for stream `tag` (an error fails every
     /// publish waiting for one, and the stream takes no more writes until a
     /// restart).
-    pub fn on_durable(&mut self, tag: u64, result: std::io::Result<u64>) -> Sends {
+    fn on_durable(&mut self, tag: u64, result: std::io::Result<u64>) -> Vec<StreamAction> {
         if let Err(e) = &result {
             tracing::error!(stream = tag, error = %e, "stream fsync failed");
         }
         self.writer.on_durable(tag, result, self.clock.instant());
         let outcomes = self.writer.take_outcomes();
-        let actions = self.answer(outcomes);
-        let mut sends = Vec::new();
-        self.carry_out(actions, &mut sends);
-        let a = self.core.pump_dirty();
-        self.carry_out(a, &mut sends);
-        sends
+        self.answer(outcomes)
+    }
+
+    /// A read came back: hand it to the core.
+    fn on_read(&mut self, read: StreamRead) -> Vec<StreamAction> {
+        let stream = read.stream();
+        match self.reading.get_mut(&stream) {
+            Some(1) => {
+                self.reading.remove(&stream);
+            }
+            Some(n) => *n -= 1,
+            None => debug_assert!(false, "a read in flight is counted"),
+        }
+        match read {
+            StreamRead::Fetched {
+                sub,
+                serial,
+                end,
+                records,
+                ..
+            } => match records {
+                Ok(records) => {
+                    let records = records
+                        .into_iter()
+                        .filter(|r| r.offset < end)
+                        .map(|r| (r.offset, r.payload))
+                        .collect();
+                    self.core.fetched(&sub, serial, records)
+                }
+                Err(e) => {
+                    // Not an empty read: that would skip messages. Try again at the next tick.
+                    tracing::warn!(error = %e, "stream read failed");
+                    self.core.fetch_failed(&sub, serial);
+                    Vec::new()
+                }
+            },
+            StreamRead::Located {
+                sub, serial, seq, ..
+            } => self.core.located(&sub, serial, seq),
+            StreamRead::Snapshot {
+                snapshot, records, ..
+            } => self.core.snapshot_read(snapshot, records),
+        }
+    }
+
+    /// Run `read` on the read thread; its answer comes back through [`StreamStore::disk_done`].
+    fn read_off_loop(
+        &mut self,
+        stream: u32,
+        read: impl FnOnce(&mut zmesh_log::ReadCursor) -> StreamRead + Send + 'static,
+    ) {
+        *self.reading.entry(stream).or_default() += 1;
+        let tx = self.read_tx.clone();
+        self.reader
+            .get_or_insert_with(|| ReadThread::spawn("zmesh-stream-read"))
+            .run(move |cursor| {
+                let _ = tx.send(read(cursor));
+            });
     }
 
     fn carry_out(&mut self, actions: Vec<StreamAction>, sends: &mut Sends) {
@@ -251,61 +377,75 @@ impl StreamStore {
                 StreamAction::Fetch {
                     stream,
                     sub,
+                    serial,
                     from,
                     end,
                     max,
                 } => {
-                    let records = match self.writer.log(stream.into()) {
-                        Some(log) => {
-                            match log.read(from, max.min((end - from) as usize), 1 << 20) {
-                                Ok(r) => r,
-                                Err(e) => {
-                                    // Not an empty read: that would skip messages. Try again at the next tick.
-                                    tracing::warn!(error = %e, "stream read failed");
-                                    self.core.fetch_failed(&sub);
-                                    continue;
-                                }
-                            }
-                        }
-                        None => Vec::new(),
+                    let Some(log) = self.writer.log(stream.into()) else {
+                        todo.extend(self.core.fetched(&sub, serial, Vec::new()));
+                        continue;
                     };
-                    let records = records
-                        .into_iter()
-                        .filter(|r| r.offset < end)
-                        .map(|r| (r.offset, r.payload))
-                        .collect();
-                    todo.extend(self.core.fetched(&sub, records));
+                    let n = max.min((end - from) as usize);
+                    let view = log.view(from, n as u64);
+                    self.read_off_loop(stream, move |_| StreamRead::Fetched {
+                        stream,
+                        sub,
+                        serial,
+                        end,
+                        records: view.read(from, n, 1 << 20),
+                    });
                 }
                 StreamAction::Locate {
                     stream,
                     sub,
+                    serial,
                     time_ms,
                 } => {
-                    let seq = self
-                        .writer
-                        .log(stream.into())
-                        .map_or(0, |log| locate(log, time_ms));
-                    todo.extend(self.core.located(&sub, seq));
+                    let Some(log) = self.writer.log(stream.into()) else {
+                        todo.extend(self.core.located(&sub, serial, 0));
+                        continue;
+                    };
+                    let view = log.view(log.first_offset(), u64::MAX);
+                    self.read_off_loop(stream, move |_| StreamRead::Located {
+                        stream,
+                        sub,
+                        serial,
+                        seq: locate(&view, time_ms),
+                    });
                 }
                 StreamAction::ReadSeqs {
                     stream,
                     seqs,
                     snapshot,
                 } => {
-                    let mut records = Vec::with_capacity(seqs.len());
-                    if let Some(log) = self.writer.log(stream.into()) {
-                        for seq in seqs {
-                            if let Ok(mut r) = log.read(seq, 1, 0)
-                                && let Some(r) = r.pop()
-                                && r.offset == seq
-                            {
-                                records.push((seq, r.payload));
-                            }
+                    let log = self.writer.log(stream.into());
+                    let (Some(log), Some(&first)) = (log, seqs.first()) else {
+                        todo.extend(self.core.snapshot_read(snapshot, Vec::new()));
+                        continue;
+                    };
+                    let view = log.view(first, u64::MAX);
+                    self.read_off_loop(stream, move |cursor| {
+                        // Ascending: the cursor goes on from one to the next.
+                        let records = seqs
+                            .into_iter()
+                            .filter_map(|seq| match view.read_at(cursor, seq) {
+                                Ok(Some(r)) => Some((seq, r.payload)),
+                                _ => None,
+                            })
+                            .collect();
+                        StreamRead::Snapshot {
+                            stream,
+                            snapshot,
+                            records,
                         }
-                    }
-                    todo.extend(self.core.snapshot_read(snapshot, records));
+                    });
                 }
                 StreamAction::Retain { stream, options } => {
+                    if self.reading.contains_key(&stream) {
+                        // No segment goes under a read in flight; the next round removes it.
+                        continue;
+                    }
                     if let Some(log) = self.writer.log_mut(stream.into()) {
                         let retention = Retention {
                             bytes_max: options.max_bytes,
@@ -354,7 +494,7 @@ impl StreamStore {
 
 /// Binary search for the first record stored at or after `time_ms` (times
 /// never decrease within a stream).
-fn locate(log: &Log, time_ms: u64) -> u64 {
+fn locate(log: &LogView, time_ms: u64) -> u64 {
     let time_at = |seq: u64| -> Option<u64> {
         let r = log.read(seq, 1, 0).ok()?.pop()?;
         super::record::StreamRecord::decode(&r.payload).map(|m| m.time_ms)

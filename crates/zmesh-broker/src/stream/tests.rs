@@ -68,6 +68,7 @@ impl Sim {
                 StreamAction::Fetch {
                     stream,
                     sub,
+                    serial,
                     from,
                     end,
                     max,
@@ -75,14 +76,14 @@ impl Sim {
                     self.fetches += 1;
                     if self.failing_fetches > 0 {
                         self.failing_fetches -= 1;
-                        self.core.fetch_failed(&sub);
+                        self.core.fetch_failed(&sub, serial);
                         continue;
                     }
                     let log = &self.logs[&stream];
                     let records = (from..end.min(from + max as u64))
                         .map(|s| (s, log[s as usize].clone()))
                         .collect();
-                    todo.extend(self.core.fetched(&sub, records));
+                    todo.extend(self.core.fetched(&sub, serial, records));
                 }
                 _ => {}
             }

@@ -64,17 +64,19 @@ impl Streams {
         let s = self.store.end_batch();
         self.sent.extend(s);
         while !self.store.settled() {
-            let (tag, r) = tokio::time::timeout(Duration::from_secs(10), self.store.durable())
+            let done = tokio::time::timeout(Duration::from_secs(10), self.store.disk_done())
                 .await
-                .expect("the syncer answers");
-            let s = self.store.on_durable(tag, r);
+                .expect("the disk answers");
+            let s = self.store.on_disk_done(done);
             self.sent.extend(s);
             let s = self.store.end_batch();
             self.sent.extend(s);
         }
     }
 
-    pub fn pass(&mut self, secs: u64, subscribers: &[&str]) {
+    /// `secs` seconds, one at a time: the tick, a HEARTBEAT from each of
+    /// `subscribers`, and what the disk then finishes (reads, syncs).
+    pub async fn pass(&mut self, secs: u64, subscribers: &[&str]) {
         for _ in 0..secs {
             self.clock.advance(Duration::from_secs(1));
             let s = self.store.tick();
@@ -82,8 +84,7 @@ impl Streams {
             for c in subscribers {
                 self.send(c, &["HEARTBEAT"]);
             }
-            let s = self.store.end_batch();
-            self.sent.extend(s);
+            self.sync().await;
         }
     }
 

@@ -58,9 +58,12 @@ impl StreamCore {
         }
         let stream = s.spec.id;
         self.peers.insert(from.clone(), now.mono_ms);
+        let serial = self.next_ticket;
+        self.next_ticket += 1;
         self.subs.insert(
             key.clone(),
             Sub {
+                serial,
                 stream,
                 filter,
                 cursor,
@@ -75,6 +78,7 @@ impl StreamCore {
             Some(time_ms) => self.out.push(StreamAction::Locate {
                 stream,
                 sub: key,
+                serial,
                 time_ms,
             }),
             None => {
@@ -86,8 +90,10 @@ impl StreamCore {
     }
 
     /// The first sequence stored at or after the subscription's start time.
-    pub fn located(&mut self, sub: &SubKey, seq: u64) -> Vec<StreamAction> {
-        if let Some(s) = self.subs.get_mut(sub) {
+    pub fn located(&mut self, sub: &SubKey, serial: u64, seq: u64) -> Vec<StreamAction> {
+        if let Some(s) = self.subs.get_mut(sub)
+            && s.serial == serial
+        {
             s.cursor = s.cursor.max(seq);
             s.busy = false;
             if let Some(d) = s.durable.clone()
@@ -139,6 +145,7 @@ impl StreamCore {
         self.out.push(StreamAction::Fetch {
             stream: sub.stream,
             sub: key.clone(),
+            serial: sub.serial,
             from: sub.cursor,
             end: s.visible_end,
             max: self.config.fetch_max,
@@ -146,8 +153,14 @@ impl StreamCore {
     }
 
     /// Records read for a subscription's `Fetch`, in order (may be empty).
-    pub fn fetched(&mut self, key: &SubKey, records: Vec<(u64, Bytes)>) -> Vec<StreamAction> {
-        let Some(sub) = self.subs.get_mut(key) else {
+    pub fn fetched(
+        &mut self,
+        key: &SubKey,
+        serial: u64,
+        records: Vec<(u64, Bytes)>,
+    ) -> Vec<StreamAction> {
+        let Some(sub) = self.subs.get_mut(key).filter(|s| s.serial == serial) else {
+            // Gone, or subscribed again since: the answer is no one's.
             return std::mem::take(&mut self.out);
         };
         sub.busy = false;
@@ -191,8 +204,10 @@ impl StreamCore {
     }
 
     /// A `Fetch` could not be read: the subscription tries again at the next heartbeat tick.
-    pub fn fetch_failed(&mut self, key: &SubKey) {
-        if let Some(s) = self.subs.get_mut(key) {
+    pub fn fetch_failed(&mut self, key: &SubKey, serial: u64) {
+        if let Some(s) = self.subs.get_mut(key)
+            && s.serial == serial
+        {
             s.busy = false;
             self.subs.retry_later(key);
         }

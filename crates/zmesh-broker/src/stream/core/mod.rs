@@ -92,6 +92,9 @@ pub enum StreamAction {
         stream: u32,
         /// For whom.
         sub: SubKey,
+        /// Which subscription of that key (a key subscribed again is a new
+        /// one): passed back with the answer.
+        serial: u64,
         /// First sequence number.
         from: u64,
         /// Stop before this one.
@@ -105,6 +108,8 @@ pub enum StreamAction {
         stream: u32,
         /// For whom.
         sub: SubKey,
+        /// As for `Fetch`.
+        serial: u64,
         /// Time.
         time_ms: u64,
     },
@@ -151,6 +156,9 @@ struct Stream {
 }
 
 struct Sub {
+    /// Unique over the core's life: an answer to a fetch or locate of an
+    /// earlier subscription under the same key is not this one's.
+    serial: u64,
     stream: u32,
     filter: Filter,
     cursor: u64,
