@@ -131,6 +131,8 @@ async fn a_wall_clock_step_redelivers_expires_and_drops_nothing() {
             r#"{"ack_timeout_ms": 60000, "message_ttl_ms": 120000}"#,
         ],
     );
+    // The OK goes out once the catalog is saved.
+    b.sync().await;
     assert_eq!(b.take("admin", "OK").len(), 1);
     for i in 0..350 {
         b.send(

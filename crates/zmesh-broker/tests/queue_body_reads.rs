@@ -102,6 +102,7 @@ async fn a_held_read_stalls_its_consumer_only_and_order_is_kept() {
         "admin",
         &["DECLARE", "d", "jobs", r#"{"durability": "os"}"#],
     );
+    q.until("the catalog saved", |q| q.store.settled()).await;
     for i in 0..6 {
         q.send(
             "p",

@@ -92,8 +92,10 @@ pub struct DiskDone(Done);
 enum Done {
     Synced(std::io::Result<u64>),
     Read(ReadDone),
+    Saved(SaveDone),
 }
-use crate::storage::{load_json, save_json};
+use crate::storage::load_json;
+use crate::storage::saves::{SaveDone, Saves};
 
 /// The queue core with its storage.
 pub struct QueueStore {
@@ -119,6 +121,13 @@ pub struct QueueStore {
     /// Deliveries whose bodies are read back off the loop.
     reads: BodyReads,
     read_rx: tokio::sync::mpsc::UnboundedReceiver<ReadDone>,
+    /// The catalog, saved off the loop.
+    saves: Saves,
+    save_rx: tokio::sync::mpsc::UnboundedReceiver<SaveDone>,
+    /// Sends decided while a catalog save was in flight, in order: they go
+    /// once it is done (bounded by publish windows and prefetch: nothing
+    /// is confirmed meanwhile).
+    held: Sends,
     clock: Arc<dyn Clock>,
 }
 
@@ -160,6 +169,7 @@ impl QueueStore {
         );
         writer.add_log(JOURNAL, log);
         let (read_tx, read_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (save_tx, save_rx) = tokio::sync::mpsc::unbounded_channel();
         let report = OpenReport {
             recovery,
             replayed,
@@ -180,6 +190,9 @@ impl QueueStore {
             body_cursor: ReadCursor::default(),
             reads: BodyReads::new(read_tx),
             read_rx,
+            saves: Saves::new(save_tx),
+            save_rx,
+            held: Vec::new(),
             clock: config.clock.clone(),
         };
         Ok((store, report))
@@ -204,7 +217,22 @@ impl QueueStore {
     /// Nothing waits to be written, synced or read: every accepted publish
     /// is answered and every delivery decided is sent.
     pub fn settled(&self) -> bool {
-        self.writer.settled() && self.reads.idle()
+        self.writer.settled() && self.reads.idle() && self.saves.idle()
+    }
+
+    /// What goes out now: nothing while a catalog save is in flight (a
+    /// reply may depend on it), then everything held, in order.
+    fn out(&mut self, sends: Sends) -> Sends {
+        if self.saves.holding() {
+            self.held.extend(sends);
+            return Vec::new();
+        }
+        if self.held.is_empty() {
+            return sends;
+        }
+        let mut all = std::mem::take(&mut self.held);
+        all.extend(sends);
+        all
     }
 
     /// Group-commit times (sync asked to durable) since the last call.
@@ -237,8 +265,9 @@ impl QueueStore {
             Bytes::from_static(b"admin"),
             Bytes::from(queue.to_owned()),
         ];
+        // The reply to the operator depends on no catalog save: not held.
         let (mine, sends): (Sends, Sends) = self
-            .handle(&me, &frames)
+            .handle_now(&me, &frames)
             .into_iter()
             .partition(|(to, _)| *to == me);
         let result = match mine.first() {
@@ -252,11 +281,16 @@ impl QueueStore {
             }
             None => Err("no reply".to_owned()),
         };
-        (result, sends)
+        (result, self.out(sends))
     }
 
     /// Handle one ZMQU01 message; returns what to send now.
     pub fn handle(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
+        let sends = self.handle_now(from, frames);
+        self.out(sends)
+    }
+
+    fn handle_now(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
         let actions = self.core.handle(self.now(), from, frames);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
@@ -268,7 +302,7 @@ impl QueueStore {
         let actions = self.core.connection_closed(self.now(), peer);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        sends
+        self.out(sends)
     }
 
     /// A peer reads too slowly, or has caught up (see [`QueueCore::set_congested`]).
@@ -276,7 +310,7 @@ impl QueueStore {
         let actions = self.core.set_congested(self.now(), peer, congested);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        sends
+        self.out(sends)
     }
 
     /// Timers and log cleanup.
@@ -300,7 +334,7 @@ impl QueueStore {
             }
             Err(e) => tracing::warn!(error = %e, "removing settled journal segments failed"),
         }
-        sends
+        self.out(sends)
     }
 
     /// How long until [`QueueStore::tick`] is next due, on the store's clock
@@ -367,7 +401,7 @@ impl QueueStore {
         if self.compact(&mut sends) {
             sends.extend(self.write_out());
         }
-        sends
+        self.out(sends)
     }
 
     /// Write the journal out and carry out what the outcomes lead to, until
@@ -406,16 +440,22 @@ impl QueueStore {
         tokio::select! {
             Some(r) = self.durable_rx.recv() => DiskDone(Done::Synced(r)),
             Some(r) = self.read_rx.recv() => DiskDone(Done::Read(r)),
+            Some(d) = self.save_rx.recv() => DiskDone(Done::Saved(d)),
             else => std::future::pending().await,
         }
     }
 
     /// What the disk finished leads to: confirms, deliveries.
     pub fn on_disk_done(&mut self, done: DiskDone) -> Sends {
-        match done.0 {
+        let sends = match done.0 {
             Done::Synced(r) => self.on_durable(r),
             Done::Read(r) => self.on_body_read(r),
-        }
+            Done::Saved(d) => {
+                self.saves.done(d);
+                Vec::new()
+            }
+        };
+        self.out(sends)
     }
 
     /// A group commit finished (`Ok(offset)`: everything below is durable;
@@ -474,9 +514,8 @@ impl QueueStore {
                     }
                 }
                 QueueAction::SaveCatalog(c) => {
-                    if let Err(e) = save_json(&self.catalog_path, &c) {
-                        tracing::error!(error = %e, path = %self.catalog_path.display(), "saving the queue catalog failed");
-                    }
+                    // Off the loop; what is sent from now on waits for it.
+                    self.saves.save(self.catalog_path.clone(), &c, true);
                 }
                 QueueAction::Append {
                     record,

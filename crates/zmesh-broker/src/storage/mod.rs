@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use zmesh_log::LogError;
 
+pub(crate) mod saves;
+
 /// Sends for the driver: (ROUTER identity, frames).
 pub type Sends = Vec<(Bytes, Vec<Bytes>)>;
 
@@ -28,7 +30,7 @@ pub enum StoreError {
     },
 }
 
-/// Read a JSON file written by [`save_json`]; a missing file is the default.
+/// Read a JSON file written by [`saves::Saves`]; a missing file is the default.
 pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StoreError> {
     let bad = |reason: String| StoreError::Catalog {
         path: path.into(),
@@ -41,11 +43,13 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
     }
 }
 
-/// Write, fsync, rename, fsync the directory: the file is old or new, never torn.
-pub fn save_json(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+/// `bytes` as the new content of `path`: write, fsync, rename, fsync the
+/// directory, so the file is old or new, never torn. Two fsyncs: the stores
+/// call it off their loop, through [`saves::Saves`].
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(value).expect("serializes"))?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()

@@ -27,7 +27,8 @@ use zmesh_log::{
 
 use super::core::{StreamAction, StreamCore, StreamCoreConfig, SubKey};
 use super::options::StreamCatalog;
-use crate::storage::{Sends, StoreError, load_json as load, save_json};
+use crate::storage::saves::{SaveDone, Saves};
+use crate::storage::{Sends, StoreError, load_json as load};
 
 /// Where and how streams are stored.
 #[derive(Clone, Debug)]
@@ -74,6 +75,12 @@ pub struct StreamStore {
     /// Reads in flight per stream (a key only while some are): bounded by
     /// one fetch or locate per subscription and one read per snapshot asked.
     reading: HashMap<u32, u32>,
+    /// The catalog and durable positions, saved off the loop.
+    saves: Saves,
+    save_rx: tokio::sync::mpsc::UnboundedReceiver<SaveDone>,
+    /// Sends decided while a catalog save was in flight, in order: they go
+    /// once it is done (bounded by publish windows and credit).
+    held: Sends,
     clock: Arc<dyn Clock>,
 }
 
@@ -83,6 +90,7 @@ pub struct DiskDone(Done);
 enum Done {
     Synced(u64, std::io::Result<u64>),
     Read(StreamRead),
+    Saved(SaveDone),
 }
 
 /// A read done on the read thread, with what it answers.
@@ -156,6 +164,7 @@ impl StreamStore {
         }
         core.load_durables(durables);
         let (read_tx, read_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (save_tx, save_rx) = tokio::sync::mpsc::unbounded_channel();
         let store = StreamStore {
             core,
             dir,
@@ -166,6 +175,9 @@ impl StreamStore {
             read_tx,
             read_rx,
             reading: HashMap::new(),
+            saves: Saves::new(save_tx),
+            save_rx,
+            held: Vec::new(),
             clock: config.clock.clone(),
         };
         Ok((store, started.elapsed()))
@@ -178,7 +190,22 @@ impl StreamStore {
 
     /// Nothing waits to be written, synced or read.
     pub fn settled(&self) -> bool {
-        self.writer.settled() && self.reading.is_empty()
+        self.writer.settled() && self.reading.is_empty() && self.saves.idle()
+    }
+
+    /// What goes out now: nothing while a catalog save is in flight (a
+    /// reply may depend on it), then everything held, in order.
+    fn out(&mut self, sends: Sends) -> Sends {
+        if self.saves.holding() {
+            self.held.extend(sends);
+            return Vec::new();
+        }
+        if self.held.is_empty() {
+            return sends;
+        }
+        let mut all = std::mem::take(&mut self.held);
+        all.extend(sends);
+        all
     }
 
     /// The protocol core (for stats).
@@ -191,7 +218,7 @@ impl StreamStore {
         let actions = self.core.handle(self.clock.now(), from, frames);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        sends
+        self.out(sends)
     }
 
     /// A peer's connection closed (see [`StreamCore::connection_closed`]).
@@ -199,7 +226,7 @@ impl StreamStore {
         let actions = self.core.connection_closed(peer);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        sends
+        self.out(sends)
     }
 
     /// A peer reads too slowly, or has caught up (see [`StreamCore::set_congested`]).
@@ -207,7 +234,7 @@ impl StreamStore {
         let actions = self.core.set_congested(peer, congested);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        sends
+        self.out(sends)
     }
 
     /// Timers, retention, durable positions.
@@ -215,7 +242,7 @@ impl StreamStore {
         let actions = self.core.tick(self.clock.now());
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        sends
+        self.out(sends)
     }
 
     /// How long until [`StreamStore::tick`] is next due, on the store's clock
@@ -242,7 +269,7 @@ impl StreamStore {
         }
         let a = self.core.pump_dirty();
         self.carry_out(a, &mut sends);
-        sends
+        self.out(sends)
     }
 
     /// What the core does with the outcomes of publishes.
@@ -264,6 +291,7 @@ impl StreamStore {
         tokio::select! {
             Some((tag, r)) = self.durable_rx.recv() => DiskDone(Done::Synced(tag, r)),
             Some(r) = self.read_rx.recv() => DiskDone(Done::Read(r)),
+            Some(d) = self.save_rx.recv() => DiskDone(Done::Saved(d)),
             else => std::future::pending().await,
         }
     }
@@ -274,11 +302,15 @@ impl StreamStore {
         let actions = match done.0 {
             Done::Synced(tag, result) => self.on_durable(tag, result),
             Done::Read(read) => self.on_read(read),
+            Done::Saved(d) => {
+                self.saves.done(d);
+                Vec::new()
+            }
         };
         self.carry_out(actions, &mut sends);
         let a = self.core.pump_dirty();
         self.carry_out(a, &mut sends);
-        sends
+        self.out(sends)
     }
 
     /// A group commit finished for stream `tag` (an error fails every
@@ -478,14 +510,12 @@ impl StreamStore {
                     let _ = std::fs::remove_dir_all(self.dir.join(id.to_string()));
                 }
                 StreamAction::SaveCatalog(c) => {
-                    if let Err(e) = save_json(&self.dir.join("streams.json"), &c) {
-                        tracing::error!(error = %e, "saving the stream catalog failed");
-                    }
+                    // Off the loop; what is sent from now on waits for it.
+                    self.saves.save(self.dir.join("streams.json"), &c, true);
                 }
                 StreamAction::SaveDurables(d) => {
-                    if let Err(e) = save_json(&self.dir.join("durables.json"), &d) {
-                        tracing::error!(error = %e, "saving durable positions failed");
-                    }
+                    // A position saved late means a redelivery after a crash: nothing waits.
+                    self.saves.save(self.dir.join("durables.json"), &d, false);
                 }
             }
         }

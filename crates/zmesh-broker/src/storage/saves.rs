@@ -1,0 +1,185 @@
+//! JSON files (catalogs, durable positions) saved off the broker's loop.
+//!
+//! Saving a file atomically costs two fsyncs; on a slow disk that is
+//! a stall for every product the loop serves. [`Saves`] serializes on the
+//! loop (cheap, and the value is the one of that moment) and writes on a
+//! thread of its own, one file at a time, in the order asked.
+//!
+//! - **One save per file in flight**, and at most one waiting behind it: a
+//!   newer value of the same file replaces the waiting one (the file only
+//!   ever needs its latest value), so a disk slower than the saves asked
+//!   for costs no memory.
+//! - **A catalog holds the store's sends** ([`Saves::holding`]): a reply or
+//!   confirm decided after a declaration may depend on it (a publish to a
+//!   queue just declared), so nothing the store sends goes out until every
+//!   catalog save asked for so far is done. Durable positions hold nothing:
+//!   one saved late only means a redelivery after a crash.
+//! - A failed save is logged; the file keeps its previous value.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+/// A save finished: which file, and how it went.
+#[derive(Debug)]
+pub struct SaveDone {
+    path: PathBuf,
+    result: std::io::Result<()>,
+}
+
+/// One file's saves: the one in flight, and the newest value waiting.
+struct FileSaves {
+    /// Sends wait while this file has a save in flight or waiting.
+    holds_sends: bool,
+    waiting: Option<Vec<u8>>,
+}
+
+/// A file and its new content, for the save thread.
+type SaveJob = (PathBuf, Vec<u8>);
+
+/// Saves JSON files on a thread of its own; see the module docs.
+pub struct Saves {
+    thread: Option<(mpsc::Sender<SaveJob>, JoinHandle<()>)>,
+    done_tx: tokio::sync::mpsc::UnboundedSender<SaveDone>,
+    /// Files with a save in flight.
+    busy: HashMap<PathBuf, FileSaves>,
+}
+
+impl Saves {
+    /// Saves whose completions are sent to `done_tx`, to come back through
+    /// [`Saves::done`].
+    pub fn new(done_tx: tokio::sync::mpsc::UnboundedSender<SaveDone>) -> Saves {
+        Saves {
+            thread: None,
+            done_tx,
+            busy: HashMap::new(),
+        }
+    }
+
+    /// Save `value` to `path` (write, fsync, rename, fsync the directory);
+    /// with `holds_sends`, the store holds its sends until it is done.
+    pub fn save(&mut self, path: PathBuf, value: &impl serde::Serialize, holds_sends: bool) {
+        let bytes = serde_json::to_vec_pretty(value).expect("serializes");
+        if let Some(file) = self.busy.get_mut(&path) {
+            file.waiting = Some(bytes);
+            file.holds_sends |= holds_sends;
+            return;
+        }
+        self.busy.insert(
+            path.clone(),
+            FileSaves {
+                holds_sends,
+                waiting: None,
+            },
+        );
+        self.start(path, bytes);
+    }
+
+    fn start(&mut self, path: PathBuf, bytes: Vec<u8>) {
+        let (tx, _) = self.thread.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel::<SaveJob>();
+            let done_tx = self.done_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name("zmesh-save".into())
+                .spawn(move || {
+                    while let Ok((path, bytes)) = rx.recv() {
+                        let result = super::write_atomically(&path, &bytes);
+                        let _ = done_tx.send(SaveDone { path, result });
+                    }
+                })
+                .expect("spawning the save thread");
+            (tx, thread)
+        });
+        let _ = tx.send((path, bytes));
+    }
+
+    /// A save finished: the next value of its file, if one waits, goes.
+    pub fn done(&mut self, done: SaveDone) {
+        if let Err(e) = &done.result {
+            tracing::error!(error = %e, path = %done.path.display(), "saving failed; the file keeps its previous value");
+        }
+        let Some(file) = self.busy.get_mut(&done.path) else {
+            debug_assert!(false, "a save in flight is tracked");
+            return;
+        };
+        match file.waiting.take() {
+            Some(bytes) => self.start(done.path, bytes),
+            None => {
+                self.busy.remove(&done.path);
+            }
+        }
+    }
+
+    /// A catalog save is in flight or waiting: the store holds its sends.
+    pub fn holding(&self) -> bool {
+        self.busy.values().any(|f| f.holds_sends)
+    }
+
+    /// No save in flight.
+    pub fn idle(&self) -> bool {
+        self.busy.is_empty()
+    }
+}
+
+impl Drop for Saves {
+    fn drop(&mut self) {
+        // The saves already asked for finish before the store is gone; the
+        // waiting ones are written here (a shutdown keeps the latest values).
+        if let Some((tx, thread)) = self.thread.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
+        for (path, file) in self.busy.drain() {
+            if let Some(bytes) = file.waiting
+                && let Err(e) = super::write_atomically(&path, &bytes)
+            {
+                tracing::error!(error = %e, path = %path.display(), "saving failed at shutdown");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("zmesh-saves-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// Saves of one file in a row: one in flight, the newest waiting (the
+    /// ones between are never written), and the file ends with the newest.
+    /// Only a catalog save holds the sends.
+    #[test]
+    fn a_file_saved_again_while_in_flight_keeps_only_the_newest_waiting() {
+        let d = dir("coalesce");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut saves = Saves::new(tx);
+        let (catalog, positions) = (d.join("catalog.json"), d.join("positions.json"));
+        saves.save(positions.clone(), &1, false);
+        assert!(!saves.holding(), "positions hold nothing");
+        for v in 0..5 {
+            saves.save(catalog.clone(), &v, true);
+        }
+        assert!(saves.holding());
+        let mut done = 0;
+        while !saves.idle() {
+            saves.done(rx.blocking_recv().expect("a save finishes"));
+            done += 1;
+        }
+        assert_eq!(done, 3, "positions, the first catalog, the newest catalog");
+        assert!(!saves.holding());
+        assert_eq!(std::fs::read_to_string(&catalog).unwrap(), "4");
+        assert_eq!(std::fs::read_to_string(&positions).unwrap(), "1");
+        // A value still waiting at the end is written when the saves go.
+        saves.save(catalog.clone(), &5, true);
+        saves.save(catalog.clone(), &6, true);
+        drop(saves);
+        assert_eq!(std::fs::read_to_string(&catalog).unwrap(), "6");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

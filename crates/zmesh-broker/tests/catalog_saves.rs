@@ -1,0 +1,59 @@
+//! Catalogs are saved off the loop, and nothing that may depend on one goes
+//! out before it is saved: the OK of a DECLARE and the CONFIRM of a publish
+//! to the queue just declared wait for the save, in order.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{queue_frames, temp_dir, text};
+use zmesh::clock::ManualClock;
+use zmesh_broker::queue::{QueueStore, QueueStoreConfig};
+
+#[tokio::test]
+async fn replies_after_a_declaration_wait_for_its_catalog_save() {
+    let dir = temp_dir("catalog-saves");
+    let config = QueueStoreConfig {
+        data_dir: dir.clone(),
+        clock: ManualClock::new().shared(),
+        ..QueueStoreConfig::default()
+    };
+    let (mut store, _) = QueueStore::open(config.clone()).expect("open the queues");
+    let peer = |p: &str| bytes::Bytes::from(p.to_owned());
+    let mut sent = store.handle(
+        &peer("admin"),
+        &queue_frames(&["DECLARE", "d", "jobs", r#"{"durability": "os"}"#]),
+    );
+    sent.extend(store.handle(
+        &peer("p"),
+        &queue_frames(&["PUBLISH", "c0", "jobs", "m0", "x"]),
+    ));
+    sent.extend(store.end_batch());
+    assert!(
+        sent.is_empty(),
+        "nothing goes out before the catalog is saved: {sent:?}"
+    );
+    assert!(!store.settled());
+    while !store.settled() {
+        let d = tokio::time::timeout(Duration::from_secs(20), store.disk_done())
+            .await
+            .expect("the save finishes");
+        sent.extend(store.on_disk_done(d));
+    }
+    let replies: Vec<(String, String)> =
+        sent.iter().map(|(to, f)| (text(to), text(&f[2]))).collect();
+    assert_eq!(
+        replies,
+        [
+            ("admin".into(), "OK".into()),
+            ("p".into(), "CONFIRM".into())
+        ]
+    );
+    drop(store);
+    // The declaration is on disk: a reopen knows the queue.
+    let (store, report) = QueueStore::open(config).expect("reopen");
+    assert_eq!(report.messages, 1);
+    assert!(store.core().stats().iter().any(|s| s.name == "jobs"));
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
