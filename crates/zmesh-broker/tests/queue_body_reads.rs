@@ -33,6 +33,13 @@ impl Queues {
         self.sent.extend(s);
     }
 
+    fn publish(&mut self, ids: std::ops::Range<usize>) {
+        for i in ids {
+            let (corr, id) = (format!("c{i}"), format!("m{i}"));
+            self.send("p", &["PUBLISH", &corr, "jobs", &id, &body(i)]);
+        }
+    }
+
     /// Hand the store what the disk finishes until `done` holds.
     async fn until(&mut self, what: &str, done: impl Fn(&Queues) -> bool) {
         while !done(self) {
@@ -103,18 +110,7 @@ async fn a_held_read_stalls_its_consumer_only_and_order_is_kept() {
         &["DECLARE", "d", "jobs", r#"{"durability": "os"}"#],
     );
     q.until("the catalog saved", |q| q.store.settled()).await;
-    for i in 0..6 {
-        q.send(
-            "p",
-            &[
-                "PUBLISH",
-                &format!("c{i}"),
-                "jobs",
-                &format!("m{i}"),
-                &body(i),
-            ],
-        );
-    }
+    q.publish(0..6);
     assert_eq!(q.confirmed(), 6);
     let in_memory = q.store.core().bytes_in_memory();
     assert_eq!(in_memory, 2 * body(0).len() as u64, "m0 and m1 in memory");
@@ -134,18 +130,7 @@ async fn a_held_read_stalls_its_consumer_only_and_order_is_kept() {
     let tags = q.tags("c");
     q.send("c", &["ACK", "jobs", &tags[0], &tags[1]]);
     assert_eq!(q.store.core().bytes_in_memory(), 0);
-    for i in 6..8 {
-        q.send(
-            "p",
-            &[
-                "PUBLISH",
-                &format!("c{i}"),
-                "jobs",
-                &format!("m{i}"),
-                &body(i),
-            ],
-        );
-    }
+    q.publish(6..8);
     assert_eq!(q.confirmed(), 8);
     assert_eq!(
         q.store.core().bytes_in_memory(),

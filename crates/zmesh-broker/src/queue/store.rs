@@ -124,10 +124,6 @@ pub struct QueueStore {
     /// The catalog, saved off the loop.
     saves: Saves,
     save_rx: tokio::sync::mpsc::UnboundedReceiver<SaveDone>,
-    /// Sends decided while a catalog save was in flight, in order: they go
-    /// once it is done (bounded by publish windows and prefetch: nothing
-    /// is confirmed meanwhile).
-    held: Sends,
     clock: Arc<dyn Clock>,
 }
 
@@ -192,7 +188,6 @@ impl QueueStore {
             read_rx,
             saves: Saves::new(save_tx),
             save_rx,
-            held: Vec::new(),
             clock: config.clock.clone(),
         };
         Ok((store, report))
@@ -218,21 +213,6 @@ impl QueueStore {
     /// is answered and every delivery decided is sent.
     pub fn settled(&self) -> bool {
         self.writer.settled() && self.reads.idle() && self.saves.idle()
-    }
-
-    /// What goes out now: nothing while a catalog save is in flight (a
-    /// reply may depend on it), then everything held, in order.
-    fn out(&mut self, sends: Sends) -> Sends {
-        if self.saves.holding() {
-            self.held.extend(sends);
-            return Vec::new();
-        }
-        if self.held.is_empty() {
-            return sends;
-        }
-        let mut all = std::mem::take(&mut self.held);
-        all.extend(sends);
-        all
     }
 
     /// Group-commit times (sync asked to durable) since the last call.
@@ -281,13 +261,13 @@ impl QueueStore {
             }
             None => Err("no reply".to_owned()),
         };
-        (result, self.out(sends))
+        (result, self.saves.pass(sends))
     }
 
     /// Handle one ZMQU01 message; returns what to send now.
     pub fn handle(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
         let sends = self.handle_now(from, frames);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     fn handle_now(&mut self, from: &Bytes, frames: &[Bytes]) -> Sends {
@@ -302,7 +282,7 @@ impl QueueStore {
         let actions = self.core.connection_closed(self.now(), peer);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// A peer reads too slowly, or has caught up (see [`QueueCore::set_congested`]).
@@ -310,7 +290,7 @@ impl QueueStore {
         let actions = self.core.set_congested(self.now(), peer, congested);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// Timers and log cleanup.
@@ -334,7 +314,7 @@ impl QueueStore {
             }
             Err(e) => tracing::warn!(error = %e, "removing settled journal segments failed"),
         }
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// How long until [`QueueStore::tick`] is next due, on the store's clock
@@ -401,7 +381,7 @@ impl QueueStore {
         if self.compact(&mut sends) {
             sends.extend(self.write_out());
         }
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// Write the journal out and carry out what the outcomes lead to, until
@@ -455,7 +435,7 @@ impl QueueStore {
                 Vec::new()
             }
         };
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// A group commit finished (`Ok(offset)`: everything below is durable;

@@ -21,6 +21,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use super::Sends;
+
 /// A save finished: which file, and how it went.
 #[derive(Debug)]
 pub struct SaveDone {
@@ -44,6 +46,10 @@ pub struct Saves {
     done_tx: tokio::sync::mpsc::UnboundedSender<SaveDone>,
     /// Files with a save in flight.
     busy: HashMap<PathBuf, FileSaves>,
+    /// The store's sends decided while a catalog save was in flight, in
+    /// order (bounded by publish windows, prefetch and credit: nothing is
+    /// confirmed or delivered meanwhile).
+    held: Sends,
 }
 
 impl Saves {
@@ -54,6 +60,7 @@ impl Saves {
             thread: None,
             done_tx,
             busy: HashMap::new(),
+            held: Vec::new(),
         }
     }
 
@@ -116,9 +123,25 @@ impl Saves {
         self.busy.values().any(|f| f.holds_sends)
     }
 
-    /// No save in flight.
+    /// What of the store's `sends` goes out now: nothing while a catalog
+    /// save is in flight (a reply may depend on it), then everything held,
+    /// in order, before `sends`.
+    pub fn pass(&mut self, sends: Sends) -> Sends {
+        if self.holding() {
+            self.held.extend(sends);
+            return Vec::new();
+        }
+        if self.held.is_empty() {
+            return sends;
+        }
+        let mut all = std::mem::take(&mut self.held);
+        all.extend(sends);
+        all
+    }
+
+    /// No save in flight, and no send held.
     pub fn idle(&self) -> bool {
-        self.busy.is_empty()
+        self.busy.is_empty() && self.held.is_empty()
     }
 }
 

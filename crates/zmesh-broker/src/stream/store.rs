@@ -78,9 +78,6 @@ pub struct StreamStore {
     /// The catalog and durable positions, saved off the loop.
     saves: Saves,
     save_rx: tokio::sync::mpsc::UnboundedReceiver<SaveDone>,
-    /// Sends decided while a catalog save was in flight, in order: they go
-    /// once it is done (bounded by publish windows and credit).
-    held: Sends,
     clock: Arc<dyn Clock>,
 }
 
@@ -177,7 +174,6 @@ impl StreamStore {
             reading: HashMap::new(),
             saves: Saves::new(save_tx),
             save_rx,
-            held: Vec::new(),
             clock: config.clock.clone(),
         };
         Ok((store, started.elapsed()))
@@ -193,21 +189,6 @@ impl StreamStore {
         self.writer.settled() && self.reading.is_empty() && self.saves.idle()
     }
 
-    /// What goes out now: nothing while a catalog save is in flight (a
-    /// reply may depend on it), then everything held, in order.
-    fn out(&mut self, sends: Sends) -> Sends {
-        if self.saves.holding() {
-            self.held.extend(sends);
-            return Vec::new();
-        }
-        if self.held.is_empty() {
-            return sends;
-        }
-        let mut all = std::mem::take(&mut self.held);
-        all.extend(sends);
-        all
-    }
-
     /// The protocol core (for stats).
     pub fn core(&self) -> &StreamCore {
         &self.core
@@ -218,7 +199,7 @@ impl StreamStore {
         let actions = self.core.handle(self.clock.now(), from, frames);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// A peer's connection closed (see [`StreamCore::connection_closed`]).
@@ -226,7 +207,7 @@ impl StreamStore {
         let actions = self.core.connection_closed(peer);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// A peer reads too slowly, or has caught up (see [`StreamCore::set_congested`]).
@@ -234,7 +215,7 @@ impl StreamStore {
         let actions = self.core.set_congested(peer, congested);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// Timers, retention, durable positions.
@@ -242,7 +223,7 @@ impl StreamStore {
         let actions = self.core.tick(self.clock.now());
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// How long until [`StreamStore::tick`] is next due, on the store's clock
@@ -269,7 +250,7 @@ impl StreamStore {
         }
         let a = self.core.pump_dirty();
         self.carry_out(a, &mut sends);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// What the core does with the outcomes of publishes.
@@ -310,7 +291,7 @@ impl StreamStore {
         self.carry_out(actions, &mut sends);
         let a = self.core.pump_dirty();
         self.carry_out(a, &mut sends);
-        self.out(sends)
+        self.saves.pass(sends)
     }
 
     /// A group commit finished for stream `tag` (an error fails every
