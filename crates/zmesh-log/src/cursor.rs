@@ -37,6 +37,8 @@ pub struct ReadCursor {
 }
 
 struct Place {
+    /// Which log ([`Log`]'s id): one cursor may serve several.
+    log: u64,
     /// The log's truncation count when this place was found: after a
     /// failed write, offsets are reused at other positions.
     truncations: u64,
@@ -102,6 +104,7 @@ impl Log {
             files: self.config.files.clone(),
             record_bytes_max: self.config.record_bytes_max,
             truncations: self.truncations,
+            log: self.id,
         }
     }
 
@@ -113,6 +116,7 @@ impl Log {
             files: &*self.config.files,
             record_bytes_max: self.config.record_bytes_max,
             truncations: self.truncations,
+            log: self.id,
         }
     }
 }
@@ -133,6 +137,7 @@ pub struct LogView {
     files: Files,
     record_bytes_max: u32,
     truncations: u64,
+    log: u64,
 }
 
 impl LogView {
@@ -164,6 +169,7 @@ impl LogView {
             files: &*self.files,
             record_bytes_max: self.record_bytes_max,
             truncations: self.truncations,
+            log: self.log,
         }
     }
 }
@@ -179,6 +185,8 @@ pub(crate) struct Layout<'a> {
     pub files: &'a dyn FileSystem,
     pub record_bytes_max: u32,
     pub truncations: u64,
+    /// The log's id (see [`Place`]).
+    pub log: u64,
 }
 
 impl Layout<'_> {
@@ -240,7 +248,8 @@ impl Layout<'_> {
         let meta = &self.segments[i];
         let place = match cursor.at.take() {
             Some(p)
-                if p.truncations == self.truncations
+                if p.log == self.log
+                    && p.truncations == self.truncations
                     && p.base == meta.base
                     && p.next_offset <= offset =>
             {
@@ -255,6 +264,7 @@ impl Layout<'_> {
                         .map_err(LogError::io(&meta.path))?,
                 };
                 Place {
+                    log: self.log,
                     truncations: self.truncations,
                     base: meta.base,
                     file,

@@ -60,6 +60,9 @@ pub struct Log {
     pub(crate) damaged: Vec<Damage>,
     /// Failed writes cut back so far (their offsets are then reused).
     pub(crate) truncations: u64,
+    /// Unique among the logs of this process: a cursor found in one log is
+    /// never taken for a place in another (two logs share segment bases).
+    pub(crate) id: u64,
     /// Set when a failed write could not be cut back: no more writes.
     poisoned: Option<String>,
 }
@@ -136,6 +139,7 @@ impl Log {
             written_total: 0,
             damaged: report.damaged.clone(),
             truncations: 0,
+            id: LOG_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             poisoned: None,
         };
         Ok((log, report))
@@ -405,6 +409,9 @@ impl Drop for Log {
         let _ = self.sync();
     }
 }
+
+/// Gives each log opened in this process its id.
+static LOG_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn sync_dir(files: &dyn FileSystem, dir: &Path) -> Result<()> {
     files.sync_dir(dir).map_err(LogError::io(dir))
