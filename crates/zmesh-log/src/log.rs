@@ -20,6 +20,9 @@ pub struct Retention {
     pub records_max: Option<u64>,
     /// Age of a segment's newest record.
     pub age_max: Option<Duration>,
+    /// Whatever the limits, the segments holding this offset and later
+    /// stay (a read in flight needs them).
+    pub keep_from: Option<u64>,
 }
 
 /// An append-only log of records numbered by offset.
@@ -382,7 +385,9 @@ impl Log {
                     .modified(&oldest.path)
                     .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age))
             });
-            if !(too_big || too_many || too_old) {
+            if !(too_big || too_many || too_old)
+                || retention.keep_from.is_some_and(|k| oldest.end > k)
+            {
                 break;
             }
             self.remove_oldest()?;

@@ -68,6 +68,12 @@ impl ReadThread {
             let _ = tx.send(Box::new(job));
         }
     }
+
+    /// After the jobs asked for so far, forget where the cursor is: it may
+    /// hold a removed segment open (and its disk space).
+    pub fn forget_place(&self) {
+        self.run(|cursor| *cursor = ReadCursor::default());
+    }
 }
 
 impl Drop for ReadThread {

@@ -139,6 +139,15 @@ fn remove_before_and_retention_drop_whole_old_segments() {
     assert!(log.first_offset() <= 100 && log.first_offset() > 0);
     assert!(log.segment_count() < before);
     assert_eq!(log.read(0, 1, 0).unwrap()[0].offset, log.first_offset());
+    // A read in flight 60 past the first offset keeps its segment, whatever the limit.
+    let first = log.first_offset();
+    let floor = Retention {
+        records_max: Some(1),
+        keep_from: Some(first + 60),
+        ..Retention::default()
+    };
+    log.retain(&floor, std::time::SystemTime::now()).unwrap();
+    assert!(log.first_offset() > first && log.first_offset() <= first + 60);
     let keep = Retention {
         records_max: Some(50),
         ..Retention::default()

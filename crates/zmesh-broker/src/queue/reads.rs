@@ -73,6 +73,13 @@ impl BodyReads {
         }
     }
 
+    /// Segments were removed: the read thread's cursor lets go of theirs.
+    pub fn segments_removed(&self) {
+        if let Some(thread) = &self.thread {
+            thread.forget_place();
+        }
+    }
+
     /// Nothing is being read.
     pub fn idle(&self) -> bool {
         self.in_flight.is_empty()

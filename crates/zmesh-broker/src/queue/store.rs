@@ -308,8 +308,9 @@ impl QueueStore {
         match self.log_mut().remove_before(keep) {
             Ok(0) => {}
             Ok(n) => {
-                // It may hold a removed segment open (and its disk space).
+                // They may hold a removed segment open (and its disk space).
                 self.body_cursor = ReadCursor::default();
+                self.reads.segments_removed();
                 tracing::debug!(segments = n, "settled journal segments removed");
             }
             Err(e) => tracing::warn!(error = %e, "removing settled journal segments failed"),

@@ -70,11 +70,14 @@ pub struct StreamStore {
     durable_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, std::io::Result<u64>)>,
     /// Started at the first read.
     reader: Option<ReadThread>,
-    read_tx: tokio::sync::mpsc::UnboundedSender<StreamRead>,
-    read_rx: tokio::sync::mpsc::UnboundedReceiver<StreamRead>,
-    /// Reads in flight per stream (a key only while some are): bounded by
-    /// one fetch or locate per subscription and one read per snapshot asked.
-    reading: HashMap<u32, u32>,
+    /// A read's answer, with the offset it was read from.
+    read_tx: tokio::sync::mpsc::UnboundedSender<(u64, StreamRead)>,
+    read_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, StreamRead)>,
+    /// Reads in flight per stream (a key only while some are), counted by
+    /// the offset each reads from: retention keeps the segments from the
+    /// lowest on. Bounded by one fetch or locate per subscription and the
+    /// snapshots pending.
+    reading: HashMap<u32, BTreeMap<u64, u32>>,
     /// The catalog and durable positions, saved off the loop.
     saves: Saves,
     save_rx: tokio::sync::mpsc::UnboundedReceiver<SaveDone>,
@@ -86,7 +89,7 @@ pub struct DiskDone(Done);
 
 enum Done {
     Synced(u64, std::io::Result<u64>),
-    Read(StreamRead),
+    Read(u64, StreamRead),
     Saved(SaveDone),
 }
 
@@ -271,7 +274,7 @@ impl StreamStore {
     pub async fn disk_done(&mut self) -> DiskDone {
         tokio::select! {
             Some((tag, r)) = self.durable_rx.recv() => DiskDone(Done::Synced(tag, r)),
-            Some(r) = self.read_rx.recv() => DiskDone(Done::Read(r)),
+            Some((from, r)) = self.read_rx.recv() => DiskDone(Done::Read(from, r)),
             Some(d) = self.save_rx.recv() => DiskDone(Done::Saved(d)),
             else => std::future::pending().await,
         }
@@ -282,7 +285,7 @@ impl StreamStore {
         let mut sends = Vec::new();
         let actions = match done.0 {
             Done::Synced(tag, result) => self.on_durable(tag, result),
-            Done::Read(read) => self.on_read(read),
+            Done::Read(from, read) => self.on_read(from, read),
             Done::Saved(d) => {
                 self.saves.done(d);
                 Vec::new()
@@ -307,14 +310,21 @@ impl StreamStore {
     }
 
     /// A read came back: hand it to the core.
-    fn on_read(&mut self, read: StreamRead) -> Vec<StreamAction> {
+    fn on_read(&mut self, from: u64, read: StreamRead) -> Vec<StreamAction> {
         let stream = read.stream();
-        match self.reading.get_mut(&stream) {
+        let reads = self
+            .reading
+            .get_mut(&stream)
+            .expect("a read in flight is counted");
+        match reads.get_mut(&from) {
             Some(1) => {
-                self.reading.remove(&stream);
+                reads.remove(&from);
             }
             Some(n) => *n -= 1,
             None => debug_assert!(false, "a read in flight is counted"),
+        }
+        if reads.is_empty() {
+            self.reading.remove(&stream);
         }
         match read {
             StreamRead::Fetched {
@@ -349,17 +359,24 @@ impl StreamStore {
     }
 
     /// Run `read` on the read thread; its answer comes back through [`StreamStore::disk_done`].
+    /// `from`: the lowest offset it reads, kept until it is done.
     fn read_off_loop(
         &mut self,
         stream: u32,
+        from: u64,
         read: impl FnOnce(&mut zmesh_log::ReadCursor) -> StreamRead + Send + 'static,
     ) {
-        *self.reading.entry(stream).or_default() += 1;
+        *self
+            .reading
+            .entry(stream)
+            .or_default()
+            .entry(from)
+            .or_default() += 1;
         let tx = self.read_tx.clone();
         self.reader
             .get_or_insert_with(|| ReadThread::spawn("zmesh-stream-read"))
             .run(move |cursor| {
-                let _ = tx.send(read(cursor));
+                let _ = tx.send((from, read(cursor)));
             });
     }
 
@@ -401,7 +418,7 @@ impl StreamStore {
                     };
                     let n = max.min((end - from) as usize);
                     let view = log.view(from, n as u64);
-                    self.read_off_loop(stream, move |_| StreamRead::Fetched {
+                    self.read_off_loop(stream, from, move |_| StreamRead::Fetched {
                         stream,
                         sub,
                         serial,
@@ -419,8 +436,9 @@ impl StreamStore {
                         todo.extend(self.core.located(&sub, serial, 0));
                         continue;
                     };
-                    let view = log.view(log.first_offset(), u64::MAX);
-                    self.read_off_loop(stream, move |_| StreamRead::Located {
+                    let first = log.first_offset();
+                    let view = log.view(first, u64::MAX);
+                    self.read_off_loop(stream, first, move |_| StreamRead::Located {
                         stream,
                         sub,
                         serial,
@@ -438,7 +456,7 @@ impl StreamStore {
                         continue;
                     };
                     let view = log.view(first, u64::MAX);
-                    self.read_off_loop(stream, move |cursor| {
+                    self.read_off_loop(stream, first, move |cursor| {
                         // Ascending: the cursor goes on from one to the next.
                         let records = seqs
                             .into_iter()
@@ -455,21 +473,28 @@ impl StreamStore {
                     });
                 }
                 StreamAction::Retain { stream, options } => {
-                    if self.reading.contains_key(&stream) {
-                        // No segment goes under a read in flight; the next round removes it.
-                        continue;
-                    }
+                    // No segment goes under a read in flight.
+                    let keep_from = self
+                        .reading
+                        .get(&stream)
+                        .and_then(|reads| reads.keys().next().copied());
                     if let Some(log) = self.writer.log_mut(stream.into()) {
                         let retention = Retention {
                             bytes_max: options.max_bytes,
                             records_max: options.max_msgs,
                             age_max: options.max_age_ms.map(Duration::from_millis),
+                            keep_from,
                         };
                         // Ages are of stored stamps: the wall clock's business.
                         let wall = UNIX_EPOCH + Duration::from_millis(self.clock.now().wall_ms);
                         match log.retain(&retention, wall) {
                             Ok(0) => {}
-                            Ok(_) => self.core.retained(stream, log.first_offset()),
+                            Ok(_) => {
+                                self.core.retained(stream, log.first_offset());
+                                if let Some(reader) = &self.reader {
+                                    reader.forget_place();
+                                }
+                            }
                             Err(e) => tracing::warn!(error = %e, "stream retention failed"),
                         }
                     }
