@@ -9,14 +9,17 @@
 //!   newer value of the same file replaces the waiting one (the file only
 //!   ever needs its latest value), so a disk slower than the saves asked
 //!   for costs no memory.
-//! - **A catalog holds the store's sends** ([`Saves::holding`]): a reply or
+//! - **A catalog holds the store's sends** ([`Saves::pass`]): a reply or
 //!   confirm decided after a declaration may depend on it (a publish to a
-//!   queue just declared), so nothing the store sends goes out until every
-//!   catalog save asked for so far is done. Durable positions hold nothing:
-//!   one saved late only means a redelivery after a crash.
+//!   queue just declared), so what the store sends waits until every
+//!   catalog save asked for before it was decided is done, and no longer
+//!   (each catalog save has a generation; sends wait for the newest one of
+//!   their moment, so a stream of declarations does not hold everything
+//!   until it stops). Durable positions hold nothing: one saved late only
+//!   means a redelivery after a crash.
 //! - A failed save is logged; the file keeps its previous value.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -32,9 +35,11 @@ pub struct SaveDone {
 
 /// One file's saves: the one in flight, and the newest value waiting.
 struct FileSaves {
-    /// Sends wait while this file has a save in flight or waiting.
-    holds_sends: bool,
-    waiting: Option<Vec<u8>>,
+    /// The catalog generations the save in flight makes durable.
+    in_flight: Vec<u64>,
+    /// The newest value waiting, and the generations it makes durable (its
+    /// own and those of the values it replaced).
+    waiting: Option<(Vec<u8>, Vec<u64>)>,
 }
 
 /// A file and its new content, for the save thread.
@@ -46,10 +51,15 @@ pub struct Saves {
     done_tx: tokio::sync::mpsc::UnboundedSender<SaveDone>,
     /// Files with a save in flight.
     busy: HashMap<PathBuf, FileSaves>,
+    /// Generations given to catalog saves so far.
+    asked: u64,
+    /// Catalog generations not yet on disk.
+    outstanding: BTreeSet<u64>,
     /// The store's sends decided while a catalog save was in flight, in
-    /// order (bounded by publish windows, prefetch and credit: nothing is
-    /// confirmed or delivered meanwhile).
-    held: Sends,
+    /// order, each batch with the generation it waits for (bounded by
+    /// publish windows, prefetch and credit: nothing is confirmed or
+    /// delivered meanwhile).
+    held: VecDeque<(u64, Sends)>,
 }
 
 impl Saves {
@@ -60,7 +70,9 @@ impl Saves {
             thread: None,
             done_tx,
             busy: HashMap::new(),
-            held: Vec::new(),
+            asked: 0,
+            outstanding: BTreeSet::new(),
+            held: VecDeque::new(),
         }
     }
 
@@ -68,15 +80,25 @@ impl Saves {
     /// with `holds_sends`, the store holds its sends until it is done.
     pub fn save(&mut self, path: PathBuf, value: &impl serde::Serialize, holds_sends: bool) {
         let bytes = serde_json::to_vec_pretty(value).expect("serializes");
+        let mut generations = Vec::new();
+        if holds_sends {
+            self.asked += 1;
+            self.outstanding.insert(self.asked);
+            generations.push(self.asked);
+        }
         if let Some(file) = self.busy.get_mut(&path) {
-            file.waiting = Some(bytes);
-            file.holds_sends |= holds_sends;
+            // The value waiting is never written: this one makes its
+            // generations durable too.
+            if let Some((_, replaced)) = file.waiting.take() {
+                generations.extend(replaced);
+            }
+            file.waiting = Some((bytes, generations));
             return;
         }
         self.busy.insert(
             path.clone(),
             FileSaves {
-                holds_sends,
+                in_flight: generations,
                 waiting: None,
             },
         );
@@ -110,33 +132,53 @@ impl Saves {
             debug_assert!(false, "a save in flight is tracked");
             return;
         };
+        // Done, well or not (a failure is logged above): what waited on
+        // these generations goes.
+        for generation in file.in_flight.drain(..) {
+            self.outstanding.remove(&generation);
+        }
         match file.waiting.take() {
-            Some(bytes) => self.start(done.path, bytes),
+            Some((bytes, generations)) => {
+                file.in_flight = generations;
+                self.start(done.path, bytes);
+            }
             None => {
                 self.busy.remove(&done.path);
             }
         }
     }
 
-    /// A catalog save is in flight or waiting: the store holds its sends.
-    pub fn holding(&self) -> bool {
-        self.busy.values().any(|f| f.holds_sends)
+    /// Every catalog save up to `generation` is done.
+    fn durable(&self, generation: u64) -> bool {
+        self.outstanding.first().is_none_or(|&g| g > generation)
     }
 
-    /// What of the store's `sends` goes out now: nothing while a catalog
-    /// save is in flight (a reply may depend on it), then everything held,
-    /// in order, before `sends`.
+    /// A catalog save asked for so far is in flight or waiting: sends
+    /// decided now are held.
+    pub fn holding(&self) -> bool {
+        !self.durable(self.asked)
+    }
+
+    /// What of the store's sends goes out now: those held whose catalog
+    /// saves are done, in order, then `sends`, unless a catalog save asked
+    /// for before them is still in flight (a reply may depend on it).
     pub fn pass(&mut self, sends: Sends) -> Sends {
-        if self.holding() {
-            self.held.extend(sends);
-            return Vec::new();
+        let mut out = Vec::new();
+        while let Some(&(generation, _)) = self.held.front() {
+            if !self.durable(generation) {
+                break;
+            }
+            out.extend(self.held.pop_front().expect("front exists").1);
         }
-        if self.held.is_empty() {
-            return sends;
+        if self.held.is_empty() && !self.holding() {
+            if out.is_empty() {
+                return sends;
+            }
+            out.extend(sends);
+        } else if !sends.is_empty() {
+            self.held.push_back((self.asked, sends));
         }
-        let mut all = std::mem::take(&mut self.held);
-        all.extend(sends);
-        all
+        out
     }
 
     /// No save in flight, and no send held.
@@ -154,7 +196,7 @@ impl Drop for Saves {
             let _ = thread.join();
         }
         for (path, file) in self.busy.drain() {
-            if let Some(bytes) = file.waiting
+            if let Some((bytes, _)) = file.waiting
                 && let Err(e) = super::write_atomically(&path, &bytes)
             {
                 tracing::error!(error = %e, path = %path.display(), "saving failed at shutdown");
@@ -203,6 +245,33 @@ mod tests {
         saves.save(catalog.clone(), &6, true);
         drop(saves);
         assert_eq!(std::fs::read_to_string(&catalog).unwrap(), "6");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Sends wait for the catalog saves asked for before them, not for
+    /// later ones: a stream of declarations does not hold everything.
+    #[test]
+    fn sends_wait_for_the_saves_before_them_only() {
+        let d = dir("generations");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut saves = Saves::new(tx);
+        let catalog = d.join("catalog.json");
+        let send = |name: &str| (bytes::Bytes::from(name.to_owned()), Vec::new());
+        assert_eq!(saves.pass(vec![send("free")]), vec![send("free")]);
+        saves.save(catalog.clone(), &1, true);
+        assert!(saves.pass(vec![send("after 1")]).is_empty());
+        saves.save(catalog.clone(), &2, true);
+        assert!(saves.pass(vec![send("after 2")]).is_empty());
+        saves.done(rx.blocking_recv().unwrap());
+        assert_eq!(saves.pass(Vec::new()), vec![send("after 1")]);
+        assert!(saves.pass(vec![send("still after 2")]).is_empty());
+        saves.done(rx.blocking_recv().unwrap());
+        assert_eq!(
+            saves.pass(Vec::new()),
+            vec![send("after 2"), send("still after 2")]
+        );
+        assert!(saves.idle());
+        drop(saves);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
