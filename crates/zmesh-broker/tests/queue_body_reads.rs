@@ -82,34 +82,43 @@ impl Queues {
     }
 }
 
+/// A store on `faults`' disk with room for `bodies_in_memory` bodies, and
+/// the queue `jobs` (durability `os`) declared.
+impl Queues {
+    async fn open(dir: &std::path::Path, faults: &Faults, bodies_in_memory: u64) -> Queues {
+        let config = QueueStoreConfig {
+            data_dir: dir.to_path_buf(),
+            log: LogConfig {
+                files: faults.files(),
+                ..LogConfig::default()
+            },
+            core: QueueCoreConfig {
+                bytes_max: bodies_in_memory * body(0).len() as u64,
+                ..QueueCoreConfig::default()
+            },
+            clock: ManualClock::new().shared(),
+            ..QueueStoreConfig::default()
+        };
+        let (store, _) = QueueStore::open(config).expect("open the queues");
+        let mut q = Queues {
+            store,
+            sent: Vec::new(),
+        };
+        q.send(
+            "admin",
+            &["DECLARE", "d", "jobs", r#"{"durability": "os"}"#],
+        );
+        q.until("the catalog saved", |q| q.store.settled()).await;
+        q
+    }
+}
+
 #[tokio::test]
 async fn a_held_read_stalls_its_consumer_only_and_order_is_kept() {
     let dir = temp_dir("queue-body-reads");
     let faults = Faults::default();
-    let config = QueueStoreConfig {
-        data_dir: dir.clone(),
-        log: LogConfig {
-            files: faults.files(),
-            ..LogConfig::default()
-        },
-        // Room for two bodies in memory: later ones are read back.
-        core: QueueCoreConfig {
-            bytes_max: 2 * body(0).len() as u64,
-            ..QueueCoreConfig::default()
-        },
-        clock: ManualClock::new().shared(),
-        ..QueueStoreConfig::default()
-    };
-    let (store, _) = QueueStore::open(config).expect("open the queues");
-    let mut q = Queues {
-        store,
-        sent: Vec::new(),
-    };
-    q.send(
-        "admin",
-        &["DECLARE", "d", "jobs", r#"{"durability": "os"}"#],
-    );
-    q.until("the catalog saved", |q| q.store.settled()).await;
+    // Room for two bodies in memory: later ones are read back.
+    let mut q = Queues::open(&dir, &faults, 2).await;
     q.publish(0..6);
     assert_eq!(q.confirmed(), 6);
     let in_memory = q.store.core().bytes_in_memory();
@@ -145,6 +154,39 @@ async fn a_held_read_stalls_its_consumer_only_and_order_is_kept() {
     q.until("the DELIVERs", |q| q.store.settled()).await;
     let expect: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
     assert_eq!(q.delivered("c"), expect);
+    assert_eq!(q.store.core().counters.storage_errors, 0);
+    drop(q);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A consumer that leaves while its bodies are read gets none of them when
+/// the reads come back: its messages went back in line and to the next
+/// consumer, who gets each once.
+#[tokio::test]
+async fn a_delivery_released_while_its_body_is_read_is_not_sent() {
+    let dir = temp_dir("queue-body-reads-released");
+    let faults = Faults::default();
+    let mut q = Queues::open(&dir, &faults, 0).await;
+    q.publish(0..4);
+    assert_eq!(q.confirmed(), 4);
+    faults.hold(Op::Read);
+    q.send("c1", &["CONSUME", "x", "jobs", "10"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while faults.held(Op::Read) == 0 {
+        assert!(Instant::now() < deadline, "no read started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let sent = q.store.connection_closed(&bytes::Bytes::from_static(b"c1"));
+    q.sent.extend(sent);
+    q.send("c2", &["CONSUME", "y", "jobs", "10"]);
+    faults.release(Op::Read);
+    q.until("the reads", |q| q.store.settled()).await;
+    assert_eq!(
+        q.delivered("c1"),
+        Vec::<String>::new(),
+        "c1 left before its bodies came"
+    );
+    assert_eq!(q.delivered("c2"), ["m0", "m1", "m2", "m3"]);
     assert_eq!(q.store.core().counters.storage_errors, 0);
     drop(q);
     let _ = std::fs::remove_dir_all(&dir);

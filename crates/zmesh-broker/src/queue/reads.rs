@@ -14,7 +14,9 @@
 //! ```
 //!
 //! A read that fails (or finds no body) sends nothing: the message goes back
-//! in line (`QueueCore::delivery_failed`), as before. The journal keeps every
+//! in line (`QueueCore::delivery_failed`), as before. A DELIVER whose message
+//! was released, redelivered or settled while its body was read is dropped
+//! (`QueueCore::is_current_delivery`): it would be a second delivery. The journal keeps every
 //! segment from the oldest read in flight on ([`BodyReads::oldest_offset`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -138,8 +140,14 @@ impl BodyReads {
         Ok(())
     }
 
-    /// A read finished: its DELIVER and what waited behind it go out, in order.
-    pub fn done(&mut self, (seq, result): ReadDone) -> ReadOutcome {
+    /// A read finished: its DELIVER and what waited behind it go out, in
+    /// order. `current` says whether a DELIVER (to, head frames) is still its
+    /// message's delivery to that consumer; one that is not is dropped.
+    pub fn done(
+        &mut self,
+        (seq, result): ReadDone,
+        current: impl Fn(&Bytes, &[Bytes]) -> bool,
+    ) -> ReadOutcome {
         let mut outcome = ReadOutcome {
             sends: Vec::new(),
             failed: None,
@@ -169,6 +177,11 @@ impl BodyReads {
             Err(e) => Err(e.refusal()),
         };
         match body {
+            _ if !current(&to, &line[i].frames) => {
+                // Released, redelivered or settled while it was read: the
+                // message is back in line or elsewhere; nothing to send.
+                line.remove(i);
+            }
             Ok(body) => {
                 line[i].frames.push(body);
                 line[i].reading = None;

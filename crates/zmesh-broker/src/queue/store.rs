@@ -458,7 +458,10 @@ impl QueueStore {
     /// A body came back (or failed to): its DELIVER goes out, and what
     /// waited behind it for the same consumer.
     fn on_body_read(&mut self, done: ReadDone) -> Sends {
-        let outcome = self.reads.done(done);
+        let core = &self.core;
+        let outcome = self
+            .reads
+            .done(done, |to, deliver| core.is_current_delivery(to, deliver));
         if let Some((to, offset, reason)) = outcome.failed {
             self.body_read_failed(&to, offset, &reason);
         }

@@ -282,6 +282,28 @@ impl QueueCore {
         self.dispatch(now, name);
     }
 
+    /// Whether a DELIVER the core decided (its head frames, as
+    /// `proto::deliver_head` made them) is still its message's current
+    /// delivery to `to`: not released, redelivered or settled since. A body
+    /// read off the loop can take that long; a DELIVER that is no longer
+    /// current is not sent (its message is back in line, or elsewhere).
+    pub fn is_current_delivery(&self, to: &Bytes, deliver: &[Bytes]) -> bool {
+        let field = |i: usize| deliver.get(i).and_then(|b| std::str::from_utf8(b).ok());
+        let (Some(queue), Some(tag), Some(deliveries)) = (
+            field(3),
+            field(4).and_then(|t| t.parse::<u64>().ok()),
+            field(5).and_then(|d| d.parse::<u32>().ok()),
+        ) else {
+            return false;
+        };
+        let Some(q) = self.queues.get(queue) else {
+            return false;
+        };
+        q.messages.get(&q.current_tag(tag)).is_some_and(|m| {
+            m.deliveries == deliveries && m.holder.as_ref().is_some_and(|(peer, _)| peer == to)
+        })
+    }
+
     /// The DELIVER of `tag` to `to` was not sent (its body could not be read
     /// back): the delivery did not happen. The message goes back in line
     /// with its delivery count as it was, so failed reads never use up its
