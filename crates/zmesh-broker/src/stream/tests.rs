@@ -362,3 +362,25 @@ fn a_refused_publish_lets_its_id_try_again() {
     );
     assert!(matches!(retry.first(), Some(StreamAction::Append { .. })));
 }
+
+/// Snapshots wait for the disk; a client asking without waiting is refused
+/// past the limit, with a clear error, instead of queueing reads without end.
+#[test]
+fn snapshots_in_progress_are_bounded() {
+    let mut s = Sim::new();
+    // The simulation never answers a snapshot's read: each stays in progress.
+    for i in 0..1025 {
+        s.send("c", &["SNAPSHOT", &i.to_string(), "ev", ">"]);
+    }
+    let errors: Vec<_> = s
+        .sent
+        .iter()
+        .filter(|(p, f)| p == "c" && f[2] == "ERROR")
+        .map(|(_, f)| (f[3].clone(), f[4].clone()))
+        .collect();
+    assert_eq!(
+        errors,
+        vec![(Bytes::from("1024"), Bytes::from("503"))],
+        "only the one past 1024 is refused"
+    );
+}

@@ -10,6 +10,9 @@ use crate::stream::record::StreamRecord;
 use crate::stream::subject::Filter;
 use zmesh_wire::stream::proto::code;
 
+/// Snapshots being read at once, over all clients.
+const SNAPSHOTS_PENDING_MAX: usize = 1024;
+
 impl StreamCore {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn subscribe(
@@ -217,6 +220,16 @@ impl StreamCore {
         let Some(s) = self.names.get(name).and_then(|id| self.streams.get(id)) else {
             return self.out.push(no_stream(from, &corr, name));
         };
+        if self.snapshots.len() >= SNAPSHOTS_PENDING_MAX {
+            // Each is a read queued for the disk: a client that asks without
+            // waiting must not queue them without end.
+            return self.out.push(err(
+                from,
+                &corr,
+                code::UNAVAILABLE,
+                "too many snapshots in progress; retry",
+            ));
+        }
         let mut seqs: Vec<u64> = s
             .last_values
             .iter()
