@@ -33,8 +33,8 @@ async fn replies_after_a_declaration_wait_for_its_catalog_save() {
         sent.is_empty(),
         "nothing goes out before the catalog is saved: {sent:?}"
     );
-    assert!(!store.settled());
-    while !store.settled() {
+    assert!(!store.idle());
+    while !store.idle() {
         let d = tokio::time::timeout(Duration::from_secs(20), store.disk_done())
             .await
             .expect("the save finishes");

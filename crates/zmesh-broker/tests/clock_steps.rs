@@ -57,7 +57,7 @@ impl Broker {
     async fn sync(&mut self) {
         let s = self.store.end_batch();
         self.sent.extend(s);
-        while !self.store.settled() {
+        while !self.store.idle() {
             let r = tokio::time::timeout(Duration::from_secs(10), self.store.disk_done())
                 .await
                 .expect("the syncer answers");

@@ -108,7 +108,7 @@ impl Queues {
             "admin",
             &["DECLARE", "d", "jobs", r#"{"durability": "os"}"#],
         );
-        q.until("the catalog saved", |q| q.store.settled()).await;
+        q.until("the catalog saved", |q| q.store.idle()).await;
         q
     }
 }
@@ -147,11 +147,11 @@ async fn a_held_read_stalls_its_consumer_only_and_order_is_kept() {
         "m6 and m7 in memory"
     );
     assert_eq!(q.delivered("c"), ["m0", "m1"], "nothing overtakes m2");
-    assert!(!q.store.settled(), "reads in flight");
+    assert!(!q.store.idle(), "reads in flight");
     assert!(faults.held(Op::Read) > 0, "the read is still held");
 
     faults.release(Op::Read);
-    q.until("the DELIVERs", |q| q.store.settled()).await;
+    q.until("the DELIVERs", |q| q.store.idle()).await;
     let expect: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
     assert_eq!(q.delivered("c"), expect);
     assert_eq!(q.store.core().counters.storage_errors, 0);
@@ -180,7 +180,7 @@ async fn a_delivery_released_while_its_body_is_read_is_not_sent() {
     q.sent.extend(sent);
     q.send("c2", &["CONSUME", "y", "jobs", "10"]);
     faults.release(Op::Read);
-    q.until("the reads", |q| q.store.settled()).await;
+    q.until("the reads", |q| q.store.idle()).await;
     assert_eq!(
         q.delivered("c1"),
         Vec::<String>::new(),

@@ -101,7 +101,7 @@ impl Harness {
     fn settle(&mut self) -> Result<(), TestCaseError> {
         let sends = self.store().end_batch();
         self.take(sends)?;
-        while !self.store().settled() {
+        while !self.store().idle() {
             let store = self.store.as_mut().expect("open");
             let result = self
                 .rt

@@ -209,10 +209,16 @@ impl QueueStore {
         self.draining = true;
     }
 
-    /// Nothing waits to be written, synced or read: every accepted publish
-    /// is answered and every delivery decided is sent.
+    /// Nothing waits to be written, synced or saved: every accepted publish
+    /// is answered (what a drain waits for; deliveries still being read
+    /// are not: their messages stay unacked and come back after a restart).
     pub fn settled(&self) -> bool {
-        self.writer.settled() && self.reads.idle() && self.saves.idle()
+        self.writer.settled() && self.saves.idle()
+    }
+
+    /// Settled, and no body being read: every delivery decided is sent.
+    pub fn idle(&self) -> bool {
+        self.settled() && self.reads.idle()
     }
 
     /// Group-commit times (sync asked to durable) since the last call.

@@ -187,9 +187,16 @@ impl StreamStore {
         self.core.begin_drain();
     }
 
-    /// Nothing waits to be written, synced or read.
+    /// Nothing waits to be written, synced or saved: every accepted publish
+    /// is answered (what a drain waits for; reads in flight are not: a
+    /// subscriber reading a backlog would keep a drain waiting to its end).
     pub fn settled(&self) -> bool {
-        self.writer.settled() && self.reading.is_empty() && self.saves.idle()
+        self.writer.settled() && self.saves.idle()
+    }
+
+    /// Settled, and nothing being read.
+    pub fn idle(&self) -> bool {
+        self.settled() && self.reading.is_empty()
     }
 
     /// The protocol core (for stats).

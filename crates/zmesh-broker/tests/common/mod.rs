@@ -63,7 +63,7 @@ impl Streams {
     pub async fn sync(&mut self) {
         let s = self.store.end_batch();
         self.sent.extend(s);
-        while !self.store.settled() {
+        while !self.store.idle() {
             let done = tokio::time::timeout(Duration::from_secs(10), self.store.disk_done())
                 .await
                 .expect("the disk answers");
