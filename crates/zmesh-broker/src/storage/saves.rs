@@ -18,6 +18,8 @@
 //!   until it stops). Durable positions hold nothing: one saved late only
 //!   means a redelivery after a crash.
 //! - A failed save is logged; the file keeps its previous value.
+//! - A deleted stream's directory goes after the catalog without the stream
+//!   is saved ([`Saves::remove_dir_when_saved`]), on the same thread.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -42,12 +44,18 @@ struct FileSaves {
     waiting: Option<(Vec<u8>, Vec<u64>)>,
 }
 
-/// A file and its new content, for the save thread.
-type SaveJob = (PathBuf, Vec<u8>);
+/// Work for the save thread.
+enum Job {
+    /// A file and its new content.
+    Save(PathBuf, Vec<u8>),
+    /// A directory to remove (a deleted stream's log), once the catalog
+    /// without it is saved.
+    RemoveDir(PathBuf),
+}
 
 /// Saves JSON files on a thread of its own; see the module docs.
 pub struct Saves {
-    thread: Option<(mpsc::Sender<SaveJob>, JoinHandle<()>)>,
+    thread: Option<(mpsc::Sender<Job>, JoinHandle<()>)>,
     done_tx: tokio::sync::mpsc::UnboundedSender<SaveDone>,
     /// Files with a save in flight.
     busy: HashMap<PathBuf, FileSaves>,
@@ -60,6 +68,9 @@ pub struct Saves {
     /// publish windows, prefetch and credit: nothing is confirmed or
     /// delivered meanwhile).
     held: VecDeque<(u64, Sends)>,
+    /// Directories to remove once the catalog generation with them gone
+    /// is saved: (generation, directory).
+    removals: Vec<(u64, PathBuf)>,
 }
 
 impl Saves {
@@ -73,6 +84,7 @@ impl Saves {
             asked: 0,
             outstanding: BTreeSet::new(),
             held: VecDeque::new(),
+            removals: Vec::new(),
         }
     }
 
@@ -106,21 +118,41 @@ impl Saves {
     }
 
     fn start(&mut self, path: PathBuf, bytes: Vec<u8>) {
+        self.send(Job::Save(path, bytes));
+    }
+
+    fn send(&mut self, job: Job) {
         let (tx, _) = self.thread.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::channel::<SaveJob>();
+            let (tx, rx) = mpsc::channel::<Job>();
             let done_tx = self.done_tx.clone();
             let thread = std::thread::Builder::new()
                 .name("zmesh-save".into())
                 .spawn(move || {
-                    while let Ok((path, bytes)) = rx.recv() {
-                        let result = super::write_atomically(&path, &bytes);
-                        let _ = done_tx.send(SaveDone { path, result });
+                    while let Ok(job) = rx.recv() {
+                        match job {
+                            Job::Save(path, bytes) => {
+                                let result = super::write_atomically(&path, &bytes);
+                                let _ = done_tx.send(SaveDone { path, result });
+                            }
+                            Job::RemoveDir(dir) => remove_dir(&dir),
+                        }
                     }
                 })
                 .expect("spawning the save thread");
             (tx, thread)
         });
-        let _ = tx.send((path, bytes));
+        let _ = tx.send(job);
+    }
+
+    /// Remove `dir` (a deleted stream's log) once every catalog save asked
+    /// for so far is done: a crash before that finds the stream and its log
+    /// both there, never the stream without its log.
+    pub fn remove_dir_when_saved(&mut self, dir: PathBuf) {
+        if self.holding() {
+            self.removals.push((self.asked, dir));
+        } else {
+            self.send(Job::RemoveDir(dir));
+        }
     }
 
     /// A save finished: the next value of its file, if one waits, goes.
@@ -145,6 +177,13 @@ impl Saves {
             None => {
                 self.busy.remove(&done.path);
             }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.removals)
+            .into_iter()
+            .partition(|(generation, _)| self.durable(*generation));
+        self.removals = later;
+        for (_, dir) in due {
+            self.send(Job::RemoveDir(dir));
         }
     }
 
@@ -183,7 +222,7 @@ impl Saves {
 
     /// No save in flight, and no send held.
     pub fn idle(&self) -> bool {
-        self.busy.is_empty() && self.held.is_empty()
+        self.busy.is_empty() && self.held.is_empty() && self.removals.is_empty()
     }
 }
 
@@ -202,6 +241,18 @@ impl Drop for Saves {
                 tracing::error!(error = %e, path = %path.display(), "saving failed at shutdown");
             }
         }
+        // The catalogs are as saved as they will be: their removals go too.
+        for (_, dir) in self.removals.drain(..) {
+            remove_dir(&dir);
+        }
+    }
+}
+
+fn remove_dir(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!(error = %e, dir = %dir.display(), "removing a deleted log failed");
     }
 }
 
@@ -245,6 +296,30 @@ mod tests {
         saves.save(catalog.clone(), &6, true);
         drop(saves);
         assert_eq!(std::fs::read_to_string(&catalog).unwrap(), "6");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A deleted log's directory goes only once the catalog without it is
+    /// saved.
+    #[test]
+    fn a_directory_is_removed_after_the_catalog_save_before_it() {
+        let d = dir("remove");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut saves = Saves::new(tx);
+        let log_dir = d.join("7");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        saves.save(d.join("catalog.json"), &1, true);
+        saves.remove_dir_when_saved(log_dir.clone());
+        assert!(!saves.idle());
+        let first = rx.blocking_recv().unwrap();
+        assert!(log_dir.exists(), "not before the catalog save is handled");
+        saves.done(first);
+        // A later save runs after the removal on the same thread.
+        saves.save(d.join("positions.json"), &1, false);
+        saves.done(rx.blocking_recv().unwrap());
+        assert!(!log_dir.exists());
+        assert!(saves.idle());
+        drop(saves);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

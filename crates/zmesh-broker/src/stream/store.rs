@@ -520,7 +520,9 @@ impl StreamStore {
                     drop(self.writer.remove_log(id.into(), "stream deleted"));
                     let outcomes = self.writer.take_outcomes();
                     todo.extend(self.answer(outcomes));
-                    let _ = std::fs::remove_dir_all(self.dir.join(id.to_string()));
+                    // Off the loop, once the catalog without it is saved.
+                    self.saves
+                        .remove_dir_when_saved(self.dir.join(id.to_string()));
                 }
                 StreamAction::SaveCatalog(c) => {
                     // Off the loop; what is sent from now on waits for it.
