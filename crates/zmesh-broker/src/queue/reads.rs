@@ -104,6 +104,11 @@ impl BodyReads {
         sends: &mut Sends,
     ) -> Result<(), String> {
         let Some(offset) = body_at else {
+            if self.waiting.is_empty() {
+                // Nothing is being read (most of the time): no lookup.
+                sends.push((to, frames));
+                return Ok(());
+            }
             match self.waiting.get_mut(&to) {
                 Some(line) => line.push_back(Waiting {
                     frames,
