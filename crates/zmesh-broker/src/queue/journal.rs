@@ -97,6 +97,21 @@ pub fn body(record: &Bytes) -> Option<Bytes> {
     }
 }
 
+/// The body stored by the journal record at `offset`, from the result of
+/// reading it back, or why there is none (for the log and the refusal).
+pub fn body_read_back(
+    offset: u64,
+    read: Result<Option<zmesh_log::Record>, zmesh_log::LogError>,
+) -> Result<Bytes, String> {
+    match read {
+        Ok(Some(r)) => {
+            body(&r.payload).ok_or_else(|| format!("journal record {offset} stores no message"))
+        }
+        Ok(None) => Err(format!("journal record {offset} is missing")),
+        Err(e) => Err(e.refusal()),
+    }
+}
+
 /// Largest SETTLE record, in offsets (keeps records far below the log's limit).
 pub const SETTLE_BATCH_MAX: usize = 65_536;
 

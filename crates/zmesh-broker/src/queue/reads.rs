@@ -175,12 +175,7 @@ impl BodyReads {
             .iter()
             .position(|w| w.reading == Some(seq))
             .expect("a read in flight is in its consumer's line");
-        let body = match result {
-            Ok(Some(record)) => super::journal::body(&record.payload)
-                .ok_or_else(|| format!("journal record {offset} stores no message")),
-            Ok(None) => Err(format!("journal record {offset} is missing")),
-            Err(e) => Err(e.refusal()),
-        };
+        let body = super::journal::body_read_back(offset, result);
         match body {
             _ if !current(&to, &line[i].frames) => {
                 // Released, redelivered or settled while it was read: the

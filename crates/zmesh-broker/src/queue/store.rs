@@ -552,12 +552,7 @@ impl QueueStore {
             .writer
             .log(JOURNAL)
             .expect("the journal is added at open");
-        match log.read_at(&mut self.body_cursor, offset) {
-            Ok(Some(r)) => super::journal::body(&r.payload)
-                .ok_or_else(|| format!("journal record {offset} stores no message")),
-            Ok(None) => Err(format!("journal record {offset} is missing")),
-            Err(e) => Err(e.refusal()),
-        }
+        super::journal::body_read_back(offset, log.read_at(&mut self.body_cursor, offset))
     }
 
     /// `record`, completed with the body stored at `body_at` if it has one.

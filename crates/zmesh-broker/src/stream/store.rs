@@ -11,8 +11,9 @@
 //!
 //! Reads (subscribers' fetches, locating a start time, snapshots) run on the
 //! store's read thread through views of the logs, never on the broker's
-//! loop; their answers come back through [`StreamStore::disk_done`]. A
-//! stream with reads in flight keeps its segments: retention waits for them.
+//! loop; their answers come back through [`StreamStore::disk_done`].
+//! Retention keeps the segments from the lowest offset a read in flight
+//! reads from.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
