@@ -46,6 +46,15 @@ pub enum LogError {
         /// What failed.
         reason: String,
     },
+    /// Caller: a cut or a restart at an offset the log cannot take there
+    /// (below its first record, or a restart below its next offset).
+    #[error("offset {offset} is out of range: {reason}")]
+    OutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// Why it cannot be taken.
+        reason: String,
+    },
     /// Caller: the configuration cannot work (e.g. a zero segment size).
     #[error("invalid log configuration: {0}")]
     Config(String),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::files::{FileSystem, LogFile, OpenMode};
 use crate::recovery::{self, Damage, RecoveryReport};
-use crate::segment::{self, SegmentMeta};
+use crate::segment::{self, SegmentMeta, SegmentReader};
 use crate::{LogConfig, LogError, Record, Result, index, record};
 
 /// How much of the log to keep; `None` keeps without limit. Whole sealed
@@ -326,7 +326,12 @@ impl Log {
 
     fn rotate(&mut self) -> Result<()> {
         self.sync()?;
-        let meta = SegmentMeta::new(&self.dir, self.next_offset);
+        self.start_segment(self.next_offset)
+    }
+
+    /// Seal the active segment and start a new one at `base`.
+    fn start_segment(&mut self, base: u64) -> Result<()> {
+        let meta = SegmentMeta::new(&self.dir, base);
         let files = &*self.config.files;
         let file = files
             // Not create-new: a rotation that failed half-way left an empty file to reuse.
@@ -403,8 +408,148 @@ impl Log {
             .remove_file(&old.path)
             .map_err(LogError::io(&old.path))?;
         let _ = files.remove_file(&old.index_path());
-        self.damaged.retain(|d| d.path != old.path);
+        // A gap between segments (bytes `0..0`) is kept on the later one; it
+        // no longer matters once everything below it is gone.
+        let first = self.first_offset();
+        self.damaged
+            .retain(|d| d.path != old.path && !(d.bytes.is_empty() && d.offsets_lost.end <= first));
         Ok(())
+    }
+
+    /// Remove the records at `offset` and after, for good: when this
+    /// returns, no crash brings them back, and the next append gets
+    /// `offset`. For a replica whose unconfirmed tail lost to another's (a
+    /// Raft follower's conflicting entries); records below `offset` are
+    /// written and synced too.
+    ///
+    /// Later segments go first, newest first, and the directory is synced
+    /// before the segment holding `offset` is cut: a crash part-way leaves
+    /// a prefix of the log, never stale records behind a hole.
+    pub fn truncate_from(&mut self, offset: u64) -> Result<()> {
+        self.check_poisoned()?;
+        if offset < self.first_offset() {
+            return Err(LogError::OutOfRange {
+                offset,
+                reason: format!("the log's first record is {}", self.first_offset()),
+            });
+        }
+        self.sync()?;
+        if offset >= self.next_offset {
+            return Ok(());
+        }
+        let keep = self.segments.partition_point(|s| s.base <= offset) - 1;
+        let files = self.config.files.clone();
+        if keep + 1 < self.segments.len() {
+            while self.segments.len() > keep + 1 {
+                let gone = self.segments.pop().expect("more than `keep` segments");
+                files
+                    .remove_file(&gone.path)
+                    .map_err(LogError::io(&gone.path))?;
+                let _ = files.remove_file(&gone.index_path());
+                self.damaged.retain(|d| d.path != gone.path);
+            }
+            sync_dir(&*files, &self.dir)?;
+            let meta = self.active().clone();
+            self.file = files
+                .open(&meta.path, OpenMode::Append)
+                .map_err(LogError::io(&meta.path))?;
+            self.index_file = files
+                .open(&meta.index_path(), OpenMode::AppendOrCreate)
+                .map_err(LogError::io(meta.index_path()))?;
+        }
+        let meta = self.active().clone();
+        let position = self.position_of(&meta, offset)?;
+        self.file
+            .set_len(position)
+            .and_then(|()| self.file.sync_data())
+            .map_err(LogError::io(&meta.path))?;
+        // Index entries at or past the cut would point into the next records.
+        let index_path = meta.index_path();
+        let kept: Vec<(u64, u64)> = files
+            .read(&index_path)
+            .unwrap_or_default()
+            .chunks_exact(16)
+            .map(|e| {
+                let offset = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+                let position = u64::from_le_bytes(e[8..].try_into().expect("8 bytes"));
+                (offset, position)
+            })
+            .take_while(|&(o, _)| o < offset)
+            .collect();
+        index::write(&*files, &index_path, &kept)?;
+        self.index_file = files
+            .open(&index_path, OpenMode::AppendOrCreate)
+            .map_err(LogError::io(&index_path))?;
+        self.damaged
+            .retain(|d| !(d.path == meta.path && d.bytes.start >= position && !d.bytes.is_empty()));
+        let active = self.segments.last_mut().expect("at least one segment");
+        active.end = offset;
+        active.bytes = position;
+        self.next_offset = offset;
+        self.bytes_since_index = u64::MAX;
+        // Offsets from the cut on will be given out again, at other places.
+        self.truncations += 1;
+        Ok(())
+    }
+
+    /// Drop every record and give the next append `offset`, at or past the
+    /// log's next offset: a replica that took a snapshot newer than
+    /// anything in its log goes on from the snapshot's end.
+    ///
+    /// The new segment is created (and the directory synced) before the
+    /// old ones go: a crash part-way leaves them in front of a gap, which
+    /// the next open reports as damage and [`Log::remove_before`] clears.
+    pub fn restart_at(&mut self, offset: u64) -> Result<()> {
+        self.check_poisoned()?;
+        if offset < self.next_offset {
+            return Err(LogError::OutOfRange {
+                offset,
+                reason: format!(
+                    "a restart cannot go below the log's next offset {} (cut it first)",
+                    self.next_offset
+                ),
+            });
+        }
+        if offset == self.next_offset && self.first_offset() == offset {
+            return Ok(());
+        }
+        self.flush()?;
+        // An empty active segment may already start there.
+        if self.active().base != offset {
+            self.start_segment(offset)?;
+        }
+        while self.segments.len() > 1 {
+            self.remove_oldest()?;
+        }
+        sync_dir(&*self.config.files, &self.dir)?;
+        self.next_offset = offset;
+        self.truncations += 1;
+        Ok(())
+    }
+
+    /// Byte position after the last record below `offset` in `meta`: where
+    /// a cut at `offset` goes, so damaged bytes past that record go too.
+    fn position_of(&self, meta: &SegmentMeta, offset: u64) -> Result<u64> {
+        let files = &*self.config.files;
+        let start = meta.start_of(files, offset)?;
+        let mut reader = SegmentReader::open(files, meta, start, self.config.record_bytes_max)?;
+        let mut end_of_records = start;
+        loop {
+            let position = reader.position();
+            debug_assert!(position >= end_of_records);
+            if let Some(d) = self
+                .damaged
+                .iter()
+                .find(|d| d.path == meta.path && d.bytes.start == position && !d.bytes.is_empty())
+            {
+                reader.skip_to(d.bytes.end);
+                continue;
+            }
+            match reader.next()? {
+                Some(r) if r.offset < offset => end_of_records = reader.position(),
+                _ => return Ok(end_of_records),
+            }
+        }
     }
 }
 

@@ -66,6 +66,11 @@ const SYNC_LATENCIES_MAX: usize = 10_000;
 /// One log and the records of it that someone waits on.
 struct Tracked<W> {
     log: Log,
+    /// Names this log's sync requests to the syncer. A cut
+    /// ([`DurableWriter::truncate`]) gives the log a new one: a sync asked
+    /// for before it covered offsets now given out again, so its answer
+    /// must confirm nothing.
+    sync_tag: u64,
     /// Appended, not yet written: (offset, waiter, durability), ascending.
     unflushed: Vec<(u64, W, Durability)>,
     /// Written, waiting for a group commit: (offset, waiter), ascending.
@@ -104,6 +109,9 @@ struct Tracked<W> {
 /// ```
 pub struct DurableWriter<W> {
     logs: BTreeMap<u64, Tracked<W>>,
+    /// Which log each live sync tag names.
+    sync_tags: BTreeMap<u64, u64>,
+    next_sync_tag: u64,
     /// Logs appended to since the last flush: the only ones it has work in
     /// (repeats are dropped at the flush).
     dirty: Vec<u64>,
@@ -116,8 +124,9 @@ pub struct DurableWriter<W> {
 
 impl<W> DurableWriter<W> {
     /// A writer whose group commits wait up to `group_commit_ms` or
-    /// `group_commit_bytes`; `on_durable` hears each commit's result on the
-    /// syncer thread, and the owner passes it to [`DurableWriter::on_durable`].
+    /// `group_commit_bytes`; `on_durable` hears each commit's `(sync tag,
+    /// result)` on the syncer thread, and the owner passes both to
+    /// [`DurableWriter::on_durable`].
     pub fn new(
         group_commit_ms: u64,
         group_commit_bytes: u64,
@@ -125,6 +134,8 @@ impl<W> DurableWriter<W> {
     ) -> DurableWriter<W> {
         DurableWriter {
             logs: BTreeMap::new(),
+            sync_tags: BTreeMap::new(),
+            next_sync_tag: 0,
             dirty: Vec::new(),
             syncer: LazySyncer::NotStarted(Some((
                 group_commit_ms,
@@ -140,10 +151,12 @@ impl<W> DurableWriter<W> {
     pub fn add_log(&mut self, id: u64, log: Log) {
         drop(self.remove_log(id, "log replaced"));
         let requested_at_bytes = log.bytes_written_total();
+        let sync_tag = self.new_sync_tag(id);
         self.logs.insert(
             id,
             Tracked {
                 log,
+                sync_tag,
                 unflushed: Vec::new(),
                 unsynced: VecDeque::new(),
                 requested_at_bytes,
@@ -156,6 +169,7 @@ impl<W> DurableWriter<W> {
     /// Stop writing to log `id`: everything waiting on it fails with `reason`.
     pub fn remove_log(&mut self, id: u64, reason: &str) -> Option<Log> {
         let t = self.logs.remove(&id)?;
+        self.sync_tags.remove(&t.sync_tag);
         self.outcomes.extend(
             t.unflushed
                 .into_iter()
@@ -282,7 +296,7 @@ impl<W> DurableWriter<W> {
                 let bytes = written - t.requested_at_bytes;
                 self.syncer
                     .get()
-                    .request(id, file, offset, bytes, t.sync_at_once);
+                    .request(t.sync_tag, file, offset, bytes, t.sync_at_once);
                 t.requested_at_bytes = written;
                 t.sync_at_once = false;
                 t.sync_started.get_or_insert(now);
@@ -311,11 +325,17 @@ impl<W> DurableWriter<W> {
         }
     }
 
-    /// A group commit of log `id` finished: `Ok(offset)` makes every record
-    /// below it durable; an error fails every record waiting for a sync and
-    /// poisons the log (the kernel may have dropped the pages it reported).
-    pub fn on_durable(&mut self, id: u64, result: std::io::Result<u64>, now: Instant) {
-        let Some(t) = self.logs.get_mut(&id) else {
+    /// A group commit finished for the log its `sync_tag` names (the tag
+    /// the syncer callback heard): `Ok(offset)` makes every record below it
+    /// durable; an error fails every record waiting for a sync and poisons
+    /// the log (the kernel may have dropped the pages it reported). A tag
+    /// of a log since removed or cut names none: nothing happens.
+    pub fn on_durable(&mut self, sync_tag: u64, result: std::io::Result<u64>, now: Instant) {
+        let Some(t) = self
+            .sync_tags
+            .get(&sync_tag)
+            .and_then(|id| self.logs.get_mut(id))
+        else {
             return;
         };
         match result {
@@ -334,6 +354,65 @@ impl<W> DurableWriter<W> {
                 t.fail_lost(&format!("fsync failed: {e}"), &mut self.outcomes);
             }
         }
+    }
+}
+
+impl<W> DurableWriter<W> {
+    /// The log a sync tag names, if it still names one.
+    pub fn log_of_sync_tag(&self, sync_tag: u64) -> Option<u64> {
+        self.sync_tags.get(&sync_tag).copied()
+    }
+
+    fn new_sync_tag(&mut self, id: u64) -> u64 {
+        let tag = self.next_sync_tag;
+        self.next_sync_tag += 1;
+        self.sync_tags.insert(tag, id);
+        tag
+    }
+
+    /// Cut log `id` back to `offset` for good ([`Log::truncate_from`]).
+    /// Everything written before is first synced here, on the caller's
+    /// thread, so every record waited on gets its outcome, `Ok` or the
+    /// sync's error, before a record of it is cut: a waiter never hears of
+    /// a record that was cut, and a later sync never vouches for one. Rare
+    /// (a replica whose tail lost to another's), so two fsyncs on the
+    /// caller's thread are fine.
+    pub fn truncate(&mut self, id: u64, offset: u64) -> Result<(), LogError> {
+        self.renumber(id, |log| log.truncate_from(offset))
+    }
+
+    /// Drop every record of log `id` and go on at `offset`
+    /// ([`Log::restart_at`]), with waiters settled first as for
+    /// [`DurableWriter::truncate`].
+    pub fn restart_at(&mut self, id: u64, offset: u64) -> Result<(), LogError> {
+        self.renumber(id, |log| log.restart_at(offset))
+    }
+
+    /// Settle log `id`'s waiters with a sync here, change its records with
+    /// `change` (offsets will be given out again), and retire its sync tag.
+    fn renumber(
+        &mut self,
+        id: u64,
+        change: impl FnOnce(&mut Log) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        if !self.logs.contains_key(&id) {
+            return Err(LogError::Config(format!("no log {id}")));
+        }
+        self.sync(id);
+        let tag = self.new_sync_tag(id);
+        let t = self.logs.get_mut(&id).expect("checked above");
+        debug_assert!(
+            t.unflushed.is_empty() && t.unsynced.is_empty() || t.log.poisoned().is_some(),
+            "a sync here settles every waiter"
+        );
+        // A sync asked for before covered offsets that will be given out again.
+        self.sync_tags
+            .remove(&std::mem::replace(&mut t.sync_tag, tag));
+        t.sync_at_once = false;
+        t.sync_started = None;
+        let changed = change(&mut t.log);
+        t.requested_at_bytes = t.log.bytes_written_total();
+        changed
     }
 }
 

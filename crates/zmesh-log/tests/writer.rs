@@ -362,3 +362,66 @@ fn an_always_record_is_synced_at_once_off_the_callers_thread() {
     drop(writer);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A cut settles every waiter first (a sync on the caller's thread), and a
+/// group commit answered from before the cut confirms nothing after it,
+/// though it names offsets the log gives out again.
+#[test]
+fn a_cut_settles_waiters_and_a_sync_from_before_it_vouches_for_nothing_after() {
+    let dir = temp_dir("cut");
+    let faults = Faults::default();
+    let (tx, rx) = mpsc::channel();
+    let mut writer = DurableWriter::new(0, 1, move |tag, r| {
+        let _ = tx.send((tag, r));
+    });
+    writer.add_log(0, Log::open(&dir, config(&faults)).unwrap().0);
+    let group = Durability::Group {
+        max_delay_ms: 0,
+        max_bytes: 1,
+    };
+    for id in 0..10 {
+        writer
+            .append(0, &record(id, 100), Some((id, group)))
+            .unwrap();
+    }
+    writer.flush(Instant::now());
+    let before_cut = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a group commit");
+    writer.truncate(0, 5).unwrap();
+    let settled: Vec<_> = writer.take_outcomes();
+    assert_eq!(settled, (0..10).map(|id| (id, Ok(id))).collect::<Vec<_>>());
+    for id in 100..103 {
+        let offset = writer
+            .append(0, &record(id, 100), Some((id, group)))
+            .unwrap();
+        assert_eq!(offset, id - 95);
+    }
+    writer.flush(Instant::now());
+    let (tag, result) = before_cut;
+    assert_eq!(result.as_ref().ok(), Some(&10), "it named offsets below 10");
+    writer.on_durable(tag, result, Instant::now());
+    assert_eq!(
+        writer.take_outcomes(),
+        vec![],
+        "the stale sync vouched for a new record"
+    );
+    let (tag, result) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a group commit after the cut");
+    writer.on_durable(tag, result, Instant::now());
+    assert_eq!(
+        writer.take_outcomes(),
+        vec![(100, Ok(5)), (101, Ok(6)), (102, Ok(7))]
+    );
+    let log = writer.log(0).unwrap();
+    let ids: Vec<u64> = log
+        .read(0, 100, 1 << 20)
+        .unwrap()
+        .iter()
+        .map(|r| id_of(&r.payload))
+        .collect();
+    assert_eq!(ids, vec![0, 1, 2, 3, 4, 100, 101, 102]);
+    drop(writer);
+    fs::remove_dir_all(&dir).unwrap();
+}

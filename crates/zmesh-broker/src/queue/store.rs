@@ -90,7 +90,8 @@ pub use crate::storage::{Sends, StoreError};
 pub struct DiskDone(Done);
 
 enum Done {
-    Synced(std::io::Result<u64>),
+    /// A group commit's answer: the sync tag it names, and its result.
+    Synced((u64, std::io::Result<u64>)),
     Read(ReadDone),
     Saved(SaveDone),
 }
@@ -102,7 +103,7 @@ pub struct QueueStore {
     core: QueueCore,
     /// The journal (log [`JOURNAL`]), and the publishes waiting on it by ticket.
     writer: DurableWriter<u64>,
-    durable_rx: tokio::sync::mpsc::UnboundedReceiver<std::io::Result<u64>>,
+    durable_rx: tokio::sync::mpsc::UnboundedReceiver<(u64, std::io::Result<u64>)>,
     catalog_path: PathBuf,
     /// The journal's segment size, for the compaction threshold.
     segment_bytes_max: u64,
@@ -159,8 +160,8 @@ impl QueueStore {
         let mut writer = DurableWriter::new(
             config.group_commit_ms,
             config.group_commit_bytes,
-            move |_log, r| {
-                let _ = tx.send(r);
+            move |sync_tag, r| {
+                let _ = tx.send((sync_tag, r));
             },
         );
         writer.add_log(JOURNAL, log);
@@ -448,12 +449,12 @@ impl QueueStore {
     /// A group commit finished (`Ok(offset)`: everything below is durable;
     /// an error fails every publish waiting for one, and the journal takes
     /// no more writes until a restart).
-    fn on_durable(&mut self, result: std::io::Result<u64>) -> Sends {
+    fn on_durable(&mut self, (sync_tag, result): (u64, std::io::Result<u64>)) -> Sends {
         if let Err(e) = &result {
             tracing::error!(error = %e, "journal fsync failed");
         }
         self.writer
-            .on_durable(JOURNAL, result, self.clock.instant());
+            .on_durable(sync_tag, result, self.clock.instant());
         let outcomes = self.writer.take_outcomes();
         let actions = self.answer(outcomes);
         let mut sends = Vec::new();

@@ -305,14 +305,16 @@ impl StreamStore {
         self.saves.pass(sends)
     }
 
-    /// A group commit finished for stream `tag` (an error fails every
-    /// publish waiting for one, and the stream takes no more writes until a
-    /// restart).
-    fn on_durable(&mut self, tag: u64, result: std::io::Result<u64>) -> Vec<StreamAction> {
+    /// A group commit finished for the stream its sync tag names (an error
+    /// fails every publish waiting for one, and the stream takes no more
+    /// writes until a restart).
+    fn on_durable(&mut self, sync_tag: u64, result: std::io::Result<u64>) -> Vec<StreamAction> {
         if let Err(e) = &result {
-            tracing::error!(stream = tag, error = %e, "stream fsync failed");
+            let stream = self.writer.log_of_sync_tag(sync_tag);
+            tracing::error!(?stream, error = %e, "stream fsync failed");
         }
-        self.writer.on_durable(tag, result, self.clock.instant());
+        self.writer
+            .on_durable(sync_tag, result, self.clock.instant());
         let outcomes = self.writer.take_outcomes();
         self.answer(outcomes)
     }
