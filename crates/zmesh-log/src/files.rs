@@ -156,3 +156,18 @@ impl std::ops::Deref for Files {
         &*self.0
     }
 }
+
+/// `bytes` as the new content of `path`: write, fsync, rename, fsync the
+/// directory, so the file is old or new, never torn (a store's catalog, a
+/// replica's vote). Two fsyncs: the broker's stores call it off their loop.
+/// The temporary file is `path` with `.tmp` added to its name.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
+}

@@ -35,7 +35,7 @@ mod writer;
 pub use config::{Durability, LogConfig};
 pub use cursor::{LogView, ReadCursor};
 pub use error::{LogError, Result};
-pub use files::{FileSystem, Files, LogFile, OpenMode, OsFileSystem};
+pub use files::{FileSystem, Files, LogFile, OpenMode, OsFileSystem, write_atomically};
 pub use log::{Log, Retention};
 pub use reader::ReadThread;
 pub use record::Record;

@@ -3,7 +3,6 @@
 //! the driver.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -41,16 +40,4 @@ pub fn load_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
         Err(e) => Err(bad(e.to_string())),
     }
-}
-
-/// `bytes` as the new content of `path`: write, fsync, rename, fsync the
-/// directory, so the file is old or new, never torn. Two fsyncs: the stores
-/// call it off their loop, through [`saves::Saves`].
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }

@@ -131,7 +131,7 @@ impl Saves {
                     while let Ok(job) = rx.recv() {
                         match job {
                             Job::Save(path, bytes) => {
-                                let result = super::write_atomically(&path, &bytes);
+                                let result = zmesh_log::write_atomically(&path, &bytes);
                                 let _ = done_tx.send(SaveDone { path, result });
                             }
                             Job::RemoveDir(dir) => remove_dir(&dir),
@@ -236,7 +236,7 @@ impl Drop for Saves {
         }
         for (path, file) in self.busy.drain() {
             if let Some((bytes, _)) = file.waiting
-                && let Err(e) = super::write_atomically(&path, &bytes)
+                && let Err(e) = zmesh_log::write_atomically(&path, &bytes)
             {
                 tracing::error!(error = %e, path = %path.display(), "saving failed at shutdown");
             }
