@@ -422,9 +422,10 @@ impl Log {
     /// Raft follower's conflicting entries); records below `offset` are
     /// written and synced too.
     ///
-    /// Later segments go first, newest first, and the directory is synced
-    /// before the segment holding `offset` is cut: a crash part-way leaves
-    /// a prefix of the log, never stale records behind a hole.
+    /// Later segments go first, newest first, the directory synced after
+    /// each, before the segment holding `offset` is cut: a crash part-way
+    /// leaves a prefix of the log, never stale records behind a hole. A
+    /// failure part-way poisons the log.
     pub fn truncate_from(&mut self, offset: u64) -> Result<()> {
         self.check_poisoned()?;
         if offset < self.first_offset() {
@@ -437,6 +438,24 @@ impl Log {
         if offset >= self.next_offset {
             return Ok(());
         }
+        let cut = self.cut_from(offset);
+        self.poison_after_failed_change(&cut, "a cut");
+        cut
+    }
+
+    /// After a cut or a restart failed part-way, the segments, files and
+    /// offsets the log holds in memory may no longer be the disk's: take no
+    /// more writes (a reopen reads the disk again).
+    fn poison_after_failed_change(&mut self, result: &Result<()>, what: &str) {
+        if let Err(e) = result
+            && self.poisoned.is_none()
+        {
+            tracing::error!(path = %self.dir.display(), error = %e, "{what} failed part-way; the log takes no more writes");
+            self.poisoned = Some(format!("{what} failed part-way ({e})"));
+        }
+    }
+
+    fn cut_from(&mut self, offset: u64) -> Result<()> {
         let keep = self.segments.partition_point(|s| s.base <= offset) - 1;
         let files = self.config.files.clone();
         if keep + 1 < self.segments.len() {
@@ -447,8 +466,9 @@ impl Log {
                     .map_err(LogError::io(&gone.path))?;
                 let _ = files.remove_file(&gone.index_path());
                 self.damaged.retain(|d| d.path != gone.path);
+                // One at a time: unlinks are not bound to reach the disk in order.
+                sync_dir(&*files, &self.dir)?;
             }
-            sync_dir(&*files, &self.dir)?;
             let meta = self.active().clone();
             self.file = files
                 .open(&meta.path, OpenMode::Append)
@@ -513,18 +533,24 @@ impl Log {
         if offset == self.next_offset && self.first_offset() == offset {
             return Ok(());
         }
+        let restarted = self.start_over_at(offset);
+        self.poison_after_failed_change(&restarted, "a restart");
+        restarted
+    }
+
+    fn start_over_at(&mut self, offset: u64) -> Result<()> {
         self.flush()?;
         // An empty active segment may already start there.
         if self.active().base != offset {
             self.start_segment(offset)?;
         }
+        // The new segment takes the next append from here on, whatever fails below.
+        self.next_offset = offset;
+        self.truncations += 1;
         while self.segments.len() > 1 {
             self.remove_oldest()?;
         }
-        sync_dir(&*self.config.files, &self.dir)?;
-        self.next_offset = offset;
-        self.truncations += 1;
-        Ok(())
+        sync_dir(&*self.config.files, &self.dir)
     }
 
     /// Byte position after the last record below `offset` in `meta`: where

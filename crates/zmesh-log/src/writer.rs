@@ -111,6 +111,11 @@ pub struct DurableWriter<W> {
     logs: BTreeMap<u64, Tracked<W>>,
     /// Which log each live sync tag names.
     sync_tags: BTreeMap<u64, u64>,
+    /// Tags a cut retired, and their logs, until the log's live tag answers
+    /// (the syncer answers in order): their `Ok` vouches for nothing, but
+    /// their error still poisons the log (Linux reports a failed writeback
+    /// to one fsync only, perhaps theirs).
+    retired_sync_tags: BTreeMap<u64, u64>,
     next_sync_tag: u64,
     /// Logs appended to since the last flush: the only ones it has work in
     /// (repeats are dropped at the flush).
@@ -135,6 +140,7 @@ impl<W> DurableWriter<W> {
         DurableWriter {
             logs: BTreeMap::new(),
             sync_tags: BTreeMap::new(),
+            retired_sync_tags: BTreeMap::new(),
             next_sync_tag: 0,
             dirty: Vec::new(),
             syncer: LazySyncer::NotStarted(Some((
@@ -170,6 +176,7 @@ impl<W> DurableWriter<W> {
     pub fn remove_log(&mut self, id: u64, reason: &str) -> Option<Log> {
         let t = self.logs.remove(&id)?;
         self.sync_tags.remove(&t.sync_tag);
+        self.retired_sync_tags.retain(|_, log| *log != id);
         self.outcomes.extend(
             t.unflushed
                 .into_iter()
@@ -328,17 +335,29 @@ impl<W> DurableWriter<W> {
     /// A group commit finished for the log its `sync_tag` names (the tag
     /// the syncer callback heard): `Ok(offset)` makes every record below it
     /// durable; an error fails every record waiting for a sync and poisons
-    /// the log (the kernel may have dropped the pages it reported). A tag
-    /// of a log since removed or cut names none: nothing happens.
+    /// the log (the kernel may have dropped the pages it reported). The
+    /// tag of a log since removed names none: nothing happens. The tag of a
+    /// log since cut confirms nothing; its error poisons the log all the same.
     pub fn on_durable(&mut self, sync_tag: u64, result: std::io::Result<u64>, now: Instant) {
-        let Some(t) = self
-            .sync_tags
-            .get(&sync_tag)
-            .and_then(|id| self.logs.get_mut(id))
-        else {
+        let (id, retired) = match self.sync_tags.get(&sync_tag) {
+            Some(&id) => {
+                // Answers come in order: no retired tag of this log answers after.
+                if !self.retired_sync_tags.is_empty() {
+                    self.retired_sync_tags.retain(|_, log| *log != id);
+                }
+                (id, false)
+            }
+            None => match self.retired_sync_tags.get(&sync_tag) {
+                Some(&id) => (id, true),
+                None => return,
+            },
+        };
+        let Some(t) = self.logs.get_mut(&id) else {
             return;
         };
         match result {
+            // It covered offsets given out again since: it vouches for nothing.
+            Ok(_) if retired => {}
             Ok(durable) => {
                 if let Some(started) = t.sync_started.take()
                     && self.sync_latencies.len() < SYNC_LATENCIES_MAX
@@ -349,7 +368,9 @@ impl<W> DurableWriter<W> {
                 t.confirm_synced_below(durable, &mut self.outcomes);
             }
             Err(e) => {
-                t.sync_started = None;
+                if !retired {
+                    t.sync_started = None;
+                }
                 t.log.poison_after_failed_sync(&e);
                 t.fail_lost(&format!("fsync failed: {e}"), &mut self.outcomes);
             }
@@ -406,8 +427,9 @@ impl<W> DurableWriter<W> {
             "a sync here settles every waiter"
         );
         // A sync asked for before covered offsets that will be given out again.
-        self.sync_tags
-            .remove(&std::mem::replace(&mut t.sync_tag, tag));
+        let old = std::mem::replace(&mut t.sync_tag, tag);
+        self.sync_tags.remove(&old);
+        self.retired_sync_tags.insert(old, id);
         t.sync_at_once = false;
         t.sync_started = None;
         let changed = change(&mut t.log);

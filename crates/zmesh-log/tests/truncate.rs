@@ -247,3 +247,40 @@ fn a_restart_cut_short_by_a_crash_leaves_a_gap_that_removal_clears() {
     drop(log);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A cut that fails part-way (a segment that will not go, a file that will
+/// not shrink) leaves the log's idea of its files wrong: it takes no more
+/// writes, and a reopen finds a prefix of what was there.
+#[test]
+fn a_cut_that_fails_part_way_poisons_the_log() {
+    for op in [zmesh_log::faulty::Op::Remove, zmesh_log::faulty::Op::SetLen] {
+        let dir = temp_dir("cut-fails");
+        let faults = Faults::default();
+        let config = LogConfig {
+            files: faults.files(),
+            ..small()
+        };
+        {
+            let (mut log, _) = Log::open(&dir, config.clone()).unwrap();
+            for i in 0..100 {
+                log.append(&payload(1, i)).unwrap();
+            }
+            log.sync().unwrap();
+            assert!(log.segment_count() > 2);
+            faults.fail_next(op, 1);
+            assert!(log.truncate_from(10).is_err(), "{op:?}");
+            assert!(log.poisoned().is_some(), "{op:?}");
+            assert!(log.append(&payload(2, 10)).is_err(), "{op:?}");
+        }
+        let (log, _) = Log::open(&dir, config).unwrap();
+        let found = read_all(&log);
+        let all = expected(&[(1, 0..100)]);
+        assert!(all.starts_with(&found), "{op:?}: not a prefix");
+        assert!(
+            found.len() >= 10,
+            "{op:?}: the cut took more than it was asked"
+        );
+        drop(log);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -425,3 +425,48 @@ fn a_cut_settles_waiters_and_a_sync_from_before_it_vouches_for_nothing_after() {
     drop(writer);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Linux reports a failed writeback to one fsync only: when that is the
+/// one a cut retired, its error still poisons the log, and what waits for a
+/// sync fails instead of being confirmed later.
+#[test]
+fn a_failed_sync_from_before_a_cut_still_poisons_the_log() {
+    let dir = temp_dir("cut-eio");
+    let faults = Faults::default();
+    let (tx, rx) = mpsc::channel();
+    let mut writer = DurableWriter::new(0, 1, move |tag, r| {
+        let _ = tx.send((tag, r));
+    });
+    writer.add_log(0, Log::open(&dir, config(&faults)).unwrap().0);
+    let group = Durability::Group {
+        max_delay_ms: 0,
+        max_bytes: 1,
+    };
+    for id in 0..4 {
+        writer
+            .append(0, &record(id, 100), Some((id, group)))
+            .unwrap();
+    }
+    writer.flush(Instant::now());
+    let (stale_tag, _) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a group commit");
+    writer.truncate(0, 2).unwrap();
+    assert_eq!(writer.take_outcomes().len(), 4);
+    writer
+        .append(0, &record(10, 100), Some((10, group)))
+        .unwrap();
+    writer.flush(Instant::now());
+    writer.on_durable(
+        stale_tag,
+        Err(std::io::Error::from_raw_os_error(5)),
+        Instant::now(),
+    );
+    assert!(writer.log(0).unwrap().poisoned().is_some());
+    let outcomes = writer.take_outcomes();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].0, 10);
+    assert!(outcomes[0].1.is_err(), "{outcomes:?}");
+    drop(writer);
+    fs::remove_dir_all(&dir).unwrap();
+}
