@@ -30,7 +30,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 use openraft::entry::RaftEntry;
@@ -101,30 +101,53 @@ struct Shared<C: RaftTypeConfig> {
     meta_path: PathBuf,
     /// The last entry's id, `None` when the log holds none past the purged one.
     last_log_id: Option<LogIdOf<C>>,
+    /// Set when a write failed part-way: what the store holds in memory may
+    /// not be the disk's, so it takes no more IO (openraft stops the node
+    /// on a storage error; a restart reads the disk again).
+    broken: Option<String>,
 }
 
 /// The Raft log and vote of one node, for openraft ([`RaftLogStorage`]).
 pub struct LogStore<C: RaftTypeConfig> {
     shared: Arc<Mutex<Shared<C>>>,
+    gate: Arc<RwLock<()>>,
 }
 
 /// Reads entries and the vote while the store appends ([`RaftLogReader`]).
 pub struct LogReader<C: RaftTypeConfig> {
     shared: Arc<Mutex<Shared<C>>>,
+    /// Held for reading while a view is read outside the lock; a cut, a
+    /// restart or a purge holds it for writing, so no read sees files
+    /// change under it (a leader that steps down may still be reading for
+    /// replication when the new leader's entries cut its tail).
+    gate: Arc<RwLock<()>>,
 }
 
 impl<C: RaftTypeConfig> Clone for LogReader<C> {
     fn clone(&self) -> Self {
         LogReader {
             shared: self.shared.clone(),
+            gate: self.gate.clone(),
         }
     }
 }
 
+/// Holds readers off while a cut, a restart or a purge changes files.
+fn close_gate(gate: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
+    // The gate guards no data: a panicked holder leaves nothing half done.
+    gate.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lock<C: RaftTypeConfig>(shared: &Mutex<Shared<C>>) -> io::Result<MutexGuard<'_, Shared<C>>> {
-    shared
+    let s = shared
         .lock()
-        .map_err(|_| io::Error::other("the raft log store was left broken by an earlier panic"))
+        .map_err(|_| io::Error::other("the raft log store was left broken by an earlier panic"))?;
+    match &s.broken {
+        Some(reason) => Err(io::Error::other(format!(
+            "the raft log store takes no more IO after a failed write: {reason}"
+        ))),
+        None => Ok(s),
+    }
 }
 
 fn io_error(e: LogError) -> io::Error {
@@ -217,6 +240,7 @@ where
             meta,
             meta_path,
             last_log_id,
+            broken: None,
         }));
         let weak = Arc::downgrade(&shared);
         tokio::spawn(async move {
@@ -227,7 +251,10 @@ where
                 s.complete();
             }
         });
-        Ok(LogStore { shared })
+        Ok(LogStore {
+            shared,
+            gate: Arc::new(RwLock::new(())),
+        })
     }
 }
 
@@ -248,13 +275,75 @@ impl<C: RaftTypeConfig> Shared<C> {
         purged.max(self.log().first_offset())
     }
 
-    fn save_meta(&self) -> io::Result<()>
+    /// Save `meta` and hold it from then on (not before: a reader must
+    /// never see a vote that is not on disk).
+    fn save_meta(&mut self, meta: Meta<C>) -> io::Result<()>
     where
         VoteOf<C>: Serialize,
         LogIdOf<C>: Serialize,
     {
-        let bytes = serde_json::to_vec(&self.meta).map_err(io::Error::other)?;
-        zmesh_log::write_atomically(&self.meta_path, &bytes)
+        let bytes = serde_json::to_vec(&meta).map_err(io::Error::other)?;
+        zmesh_log::write_atomically(&self.meta_path, &bytes)?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    /// Fail the store for good after `error`, and pass the error on.
+    fn break_on(&mut self, error: io::Error) -> io::Error {
+        self.broken.get_or_insert_with(|| error.to_string());
+        error
+    }
+
+    /// Append and write `entries`, the callback (taken from `callback`)
+    /// riding on the last one: it is done when that one is.
+    fn append_entries(
+        &mut self,
+        entries: impl IntoIterator<Item = C::Entry>,
+        callback: &mut Option<IOFlushed<C>>,
+        gate: &RwLock<()>,
+    ) -> io::Result<()>
+    where
+        C::Entry: Serialize,
+    {
+        let mut entries = entries.into_iter().peekable();
+        let mut record = Vec::new();
+        let mut end = None;
+        while let Some(entry) = entries.next() {
+            let mut next = self.log().next_offset();
+            if self.last_log_id.is_none() && self.meta.purged.is_none() && entry.index() > next {
+                // A log that never held an entry may start anywhere.
+                let _readers_held_off = close_gate(gate);
+                let restarted = self.writer.restart_at(LOG, entry.index());
+                self.complete();
+                restarted.map_err(io_error)?;
+                next = entry.index();
+            }
+            if entry.index() != next {
+                return Err(io::Error::other(format!(
+                    "raft entry {} appended where entry {next} goes: a hole or an overlap",
+                    entry.index()
+                )));
+            }
+            record.clear();
+            rmp_serde::encode::write(&mut record, &entry).map_err(io::Error::other)?;
+            let waiter = match entries.peek() {
+                None => callback.take().map(|c| (c, Durability::Always)),
+                Some(_) => None,
+            };
+            self.writer.append(LOG, &record, waiter).map_err(io_error)?;
+            self.last_log_id = Some(entry.log_id());
+            end = Some(entry.index() + 1);
+        }
+        self.writer.flush(Instant::now());
+        if let Some(end) = end
+            && self.log().written_offset() < end
+        {
+            return Err(io::Error::other(format!(
+                "raft entries up to {end} could not be written: {}",
+                self.log().poisoned().unwrap_or("the write failed")
+            )));
+        }
+        Ok(())
     }
 
     /// Sync everything appended so far, here: the IO after it must not land first.
@@ -279,7 +368,7 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        let (view, start, end) = {
+        let (view, start, end, _gate) = {
             let s = lock(&self.shared)?;
             let start = match range.start_bound() {
                 Bound::Included(&i) => i,
@@ -297,9 +386,10 @@ where
             if start >= end {
                 return Ok(Vec::new());
             }
-            (s.log().view(start, end - start), start, end)
+            let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
+            (s.log().view(start, end - start), start, end, gate)
         };
-        // Outside the lock: appends go on meanwhile.
+        // Outside the lock: appends go on meanwhile (cuts wait at the gate).
         let mut entries = Vec::with_capacity((end - start).min(1024) as usize);
         let mut from = start;
         while from < end {
@@ -340,14 +430,18 @@ where
     async fn get_log_reader(&mut self) -> Self::LogReader {
         LogReader {
             shared: self.shared.clone(),
+            gate: self.gate.clone(),
         }
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         let mut s = lock(&self.shared)?;
         s.sync_appended()?;
-        s.meta.vote = Some(vote.clone());
-        s.save_meta()
+        let meta = Meta {
+            vote: Some(vote.clone()),
+            purged: s.meta.purged.clone(),
+        };
+        s.save_meta(meta)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -356,40 +450,15 @@ where
         I::IntoIter: OptionalSend,
     {
         let mut s = lock(&self.shared)?;
-        let mut entries = entries.into_iter().peekable();
         let mut callback = Some(callback);
-        let mut record = Vec::new();
-        while let Some(entry) = entries.next() {
-            let mut next = s.log().next_offset();
-            if s.last_log_id.is_none() && entry.index() > next {
-                // An empty log may start anywhere past what it purged.
-                let restarted = s.writer.restart_at(LOG, entry.index());
-                s.complete();
-                restarted.map_err(io_error)?;
-                next = entry.index();
-            }
-            if entry.index() != next {
-                return Err(io::Error::other(format!(
-                    "raft entry {} appended where entry {next} goes: a hole or an overlap",
-                    entry.index()
-                )));
-            }
-            record.clear();
-            rmp_serde::encode::write(&mut record, &entry).map_err(io::Error::other)?;
-            // The callback rides on the last entry: it is done when that one is.
-            let waiter = match entries.peek() {
-                None => callback.take().map(|c| (c, Durability::Always)),
-                Some(_) => None,
-            };
-            let appended = s.writer.append(LOG, &record, waiter);
-            if let Err(e) = appended {
-                s.complete();
-                return Err(io_error(e));
-            }
-            s.last_log_id = Some(entry.log_id());
-        }
-        s.writer.flush(Instant::now());
+        let appended = s.append_entries(entries, &mut callback, &self.gate);
         s.complete();
+        if let Err(e) = appended {
+            if let Some(callback) = callback.take() {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            return Err(s.break_on(e));
+        }
         if let Some(callback) = callback {
             // Nothing appended: done once all before it is.
             let synced = s.sync_appended();
@@ -400,13 +469,20 @@ where
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let mut s = lock(&self.shared)?;
-        let from = last_log_id.as_ref().map_or(0, |l| l.index() + 1);
+        // Nothing below the first record is kept: a cut there drops them all.
+        let from = last_log_id
+            .as_ref()
+            .map_or(0, |l| l.index() + 1)
+            .max(s.log().first_offset());
         if from >= s.log().next_offset() {
             return Ok(());
         }
+        let _readers_held_off = close_gate(&self.gate);
         let cut = s.writer.truncate(LOG, from);
         s.complete();
-        cut.map_err(io_error)?;
+        if let Err(e) = cut {
+            return Err(s.break_on(io_error(e)));
+        }
         s.last_log_id = last_log_id.filter(|l| l.index() >= s.first_kept());
         Ok(())
     }
@@ -422,19 +498,26 @@ where
             return Ok(());
         }
         // Recorded first: a crash before the segments go leaves them unread.
-        s.meta.purged = Some(log_id);
-        s.save_meta()?;
-        if upto >= s.log().next_offset() {
+        let meta = Meta {
+            vote: s.meta.vote.clone(),
+            purged: Some(log_id),
+        };
+        s.save_meta(meta)?;
+        let _readers_held_off = close_gate(&self.gate);
+        let removed = if upto >= s.log().next_offset() {
+            s.last_log_id = None;
             let restarted = s.writer.restart_at(LOG, upto);
             s.complete();
-            restarted.map_err(io_error)?;
-            s.last_log_id = None;
+            restarted
         } else {
             s.writer
                 .log_mut(LOG)
                 .expect("the one log is always there")
                 .remove_before(upto)
-                .map_err(io_error)?;
+                .map(|_| ())
+        };
+        if let Err(e) = removed {
+            return Err(s.break_on(io_error(e)));
         }
         Ok(())
     }

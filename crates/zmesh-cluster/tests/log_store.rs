@@ -192,3 +192,55 @@ async fn a_log_with_a_hole_does_not_open() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A leader that steps down may still be reading entries for replication
+/// when the new leader's entries cut its tail: the cut waits for the read,
+/// which sees the log as it was, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_waits_for_reads_in_progress() {
+    let dir = temp_dir("cut-read");
+    let faults = Faults::default();
+    let mut store = LogStore::<Config>::open(&dir, config(&faults)).unwrap();
+    let long = |term: u64, i: u64| Entry {
+        log_id: log_id::<Config>(term, 1, i),
+        payload: EntryPayload::Normal(format!("t{term}-i{i}-{}", "x".repeat(400))),
+    };
+    store
+        .blocking_append((0..50).map(|i| long(1, i)))
+        .await
+        .unwrap();
+    let segments = || std::fs::read_dir(dir.join("log")).unwrap().count();
+    let before = segments();
+    assert!(before > 6, "the entries span several segments");
+    let mut reader = store.get_log_reader().await;
+    faults.hold(Op::Read);
+    let read =
+        std::thread::spawn(move || futures::executor::block_on(reader.try_get_log_entries(0..50)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while faults.held(Op::Read) == 0 {
+        assert!(Instant::now() < deadline, "the read never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let cut = std::thread::spawn(move || {
+        futures::executor::block_on(store.truncate_after(Some(log_id::<Config>(1, 1, 4)))).unwrap();
+        store
+    });
+    // Give a cut that does not wait the time to remove segments under the read.
+    let window = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < window && segments() == before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        segments(),
+        before,
+        "segments went while a read was in progress"
+    );
+    faults.release(Op::Read);
+    let entries = read.join().unwrap().expect("the read was not cut short");
+    assert_eq!(entries.len(), 50);
+    assert!(entries.iter().all(|e| e.log_id.leader_id.term == 1));
+    let mut store = cut.join().unwrap();
+    assert_eq!(read_all(&mut store).await.len(), 5);
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
