@@ -9,7 +9,7 @@ mod common;
 use std::fs;
 use std::sync::mpsc;
 
-use common::{config, temp_dir};
+use common::{config, read_all, temp_dir};
 use proptest::prelude::*;
 use zmesh_log::faulty::{EFBIG, ENOSPC, Faults, Op};
 use zmesh_log::{Log, LogError, ReadCursor, Syncer};
@@ -20,18 +20,6 @@ fn payload(offset: u64, generation: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|j| (offset as usize * 7 + generation as usize * 13 + j) as u8)
         .collect()
-}
-
-fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    loop {
-        let batch = log.read(from, 64, 1 << 20).unwrap();
-        let Some(last) = batch.last() else { break };
-        from = last.offset + 1;
-        out.extend(batch.into_iter().map(|r| (r.offset, r.payload.to_vec())));
-    }
-    out
 }
 
 /// Every record again through `read_at`, as a queue reads its bodies.

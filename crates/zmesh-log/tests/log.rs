@@ -1,45 +1,19 @@
 //! The log on real files: appends, rotation, reads, crashes at every kind of
 //! byte offset, flipped bytes, retention.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::{read_all, small, temp_dir};
 use proptest::prelude::*;
 use zmesh_log::{Log, LogConfig, Retention};
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("zmesh-log-{tag}-{}-{n}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-fn small() -> LogConfig {
-    LogConfig {
-        segment_bytes_max: 4096,
-        index_interval_bytes: 256,
-        write_buffer_bytes: 1024,
-        ..LogConfig::default()
-    }
-}
 
 fn payload(i: u64) -> Vec<u8> {
     // Varied lengths, content tied to the offset so a mix-up shows.
     let len = (i * 37 % 300) as usize;
     (0..len).map(|j| (i as usize + j) as u8).collect()
-}
-
-fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    loop {
-        let batch = log.read(from, 100, 1 << 20).unwrap();
-        let Some(last) = batch.last() else { break };
-        from = last.offset + 1;
-        out.extend(batch.into_iter().map(|r| (r.offset, r.payload.to_vec())));
-    }
-    out
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {

@@ -3,29 +3,14 @@
 //! takes a snapshot newer than its log: on real files, across reopens,
 //! power cuts and damage.
 
-use std::fs;
-use std::path::PathBuf;
+mod common;
 
+use std::fs;
+
+use common::{config, read_all, small, temp_dir};
 use proptest::prelude::*;
 use zmesh_log::faulty::Faults;
-use zmesh_log::{Log, LogConfig, LogError, ReadCursor};
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("zmesh-cut-{tag}-{}-{n}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    d
-}
-
-fn small() -> LogConfig {
-    LogConfig {
-        segment_bytes_max: 4096,
-        index_interval_bytes: 256,
-        write_buffer_bytes: 1024,
-        ..LogConfig::default()
-    }
-}
+use zmesh_log::{Log, LogError, ReadCursor};
 
 /// Varied lengths; the content names the offset and which writer (`era`)
 /// wrote it, so a record that survived a cut shows.
@@ -34,18 +19,6 @@ fn payload(era: u8, i: u64) -> Vec<u8> {
     let mut p = vec![era; len];
     p[..8].copy_from_slice(&i.to_le_bytes());
     p
-}
-
-fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    loop {
-        let batch = log.read(from, 100, 1 << 20).unwrap();
-        let Some(last) = batch.last() else { break };
-        from = last.offset + 1;
-        out.extend(batch.into_iter().map(|r| (r.offset, r.payload.to_vec())));
-    }
-    out
 }
 
 fn expected(eras: &[(u8, std::ops::Range<u64>)]) -> Vec<(u64, Vec<u8>)> {
@@ -112,7 +85,7 @@ proptest! {
     ) {
         let dir = temp_dir("power");
         let faults = Faults::default();
-        let config = LogConfig { files: faults.files(), ..small() };
+        let config = config(&faults);
         let cut = (written as f64 * cut_frac) as u64;
         {
             let (mut log, _) = Log::open(&dir, config.clone()).unwrap();
@@ -256,10 +229,7 @@ fn a_cut_that_fails_part_way_poisons_the_log() {
     for op in [zmesh_log::faulty::Op::Remove, zmesh_log::faulty::Op::SetLen] {
         let dir = temp_dir("cut-fails");
         let faults = Faults::default();
-        let config = LogConfig {
-            files: faults.files(),
-            ..small()
-        };
+        let config = config(&faults);
         {
             let (mut log, _) = Log::open(&dir, config.clone()).unwrap();
             for i in 0..100 {

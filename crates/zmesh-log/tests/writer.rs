@@ -363,6 +363,40 @@ fn an_always_record_is_synced_at_once_off_the_callers_thread() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Group commits that run at once, each waiter its record's id.
+const GROUP_AT_ONCE: Durability = Durability::Group {
+    max_delay_ms: 0,
+    max_bytes: 1,
+};
+
+/// Answers of group commits, as the syncer callback hears them.
+type SyncAnswers = mpsc::Receiver<(u64, std::io::Result<u64>)>;
+
+/// A writer over log 0 in `dir` holding records 0..`records` (ids =
+/// offsets), written, and the answer to their group commit taken from the
+/// syncer but not yet handed to the writer: as if it arrived late.
+fn records_and_their_late_sync_answer(
+    dir: &std::path::Path,
+    faults: &Faults,
+    records: u64,
+) -> (DurableWriter<u64>, SyncAnswers, (u64, std::io::Result<u64>)) {
+    let (tx, rx) = mpsc::channel();
+    let mut writer = DurableWriter::new(0, 1, move |tag, r| {
+        let _ = tx.send((tag, r));
+    });
+    writer.add_log(0, Log::open(dir, config(faults)).unwrap().0);
+    for id in 0..records {
+        writer
+            .append(0, &record(id, 100), Some((id, GROUP_AT_ONCE)))
+            .unwrap();
+    }
+    writer.flush(Instant::now());
+    let late = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a group commit");
+    (writer, rx, late)
+}
+
 /// A cut settles every waiter first (a sync on the caller's thread), and a
 /// group commit answered from before the cut confirms nothing after it,
 /// though it names offsets the log gives out again.
@@ -370,30 +404,13 @@ fn an_always_record_is_synced_at_once_off_the_callers_thread() {
 fn a_cut_settles_waiters_and_a_sync_from_before_it_vouches_for_nothing_after() {
     let dir = temp_dir("cut");
     let faults = Faults::default();
-    let (tx, rx) = mpsc::channel();
-    let mut writer = DurableWriter::new(0, 1, move |tag, r| {
-        let _ = tx.send((tag, r));
-    });
-    writer.add_log(0, Log::open(&dir, config(&faults)).unwrap().0);
-    let group = Durability::Group {
-        max_delay_ms: 0,
-        max_bytes: 1,
-    };
-    for id in 0..10 {
-        writer
-            .append(0, &record(id, 100), Some((id, group)))
-            .unwrap();
-    }
-    writer.flush(Instant::now());
-    let before_cut = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("a group commit");
+    let (mut writer, rx, before_cut) = records_and_their_late_sync_answer(&dir, &faults, 10);
     writer.truncate(0, 5).unwrap();
     let settled: Vec<_> = writer.take_outcomes();
     assert_eq!(settled, (0..10).map(|id| (id, Ok(id))).collect::<Vec<_>>());
     for id in 100..103 {
         let offset = writer
-            .append(0, &record(id, 100), Some((id, group)))
+            .append(0, &record(id, 100), Some((id, GROUP_AT_ONCE)))
             .unwrap();
         assert_eq!(offset, id - 95);
     }
@@ -433,28 +450,12 @@ fn a_cut_settles_waiters_and_a_sync_from_before_it_vouches_for_nothing_after() {
 fn a_failed_sync_from_before_a_cut_still_poisons_the_log() {
     let dir = temp_dir("cut-eio");
     let faults = Faults::default();
-    let (tx, rx) = mpsc::channel();
-    let mut writer = DurableWriter::new(0, 1, move |tag, r| {
-        let _ = tx.send((tag, r));
-    });
-    writer.add_log(0, Log::open(&dir, config(&faults)).unwrap().0);
-    let group = Durability::Group {
-        max_delay_ms: 0,
-        max_bytes: 1,
-    };
-    for id in 0..4 {
-        writer
-            .append(0, &record(id, 100), Some((id, group)))
-            .unwrap();
-    }
-    writer.flush(Instant::now());
-    let (stale_tag, _) = rx
-        .recv_timeout(std::time::Duration::from_secs(20))
-        .expect("a group commit");
+    let (mut writer, _answers, (stale_tag, _)) =
+        records_and_their_late_sync_answer(&dir, &faults, 4);
     writer.truncate(0, 2).unwrap();
     assert_eq!(writer.take_outcomes().len(), 4);
     writer
-        .append(0, &record(10, 100), Some((10, group)))
+        .append(0, &record(10, 100), Some((10, GROUP_AT_ONCE)))
         .unwrap();
     writer.flush(Instant::now());
     writer.on_durable(

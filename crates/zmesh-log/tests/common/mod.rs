@@ -1,9 +1,12 @@
-//! What the tests on the failing disk share: fresh directories and a small log.
+//! What the log's tests share: fresh directories, a small log, reading it all back.
+
+// Each test binary uses some of these.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
-use zmesh_log::LogConfig;
 use zmesh_log::faulty::Faults;
+use zmesh_log::{Log, LogConfig};
 
 /// A fresh directory (not created), unique within this test binary.
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -14,14 +17,33 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-/// Small segments and buffers on `faults`' disk, so a few hundred records
-/// rotate and flush often.
-pub fn config(faults: &Faults) -> LogConfig {
+/// Small segments and buffers, so a few hundred records rotate and flush often.
+pub fn small() -> LogConfig {
     LogConfig {
         segment_bytes_max: 4096,
         index_interval_bytes: 256,
         write_buffer_bytes: 1024,
-        files: faults.files(),
         ..LogConfig::default()
     }
+}
+
+/// [`small`] on `faults`' disk.
+pub fn config(faults: &Faults) -> LogConfig {
+    LogConfig {
+        files: faults.files(),
+        ..small()
+    }
+}
+
+/// Every record the log holds, as (offset, payload).
+pub fn read_all(log: &Log) -> Vec<(u64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    loop {
+        let batch = log.read(from, 100, 1 << 20).unwrap();
+        let Some(last) = batch.last() else { break };
+        from = last.offset + 1;
+        out.extend(batch.into_iter().map(|r| (r.offset, r.payload.to_vec())));
+    }
+    out
 }
