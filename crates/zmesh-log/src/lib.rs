@@ -7,7 +7,8 @@
 //! bounded by the write buffer and one segment during recovery, whatever the
 //! log's size. Design and invariants: `docs/storage.md`.
 //!
-//! - [`Log`]: append, flush, sync, read, retention.
+//! - [`Log`]: append, flush, sync, read, retention; a cut tail and a
+//!   restart further on, for replicas (`cut`).
 //! - [`DurableWriter`]: the one owner of records waiting to be written or
 //!   synced, for queues and streams alike.
 //! - [`Syncer`]: group commit on a background thread.
@@ -19,6 +20,7 @@
 
 mod config;
 mod cursor;
+mod cut;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faulty;
