@@ -61,6 +61,15 @@ pub enum LogStoreError {
         /// What failed.
         reason: String,
     },
+    /// A record of the log does not hold the entry it should (bit rot that
+    /// kept its checksum, or a log another program wrote).
+    #[error("the raft log in {dir} holds a bad entry: {reason}")]
+    BadEntry {
+        /// The log's directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The log has records missing in its middle (bit rot, a lost file).
     #[error(
         "the raft log in {dir} misses entries {lost:?}: a log with a hole cannot vote or serve; \
@@ -224,8 +233,12 @@ where
                     dir: log_dir.clone(),
                     lost: last - 1..last,
                 })?;
-            let entry = decode::<C>(record.offset, &record.payload)
-                .map_err(|e| meta_error(format!("the last entry: {e}")))?;
+            let entry = decode::<C>(record.offset, &record.payload).map_err(|e| {
+                LogStoreError::BadEntry {
+                    dir: log_dir.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
             Some(entry.log_id())
         } else {
             None
