@@ -6,7 +6,20 @@
 //! - [`LogStore`]: the Raft log and vote, kept by zmesh-log's durable writer
 //!   (entries reported persisted only after an fsync covers them), read by
 //!   replication through [`LogReader`] while appends go on.
+//! - [`CatalogMachine`]: the metadata group's state machine, the queue
+//!   catalog every node agrees on.
+//! - The transport (`transport.rs`): openraft's RPCs as MessagePack frames
+//!   over ZMTP, a DEALER per peer to its ROUTER, shared by all groups.
+//! - [`ClusterNode`]: one node, with its endpoint and metadata group.
 
+mod catalog;
 mod log_store;
+mod node;
+mod transport;
+mod types;
 
+pub use catalog::{CatalogError, CatalogMachine, CatalogView, QueueRecord};
 pub use log_store::{LogReader, LogStore, LogStoreError};
+pub use node::{ClusterNode, NodeConfig, ProposeError, StartError, Timing};
+pub use transport::MESSAGE_BYTES_MAX;
+pub use types::{Command, GroupId, METADATA_GROUP, NodeId, Outcome, Types};

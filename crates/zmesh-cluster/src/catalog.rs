@@ -1,0 +1,280 @@
+//! The metadata group's state machine: the queue catalog every node agrees on.
+//!
+//! The catalog lives in memory and is rebuilt by replaying the log. Its
+//! snapshot is kept in one file, written atomically before openraft may purge
+//! the entries below it: a node restarted after a purge starts from that file
+//! and replays the rest.
+
+use std::collections::BTreeMap;
+use std::io::{self, Cursor};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::types::{Command, Outcome, Types};
+
+/// The snapshot file in a node's metadata directory.
+const SNAPSHOT_FILE: &str = "catalog.snapshot";
+
+/// A declared queue, as the catalog keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRecord {
+    /// The broker's canonical encoding of the queue's options.
+    pub options: Vec<u8>,
+    /// The Raft index of the entry that declared it.
+    pub declared_at_index: u64,
+}
+
+/// What a node's catalog holds after its last applied entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogView {
+    /// The index of the last entry applied (0 before any).
+    pub applied_index: u64,
+    pub queues: Arc<BTreeMap<String, QueueRecord>>,
+}
+
+/// The state a snapshot holds.
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct Applied {
+    last: Option<LogIdOf<Types>>,
+    membership: StoredMembershipOf<Types>,
+    queues: BTreeMap<String, QueueRecord>,
+}
+
+impl Applied {
+    fn apply(&mut self, command: Command, index: u64) -> Outcome {
+        match command {
+            Command::DeclareQueue { name, options } => match self.queues.get(&name) {
+                Some(q) if q.options == options => Outcome::AlreadyDeclared,
+                Some(_) => Outcome::Conflict,
+                None => {
+                    self.queues.insert(
+                        name,
+                        QueueRecord {
+                            options,
+                            declared_at_index: index,
+                        },
+                    );
+                    Outcome::Created
+                }
+            },
+            Command::DeleteQueue { name } => match self.queues.remove(&name) {
+                Some(_) => Outcome::Deleted,
+                None => Outcome::NotFound,
+            },
+        }
+    }
+
+    fn view(&self) -> CatalogView {
+        CatalogView {
+            applied_index: self.last.as_ref().map_or(0, |id| id.index),
+            queues: Arc::new(self.queues.clone()),
+        }
+    }
+}
+
+/// The snapshot file's contents: openraft's meta and the encoded state.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMetaOf<Types>,
+    data: Vec<u8>,
+}
+
+/// Why the catalog could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("reading the catalog snapshot {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("the catalog snapshot {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+}
+
+/// The metadata group's state machine (openraft's `RaftStateMachine`).
+/// Clones share the state; openraft holds one and the snapshot builder
+/// another.
+#[derive(Clone)]
+pub struct CatalogMachine {
+    inner: Arc<std::sync::Mutex<Inner>>,
+    snapshot_path: PathBuf,
+    view: Arc<watch::Sender<CatalogView>>,
+}
+
+struct Inner {
+    applied: Applied,
+    snapshot: Option<StoredSnapshot>,
+}
+
+impl CatalogMachine {
+    /// Opens the catalog kept in `dir`: from its snapshot if it has one.
+    pub fn open(dir: &Path) -> Result<CatalogMachine, CatalogError> {
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let (applied, snapshot) = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => {
+                let damaged = |reason: String| CatalogError::Damaged {
+                    path: snapshot_path.clone(),
+                    reason,
+                };
+                let stored: StoredSnapshot =
+                    rmp_serde::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+                let applied = decode_state(&stored.meta, &stored.data).map_err(damaged)?;
+                (applied, Some(stored))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Applied::default(), None),
+            Err(source) => {
+                return Err(CatalogError::Read {
+                    path: snapshot_path,
+                    source,
+                });
+            }
+        };
+        let (view, _) = watch::channel(applied.view());
+        Ok(CatalogMachine {
+            inner: Arc::new(std::sync::Mutex::new(Inner { applied, snapshot })),
+            snapshot_path,
+            view: Arc::new(view),
+        })
+    }
+
+    /// Follows the catalog as entries are applied.
+    pub fn subscribe(&self) -> watch::Receiver<CatalogView> {
+        self.view.subscribe()
+    }
+
+    /// Keeps `stored` as the current snapshot, on disk first. The file is
+    /// small (the catalog's declarations), so it is written on the caller's
+    /// task.
+    fn keep_snapshot(&self, inner: &mut Inner, stored: StoredSnapshot) -> io::Result<()> {
+        let bytes = rmp_serde::to_vec(&stored).map_err(io::Error::other)?;
+        zmesh_log::write_atomically(&self.snapshot_path, &bytes)?;
+        inner.snapshot = Some(stored);
+        Ok(())
+    }
+}
+
+/// Decodes a snapshot's state and checks it against its meta.
+fn decode_state(meta: &SnapshotMetaOf<Types>, data: &[u8]) -> Result<Applied, String> {
+    let mut applied: Applied = rmp_serde::from_slice(data).map_err(|e| e.to_string())?;
+    if applied.last != meta.last_log_id {
+        return Err(format!(
+            "the state ends at {:?}, its meta says {:?}",
+            applied.last, meta.last_log_id
+        ));
+    }
+    applied.membership = meta.last_membership.clone();
+    Ok(applied)
+}
+
+impl RaftSnapshotBuilder<Types> for CatalogMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<Types, Self::SnapshotData>, io::Error> {
+        let mut inner = self.inner.lock().expect("catalog lock");
+        let data = rmp_serde::to_vec(&inner.applied).map_err(io::Error::other)?;
+        let meta = SnapshotMetaOf::<Types> {
+            last_log_id: inner.applied.last,
+            last_membership: inner.applied.membership.clone(),
+        };
+        self.keep_snapshot(
+            &mut inner,
+            StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            },
+        )?;
+        Ok(SnapshotOf::<Types, _> {
+            meta,
+            snapshot: Cursor::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<Types> for CatalogMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
+    type SnapshotBuilder = CatalogMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<Types>>, StoredMembershipOf<Types>), io::Error> {
+        let inner = self.inner.lock().expect("catalog lock");
+        Ok((inner.applied.last, inner.applied.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm:
+            futures::Stream<Item = Result<EntryResponder<Types>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(next) = entries.next().await {
+            let (entry, responder) = next?;
+            let log_id = entry.log_id();
+            let outcome = {
+                let mut inner = self.inner.lock().expect("catalog lock");
+                debug_assert!(
+                    inner
+                        .applied
+                        .last
+                        .as_ref()
+                        .is_none_or(|last| last.index < log_id.index),
+                    "entries are applied in log order, each once"
+                );
+                inner.applied.last = Some(log_id);
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => Outcome::Noted,
+                    EntryPayload::Normal(command) => inner.applied.apply(command, log_id.index),
+                    EntryPayload::Membership(m) => {
+                        inner.applied.membership =
+                            StoredMembershipOf::<Types>::new(Some(log_id), m);
+                        Outcome::Noted
+                    }
+                };
+                self.view.send_replace(inner.applied.view());
+                outcome
+            };
+            if let Some(responder) = responder {
+                responder.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<Types>,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let applied = decode_state(meta, &data).map_err(io::Error::other)?;
+        let mut inner = self.inner.lock().expect("catalog lock");
+        self.keep_snapshot(
+            &mut inner,
+            StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            },
+        )?;
+        inner.applied = applied;
+        self.view.send_replace(inner.applied.view());
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<Types, Self::SnapshotData>>, io::Error> {
+        let inner = self.inner.lock().expect("catalog lock");
+        Ok(inner.snapshot.as_ref().map(|s| SnapshotOf::<Types, _> {
+            meta: s.meta.clone(),
+            snapshot: Cursor::new(s.data.clone()),
+        }))
+    }
+}

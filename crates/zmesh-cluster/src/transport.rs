@@ -1,0 +1,545 @@
+//! openraft's RPCs over ZMTP: a DEALER per peer node, shared by every group,
+//! to that node's ROUTER on its cluster endpoint.
+//!
+//! Each request and each reply is one frame of MessagePack. A request names
+//! its group and carries an id the reply repeats, so replies may come in any
+//! order and a reply to a request whose caller gave up is dropped.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Cursor;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use zmesh::{Message, Socket, SocketOptions, SocketType, TrySendError};
+
+use crate::types::{GroupId, NodeId, Types};
+
+/// Requests a link holds before its task takes them: a caller past this
+/// hears `Unreachable` at once rather than queueing behind a dead peer.
+const LINK_QUEUE_MAX: usize = 256;
+/// Requests sent on a link and not yet answered; past this, requests whose
+/// caller gave up are forgotten, and if that frees nothing a new one is refused.
+const PENDING_MAX: usize = 1024;
+/// RPCs a node serves at once; the ROUTER is not read while all are busy.
+const SERVING_MAX: usize = 64;
+/// The largest RPC a node takes (a snapshot travels whole).
+pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// An RPC as it travels.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Request {
+    id: u64,
+    group: GroupId,
+    rpc: Rpc,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Rpc {
+    Append(AppendEntriesRequest<Types>),
+    Vote(VoteRequest<Types>),
+    PreVote(VoteRequest<Types>),
+    Snapshot {
+        vote: VoteOf<Types>,
+        meta: SnapshotMetaOf<Types>,
+        data: Vec<u8>,
+    },
+    TransferLeader(TransferLeaderRequest<Types>),
+}
+
+/// A reply as it travels.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Reply {
+    id: u64,
+    answer: Answer,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Answer {
+    Append(AppendEntriesResponse<Types>),
+    Vote(VoteResponse<Types>),
+    Snapshot(SnapshotResponse<Types>),
+    TransferLeader(TransferLeaderResponse<Types>),
+    /// The node could not serve the RPC: no such group here, or its Raft
+    /// has stopped. The sender treats the node as unreachable.
+    Refused {
+        reason: String,
+    },
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+enum LinkError {
+    #[error("the link to node {0} is busy")]
+    Busy(NodeId),
+    #[error("the link to node {0} is closed")]
+    Closed(NodeId),
+    #[error("node {node} refused: {reason}")]
+    Refused { node: NodeId, reason: String },
+    #[error("node {node} sent an answer of the wrong kind to a {asked:?} request")]
+    WrongAnswer { node: NodeId, asked: RPCTypes },
+}
+
+/// Socket settings for cluster traffic: heartbeats find a frozen peer, and
+/// reconnects are quick, since a node restarting is what failover waits for.
+fn cluster_socket_options() -> SocketOptions {
+    SocketOptions::default()
+        .heartbeat_interval(Duration::from_millis(250))
+        .heartbeat_timeout(Duration::from_secs(1))
+        .backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .max_message_size(Some(MESSAGE_BYTES_MAX))
+        .send_hwm(LINK_QUEUE_MAX as u32)
+}
+
+/// A request handed to a link's task.
+struct Outgoing {
+    group: GroupId,
+    rpc: Rpc,
+    reply: oneshot::Sender<Result<Answer, LinkError>>,
+}
+
+/// The connection to one peer node, shared by every group's clients.
+#[derive(Clone)]
+struct Link {
+    requests: mpsc::Sender<Outgoing>,
+}
+
+impl Link {
+    fn open(node: NodeId, endpoint: String) -> Link {
+        let (requests, rx) = mpsc::channel(LINK_QUEUE_MAX);
+        tokio::spawn(run_link(node, endpoint, rx));
+        Link { requests }
+    }
+}
+
+/// Moves a link's requests to its DEALER and its replies back to their
+/// callers, until every handle on the link is gone.
+async fn run_link(node: NodeId, endpoint: String, mut requests: mpsc::Receiver<Outgoing>) {
+    let socket = match Socket::new(SocketType::Dealer, cluster_socket_options()) {
+        Ok(s) => s,
+        Err(e) => return tracing::error!(node, "no socket for the cluster link: {e}"),
+    };
+    if let Err(e) = socket.connect(&endpoint).await {
+        return tracing::error!(node, endpoint, "cluster link cannot connect: {e}");
+    }
+    let mut pending: HashMap<u64, oneshot::Sender<Result<Answer, LinkError>>> = HashMap::new();
+    let mut next_id: u64 = 0;
+    loop {
+        tokio::select! {
+            outgoing = requests.recv() => {
+                let Some(Outgoing { group, rpc, reply }) = outgoing else { break };
+                if pending.len() >= PENDING_MAX {
+                    pending.retain(|_, waiting| !waiting.is_closed());
+                }
+                if pending.len() >= PENDING_MAX {
+                    let _ = reply.send(Err(LinkError::Busy(node)));
+                    continue;
+                }
+                next_id += 1;
+                let request = Request { id: next_id, group, rpc };
+                let frame = match rmp_serde::to_vec(&request) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(node, "an RPC does not encode: {e}");
+                        continue;
+                    }
+                };
+                match socket.try_send(Message::single(frame)) {
+                    Ok(()) => {
+                        pending.insert(next_id, reply);
+                    }
+                    Err(TrySendError::Full(_)) => {
+                        let _ = reply.send(Err(LinkError::Busy(node)));
+                    }
+                    Err(TrySendError::Failed(_)) => {
+                        let _ = reply.send(Err(LinkError::Closed(node)));
+                        break;
+                    }
+                }
+            }
+            received = socket.recv() => {
+                let message = match received {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(node, "cluster link closed: {e}");
+                        break;
+                    }
+                };
+                let Some(frame) = message.frame_slice(0) else { continue };
+                match rmp_serde::from_slice::<Reply>(frame) {
+                    Ok(Reply { id, answer }) => {
+                        if let Some(waiting) = pending.remove(&id) {
+                            let _ = waiting.send(Ok(answer));
+                        }
+                    }
+                    Err(e) => tracing::warn!(node, "an undecodable reply from node {node}: {e}"),
+                }
+            }
+        }
+    }
+    let _ = socket.close().await;
+}
+
+/// The links of one node to its peers, shared by every group on it.
+#[derive(Clone)]
+pub struct Links {
+    /// The node these links start from.
+    from: NodeId,
+    by_node: Arc<Mutex<HashMap<(NodeId, String), Link>>>,
+}
+
+impl Links {
+    pub fn new(from: NodeId) -> Links {
+        Links {
+            from,
+            by_node: Arc::default(),
+        }
+    }
+
+    fn link(&self, node: NodeId, endpoint: &str) -> Link {
+        let mut by_node = self.by_node.lock().expect("links lock");
+        by_node
+            .entry((node, endpoint.to_owned()))
+            .or_insert_with(|| Link::open(node, endpoint.to_owned()))
+            .clone()
+    }
+
+    /// A network factory for one group's Raft.
+    pub fn for_group(&self, group: GroupId) -> GroupNetwork {
+        GroupNetwork {
+            links: self.clone(),
+            group,
+        }
+    }
+}
+
+/// openraft's network factory for one group.
+pub struct GroupNetwork {
+    links: Links,
+    group: GroupId,
+}
+
+impl RaftNetworkFactory<Types> for GroupNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            link: self.links.link(target, &node.addr),
+            from: self.links.from,
+            target,
+            group: self.group,
+        }
+    }
+}
+
+/// One group's RPCs to one peer node.
+pub struct PeerClient {
+    link: Link,
+    from: NodeId,
+    target: NodeId,
+    group: GroupId,
+}
+
+impl PeerClient {
+    async fn call(
+        &self,
+        rpc: Rpc,
+        kind: RPCTypes,
+        limit: Duration,
+    ) -> Result<Answer, RPCError<Types>> {
+        let (reply, answer) = oneshot::channel();
+        let outgoing = Outgoing {
+            group: self.group,
+            rpc,
+            reply,
+        };
+        let unreachable = |e: LinkError| RPCError::Unreachable(Unreachable::new(&e));
+        match self.link.requests.try_send(outgoing) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(unreachable(LinkError::Busy(self.target)));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(unreachable(LinkError::Closed(self.target)));
+            }
+        }
+        match tokio::time::timeout(limit, answer).await {
+            Err(_) => Err(RPCError::Timeout(Timeout {
+                action: kind,
+                id: self.from,
+                target: self.target,
+                timeout: limit,
+            })),
+            Ok(Err(_)) => Err(unreachable(LinkError::Closed(self.target))),
+            Ok(Ok(Err(e))) => Err(unreachable(e)),
+            Ok(Ok(Ok(Answer::Refused { reason }))) => Err(unreachable(LinkError::Refused {
+                node: self.target,
+                reason,
+            })),
+            Ok(Ok(Ok(answer))) => Ok(answer),
+        }
+    }
+
+    fn wrong_answer(&self, asked: RPCTypes) -> RPCError<Types> {
+        RPCError::Network(NetworkError::new(&LinkError::WrongAnswer {
+            node: self.target,
+            asked,
+        }))
+    }
+}
+
+impl RaftNetworkV2<Types> for PeerClient {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<Types>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<Types>, RPCError<Types>> {
+        match self
+            .call(Rpc::Append(rpc), RPCTypes::AppendEntries, option.soft_ttl())
+            .await?
+        {
+            Answer::Append(r) => Ok(r),
+            _ => Err(self.wrong_answer(RPCTypes::AppendEntries)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<Types>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Types>, RPCError<Types>> {
+        match self
+            .call(Rpc::Vote(rpc), RPCTypes::Vote, option.soft_ttl())
+            .await?
+        {
+            Answer::Vote(r) => Ok(r),
+            _ => Err(self.wrong_answer(RPCTypes::Vote)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<Types>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Types>, RPCError<Types>> {
+        match self
+            .call(Rpc::PreVote(rpc), RPCTypes::Vote, option.soft_ttl())
+            .await?
+        {
+            Answer::Vote(r) => Ok(r),
+            _ => Err(self.wrong_answer(RPCTypes::Vote)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<Types>,
+        snapshot: SnapshotOf<Types, Cursor<Vec<u8>>>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<Types>, StreamingError<Types>> {
+        let rpc = Rpc::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        let call = self.call(rpc, RPCTypes::InstallSnapshot, option.hard_ttl());
+        let answer = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            answer = call => answer,
+        };
+        match answer {
+            Ok(Answer::Snapshot(r)) => Ok(r),
+            Ok(_) => Err(StreamingError::Network(NetworkError::new(
+                &LinkError::WrongAnswer {
+                    node: self.target,
+                    asked: RPCTypes::InstallSnapshot,
+                },
+            ))),
+            Err(RPCError::Timeout(t)) => Err(StreamingError::Timeout(t)),
+            Err(RPCError::Unreachable(u)) => Err(StreamingError::Unreachable(u)),
+            Err(RPCError::Network(n)) => Err(StreamingError::Network(n)),
+            Err(RPCError::RemoteError(r)) => Err(StreamingError::Network(NetworkError::new(&r))),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<Types>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<Types>, RPCError<Types>> {
+        match self
+            .call(
+                Rpc::TransferLeader(req),
+                RPCTypes::TransferLeader,
+                option.soft_ttl(),
+            )
+            .await?
+        {
+            Answer::TransferLeader(r) => Ok(r),
+            _ => Err(self.wrong_answer(RPCTypes::TransferLeader)),
+        }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A group's Raft as the server sees it: something that answers RPCs.
+pub trait ServesRpc: Send + Sync + 'static {
+    fn serve(&self, rpc: Rpc) -> BoxFuture<'_, Answer>;
+}
+
+impl<SM> ServesRpc for Raft<Types, SM>
+where
+    SM: RaftStateMachine<Types, SnapshotData = Cursor<Vec<u8>>>,
+{
+    fn serve(&self, rpc: Rpc) -> BoxFuture<'_, Answer> {
+        Box::pin(async move {
+            let refused = |e: &dyn std::fmt::Display| Answer::Refused {
+                reason: e.to_string(),
+            };
+            match rpc {
+                Rpc::Append(r) => self
+                    .append_entries(r)
+                    .await
+                    .map_or_else(|e| refused(&e), Answer::Append),
+                Rpc::Vote(r) => self
+                    .vote(r)
+                    .await
+                    .map_or_else(|e| refused(&e), Answer::Vote),
+                Rpc::PreVote(r) => self
+                    .pre_vote(r)
+                    .await
+                    .map_or_else(|e| refused(&e), Answer::Vote),
+                Rpc::Snapshot { vote, meta, data } => {
+                    let snapshot = SnapshotOf::<Types, _> {
+                        meta,
+                        snapshot: Cursor::new(data),
+                    };
+                    self.install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_or_else(|e| refused(&e), Answer::Snapshot)
+                }
+                Rpc::TransferLeader(r) => self
+                    .handle_transfer_leader(r)
+                    .await
+                    .map_or_else(|e| refused(&e), Answer::TransferLeader),
+            }
+        })
+    }
+}
+
+/// The groups a node serves, by id.
+pub type Groups = Arc<Mutex<HashMap<GroupId, Arc<dyn ServesRpc>>>>;
+
+/// A node's cluster endpoint: a ROUTER answering its peers' RPCs.
+pub struct Server {
+    endpoint: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `endpoint` and serves `groups` on it until shut down.
+    pub async fn bind(endpoint: &str, groups: Groups) -> Result<Server, zmesh::Error> {
+        let router = Socket::new(SocketType::Router, cluster_socket_options())?;
+        let endpoint = router.bind(endpoint).await?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            serve(&router, groups, stopped).await;
+            // Closing (not dropping) frees the port at once, for a node
+            // restarted in the same process.
+            let _ = router.close().await;
+        });
+        Ok(Server {
+            endpoint,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The endpoint as bound (a port of 0 resolved).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Stops serving and closes the endpoint.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn serve(router: &Socket, groups: Groups, mut stopped: oneshot::Receiver<()>) {
+    let serving = Arc::new(Semaphore::new(SERVING_MAX));
+    loop {
+        let message = tokio::select! {
+            _ = &mut stopped => return,
+            received = router.recv() => match received {
+                Ok(m) => m,
+                Err(e) => return tracing::warn!("the cluster endpoint stopped: {e}"),
+            },
+        };
+        let (Some(peer), Some(frame)) = (message.frame(0), message.frame_slice(1)) else {
+            tracing::warn!("a cluster request without a body");
+            continue;
+        };
+        let Request { id, group, rpc } = match rmp_serde::from_slice::<Request>(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("an undecodable cluster request: {e}");
+                continue;
+            }
+        };
+        let target = groups.lock().expect("groups lock").get(&group).cloned();
+        let Ok(permit) = serving.clone().acquire_owned().await else {
+            return;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let answer = match target {
+                Some(raft) => raft.serve(rpc).await,
+                None => Answer::Refused {
+                    reason: format!("no group {group} on this node"),
+                },
+            };
+            drop(permit);
+            match rmp_serde::to_vec(&Reply { id, answer }) {
+                Ok(frame) => {
+                    let reply: Vec<Bytes> = vec![peer, Bytes::from(frame)];
+                    if let Err(e) = router.send(Message::from_frames(reply)).await {
+                        tracing::debug!("a cluster reply was not sent: {e}");
+                    }
+                }
+                Err(e) => tracing::error!("a cluster reply does not encode: {e}"),
+            }
+        });
+    }
+}

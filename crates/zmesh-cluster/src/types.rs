@@ -1,0 +1,61 @@
+//! The types every Raft group of a zmesh cluster shares: one type config, so
+//! one transport carries all groups' RPCs (tagged with their group).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// zmesh's Raft type config: node ids are numbers, a node's address is its
+    /// cluster endpoint (`tcp://host:port`).
+    pub Types:
+        D = Command,
+        R = Outcome,
+);
+
+/// Which Raft group a message belongs to. Group 0 is the metadata group (the
+/// catalog); queue shards come after it.
+pub type GroupId = u32;
+
+/// The metadata group.
+pub const METADATA_GROUP: GroupId = 0;
+
+/// A node's id in the cluster, as configured (`--node-id`).
+pub type NodeId = u64;
+
+/// A change to replicated state, proposed by a leader and applied on every
+/// node in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Declare a queue. `options` is the broker's canonical encoding of the
+    /// queue's options: the catalog compares it and keeps it, never reads it.
+    DeclareQueue { name: String, options: Vec<u8> },
+    /// Delete a queue, if it exists.
+    DeleteQueue { name: String },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::DeclareQueue { name, .. } => write!(f, "declare queue {name:?}"),
+            Command::DeleteQueue { name } => write!(f, "delete queue {name:?}"),
+        }
+    }
+}
+
+/// What applying a [`Command`] did; the same on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The queue is new.
+    Created,
+    /// The queue existed with the same options.
+    AlreadyDeclared,
+    /// The queue exists with other options; nothing changed.
+    Conflict,
+    /// The queue was deleted.
+    Deleted,
+    /// There was no such queue.
+    NotFound,
+    /// An entry that is not a command (a membership change) was applied.
+    Noted,
+}

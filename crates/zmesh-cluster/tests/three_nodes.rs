@@ -1,0 +1,154 @@
+//! Three nodes in one process, each with its own files and its own cluster
+//! endpoint on loopback: they form a cluster, agree on a catalog, replace a
+//! stopped leader, and a restarted node catches up.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use zmesh_cluster::{ClusterNode, Command, NodeConfig, NodeId, Outcome, ProposeError, Timing};
+use zmesh_testkit::net::{bounded, free_endpoint};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zmesh-cluster-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn config(id: NodeId, members: &BTreeMap<NodeId, String>, root: &std::path::Path) -> NodeConfig {
+    NodeConfig {
+        cluster_name: "test".into(),
+        node_id: id,
+        members: members.clone(),
+        dir: root.join(format!("node-{id}")),
+        timing: Timing::default(),
+    }
+}
+
+/// Waits until every node in `nodes` names the same leader, and returns it.
+async fn agreed_leader(nodes: &[&ClusterNode]) -> NodeId {
+    let mut first = nodes[0].watch_leader();
+    let leader = first
+        .wait_for(|l| l.is_some_and(|l| nodes.iter().any(|n| n.node_id() == l)))
+        .await
+        .expect("leader watch")
+        .expect("a leader");
+    for node in &nodes[1..] {
+        node.watch_leader()
+            .wait_for(|l| *l == Some(leader))
+            .await
+            .expect("leader watch");
+    }
+    leader
+}
+
+async fn wait_for_queue(node: &ClusterNode, name: &str) {
+    node.catalog()
+        .wait_for(|c| c.queues.contains_key(name))
+        .await
+        .expect("catalog watch");
+}
+
+fn declare(name: &str, options: &[u8]) -> Command {
+    Command::DeclareQueue {
+        name: name.into(),
+        options: options.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    bounded(Duration::from_secs(60), async {
+        let root = temp_dir("three");
+        let members: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, free_endpoint())).collect();
+        let (a, b, c) = tokio::join!(
+            ClusterNode::start(config(1, &members, &root)),
+            ClusterNode::start(config(2, &members, &root)),
+            ClusterNode::start(config(3, &members, &root)),
+        );
+        let mut nodes: BTreeMap<NodeId, ClusterNode> = [a, b, c]
+            .into_iter()
+            .map(|n| {
+                let n = n.expect("the node starts");
+                (n.node_id(), n)
+            })
+            .collect();
+
+        let leader = agreed_leader(&nodes.values().collect::<Vec<_>>()).await;
+        let follower = nodes.keys().copied().find(|id| *id != leader).unwrap();
+
+        // A follower refuses proposals and names the leader.
+        assert_eq!(
+            nodes[&follower].propose(declare("orders", b"{}")).await,
+            Err(ProposeError::NotLeader {
+                leader: Some((leader, members[&leader].clone()))
+            })
+        );
+        // The leader applies them, the same on every node.
+        assert_eq!(
+            nodes[&leader].propose(declare("orders", b"{}")).await,
+            Ok(Outcome::Created)
+        );
+        assert_eq!(
+            nodes[&leader].propose(declare("orders", b"{}")).await,
+            Ok(Outcome::AlreadyDeclared)
+        );
+        assert_eq!(
+            nodes[&leader]
+                .propose(declare("orders", b"{\"ttl\":1}"))
+                .await,
+            Ok(Outcome::Conflict)
+        );
+        for node in nodes.values() {
+            wait_for_queue(node, "orders").await;
+        }
+
+        // The leader stops; the other two elect one of themselves.
+        nodes.remove(&leader).unwrap().shutdown().await;
+        let new_leader = agreed_leader(&nodes.values().collect::<Vec<_>>()).await;
+        assert_ne!(new_leader, leader);
+        assert_eq!(
+            nodes[&new_leader].propose(declare("payments", b"{}")).await,
+            Ok(Outcome::Created)
+        );
+        assert_eq!(
+            nodes[&new_leader]
+                .propose(Command::DeleteQueue {
+                    name: "orders".into()
+                })
+                .await,
+            Ok(Outcome::Deleted)
+        );
+
+        // The old leader comes back from its files and catches up.
+        let back = ClusterNode::start(config(leader, &members, &root))
+            .await
+            .expect("the node restarts");
+        back.catalog()
+            .wait_for(|c| c.queues.contains_key("payments") && !c.queues.contains_key("orders"))
+            .await
+            .expect("catalog watch");
+        nodes.insert(leader, back);
+        for node in nodes.values() {
+            wait_for_queue(node, "payments").await;
+        }
+        let catalogs: Vec<Vec<String>> = nodes
+            .values()
+            .map(|n| n.catalog().borrow().queues.keys().cloned().collect())
+            .collect();
+        assert!(
+            catalogs.iter().all(|c| c == &["payments".to_string()]),
+            "the nodes disagree: {catalogs:?}"
+        );
+
+        for (_, node) in nodes {
+            node.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    })
+    .await;
+}
