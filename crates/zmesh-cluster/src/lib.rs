@@ -21,5 +21,5 @@ mod types;
 pub use catalog::{CatalogError, CatalogMachine, CatalogView, QueueRecord};
 pub use log_store::{LogReader, LogStore, LogStoreError};
 pub use node::{ClusterNode, NodeConfig, ProposeError, StartError, Timing};
-pub use transport::MESSAGE_BYTES_MAX;
+pub use transport::{Answer, MESSAGE_BYTES_MAX, Reply, Request, Rpc, WireError};
 pub use types::{Command, GroupId, METADATA_GROUP, NodeId, Outcome, Types};

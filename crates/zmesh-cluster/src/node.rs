@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,6 +98,8 @@ pub struct ClusterNode {
     catalog: watch::Receiver<CatalogView>,
     server: Server,
     _groups: Groups,
+    /// Frames from peers that did not decode, requests and replies.
+    undecodable: Arc<AtomicU64>,
 }
 
 impl ClusterNode {
@@ -133,13 +136,14 @@ impl ClusterNode {
         let catalog = catalog_machine.subscribe();
 
         let groups: Groups = Arc::new(Mutex::new(HashMap::new()));
-        let server = Server::bind(&own_endpoint, groups.clone())
+        let undecodable = Arc::new(AtomicU64::new(0));
+        let server = Server::bind(&own_endpoint, groups.clone(), undecodable.clone())
             .await
             .map_err(|source| StartError::Bind {
                 endpoint: own_endpoint.clone(),
                 source,
             })?;
-        let links = Links::new(config.node_id);
+        let links = Links::new(config.node_id, undecodable.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -177,6 +181,7 @@ impl ClusterNode {
             catalog,
             server,
             _groups: groups,
+            undecodable,
         })
     }
 
@@ -187,6 +192,12 @@ impl ClusterNode {
     /// The cluster endpoint as bound.
     pub fn endpoint(&self) -> &str {
         self.server.endpoint()
+    }
+
+    /// Frames from peers on the cluster endpoint or its links that did not
+    /// decode, and were dropped.
+    pub fn undecodable_frames(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
     }
 
     /// The leader this node knows of, if any.

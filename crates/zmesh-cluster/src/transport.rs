@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::Cursor;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,14 +44,14 @@ pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
 
 /// An RPC as it travels.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Request {
+pub struct Request {
     id: u64,
     group: GroupId,
     rpc: Rpc,
 }
 
 #[derive(Serialize, Deserialize)]
-pub(crate) enum Rpc {
+pub enum Rpc {
     Append(AppendEntriesRequest<Types>),
     Vote(VoteRequest<Types>),
     PreVote(VoteRequest<Types>),
@@ -64,13 +65,13 @@ pub(crate) enum Rpc {
 
 /// A reply as it travels.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Reply {
+pub struct Reply {
     id: u64,
     answer: Answer,
 }
 
 #[derive(Serialize, Deserialize)]
-pub(crate) enum Answer {
+pub enum Answer {
     Append(AppendEntriesResponse<Types>),
     Vote(VoteResponse<Types>),
     Snapshot(SnapshotResponse<Types>),
@@ -80,6 +81,49 @@ pub(crate) enum Answer {
     Refused {
         reason: String,
     },
+}
+
+/// A frame from a peer that does not decode: the peer is at fault (another
+/// version, another program, or damage on the way).
+#[derive(Debug, thiserror::Error)]
+#[error("an undecodable cluster frame: {0}")]
+pub struct WireError(String);
+
+impl Request {
+    pub fn new(id: u64, group: GroupId, rpc: Rpc) -> Request {
+        Request { id, group, rpc }
+    }
+
+    pub fn decode(frame: &[u8]) -> Result<Request, WireError> {
+        rmp_serde::from_slice(frame).map_err(|e| WireError(e.to_string()))
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        rmp_serde::to_vec(self).map_err(|e| WireError(e.to_string()))
+    }
+}
+
+impl Reply {
+    pub fn new(id: u64, answer: Answer) -> Reply {
+        Reply { id, answer }
+    }
+
+    /// The id of the request this answers.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn answer(&self) -> &Answer {
+        &self.answer
+    }
+
+    pub fn decode(frame: &[u8]) -> Result<Reply, WireError> {
+        rmp_serde::from_slice(frame).map_err(|e| WireError(e.to_string()))
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        rmp_serde::to_vec(self).map_err(|e| WireError(e.to_string()))
+    }
 }
 
 /// Why a request got no answer.
@@ -120,16 +164,21 @@ struct Link {
 }
 
 impl Link {
-    fn open(node: NodeId, endpoint: String) -> Link {
+    fn open(node: NodeId, endpoint: String, undecodable: Arc<AtomicU64>) -> Link {
         let (requests, rx) = mpsc::channel(LINK_QUEUE_MAX);
-        tokio::spawn(run_link(node, endpoint, rx));
+        tokio::spawn(run_link(node, endpoint, rx, undecodable));
         Link { requests }
     }
 }
 
 /// Moves a link's requests to its DEALER and its replies back to their
 /// callers, until every handle on the link is gone.
-async fn run_link(node: NodeId, endpoint: String, mut requests: mpsc::Receiver<Outgoing>) {
+async fn run_link(
+    node: NodeId,
+    endpoint: String,
+    mut requests: mpsc::Receiver<Outgoing>,
+    undecodable: Arc<AtomicU64>,
+) {
     let socket = match Socket::new(SocketType::Dealer, cluster_socket_options()) {
         Ok(s) => s,
         Err(e) => return tracing::error!(node, "no socket for the cluster link: {e}"),
@@ -152,7 +201,7 @@ async fn run_link(node: NodeId, endpoint: String, mut requests: mpsc::Receiver<O
                 }
                 next_id += 1;
                 let request = Request { id: next_id, group, rpc };
-                let frame = match rmp_serde::to_vec(&request) {
+                let frame = match request.encode() {
                     Ok(f) => f,
                     Err(e) => {
                         tracing::error!(node, "an RPC does not encode: {e}");
@@ -181,13 +230,16 @@ async fn run_link(node: NodeId, endpoint: String, mut requests: mpsc::Receiver<O
                     }
                 };
                 let Some(frame) = message.frame_slice(0) else { continue };
-                match rmp_serde::from_slice::<Reply>(frame) {
+                match Reply::decode(frame) {
                     Ok(Reply { id, answer }) => {
                         if let Some(waiting) = pending.remove(&id) {
                             let _ = waiting.send(Ok(answer));
                         }
                     }
-                    Err(e) => tracing::warn!(node, "an undecodable reply from node {node}: {e}"),
+                    Err(e) => {
+                        undecodable.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(node, "a reply from node {node}: {e}");
+                    }
                 }
             }
         }
@@ -201,13 +253,16 @@ pub struct Links {
     /// The node these links start from.
     from: NodeId,
     by_node: Arc<Mutex<HashMap<(NodeId, String), Link>>>,
+    undecodable: Arc<AtomicU64>,
 }
 
 impl Links {
-    pub fn new(from: NodeId) -> Links {
+    /// Links from node `from`, counting undecodable replies in `undecodable`.
+    pub fn new(from: NodeId, undecodable: Arc<AtomicU64>) -> Links {
         Links {
             from,
             by_node: Arc::default(),
+            undecodable,
         }
     }
 
@@ -215,7 +270,7 @@ impl Links {
         let mut by_node = self.by_node.lock().expect("links lock");
         by_node
             .entry((node, endpoint.to_owned()))
-            .or_insert_with(|| Link::open(node, endpoint.to_owned()))
+            .or_insert_with(|| Link::open(node, endpoint.to_owned(), self.undecodable.clone()))
             .clone()
     }
 
@@ -457,13 +512,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `endpoint` and serves `groups` on it until shut down.
-    pub async fn bind(endpoint: &str, groups: Groups) -> Result<Server, zmesh::Error> {
+    /// Binds `endpoint` and serves `groups` on it until shut down, counting
+    /// undecodable requests in `undecodable`.
+    pub async fn bind(
+        endpoint: &str,
+        groups: Groups,
+        undecodable: Arc<AtomicU64>,
+    ) -> Result<Server, zmesh::Error> {
         let router = Socket::new(SocketType::Router, cluster_socket_options())?;
         let endpoint = router.bind(endpoint).await?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
-            serve(&router, groups, stopped).await;
+            serve(&router, groups, stopped, undecodable).await;
             // Closing (not dropping) frees the port at once, for a node
             // restarted in the same process.
             let _ = router.close().await;
@@ -497,7 +557,12 @@ impl Drop for Server {
     }
 }
 
-async fn serve(router: &Socket, groups: Groups, mut stopped: oneshot::Receiver<()>) {
+async fn serve(
+    router: &Socket,
+    groups: Groups,
+    mut stopped: oneshot::Receiver<()>,
+    undecodable: Arc<AtomicU64>,
+) {
     let serving = Arc::new(Semaphore::new(SERVING_MAX));
     loop {
         let message = tokio::select! {
@@ -508,13 +573,15 @@ async fn serve(router: &Socket, groups: Groups, mut stopped: oneshot::Receiver<(
             },
         };
         let (Some(peer), Some(frame)) = (message.frame(0), message.frame_slice(1)) else {
-            tracing::warn!("a cluster request without a body");
+            undecodable.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("a cluster request without a body");
             continue;
         };
-        let Request { id, group, rpc } = match rmp_serde::from_slice::<Request>(frame) {
+        let Request { id, group, rpc } = match Request::decode(frame) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!("an undecodable cluster request: {e}");
+                undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("a cluster request: {e}");
                 continue;
             }
         };
@@ -531,7 +598,7 @@ async fn serve(router: &Socket, groups: Groups, mut stopped: oneshot::Receiver<(
                 },
             };
             drop(permit);
-            match rmp_serde::to_vec(&Reply { id, answer }) {
+            match (Reply { id, answer }).encode() {
                 Ok(frame) => {
                     let reply: Vec<Bytes> = vec![peer, Bytes::from(frame)];
                     if let Err(e) = router.send(Message::from_frames(reply)).await {
