@@ -51,8 +51,12 @@ struct Applied {
 impl Applied {
     fn apply(&mut self, command: Command, index: u64) -> Outcome {
         match command {
-            Command::DeclareQueue { name, options } => match self.queues.get(&name) {
-                Some(q) if q.options == options => Outcome::AlreadyDeclared,
+            Command::DeclareQueue {
+                name,
+                options,
+                exact,
+            } => match self.queues.get(&name) {
+                Some(q) if !exact || q.options == options => Outcome::AlreadyDeclared,
                 Some(_) => Outcome::Conflict,
                 None => {
                     self.queues.insert(

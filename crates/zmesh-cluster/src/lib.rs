@@ -15,11 +15,13 @@
 mod catalog;
 mod log_store;
 mod node;
+mod propose;
 mod transport;
 mod types;
 
 pub use catalog::{CatalogError, CatalogMachine, CatalogView, QueueRecord};
 pub use log_store::{LogReader, LogStore, LogStoreError};
-pub use node::{ClusterNode, NodeConfig, ProposeError, StartError, Timing};
+pub use node::{ClusterNode, NodeConfig, StartError, Timing};
+pub use propose::ProposeError;
 pub use transport::{Answer, MESSAGE_BYTES_MAX, Reply, Request, Rpc, WireError};
 pub use types::{Command, GroupId, METADATA_GROUP, NodeId, Outcome, Types};

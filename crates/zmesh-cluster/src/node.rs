@@ -8,15 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, ForwardReason, RaftError};
-use openraft::{BasicNode, Raft, ServerState};
+use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
 use zmesh_log::LogConfig;
 
 use crate::catalog::{CatalogError, CatalogMachine, CatalogView};
 use crate::log_store::{LogStore, LogStoreError};
-use crate::transport::{Groups, Links, Server};
+use crate::propose::{ProposeError, propose_here};
+use crate::transport::{Answer, CallError, Groups, Links, Rpc, Server};
 use crate::types::{Command, METADATA_GROUP, NodeId, Outcome, Types};
+
+/// How long a follower waits for the leader to apply a proposal it forwarded.
+const FORWARD_LIMIT: Duration = Duration::from_secs(5);
 
 /// Raft's clock for a cluster. Elections must not fire on a busy machine's
 /// scheduling hiccups, and a dead leader should be replaced in about a second.
@@ -72,31 +75,13 @@ pub enum StartError {
     Raft(String),
 }
 
-/// Why a proposal was not applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProposeError {
-    /// This node is not the leader; ask `leader` (when one is known) instead.
-    #[error("not the leader; the leader is {leader:?}")]
-    NotLeader {
-        /// The leader's id and cluster endpoint, when known.
-        leader: Option<(NodeId, String)>,
-    },
-    /// The leader changed while the proposal was in flight: it may or may not
-    /// have been applied.
-    #[error("the leader changed while the proposal was in flight; it may have been applied")]
-    Unknown,
-    /// The node has stopped.
-    #[error("the node has stopped: {0}")]
-    Stopped(String),
-}
-
 /// A running cluster node.
 pub struct ClusterNode {
     node_id: NodeId,
-    timing: Timing,
     raft: Raft<Types, CatalogMachine>,
     catalog: watch::Receiver<CatalogView>,
     server: Server,
+    links: Links,
     _groups: Groups,
     /// Frames from peers that did not decode, requests and replies.
     undecodable: Arc<AtomicU64>,
@@ -147,7 +132,7 @@ impl ClusterNode {
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            links.for_group(METADATA_GROUP),
+            links.clone().for_group(METADATA_GROUP),
             log,
             catalog_machine,
         )
@@ -176,10 +161,10 @@ impl ClusterNode {
         }
         Ok(ClusterNode {
             node_id: config.node_id,
-            timing: config.timing,
             raft,
             catalog,
             server,
+            links,
             _groups: groups,
             undecodable,
         })
@@ -227,48 +212,32 @@ impl ClusterNode {
     }
 
     /// Proposes a command to the metadata group; answers once it is applied
-    /// here (a quorum has it durable). Only the leader takes proposals.
-    ///
-    /// A leader takes writes only while a quorum has acknowledged it within
-    /// its lease; one just elected has not yet, so a refusal for that reason
-    /// waits for the next acknowledgement and tries again, within one
-    /// election timeout. A leader cut off from its quorum keeps refusing, and
-    /// the caller hears `NotLeader` without a leader.
+    /// on the leader (a quorum has it durable). A follower forwards it to the
+    /// leader it knows of, once: a leader that moved meanwhile answers
+    /// `NotLeader`, and the caller tries again.
     pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
-        let deadline = tokio::time::Instant::now() + self.timing.election_timeout_max;
-        loop {
-            let refused_at = <openraft::TokioInstant as openraft::Instant>::now();
-            let forward = match self.raft.client_write(command.clone()).await {
-                Ok(response) => return Ok(response.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
-                Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-                    return Err(ProposeError::Unknown);
-                }
-                Err(e) => return Err(ProposeError::Stopped(e.to_string())),
-            };
-            let not_leader = ProposeError::NotLeader {
-                leader: forward.leader_id.zip(forward.leader_node.map(|n| n.addr)),
-            };
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if forward.reason != ForwardReason::LeaseExpired || left.is_zero() {
-                return Err(not_leader);
-            }
-            let acknowledged = self
-                .raft
-                .wait(Some(left))
-                .metrics(
-                    |m| {
-                        m.state != ServerState::Leader
-                            || m.last_quorum_acked
-                                .as_ref()
-                                .is_some_and(|t| **t > refused_at)
-                    },
-                    "a quorum acknowledges the leader",
-                )
-                .await;
-            if acknowledged.is_err() {
-                return Err(not_leader);
-            }
+        let (leader, endpoint) = match propose_here(&self.raft, command.clone()).await {
+            Err(ProposeError::NotLeader {
+                leader: Some(leader),
+            }) if leader.0 != self.node_id => leader,
+            answer => return answer,
+        };
+        let link = self.links.link(leader, &endpoint);
+        match link
+            .call(leader, METADATA_GROUP, Rpc::Propose(command), FORWARD_LIMIT)
+            .await
+        {
+            Ok(Answer::Proposed(answer)) => answer,
+            Ok(_) => Err(ProposeError::Unknown {
+                reason: format!("node {leader} answered a proposal with something else"),
+            }),
+            Err(CallError::TimedOut) => Err(ProposeError::Unknown {
+                reason: format!("node {leader} did not answer within {FORWARD_LIMIT:?}"),
+            }),
+            Err(CallError::Link(e)) => Err(ProposeError::LeaderUnreachable {
+                leader,
+                reason: e.to_string(),
+            }),
         }
     }
 

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use zmesh::{Message, Socket, SocketOptions, SocketType, TrySendError};
 
-use crate::types::{GroupId, NodeId, Types};
+use crate::propose::{ProposeError, propose_here};
+use crate::types::{Command, GroupId, NodeId, Outcome, Types};
 
 /// Requests a link holds before its task takes them: a caller past this
 /// hears `Unreachable` at once rather than queueing behind a dead peer.
@@ -61,6 +62,8 @@ pub enum Rpc {
         data: Vec<u8>,
     },
     TransferLeader(TransferLeaderRequest<Types>),
+    /// A follower forwards a proposal to the leader.
+    Propose(Command),
 }
 
 /// A reply as it travels.
@@ -76,6 +79,7 @@ pub enum Answer {
     Vote(VoteResponse<Types>),
     Snapshot(SnapshotResponse<Types>),
     TransferLeader(TransferLeaderResponse<Types>),
+    Proposed(Result<Outcome, ProposeError>),
     /// The node could not serve the RPC: no such group here, or its Raft
     /// has stopped. The sender treats the node as unreachable.
     Refused {
@@ -128,7 +132,7 @@ impl Reply {
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
-enum LinkError {
+pub(crate) enum LinkError {
     #[error("the link to node {0} is busy")]
     Busy(NodeId),
     #[error("the link to node {0} is closed")]
@@ -159,11 +163,49 @@ struct Outgoing {
 
 /// The connection to one peer node, shared by every group's clients.
 #[derive(Clone)]
-struct Link {
+pub(crate) struct Link {
     requests: mpsc::Sender<Outgoing>,
 }
 
+/// Why a call got no answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    #[error("no answer in time")]
+    TimedOut,
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
 impl Link {
+    /// Sends `rpc` for `group` to `node` and waits up to `limit` for its
+    /// answer. A refusal comes back as an error.
+    pub(crate) async fn call(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        rpc: Rpc,
+        limit: Duration,
+    ) -> Result<Answer, CallError> {
+        let (reply, answer) = oneshot::channel();
+        let outgoing = Outgoing { group, rpc, reply };
+        match self.requests.try_send(outgoing) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(LinkError::Busy(node).into()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(LinkError::Closed(node).into());
+            }
+        }
+        match tokio::time::timeout(limit, answer).await {
+            Err(_) => Err(CallError::TimedOut),
+            Ok(Err(_)) => Err(LinkError::Closed(node).into()),
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Ok(Ok(Answer::Refused { reason }))) => {
+                Err(LinkError::Refused { node, reason }.into())
+            }
+            Ok(Ok(Ok(answer))) => Ok(answer),
+        }
+    }
+
     fn open(node: NodeId, endpoint: String, undecodable: Arc<AtomicU64>) -> Link {
         let (requests, rx) = mpsc::channel(LINK_QUEUE_MAX);
         tokio::spawn(run_link(node, endpoint, rx, undecodable));
@@ -266,7 +308,7 @@ impl Links {
         }
     }
 
-    fn link(&self, node: NodeId, endpoint: &str) -> Link {
+    pub(crate) fn link(&self, node: NodeId, endpoint: &str) -> Link {
         let mut by_node = self.by_node.lock().expect("links lock");
         by_node
             .entry((node, endpoint.to_owned()))
@@ -317,36 +359,15 @@ impl PeerClient {
         kind: RPCTypes,
         limit: Duration,
     ) -> Result<Answer, RPCError<Types>> {
-        let (reply, answer) = oneshot::channel();
-        let outgoing = Outgoing {
-            group: self.group,
-            rpc,
-            reply,
-        };
-        let unreachable = |e: LinkError| RPCError::Unreachable(Unreachable::new(&e));
-        match self.link.requests.try_send(outgoing) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(unreachable(LinkError::Busy(self.target)));
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(unreachable(LinkError::Closed(self.target)));
-            }
-        }
-        match tokio::time::timeout(limit, answer).await {
-            Err(_) => Err(RPCError::Timeout(Timeout {
+        match self.link.call(self.target, self.group, rpc, limit).await {
+            Ok(answer) => Ok(answer),
+            Err(CallError::TimedOut) => Err(RPCError::Timeout(Timeout {
                 action: kind,
                 id: self.from,
                 target: self.target,
                 timeout: limit,
             })),
-            Ok(Err(_)) => Err(unreachable(LinkError::Closed(self.target))),
-            Ok(Ok(Err(e))) => Err(unreachable(e)),
-            Ok(Ok(Ok(Answer::Refused { reason }))) => Err(unreachable(LinkError::Refused {
-                node: self.target,
-                reason,
-            })),
-            Ok(Ok(Ok(answer))) => Ok(answer),
+            Err(CallError::Link(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
         }
     }
 
@@ -492,6 +513,7 @@ where
                         .await
                         .map_or_else(|e| refused(&e), Answer::Snapshot)
                 }
+                Rpc::Propose(command) => Answer::Proposed(propose_here(self, command).await),
                 Rpc::TransferLeader(r) => self
                     .handle_transfer_leader(r)
                     .await

@@ -29,7 +29,13 @@ pub type NodeId = u64;
 pub enum Command {
     /// Declare a queue. `options` is the broker's canonical encoding of the
     /// queue's options: the catalog compares it and keeps it, never reads it.
-    DeclareQueue { name: String, options: Vec<u8> },
+    /// Without `exact`, a queue that exists is fine whatever its options (a
+    /// client that named none); `options` are used only to create it.
+    DeclareQueue {
+        name: String,
+        options: Vec<u8>,
+        exact: bool,
+    },
     /// Delete a queue, if it exists.
     DeleteQueue { name: String },
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use zmesh_cluster::{ClusterNode, Command, NodeConfig, NodeId, Outcome, ProposeError, Timing};
+use zmesh_cluster::{ClusterNode, Command, NodeConfig, NodeId, Outcome, Timing};
 use zmesh_testkit::net::{bounded, free_endpoint};
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -53,6 +53,7 @@ fn declare(name: &str, options: &[u8]) -> Command {
     Command::DeclareQueue {
         name: name.into(),
         options: options.to_vec(),
+        exact: true,
     }
 }
 
@@ -81,16 +82,10 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
         let leader = agreed_leader(&nodes.values().collect::<Vec<_>>()).await;
         let follower = nodes.keys().copied().find(|id| *id != leader).unwrap();
 
-        // A follower refuses proposals and names the leader.
+        // A follower forwards proposals to the leader; they apply the same
+        // on every node.
         assert_eq!(
             nodes[&follower].propose(declare("orders", b"{}")).await,
-            Err(ProposeError::NotLeader {
-                leader: Some((leader, members[&leader].clone()))
-            })
-        );
-        // The leader applies them, the same on every node.
-        assert_eq!(
-            nodes[&leader].propose(declare("orders", b"{}")).await,
             Ok(Outcome::Created)
         );
         assert_eq!(
@@ -98,10 +93,20 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
             Ok(Outcome::AlreadyDeclared)
         );
         assert_eq!(
-            nodes[&leader]
-                .propose(declare("orders", b"{\"ttl\":1}"))
+            nodes[&follower]
+                .propose(declare("orders", br#"{"ttl":1}"#))
                 .await,
             Ok(Outcome::Conflict)
+        );
+        // Without `exact`, other options are no conflict.
+        let passive = Command::DeclareQueue {
+            name: "orders".into(),
+            options: br#"{"ttl":1}"#.to_vec(),
+            exact: false,
+        };
+        assert_eq!(
+            nodes[&follower].propose(passive).await,
+            Ok(Outcome::AlreadyDeclared)
         );
         for node in nodes.values() {
             wait_for_queue(node, "orders").await;

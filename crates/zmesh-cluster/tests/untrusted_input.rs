@@ -147,7 +147,8 @@ async fn garbage_on_the_cluster_endpoint_is_counted_and_the_node_goes_on() {
         assert_eq!(
             node.propose(Command::DeclareQueue {
                 name: "q".into(),
-                options: vec![]
+                options: vec![],
+                exact: true,
             })
             .await,
             Ok(Outcome::Created)
