@@ -57,3 +57,40 @@ async fn replies_after_a_declaration_wait_for_its_catalog_save() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A cluster's agreed declarations and deletions take the same path as a
+/// client's, and what the core refuses comes back as the reason.
+#[tokio::test]
+async fn agreed_catalog_changes_apply_as_a_client_s_would() {
+    let dir = temp_dir("catalog-agreed");
+    let config = QueueStoreConfig {
+        data_dir: dir.clone(),
+        clock: ManualClock::new().shared(),
+        ..QueueStoreConfig::default()
+    };
+    let (mut store, _) = QueueStore::open(config).expect("open the queues");
+    let names = |store: &QueueStore| -> Vec<String> {
+        let mut n: Vec<String> = store.core().stats().into_iter().map(|s| s.name).collect();
+        n.sort();
+        n
+    };
+    let options = br#"{"max_length":5}"#;
+    assert_eq!(store.apply_agreed("jobs", Some(options)).0, Ok(()));
+    assert_eq!(names(&store), ["jobs", "jobs.dlq"]);
+    // Again: the same declaration is no change.
+    assert_eq!(store.apply_agreed("jobs", Some(options)).0, Ok(()));
+    let (refused, _) = store.apply_agreed("jobs", Some(br#"{"max_length":6}"#));
+    assert!(
+        refused.as_ref().is_err_and(|r| r.contains("other options")),
+        "{refused:?}"
+    );
+    assert_eq!(store.apply_agreed("jobs", None).0, Ok(()));
+    assert_eq!(names(&store), ["jobs.dlq"]);
+    let (refused, _) = store.apply_agreed("jobs", None);
+    assert!(
+        refused.as_ref().is_err_and(|r| r.contains("no queue")),
+        "{refused:?}"
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}

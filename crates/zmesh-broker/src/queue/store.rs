@@ -242,27 +242,63 @@ impl QueueStore {
 
     /// Purge a queue on an operator's request; returns how many went.
     pub fn admin_purge(&mut self, queue: &str) -> (Result<u64, String>, Sends) {
-        // Through the protocol path, as a peer no socket can have (identities
-        // from the engine are never empty-prefixed with 0xff).
-        let me = Bytes::from_static(b"\xffadmin");
-        let frames = [
+        let (result, sends) =
+            self.run_as(b"\xffadmin", b"PURGE", vec![Bytes::from(queue.to_owned())]);
+        let purged = result.and_then(|body| {
+            body.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["purged"].as_u64())
+                .ok_or_else(|| "malformed purge reply".to_owned())
+        });
+        (purged, sends)
+    }
+
+    /// Apply a change the cluster's catalog agreed on: declare `queue` with
+    /// `options` (JSON, as a DECLARE carries them), or delete it when
+    /// `options` is `None`. Returns the core's refusal, if it refused (a
+    /// local limit, or a queue here from before with other options).
+    pub fn apply_agreed(
+        &mut self,
+        queue: &str,
+        options: Option<&[u8]>,
+    ) -> (Result<(), String>, Sends) {
+        let name = Bytes::from(queue.to_owned());
+        let (result, sends) = match options {
+            Some(o) => self.run_as(
+                b"\xffcluster",
+                b"DECLARE",
+                vec![name, Bytes::copy_from_slice(o)],
+            ),
+            None => self.run_as(b"\xffcluster", b"DELETE", vec![name]),
+        };
+        (result.map(|_| ()), sends)
+    }
+
+    /// Runs `command` through the protocol path as `me`, a peer no socket
+    /// can have (identities from the engine are never 0xff-prefixed), and
+    /// returns its answer: the OK body, or the error's reason.
+    fn run_as(
+        &mut self,
+        me: &'static [u8],
+        command: &'static [u8],
+        args: Vec<Bytes>,
+    ) -> (Result<Option<Bytes>, String>, Sends) {
+        let me = Bytes::from_static(me);
+        let frames: Vec<Bytes> = [
             Bytes::new(),
             Bytes::from_static(super::proto::PROTOCOL),
-            Bytes::from_static(b"PURGE"),
-            Bytes::from_static(b"admin"),
-            Bytes::from(queue.to_owned()),
-        ];
-        // The reply to the operator depends on no catalog save: not held.
+            Bytes::from_static(command),
+            Bytes::from_static(b"op"),
+        ]
+        .into_iter()
+        .chain(args)
+        .collect();
+        // The answer to an operator depends on no catalog save: not held.
         let (mine, sends): (Sends, Sends) = self
             .handle_now(&me, &frames)
             .into_iter()
             .partition(|(to, _)| *to == me);
         let result = match mine.first() {
-            Some((_, f)) if f.get(2).is_some_and(|c| c == "OK") => f
-                .get(4)
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-                .and_then(|v| v["purged"].as_u64())
-                .ok_or_else(|| "malformed purge reply".to_owned()),
+            Some((_, f)) if f.get(2).is_some_and(|c| c == "OK") => Ok(f.get(4).cloned()),
             Some((_, f)) => {
                 Err(String::from_utf8_lossy(f.get(5).map_or(&b""[..], |b| &b[..])).into_owned())
             }
