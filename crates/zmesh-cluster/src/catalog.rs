@@ -56,17 +56,19 @@ impl Applied {
                 options,
                 exact,
             } => match self.queues.get(&name) {
-                Some(q) if !exact || q.options == options => Outcome::AlreadyDeclared,
+                Some(q) if !exact || q.options == options => Outcome::AlreadyDeclared {
+                    options: q.options.clone(),
+                },
                 Some(_) => Outcome::Conflict,
                 None => {
                     self.queues.insert(
                         name,
                         QueueRecord {
-                            options,
+                            options: options.clone(),
                             declared_at_index: index,
                         },
                     );
-                    Outcome::Created
+                    Outcome::Created { options }
                 }
             },
             Command::DeleteQueue { name } => match self.queues.remove(&name) {

@@ -242,7 +242,7 @@ impl ClusterNode {
     }
 
     /// Stops the node's Raft and closes its endpoint.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(node = self.node_id, "raft did not stop cleanly: {e}");
         }

@@ -529,8 +529,8 @@ pub type Groups = Arc<Mutex<HashMap<GroupId, Arc<dyn ServesRpc>>>>;
 /// A node's cluster endpoint: a ROUTER answering its peers' RPCs.
 pub struct Server {
     endpoint: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Server {
@@ -552,8 +552,8 @@ impl Server {
         });
         Ok(Server {
             endpoint,
-            stop: Some(stop),
-            task,
+            stop: Mutex::new(Some(stop)),
+            task: Mutex::new(Some(task)),
         })
     }
 
@@ -562,20 +562,26 @@ impl Server {
         &self.endpoint
     }
 
-    /// Stops serving and closes the endpoint.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
+    /// Stops serving and closes the endpoint; the first call does it, and
+    /// later ones return at once.
+    pub async fn shutdown(&self) {
+        self.stop();
+        let task = self.task.lock().expect("server lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    fn stop(&self) {
+        if let Some(stop) = self.stop.lock().expect("server lock").take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop();
     }
 }
 

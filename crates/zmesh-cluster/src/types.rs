@@ -52,10 +52,11 @@ impl fmt::Display for Command {
 /// What applying a [`Command`] did; the same on every node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// The queue is new.
-    Created,
-    /// The queue existed with the same options.
-    AlreadyDeclared,
+    /// The queue is new, with these options.
+    Created { options: Vec<u8> },
+    /// The queue existed, with these options (the same, unless the command
+    /// was not `exact`).
+    AlreadyDeclared { options: Vec<u8> },
     /// The queue exists with other options; nothing changed.
     Conflict,
     /// The queue was deleted.

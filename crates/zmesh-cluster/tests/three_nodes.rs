@@ -84,13 +84,14 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
 
         // A follower forwards proposals to the leader; they apply the same
         // on every node.
+        let agreed = || b"{}".to_vec();
         assert_eq!(
             nodes[&follower].propose(declare("orders", b"{}")).await,
-            Ok(Outcome::Created)
+            Ok(Outcome::Created { options: agreed() })
         );
         assert_eq!(
             nodes[&leader].propose(declare("orders", b"{}")).await,
-            Ok(Outcome::AlreadyDeclared)
+            Ok(Outcome::AlreadyDeclared { options: agreed() })
         );
         assert_eq!(
             nodes[&follower]
@@ -106,7 +107,7 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
         };
         assert_eq!(
             nodes[&follower].propose(passive).await,
-            Ok(Outcome::AlreadyDeclared)
+            Ok(Outcome::AlreadyDeclared { options: agreed() })
         );
         for node in nodes.values() {
             wait_for_queue(node, "orders").await;
@@ -118,7 +119,9 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
         assert_ne!(new_leader, leader);
         assert_eq!(
             nodes[&new_leader].propose(declare("payments", b"{}")).await,
-            Ok(Outcome::Created)
+            Ok(Outcome::Created {
+                options: b"{}".to_vec()
+            })
         );
         assert_eq!(
             nodes[&new_leader]

@@ -151,7 +151,7 @@ async fn garbage_on_the_cluster_endpoint_is_counted_and_the_node_goes_on() {
                 exact: true,
             })
             .await,
-            Ok(Outcome::Created)
+            Ok(Outcome::Created { options: vec![] })
         );
         node.shutdown().await;
         let _ = std::fs::remove_dir_all(&dir);
