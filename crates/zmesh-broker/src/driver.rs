@@ -8,6 +8,7 @@ use zmesh::clock::{Clock, SystemClock};
 use zmesh::{Message, Socket};
 
 use crate::admin::{AdminCommand, AdminLink, Snapshot};
+use crate::cluster::{ClusterEvent, ClusterLink};
 use crate::mdp::{Action, Broker, coalesce};
 use crate::outbox::{Outbox, OutboxEvent, OutboxLimits, Product};
 use crate::peers::PeerConnections;
@@ -90,6 +91,9 @@ pub struct RunOptions {
     /// worker timers, the drain's limit, the outbox's retries, status stamps.
     /// The stores read their own (give them this one).
     pub clock: Arc<dyn Clock>,
+    /// The broker's cluster node, when it is one of a cluster: queue
+    /// declarations and deletions go through the cluster's catalog.
+    pub cluster: Option<ClusterLink>,
 }
 
 impl Default for RunOptions {
@@ -99,6 +103,7 @@ impl Default for RunOptions {
             drain_timeout: Duration::from_secs(10),
             outbox: OutboxLimits::default(),
             clock: SystemClock::shared(),
+            cluster: None,
         }
     }
 }
@@ -188,6 +193,7 @@ pub async fn run_with_stores(
     let clock = opts.clock.clone();
     let started_ms = clock.now().wall_ms;
     let mut drain_until: Option<Instant> = None;
+    let mut cluster = opts.cluster.take();
     if let Some(link) = &opts.admin {
         broker.record_latencies(true);
         publish_snapshot(
@@ -270,6 +276,12 @@ pub async fn run_with_stores(
                 None => std::future::pending().await,
             }
         };
+        let cluster_event = async {
+            match cluster.as_mut() {
+                Some(c) => c.next_event().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             m = sock.recv() => {
                 // Take what else is already waiting too: one deadline scan, one
@@ -288,7 +300,13 @@ pub async fn run_with_stores(
                     }
                     if let Some((from, rest)) = frames.split_first() {
                         match (stores.queues.as_mut(), stores.streams.as_mut()) {
-                            (Some(q), _) if is_queue_message(rest) => send_all(Product::Queue, q.handle(from, rest), &mut out),
+                            (Some(q), _) if is_queue_message(rest) => {
+                                let sends = match cluster.as_mut().and_then(|c| c.intercept(from, rest)) {
+                                    Some(sends) => sends,
+                                    None => q.handle(from, rest),
+                                };
+                                send_all(Product::Queue, sends, &mut out)
+                            }
                             (_, Some(s)) if is_stream_message(rest) => send_all(Product::Stream, s.handle(from, rest), &mut out),
                             _ => mdp_out.extend(broker.handle(now, from, rest)),
                         }
@@ -315,6 +333,16 @@ pub async fn run_with_stores(
                 send_all(Product::Queue, q.on_disk_done(done), &mut out);
                 // Confirms can lead to more records (dead-letter settles): write them now.
                 end_batch(&mut stores, &mut out);
+            }
+            event = cluster_event => {
+                if let (Some(q), Some(c)) = (stores.queues.as_mut(), cluster.as_mut()) {
+                    let sends = match event {
+                        ClusterEvent::Decided(decided) => c.answer(decided, q),
+                        ClusterEvent::CatalogChanged => c.follow_catalog(q),
+                    };
+                    send_all(Product::Queue, sends, &mut out);
+                    end_batch(&mut stores, &mut out);
+                }
             }
             done = stream_disk => {
                 let s = stores.streams.as_mut().expect("only polled with streams");

@@ -20,6 +20,7 @@
 //! - [`timers`]: deadlines in order, so a tick costs what is due, not what is held.
 
 pub mod admin;
+pub mod cluster;
 /// The old name of [`mdp`], kept while callers move.
 pub use mdp as core;
 /// Now `zmesh_client::breaker`.

@@ -96,6 +96,18 @@ pub struct BrokerCmd {
     /// On SIGTERM/SIGINT: how long held requests may take to finish.
     #[arg(long, default_value_t = 10_000, env = "ZMESH_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: u64,
+    /// Join the cluster of this name (with --node-id and --peers): queue
+    /// declarations and deletions are agreed by the cluster's nodes.
+    #[arg(long, env = "ZMESH_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This broker's id in its cluster; one of the ids in --peers.
+    #[arg(long, env = "ZMESH_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// ID=ENDPOINT of every node of the cluster, this one included: where
+    /// each node's cluster traffic goes (apart from clients'), e.g.
+    /// 1=tcp://10.0.0.1:5570,2=tcp://10.0.0.2:5570,3=tcp://10.0.0.3:5570.
+    #[arg(long, env = "ZMESH_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
     /// Settings file (TOML, a [broker] table); flags and environment win over it.
     #[arg(long, env = "ZMESH_CONFIG")]
     pub config: Option<std::path::PathBuf>,

@@ -45,6 +45,9 @@ pub struct BrokerSection {
     pub admin_token: Option<String>,
     pub admin_host: Option<Vec<String>>,
     pub drain_timeout_ms: Option<u64>,
+    pub cluster: Option<String>,
+    pub node_id: Option<u64>,
+    pub peers: Option<Vec<String>>,
     pub security: Option<SecuritySection>,
 }
 
@@ -155,6 +158,9 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
         take!(admin_token, opt);
         take!(admin_host);
         take!(drain_timeout_ms);
+        take!(cluster, opt);
+        take!(node_id, opt);
+        take!(peers);
         if let Some(s) = b.security {
             let sec = &mut cmd.socket.security;
             if !from_user(m, "curve_secret_key_file") && s.curve_secret_key_file.is_some() {
@@ -242,6 +248,7 @@ fn validate(cmd: &BrokerCmd) -> Result<(), String> {
                 .into(),
         );
     }
+    cluster_members(cmd)?;
     let sec = &cmd.socket.security;
     for (key, p) in [
         (
@@ -258,6 +265,61 @@ fn validate(cmd: &BrokerCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The cluster this broker joins, if it is one of a cluster: its name, this
+/// node's id and every node's cluster endpoint by id.
+pub type ClusterMembers = (String, u64, std::collections::BTreeMap<u64, String>);
+
+/// Checks the cluster settings: all three or none, ids unique, this node
+/// among them, each endpoint a TCP one.
+pub fn cluster_members(cmd: &BrokerCmd) -> Result<Option<ClusterMembers>, String> {
+    let name = match (&cmd.cluster, cmd.node_id, cmd.peers.is_empty()) {
+        (None, None, true) => return Ok(None),
+        (Some(name), Some(_), false) => name,
+        _ => {
+            return Err(
+                "broker.cluster, broker.node_id and broker.peers go together: set all three or none"
+                    .into(),
+            );
+        }
+    };
+    if name.trim().is_empty() {
+        return Err("broker.cluster: empty".into());
+    }
+    if cmd.no_queues {
+        return Err(
+            "broker.cluster: a cluster agrees on queues; it needs them (no no_queues)".into(),
+        );
+    }
+    let mut members = std::collections::BTreeMap::new();
+    for (i, peer) in cmd.peers.iter().enumerate() {
+        let (id, endpoint) = peer
+            .split_once('=')
+            .ok_or_else(|| format!("broker.peers[{i}]: {peer:?} is not ID=ENDPOINT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("broker.peers[{i}]: {id:?} is not a node id (a number)"))?;
+        let endpoint = endpoint.trim();
+        if !endpoint.starts_with("tcp://") || endpoint.contains('*') {
+            return Err(format!(
+                "broker.peers[{i}]: {endpoint:?}: a cluster endpoint is tcp://HOST:PORT that the other nodes can reach"
+            ));
+        }
+        check_endpoint(endpoint).map_err(|e| format!("broker.peers[{i}]: {e}"))?;
+        if members.insert(id, endpoint.to_owned()).is_some() {
+            return Err(format!("broker.peers[{i}]: node {id} is listed twice"));
+        }
+    }
+    let node_id = cmd.node_id.expect("checked above");
+    if !members.contains_key(&node_id) {
+        return Err(format!(
+            "broker.node_id: {node_id} is not among broker.peers ({:?})",
+            members.keys().collect::<Vec<_>>()
+        ));
+    }
+    Ok(Some((name.clone(), node_id, members)))
 }
 
 /// The effective settings as TOML, secrets hidden.
@@ -286,6 +348,9 @@ pub fn effective(cmd: &BrokerCmd) -> String {
             admin_token: cmd.admin_token.as_ref().map(|_| "(set, hidden)".to_owned()),
             admin_host: Some(cmd.admin_host.clone()),
             drain_timeout_ms: Some(cmd.drain_timeout_ms),
+            cluster: cmd.cluster.clone(),
+            node_id: cmd.node_id,
+            peers: Some(cmd.peers.clone()),
             security: Some(SecuritySection {
                 curve_secret_key_file: sec.curve_secret_key_file.clone(),
                 curve_allow_dir: sec.curve_allow_dir.clone(),

@@ -255,6 +255,23 @@ async fn each_kind_of_config_mistake_is_named() {
             "broker.admin_host[0]",
         ),
         ("[brokr]\n", "unknown field `brokr`"),
+        ("[broker]\ncluster = \"t\"\n", "go together"),
+        (
+            "[broker]\ncluster = \"t\"\nnode_id = 4\npeers = [\"1=tcp://127.0.0.1:1\"]\n",
+            "broker.node_id: 4 is not among",
+        ),
+        (
+            "[broker]\ncluster = \"t\"\nnode_id = 1\npeers = [\"1=tcp://*:1\"]\n",
+            "broker.peers[0]",
+        ),
+        (
+            "[broker]\ncluster = \"t\"\nnode_id = 1\npeers = [\"1=tcp://127.0.0.1:1\", \"1=tcp://127.0.0.1:2\"]\n",
+            "broker.peers[1]: node 1 is listed twice",
+        ),
+        (
+            "[broker]\ncluster = \"t\"\nnode_id = 1\nno_queues = true\npeers = [\"1=tcp://127.0.0.1:1\"]\n",
+            "needs them",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let f = d.join(format!("c{i}.toml"));

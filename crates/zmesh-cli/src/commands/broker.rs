@@ -83,6 +83,38 @@ pub async fn run_broker(
             streams: Some(open_streams(&cmd, &clock)?),
         }
     };
+    // The cluster node is up before "listening" is printed, so its endpoint
+    // is printed first.
+    let cluster = match crate::config::cluster_members(&cmd).map_err(UsageError)? {
+        Some((cluster_name, node_id, members)) => {
+            let node = zmesh_cluster::ClusterNode::start(zmesh_cluster::NodeConfig {
+                cluster_name: cluster_name.clone(),
+                node_id,
+                members,
+                dir: cmd.data_dir.join("cluster"),
+                timing: zmesh_cluster::Timing::default(),
+            })
+            .await?;
+            note!(
+                "zmesh: cluster {cluster_name} node {node_id} on {}",
+                node.endpoint()
+            );
+            // Who leads the catalog, each time it changes: what an operator
+            // (and a test) watches for.
+            let mut leader = node.watch_leader();
+            tokio::spawn(async move {
+                while leader.changed().await.is_ok() {
+                    let now = *leader.borrow_and_update();
+                    match now {
+                        Some(id) => note!("zmesh: cluster {cluster_name}: node {id} leads"),
+                        None => note!("zmesh: cluster {cluster_name}: no leader"),
+                    }
+                }
+            });
+            Some(std::sync::Arc::new(node))
+        }
+        None => None,
+    };
     // The admin port is up before "listening" is printed: whoever waits for
     // that line can use every port.
     let mut opts = zmesh_broker::driver::RunOptions {
@@ -93,6 +125,7 @@ pub async fn run_broker(
             total_bytes: (cmd.outbox_mib << 20) as usize,
         },
         clock,
+        cluster: cluster.clone().map(zmesh_broker::cluster::ClusterLink::new),
         ..Default::default()
     };
     if let Some(addr) = &cmd.admin_bind {
@@ -149,6 +182,9 @@ pub async fn run_broker(
             .await?;
     // Dropping the stores flushes and syncs the logs.
     drop(stores);
+    if let Some(node) = cluster {
+        node.shutdown().await;
+    }
     router.close().await?;
     Ok(0)
 }

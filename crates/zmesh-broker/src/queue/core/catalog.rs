@@ -2,20 +2,27 @@
 
 use super::*;
 
+/// The options a queue is created with: a queue without a dead-letter queue
+/// named gets `NAME.dlq` (a dead-letter queue itself gets none).
+pub fn options_as_created(name: &str, mut options: QueueOptions) -> QueueOptions {
+    if options.dead_letter.is_none() {
+        options.dead_letter = Some(if name.ends_with(".dlq") {
+            String::new()
+        } else {
+            format!("{name}.dlq")
+        });
+    }
+    options
+}
+
 impl QueueCore {
     pub(super) fn save_catalog(&mut self) {
         self.out
             .push(QueueAction::SaveCatalog(self.catalog.clone()));
     }
 
-    pub(super) fn create_queue(&mut self, name: &str, mut options: QueueOptions) {
-        if options.dead_letter.is_none() {
-            options.dead_letter = Some(if name.ends_with(".dlq") {
-                String::new()
-            } else {
-                format!("{name}.dlq")
-            });
-        }
+    pub(super) fn create_queue(&mut self, name: &str, options: QueueOptions) {
+        let options = options_as_created(name, options);
         let spec = QueueSpec {
             id: self.catalog.next_id,
             name: name.to_owned(),

@@ -38,6 +38,7 @@ mod publish;
 mod replay;
 
 pub use action::QueueAction;
+pub use catalog::options_as_created;
 pub use config::QueueCoreConfig;
 
 use publish::{Batch, Waiter};
