@@ -185,12 +185,17 @@ impl ClusterLink {
                 code::CONFLICT,
                 "the queue exists in the cluster with other options",
             ),
-            Ok(Outcome::Noted) => proto::error(&corr, code::UNAVAILABLE, "unexpected outcome"),
-            Err(e) => proto::error(
+            Ok(Outcome::CatalogFull) => proto::error(
                 &corr,
                 code::UNAVAILABLE,
-                &format!("the cluster did not take the change: {e}"),
+                &format!(
+                    "the cluster's catalog holds its limit of {} queues",
+                    zmesh_cluster::CATALOG_QUEUES_MAX
+                ),
             ),
+            Ok(Outcome::Noted) => proto::error(&corr, code::UNAVAILABLE, "unexpected outcome"),
+            // Says what it knows: "may have been applied" for an unknown fate.
+            Err(e) => proto::error(&corr, code::UNAVAILABLE, &format!("cluster: {e}")),
         };
         vec![(from, reply)]
     }

@@ -308,6 +308,11 @@ pub fn cluster_members(cmd: &BrokerCmd) -> Result<Option<ClusterMembers>, String
             ));
         }
         check_endpoint(endpoint).map_err(|e| format!("broker.peers[{i}]: {e}"))?;
+        if members.values().any(|e| e == endpoint) {
+            return Err(format!(
+                "broker.peers[{i}]: {endpoint} is listed for two nodes"
+            ));
+        }
         if members.insert(id, endpoint.to_owned()).is_some() {
             return Err(format!("broker.peers[{i}]: node {id} is listed twice"));
         }

@@ -269,6 +269,10 @@ async fn each_kind_of_config_mistake_is_named() {
             "broker.peers[1]: node 1 is listed twice",
         ),
         (
+            "[broker]\ncluster = \"t\"\nnode_id = 1\npeers = [\"1=tcp://127.0.0.1:1\", \"2=tcp://127.0.0.1:1\"]\n",
+            "broker.peers[1]: tcp://127.0.0.1:1 is listed for two nodes",
+        ),
+        (
             "[broker]\ncluster = \"t\"\nnode_id = 1\nno_queues = true\npeers = [\"1=tcp://127.0.0.1:1\"]\n",
             "needs them",
         ),

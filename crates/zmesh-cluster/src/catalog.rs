@@ -20,6 +20,11 @@ use tokio::sync::watch;
 
 use crate::types::{Command, Outcome, Types};
 
+/// Queues the catalog holds at most. Every node applies the same limit to
+/// the same log, so all refuse the same declaration. (A broker creates a
+/// dead-letter queue beside each, within its own `queues_max`.)
+pub const CATALOG_QUEUES_MAX: usize = 5_000;
+
 /// The snapshot file in a node's metadata directory.
 const SNAPSHOT_FILE: &str = "catalog.snapshot";
 
@@ -60,6 +65,7 @@ impl Applied {
                     options: q.options.clone(),
                 },
                 Some(_) => Outcome::Conflict,
+                None if self.queues.len() >= CATALOG_QUEUES_MAX => Outcome::CatalogFull,
                 None => {
                     self.queues.insert(
                         name,
@@ -282,5 +288,56 @@ impl RaftStateMachine<Types> for CatalogMachine {
             meta: s.meta.clone(),
             snapshot: Cursor::new(s.data.clone()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn declare(name: &str, options: &[u8], exact: bool) -> Command {
+        Command::DeclareQueue {
+            name: name.into(),
+            options: options.to_vec(),
+            exact,
+        }
+    }
+
+    #[test]
+    fn declarations_conflicts_deletions_and_the_limit() {
+        let mut catalog = Applied::default();
+        let created = Outcome::Created {
+            options: b"a".to_vec(),
+        };
+        let found = Outcome::AlreadyDeclared {
+            options: b"a".to_vec(),
+        };
+        assert_eq!(catalog.apply(declare("q", b"a", true), 1), created);
+        assert_eq!(catalog.apply(declare("q", b"a", true), 2), found);
+        assert_eq!(
+            catalog.apply(declare("q", b"b", true), 3),
+            Outcome::Conflict
+        );
+        assert_eq!(catalog.apply(declare("q", b"b", false), 4), found);
+        assert_eq!(catalog.queues["q"].declared_at_index, 1);
+        let delete = || Command::DeleteQueue { name: "q".into() };
+        assert_eq!(catalog.apply(delete(), 5), Outcome::Deleted);
+        assert_eq!(catalog.apply(delete(), 6), Outcome::NotFound);
+
+        for i in 0..CATALOG_QUEUES_MAX {
+            let outcome = catalog.apply(declare(&format!("q{i}"), b"", true), 7 + i as u64);
+            assert!(matches!(outcome, Outcome::Created { .. }));
+        }
+        assert_eq!(
+            catalog.apply(declare("one-more", b"", true), 1 << 20),
+            Outcome::CatalogFull
+        );
+        assert!(
+            matches!(
+                catalog.apply(declare("q0", b"", true), 1 << 21),
+                Outcome::AlreadyDeclared { .. }
+            ),
+            "a full catalog still finds what it holds"
+        );
     }
 }

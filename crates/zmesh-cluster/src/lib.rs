@@ -19,7 +19,7 @@ mod propose;
 mod transport;
 mod types;
 
-pub use catalog::{CatalogError, CatalogMachine, CatalogView, QueueRecord};
+pub use catalog::{CATALOG_QUEUES_MAX, CatalogError, CatalogMachine, CatalogView, QueueRecord};
 pub use log_store::{LogReader, LogStore, LogStoreError};
 pub use node::{ClusterNode, NodeConfig, StartError, Timing};
 pub use propose::ProposeError;

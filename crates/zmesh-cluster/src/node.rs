@@ -8,18 +8,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
 use zmesh_log::LogConfig;
 
 use crate::catalog::{CatalogError, CatalogMachine, CatalogView};
 use crate::log_store::{LogStore, LogStoreError};
-use crate::propose::{ProposeError, propose_here};
-use crate::transport::{Answer, CallError, Groups, Links, Rpc, Server};
+use crate::propose::{PROPOSE_LIMIT, ProposeError, propose_here};
+use crate::transport::{Answer, CallError, Groups, Links, Me, Rpc, Server};
 use crate::types::{Command, METADATA_GROUP, NodeId, Outcome, Types};
 
-/// How long a follower waits for the leader to apply a proposal it forwarded.
-const FORWARD_LIMIT: Duration = Duration::from_secs(5);
+/// How long a follower waits for the leader to apply a proposal it forwarded:
+/// longer than the leader itself waits (its lease, then the write), so the
+/// leader's own answer comes back when there is one.
+const FORWARD_LIMIT: Duration = PROPOSE_LIMIT.saturating_add(Duration::from_secs(3));
 
 /// Raft's clock for a cluster. Elections must not fire on a busy machine's
 /// scheduling hiccups, and a dead leader should be replaced in about a second.
@@ -60,6 +63,11 @@ pub struct NodeConfig {
 pub enum StartError {
     #[error("node {0} is not among the cluster's members")]
     NotAMember(NodeId),
+    #[error("creating the cluster directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the cluster settings are invalid: {0}")]
     Config(String),
     #[error("the metadata log: {0}")]
@@ -110,11 +118,9 @@ impl ClusterNode {
         .map_err(|e| StartError::Config(e.to_string()))?;
 
         let dir = config.dir.join("metadata");
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            StartError::Catalog(CatalogError::Read {
-                path: dir.clone(),
-                source: e,
-            })
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::Dir {
+            path: dir.clone(),
+            source,
         })?;
         let log = LogStore::<Types>::open(&dir.join("log"), LogConfig::default())?;
         let catalog_machine = CatalogMachine::open(&dir)?;
@@ -122,13 +128,17 @@ impl ClusterNode {
 
         let groups: Groups = Arc::new(Mutex::new(HashMap::new()));
         let undecodable = Arc::new(AtomicU64::new(0));
-        let server = Server::bind(&own_endpoint, groups.clone(), undecodable.clone())
+        let me = Me {
+            cluster: config.cluster_name.clone(),
+            node: config.node_id,
+        };
+        let server = Server::bind(&own_endpoint, me, groups.clone(), undecodable.clone())
             .await
             .map_err(|source| StartError::Bind {
                 endpoint: own_endpoint.clone(),
                 source,
             })?;
-        let links = Links::new(config.node_id, undecodable.clone());
+        let links = Links::new(&config.cluster_name, config.node_id, undecodable.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -153,10 +163,14 @@ impl ClusterNode {
                 .iter()
                 .map(|(id, endpoint)| (*id, BasicNode::new(endpoint)))
                 .collect();
-            if let Err(e) = raft.initialize(members).await {
+            match raft.initialize(members).await {
+                Ok(()) => {}
                 // Another node's membership entry got here first: the
                 // cluster is formed, which is what initializing is for.
-                tracing::debug!(node = config.node_id, "not initializing: {e}");
+                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                    tracing::debug!(node = config.node_id, "already initialized: {e}");
+                }
+                Err(e) => return Err(StartError::Raft(e.to_string())),
             }
         }
         Ok(ClusterNode {
@@ -234,9 +248,12 @@ impl ClusterNode {
             Err(CallError::TimedOut) => Err(ProposeError::Unknown {
                 reason: format!("node {leader} did not answer within {FORWARD_LIMIT:?}"),
             }),
-            Err(CallError::Link(e)) => Err(ProposeError::LeaderUnreachable {
+            Err(CallError::NotSent(e)) => Err(ProposeError::LeaderUnreachable {
                 leader,
                 reason: e.to_string(),
+            }),
+            Err(CallError::Lost(e)) => Err(ProposeError::Unknown {
+                reason: format!("forwarded to node {leader}: {e}"),
             }),
         }
     }

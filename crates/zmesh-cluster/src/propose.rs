@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{Command, NodeId, Outcome, Types};
 
+/// How long a write may take to apply on the leader before its proposer
+/// hears that its fate is unknown.
+pub(crate) const PROPOSE_LIMIT: Duration = Duration::from_secs(5);
+
 /// Why a proposal was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ProposeError {
@@ -47,7 +51,15 @@ where
     let deadline = tokio::time::Instant::now() + lease_wait;
     loop {
         let refused_at = <openraft::TokioInstant as openraft::Instant>::now();
-        let forward = match raft.client_write(command.clone()).await {
+        let written = tokio::time::timeout(PROPOSE_LIMIT, raft.client_write(command.clone()));
+        let Ok(written) = written.await else {
+            // A leader cut off from its quorum holds a write until it steps
+            // down, if it ever does: the caller hears, in bounded time.
+            return Err(ProposeError::Unknown {
+                reason: format!("not applied within {PROPOSE_LIMIT:?}"),
+            });
+        };
+        let forward = match written {
             Ok(response) => return Ok(response.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {

@@ -46,6 +46,11 @@ pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
 /// An RPC as it travels.
 #[derive(Serialize, Deserialize)]
 pub struct Request {
+    /// The cluster the sender belongs to, and the node it means: a node
+    /// refuses requests for another cluster or another node (a stale
+    /// address, a misconfigured peer list), so no state crosses them.
+    cluster: String,
+    to: NodeId,
     id: u64,
     group: GroupId,
     rpc: Rpc,
@@ -94,8 +99,14 @@ pub enum Answer {
 pub struct WireError(String);
 
 impl Request {
-    pub fn new(id: u64, group: GroupId, rpc: Rpc) -> Request {
-        Request { id, group, rpc }
+    pub fn new(cluster: &str, to: NodeId, id: u64, group: GroupId, rpc: Rpc) -> Request {
+        Request {
+            cluster: cluster.to_owned(),
+            to,
+            id,
+            group,
+            rpc,
+        }
     }
 
     pub fn decode(frame: &[u8]) -> Result<Request, WireError> {
@@ -170,10 +181,15 @@ pub(crate) struct Link {
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CallError {
+    /// The request went out and no answer came in time.
     #[error("no answer in time")]
     TimedOut,
+    /// The request never went out.
     #[error(transparent)]
-    Link(#[from] LinkError),
+    NotSent(#[from] LinkError),
+    /// The request went out, then the link closed: it may have been served.
+    #[error("the link closed with the request out: {0}")]
+    Lost(LinkError),
 }
 
 impl Link {
@@ -197,7 +213,10 @@ impl Link {
         }
         match tokio::time::timeout(limit, answer).await {
             Err(_) => Err(CallError::TimedOut),
-            Ok(Err(_)) => Err(LinkError::Closed(node).into()),
+            // The link's task ended with the request out, or took it and
+            // found the socket closed: whether it left is not known.
+            Ok(Err(_)) => Err(CallError::Lost(LinkError::Closed(node))),
+            Ok(Ok(Err(e @ LinkError::Closed(_)))) => Err(CallError::Lost(e)),
             Ok(Ok(Err(e))) => Err(e.into()),
             Ok(Ok(Ok(Answer::Refused { reason }))) => {
                 Err(LinkError::Refused { node, reason }.into())
@@ -206,9 +225,14 @@ impl Link {
         }
     }
 
-    fn open(node: NodeId, endpoint: String, undecodable: Arc<AtomicU64>) -> Link {
+    fn open(
+        node: NodeId,
+        endpoint: String,
+        cluster: Arc<str>,
+        undecodable: Arc<AtomicU64>,
+    ) -> Link {
         let (requests, rx) = mpsc::channel(LINK_QUEUE_MAX);
-        tokio::spawn(run_link(node, endpoint, rx, undecodable));
+        tokio::spawn(run_link(node, endpoint, cluster, rx, undecodable));
         Link { requests }
     }
 }
@@ -218,6 +242,7 @@ impl Link {
 async fn run_link(
     node: NodeId,
     endpoint: String,
+    cluster: Arc<str>,
     mut requests: mpsc::Receiver<Outgoing>,
     undecodable: Arc<AtomicU64>,
 ) {
@@ -242,7 +267,13 @@ async fn run_link(
                     continue;
                 }
                 next_id += 1;
-                let request = Request { id: next_id, group, rpc };
+                let request = Request {
+                    cluster: cluster.to_string(),
+                    to: node,
+                    id: next_id,
+                    group,
+                    rpc,
+                };
                 let frame = match request.encode() {
                     Ok(f) => f,
                     Err(e) => {
@@ -292,28 +323,44 @@ async fn run_link(
 /// The links of one node to its peers, shared by every group on it.
 #[derive(Clone)]
 pub struct Links {
-    /// The node these links start from.
+    /// The cluster and node these links start from.
+    cluster: Arc<str>,
     from: NodeId,
     by_node: Arc<Mutex<HashMap<(NodeId, String), Link>>>,
     undecodable: Arc<AtomicU64>,
 }
 
 impl Links {
-    /// Links from node `from`, counting undecodable replies in `undecodable`.
-    pub fn new(from: NodeId, undecodable: Arc<AtomicU64>) -> Links {
+    /// Links from node `from` of `cluster`, counting undecodable replies in
+    /// `undecodable`.
+    pub fn new(cluster: &str, from: NodeId, undecodable: Arc<AtomicU64>) -> Links {
         Links {
+            cluster: cluster.into(),
             from,
             by_node: Arc::default(),
             undecodable,
         }
     }
 
+    /// The link to `node` at `endpoint`: the one there is, or a new one if
+    /// there is none or its task has ended. One per member and address, so
+    /// the map is as bounded as the membership.
     pub(crate) fn link(&self, node: NodeId, endpoint: &str) -> Link {
         let mut by_node = self.by_node.lock().expect("links lock");
-        by_node
-            .entry((node, endpoint.to_owned()))
-            .or_insert_with(|| Link::open(node, endpoint.to_owned(), self.undecodable.clone()))
-            .clone()
+        let key = (node, endpoint.to_owned());
+        if let Some(link) = by_node.get(&key)
+            && !link.requests.is_closed()
+        {
+            return link.clone();
+        }
+        let link = Link::open(
+            node,
+            endpoint.to_owned(),
+            self.cluster.clone(),
+            self.undecodable.clone(),
+        );
+        by_node.insert(key, link.clone());
+        link
     }
 
     /// A network factory for one group's Raft.
@@ -367,7 +414,9 @@ impl PeerClient {
                 target: self.target,
                 timeout: limit,
             })),
-            Err(CallError::Link(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(CallError::NotSent(e) | CallError::Lost(e)) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
         }
     }
 
@@ -436,7 +485,7 @@ impl RaftNetworkV2<Types> for PeerClient {
             meta: snapshot.meta,
             data: snapshot.snapshot.into_inner(),
         };
-        let call = self.call(rpc, RPCTypes::InstallSnapshot, option.hard_ttl());
+        let call = self.call(rpc, RPCTypes::InstallSnapshot, option.soft_ttl());
         let answer = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             answer = call => answer,
@@ -538,6 +587,7 @@ impl Server {
     /// undecodable requests in `undecodable`.
     pub async fn bind(
         endpoint: &str,
+        me: Me,
         groups: Groups,
         undecodable: Arc<AtomicU64>,
     ) -> Result<Server, zmesh::Error> {
@@ -545,7 +595,7 @@ impl Server {
         let endpoint = router.bind(endpoint).await?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
-            serve(&router, groups, stopped, undecodable).await;
+            serve(&router, me, groups, stopped, undecodable).await;
             // Closing (not dropping) frees the port at once, for a node
             // restarted in the same process.
             let _ = router.close().await;
@@ -585,8 +635,15 @@ impl Drop for Server {
     }
 }
 
+/// Who a server answers as: requests for another cluster or node are refused.
+pub struct Me {
+    pub cluster: String,
+    pub node: NodeId,
+}
+
 async fn serve(
     router: &Socket,
+    me: Me,
     groups: Groups,
     mut stopped: oneshot::Receiver<()>,
     undecodable: Arc<AtomicU64>,
@@ -605,7 +662,13 @@ async fn serve(
             tracing::debug!("a cluster request without a body");
             continue;
         };
-        let Request { id, group, rpc } = match Request::decode(frame) {
+        let Request {
+            cluster,
+            to,
+            id,
+            group,
+            rpc,
+        } = match Request::decode(frame) {
             Ok(r) => r,
             Err(e) => {
                 undecodable.fetch_add(1, Ordering::Relaxed);
@@ -613,17 +676,27 @@ async fn serve(
                 continue;
             }
         };
-        let target = groups.lock().expect("groups lock").get(&group).cloned();
+        let target = if cluster != me.cluster || to != me.node {
+            Err(format!(
+                "this is node {} of cluster {:?}, not node {to} of {cluster:?}",
+                me.node, me.cluster
+            ))
+        } else {
+            groups
+                .lock()
+                .expect("groups lock")
+                .get(&group)
+                .cloned()
+                .ok_or_else(|| format!("no group {group} on this node"))
+        };
         let Ok(permit) = serving.clone().acquire_owned().await else {
             return;
         };
         let router = router.clone();
         tokio::spawn(async move {
             let answer = match target {
-                Some(raft) => raft.serve(rpc).await,
-                None => Answer::Refused {
-                    reason: format!("no group {group} on this node"),
-                },
+                Ok(raft) => raft.serve(rpc).await,
+                Err(reason) => Answer::Refused { reason },
             };
             drop(permit);
             match (Reply { id, answer }).encode() {

@@ -59,6 +59,8 @@ pub enum Outcome {
     AlreadyDeclared { options: Vec<u8> },
     /// The queue exists with other options; nothing changed.
     Conflict,
+    /// The catalog holds as many queues as it may; nothing changed.
+    CatalogFull,
     /// The queue was deleted.
     Deleted,
     /// There was no such queue.

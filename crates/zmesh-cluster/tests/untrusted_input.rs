@@ -27,15 +27,25 @@ impl Rng {
 }
 
 fn vote_request(group: u32) -> Request {
+    vote_request_to("test", 1, group)
+}
+
+fn vote_request_to(cluster: &str, node: u64, group: u32) -> Request {
     let vote = VoteOf::<Types>::new(3, 2);
-    Request::new(7, group, Rpc::Vote(VoteRequest::new(vote, None)))
+    Request::new(
+        cluster,
+        node,
+        7,
+        group,
+        Rpc::Vote(VoteRequest::new(vote, None)),
+    )
 }
 
 fn seeds() -> Vec<Vec<u8>> {
     let vote = VoteOf::<Types>::new(3, 2);
     vec![
         vote_request(0).encode().unwrap(),
-        Request::new(1, 0, Rpc::PreVote(VoteRequest::new(vote, None)))
+        Request::new("test", 1, 1, 0, Rpc::PreVote(VoteRequest::new(vote, None)))
             .encode()
             .unwrap(),
         Reply::new(4, Answer::Vote(VoteResponse::new(vote, None, false)))
@@ -142,8 +152,27 @@ async fn garbage_on_the_cluster_endpoint_is_counted_and_the_node_goes_on() {
             "a refusal names the group"
         );
         assert_eq!(node.undecodable_frames(), sent);
+        // A request for another cluster, or another node, is refused too.
+        for request in [
+            vote_request_to("other", 1, 0),
+            vote_request_to("test", 2, 0),
+        ] {
+            peer.send(Message::single(request.encode().unwrap()))
+                .await
+                .unwrap();
+            let answer = peer.recv().await.unwrap();
+            let reply = Reply::decode(answer.frame_slice(0).unwrap()).expect("a reply");
+            assert!(
+                matches!(reply.answer(), Answer::Refused { reason } if reason.contains("not node")),
+                "a refusal says who this is"
+            );
+        }
 
-        // The node still takes proposals.
+        // The node still takes proposals, once it leads.
+        node.watch_leader()
+            .wait_for(|l| *l == Some(1))
+            .await
+            .expect("leader watch");
         assert_eq!(
             node.propose(Command::DeclareQueue {
                 name: "q".into(),
