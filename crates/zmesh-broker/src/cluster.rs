@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use zmesh_cluster::{CatalogView, ClusterNode, Command, Outcome, ProposeError, QueueRecord};
+use zmesh_cluster::{
+    Applied, CATALOG_QUEUES_MAX, CatalogView, ClusterNode, Command, Outcome, ProposeError,
+    QueueRecord,
+};
 
 use crate::queue::core::options_as_created;
 use crate::queue::proto::{self, code};
@@ -29,12 +32,30 @@ pub struct Decided {
     from: Bytes,
     frames: Vec<Bytes>,
     corr: Bytes,
-    outcome: Result<Outcome, ProposeError>,
+    outcome: Result<Applied, ProposeError>,
+}
+
+/// Sends its proposal's outcome when dropped, whatever ended the task (an
+/// answer, or a panic on the way): every proposal in flight is answered.
+struct Answering {
+    decided: Option<Decided>,
+    tx: mpsc::Sender<Decided>,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some(decided) = self.decided.take() {
+            // The channel holds as many as may be in flight: never full.
+            let _ = self.tx.try_send(decided);
+        }
+    }
 }
 
 /// What the cluster has for the loop.
 pub enum ClusterEvent {
+    /// A proposal of this node is decided.
     Decided(Decided),
+    /// This node's metadata group applied entries.
     CatalogChanged,
 }
 
@@ -44,11 +65,17 @@ pub struct ClusterLink {
     catalog: watch::Receiver<CatalogView>,
     /// The catalog as this node's queues last followed it.
     followed: BTreeMap<String, QueueRecord>,
-    /// Queues with proposals of this node in flight, and how many.
+    /// Queues with proposals of this node in flight, and how many: the
+    /// catalog's changes to them wait for the answers.
     pending: HashMap<String, usize>,
+    /// Queues an answer changed here, with the index of the entry that
+    /// decided it: once the catalog has applied that far, each is brought in
+    /// line with it whatever `followed` says.
+    answered: BTreeMap<String, u64>,
     decided_tx: mpsc::Sender<Decided>,
     decided_rx: mpsc::Receiver<Decided>,
     in_flight: usize,
+    draining: bool,
 }
 
 impl ClusterLink {
@@ -62,10 +89,23 @@ impl ClusterLink {
             catalog,
             followed: BTreeMap::new(),
             pending: HashMap::new(),
+            answered: BTreeMap::new(),
             decided_tx,
             decided_rx,
             in_flight: 0,
+            draining: false,
         }
+    }
+
+    /// The broker drains: new catalog changes are refused (503), and those
+    /// in flight are still answered.
+    pub fn begin_drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether every proposal of this node has been answered.
+    pub fn settled(&self) -> bool {
+        self.in_flight == 0
     }
 
     /// Takes a queue message that changes the catalog (a well-formed DECLARE
@@ -96,31 +136,39 @@ impl ClusterLink {
             }
             _ => return None,
         };
-        if self.in_flight >= PROPOSALS_IN_FLIGHT_MAX {
-            let reply = proto::error(
-                &corr,
-                code::UNAVAILABLE,
-                "too many catalog changes in flight; try again",
-            );
-            return Some(vec![(from.clone(), reply)]);
+        let refusal = if self.draining {
+            Some("the broker is shutting down")
+        } else if self.in_flight >= PROPOSALS_IN_FLIGHT_MAX {
+            Some("too many catalog changes in flight; try again")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            return Some(vec![(
+                from.clone(),
+                proto::error(&corr, code::UNAVAILABLE, reason),
+            )]);
         }
         self.in_flight += 1;
         *self.pending.entry(queue.clone()).or_default() += 1;
         let node = self.node.clone();
-        let tx = self.decided_tx.clone();
-        let (from, frames) = (from.clone(), frames.to_vec());
+        let mut answering = Answering {
+            decided: Some(Decided {
+                queue,
+                from: from.clone(),
+                frames: frames.to_vec(),
+                corr,
+                outcome: Err(ProposeError::Unknown {
+                    reason: "the proposal ended without an answer".into(),
+                }),
+            }),
+            tx: self.decided_tx.clone(),
+        };
         tokio::spawn(async move {
             let outcome = node.propose(command).await;
-            // The channel holds as many as may be in flight: never full.
-            let _ = tx
-                .send(Decided {
-                    queue,
-                    from,
-                    frames,
-                    corr,
-                    outcome,
-                })
-                .await;
+            if let Some(decided) = answering.decided.as_mut() {
+                decided.outcome = outcome;
+            }
         });
         Some(Vec::new())
     }
@@ -139,6 +187,7 @@ impl ClusterLink {
     /// client sent it, and they answer as a single broker would. A conflict
     /// or a failure is answered here.
     pub fn answer(&mut self, decided: Decided, queues: &mut QueueStore) -> Sends {
+        debug_assert!(self.in_flight > 0, "an answer for each proposal");
         self.in_flight -= 1;
         let Decided {
             queue,
@@ -147,85 +196,77 @@ impl ClusterLink {
             corr,
             outcome,
         } = decided;
-        let mut sends = self.answer_agreed(&queue, from, &frames, corr, outcome, queues);
+        if let Ok(applied) = &outcome {
+            let index = self.answered.entry(queue.clone()).or_default();
+            *index = (*index).max(applied.index);
+        }
+        let mut sends = answer_one(&queue, from, &frames, &corr, outcome, queues);
         match self.pending.get_mut(&queue) {
             Some(n) if *n > 1 => *n -= 1,
             _ => {
                 self.pending.remove(&queue);
-                // What the catalog changed meanwhile for this queue waited for
-                // the answer: follow it now.
-                let record = self.catalog.borrow().queues.get(&queue).cloned();
-                sends.extend(self.follow(&queue, record.as_ref(), queues));
+                sends.extend(self.follow_catalog(queues));
             }
         }
         sends
-    }
-
-    fn answer_agreed(
-        &mut self,
-        queue: &str,
-        from: Bytes,
-        frames: &[Bytes],
-        corr: Bytes,
-        outcome: Result<Outcome, ProposeError>,
-        queues: &mut QueueStore,
-    ) -> Sends {
-        let reply = match outcome {
-            Ok(Outcome::Created { options } | Outcome::AlreadyDeclared { options }) => {
-                let (result, mut sends) = queues.apply_agreed(queue, Some(&options));
-                if let Err(reason) = result {
-                    tracing::warn!(queue, "an agreed declaration is refused here: {reason}");
-                }
-                sends.extend(queues.handle(&from, frames));
-                return sends;
-            }
-            Ok(Outcome::Deleted | Outcome::NotFound) => return queues.handle(&from, frames),
-            Ok(Outcome::Conflict) => proto::error(
-                &corr,
-                code::CONFLICT,
-                "the queue exists in the cluster with other options",
-            ),
-            Ok(Outcome::CatalogFull) => proto::error(
-                &corr,
-                code::UNAVAILABLE,
-                &format!(
-                    "the cluster's catalog holds its limit of {} queues",
-                    zmesh_cluster::CATALOG_QUEUES_MAX
-                ),
-            ),
-            Ok(Outcome::Noted) => proto::error(&corr, code::UNAVAILABLE, "unexpected outcome"),
-            // Says what it knows: "may have been applied" for an unknown fate.
-            Err(e) => proto::error(&corr, code::UNAVAILABLE, &format!("cluster: {e}")),
-        };
-        vec![(from, reply)]
     }
 
     /// Brings this node's queues in line with the catalog as applied here.
     /// A queue this node has a proposal in flight for waits for its answer
     /// (so a client's DELETE finds its queue still here to delete).
     pub fn follow_catalog(&mut self, queues: &mut QueueStore) -> Sends {
-        let now = self.catalog.borrow_and_update().queues.clone();
-        let names: BTreeSet<String> = now.keys().chain(self.followed.keys()).cloned().collect();
+        let view = self.catalog.borrow_and_update().clone();
+        let names: BTreeSet<String> = view
+            .queues
+            .keys()
+            .chain(self.followed.keys())
+            .chain(self.answered.keys())
+            .cloned()
+            .collect();
         let mut sends = Vec::new();
         for name in names {
-            if !self.pending.contains_key(&name) {
-                sends.extend(self.follow(&name, now.get(&name), queues));
+            if self.pending.contains_key(&name) {
+                continue;
             }
+            // An answer changed this queue here: once the catalog includes
+            // the entry that decided it, follow the catalog whatever was
+            // followed before.
+            let changed_by_answer = match self.answered.get(&name) {
+                Some(index) if *index <= view.applied_index => {
+                    self.answered.remove(&name);
+                    true
+                }
+                Some(_) => continue,
+                None => false,
+            };
+            sends.extend(self.follow(&name, view.queues.get(&name), changed_by_answer, queues));
         }
         sends
     }
 
     /// Brings one queue in line with `record`, the catalog's entry for it.
+    /// With `force`, even if it was followed already.
     fn follow(
         &mut self,
         name: &str,
         record: Option<&QueueRecord>,
+        force: bool,
         queues: &mut QueueStore,
     ) -> Sends {
-        if self.followed.get(name) == record {
+        let followed = self.followed.get(name);
+        if !force && followed == record {
             return Vec::new();
         }
-        let (result, sends) = queues.apply_agreed(name, record.map(|r| r.options.as_slice()));
+        let mut sends = Vec::new();
+        // Deleted and declared again (with other options, maybe) between two
+        // looks at the catalog: the old queue goes first.
+        if let (Some(old), Some(new)) = (followed, record)
+            && old.declared_at_index != new.declared_at_index
+        {
+            sends.extend(queues.apply_agreed(name, None).1);
+        }
+        let (result, s) = queues.apply_agreed(name, record.map(|r| r.options.as_slice()));
+        sends.extend(s);
         match record {
             Some(r) => {
                 if let Err(reason) = result {
@@ -245,4 +286,45 @@ impl ClusterLink {
         }
         sends
     }
+}
+
+/// The answer to one decided request.
+fn answer_one(
+    queue: &str,
+    from: Bytes,
+    frames: &[Bytes],
+    corr: &Bytes,
+    outcome: Result<Applied, ProposeError>,
+    queues: &mut QueueStore,
+) -> Sends {
+    let reply = match outcome.map(|a| a.outcome) {
+        Ok(Outcome::Created { options } | Outcome::AlreadyDeclared { options }) => {
+            let (result, mut sends) = queues.apply_agreed(queue, Some(&options));
+            if let Err(reason) = result {
+                tracing::warn!(queue, "an agreed declaration is refused here: {reason}");
+            }
+            sends.extend(queues.handle(&from, frames));
+            return sends;
+        }
+        // Deleted in the cluster, and already gone here (the catalog got here
+        // first): deleted, with nothing left to count.
+        Ok(Outcome::Deleted) if !queues.core().has_queue(queue) => {
+            proto::ok(corr, Some(Bytes::from_static(br#"{"deleted_messages":0}"#)))
+        }
+        Ok(Outcome::Deleted | Outcome::NotFound) => return queues.handle(&from, frames),
+        Ok(Outcome::Conflict) => proto::error(
+            corr,
+            code::CONFLICT,
+            "the queue exists in the cluster with other options",
+        ),
+        Ok(Outcome::CatalogFull) => proto::error(
+            corr,
+            code::UNAVAILABLE,
+            &format!("the cluster's catalog holds its limit of {CATALOG_QUEUES_MAX} queues"),
+        ),
+        Ok(Outcome::Noted) => proto::error(corr, code::UNAVAILABLE, "unexpected outcome"),
+        // Says what it knows: "may have been applied" for an unknown fate.
+        Err(e) => proto::error(corr, code::UNAVAILABLE, &format!("cluster: {e}")),
+    };
+    vec![(from, reply)]
 }

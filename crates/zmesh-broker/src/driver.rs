@@ -217,7 +217,8 @@ pub async fn run_with_stores(
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let settled = stores.queues.as_ref().is_none_or(|q| q.settled())
-            && stores.streams.as_ref().is_none_or(|s| s.settled());
+            && stores.streams.as_ref().is_none_or(|s| s.settled())
+            && cluster.as_ref().is_none_or(|c| c.settled());
         if let Some(until) = drain_until
             && ((broker.requests_held() == 0 && settled && outbox.is_empty())
                 || clock.instant() >= until)
@@ -409,6 +410,9 @@ pub async fn run_with_stores(
                 }
                 if let Some(s) = stores.streams.as_mut() {
                     s.begin_drain();
+                }
+                if let Some(c) = cluster.as_mut() {
+                    c.begin_drain();
                 }
                 drain_until = Some(clock.instant() + opts.drain_timeout);
                 if let Some(link) = &opts.admin {

@@ -73,6 +73,23 @@ fn options(max_length: u64) -> QueueOptions {
     }
 }
 
+/// Waits until `node` has `queue` (or has not, with `present` false), asking
+/// with STATS, which changes nothing: what a node gets without being asked
+/// comes from following the catalog. Each look is a round trip to the
+/// broker; the test's bound ends a wait that never ends.
+async fn until_queue(node: &Node, queue: &str, present: bool) {
+    let client = client(node).await;
+    loop {
+        match client.stats(Some(queue)).await {
+            Ok(_) if present => return,
+            Err(QueueError::Refused { code: 404, .. }) if !present => return,
+            Ok(_) | Err(QueueError::Refused { code: 404, .. }) => {}
+            Err(e) => panic!("node {}: STATS {queue}: {e}", node.id),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The queue's options as `node` has them, asking with none (any will do).
 async fn options_on(node: &Node, queue: &str) -> QueueOptions {
     client(node)
@@ -121,7 +138,21 @@ async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
             .expect("declared");
         assert_eq!(spec.options.max_length, 5);
         for node in &nodes {
+            until_queue(node, "orders", true).await;
             assert_eq!(options_on(node, "orders").await.max_length, 5);
+        }
+        // Deleted through one node, gone from all.
+        client(&nodes[0])
+            .await
+            .declare("old", None)
+            .await
+            .expect("declared");
+        for node in &nodes {
+            until_queue(node, "old", true).await;
+        }
+        assert_eq!(client(&nodes[2]).await.delete("old").await.unwrap(), 0);
+        for node in &nodes {
+            until_queue(node, "old", false).await;
         }
         // Other options conflict, whichever node is asked.
         for node in &nodes {
@@ -156,6 +187,7 @@ async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
             .await
             .expect("declared after the failover");
         assert_eq!(spec.options.max_length, 7);
+        until_queue(&nodes[(alive[0] - 1) as usize], "payments", true).await;
         assert_eq!(
             options_on(&nodes[(alive[0] - 1) as usize], "payments")
                 .await
@@ -170,6 +202,7 @@ async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
             new_leader
         );
         for queue in ["orders", "payments"] {
+            until_queue(&nodes[(leader - 1) as usize], queue, true).await;
             let expected = if queue == "orders" { 5 } else { 7 };
             assert_eq!(
                 options_on(&nodes[(leader - 1) as usize], queue)

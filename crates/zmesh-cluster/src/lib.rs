@@ -22,6 +22,6 @@ mod types;
 pub use catalog::{CATALOG_QUEUES_MAX, CatalogError, CatalogMachine, CatalogView, QueueRecord};
 pub use log_store::{LogReader, LogStore, LogStoreError};
 pub use node::{ClusterNode, NodeConfig, StartError, Timing};
-pub use propose::ProposeError;
+pub use propose::{Applied, ProposeError};
 pub use transport::{Answer, MESSAGE_BYTES_MAX, Reply, Request, Rpc, WireError};
 pub use types::{Command, GroupId, METADATA_GROUP, NodeId, Outcome, Types};

@@ -15,9 +15,9 @@ use zmesh_log::LogConfig;
 
 use crate::catalog::{CatalogError, CatalogMachine, CatalogView};
 use crate::log_store::{LogStore, LogStoreError};
-use crate::propose::{PROPOSE_LIMIT, ProposeError, propose_here};
+use crate::propose::{Applied, PROPOSE_LIMIT, ProposeError, propose_here};
 use crate::transport::{Answer, CallError, Groups, Links, Me, Rpc, Server};
-use crate::types::{Command, METADATA_GROUP, NodeId, Outcome, Types};
+use crate::types::{Command, METADATA_GROUP, NodeId, Types};
 
 /// How long a follower waits for the leader to apply a proposal it forwarded:
 /// longer than the leader itself waits (its lease, then the write), so the
@@ -229,7 +229,7 @@ impl ClusterNode {
     /// on the leader (a quorum has it durable). A follower forwards it to the
     /// leader it knows of, once: a leader that moved meanwhile answers
     /// `NotLeader`, and the caller tries again.
-    pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
+    pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
         let (leader, endpoint) = match propose_here(&self.raft, command.clone()).await {
             Err(ProposeError::NotLeader {
                 leader: Some(leader),

@@ -13,6 +13,14 @@ use crate::types::{Command, NodeId, Outcome, Types};
 /// hears that its fate is unknown.
 pub(crate) const PROPOSE_LIMIT: Duration = Duration::from_secs(5);
 
+/// A proposal applied: what it did, and the index of its entry (a node's
+/// catalog that has applied this index includes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub index: u64,
+}
+
 /// Why a proposal was not applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ProposeError {
@@ -43,7 +51,7 @@ pub enum ProposeError {
 pub(crate) async fn propose_here<SM>(
     raft: &Raft<Types, SM>,
     command: Command,
-) -> Result<Outcome, ProposeError>
+) -> Result<Applied, ProposeError>
 where
     SM: RaftStateMachine<Types>,
 {
@@ -60,7 +68,12 @@ where
             });
         };
         let forward = match written {
-            Ok(response) => return Ok(response.data),
+            Ok(response) => {
+                return Ok(Applied {
+                    outcome: response.data,
+                    index: response.log_id.index,
+                });
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
             Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
                 return Err(ProposeError::Unknown {

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use zmesh::{Message, Socket, SocketOptions, SocketType, TrySendError};
 
-use crate::propose::{ProposeError, propose_here};
-use crate::types::{Command, GroupId, NodeId, Outcome, Types};
+use crate::propose::{Applied, ProposeError, propose_here};
+use crate::types::{Command, GroupId, NodeId, Types};
 
 /// Requests a link holds before its task takes them: a caller past this
 /// hears `Unreachable` at once rather than queueing behind a dead peer.
@@ -84,7 +84,7 @@ pub enum Answer {
     Vote(VoteResponse<Types>),
     Snapshot(SnapshotResponse<Types>),
     TransferLeader(TransferLeaderResponse<Types>),
-    Proposed(Result<Outcome, ProposeError>),
+    Proposed(Result<Applied, ProposeError>),
     /// The node could not serve the RPC: no such group here, or its Raft
     /// has stopped. The sender treats the node as unreachable.
     Refused {

@@ -86,17 +86,24 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
         // on every node.
         let agreed = || b"{}".to_vec();
         assert_eq!(
-            nodes[&follower].propose(declare("orders", b"{}")).await,
+            nodes[&follower]
+                .propose(declare("orders", b"{}"))
+                .await
+                .map(|a| a.outcome),
             Ok(Outcome::Created { options: agreed() })
         );
         assert_eq!(
-            nodes[&leader].propose(declare("orders", b"{}")).await,
+            nodes[&leader]
+                .propose(declare("orders", b"{}"))
+                .await
+                .map(|a| a.outcome),
             Ok(Outcome::AlreadyDeclared { options: agreed() })
         );
         assert_eq!(
             nodes[&follower]
                 .propose(declare("orders", br#"{"ttl":1}"#))
-                .await,
+                .await
+                .map(|a| a.outcome),
             Ok(Outcome::Conflict)
         );
         // Without `exact`, other options are no conflict.
@@ -106,7 +113,7 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
             exact: false,
         };
         assert_eq!(
-            nodes[&follower].propose(passive).await,
+            nodes[&follower].propose(passive).await.map(|a| a.outcome),
             Ok(Outcome::AlreadyDeclared { options: agreed() })
         );
         for node in nodes.values() {
@@ -118,7 +125,10 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
         let new_leader = agreed_leader(&nodes.values().collect::<Vec<_>>()).await;
         assert_ne!(new_leader, leader);
         assert_eq!(
-            nodes[&new_leader].propose(declare("payments", b"{}")).await,
+            nodes[&new_leader]
+                .propose(declare("payments", b"{}"))
+                .await
+                .map(|a| a.outcome),
             Ok(Outcome::Created {
                 options: b"{}".to_vec()
             })
@@ -128,7 +138,8 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
                 .propose(Command::DeleteQueue {
                     name: "orders".into()
                 })
-                .await,
+                .await
+                .map(|a| a.outcome),
             Ok(Outcome::Deleted)
         );
 

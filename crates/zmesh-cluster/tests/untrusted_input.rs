@@ -179,7 +179,8 @@ async fn garbage_on_the_cluster_endpoint_is_counted_and_the_node_goes_on() {
                 options: vec![],
                 exact: true,
             })
-            .await,
+            .await
+            .map(|a| a.outcome),
             Ok(Outcome::Created { options: vec![] })
         );
         node.shutdown().await;

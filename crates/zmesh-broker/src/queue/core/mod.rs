@@ -203,6 +203,11 @@ impl QueueCore {
         }
     }
 
+    /// Whether a queue of this name is declared here.
+    pub fn has_queue(&self, name: &str) -> bool {
+        self.queues.contains_key(name)
+    }
+
     /// Every queue's counters, by name.
     pub fn stats(&self) -> Vec<QueueStats> {
         let mut v: Vec<_> = self.queues.values().map(Queue::stats).collect();
