@@ -1,19 +1,14 @@
-//! openraft's RPCs over ZMTP: a DEALER per peer node, shared by every group,
-//! to that node's ROUTER on its cluster endpoint.
-//!
-//! Each request and each reply is one frame of MessagePack. A request names
-//! its group and carries an id the reply repeats, so replies may come in any
-//! order and a reply to a request whose caller gave up is dropped.
+//! The client side: a DEALER per peer node, shared by every group, and
+//! openraft's network over it.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Cursor;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use openraft::BasicNode;
 use openraft::error::{
     NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
@@ -22,124 +17,18 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::storage::RaftStateMachine;
-use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
-use openraft::{BasicNode, Raft};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc, oneshot};
-use zmesh::{Message, Socket, SocketOptions, SocketType, TrySendError};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use tokio::sync::{mpsc, oneshot};
+use zmesh::{Message, Socket, SocketType, TrySendError};
 
-use crate::propose::{Applied, ProposeError, propose_here};
-use crate::types::{Command, GroupId, NodeId, Types};
+use crate::types::{GroupId, NodeId, Types};
 
-/// Requests a link holds before its task takes them: a caller past this
-/// hears `Unreachable` at once rather than queueing behind a dead peer.
-const LINK_QUEUE_MAX: usize = 256;
+use super::wire::{Answer, Reply, Request, Rpc};
+use super::{LINK_QUEUE_MAX, cluster_socket_options};
+
 /// Requests sent on a link and not yet answered; past this, requests whose
 /// caller gave up are forgotten, and if that frees nothing a new one is refused.
 const PENDING_MAX: usize = 1024;
-/// RPCs a node serves at once; the ROUTER is not read while all are busy.
-const SERVING_MAX: usize = 64;
-/// The largest RPC a node takes (a snapshot travels whole).
-pub const MESSAGE_BYTES_MAX: usize = 64 << 20;
-
-/// An RPC as it travels.
-#[derive(Serialize, Deserialize)]
-pub struct Request {
-    /// The cluster the sender belongs to, and the node it means: a node
-    /// refuses requests for another cluster or another node (a stale
-    /// address, a misconfigured peer list), so no state crosses them.
-    cluster: String,
-    to: NodeId,
-    id: u64,
-    group: GroupId,
-    rpc: Rpc,
-}
-
-#[derive(Serialize, Deserialize)]
-pub enum Rpc {
-    Append(AppendEntriesRequest<Types>),
-    Vote(VoteRequest<Types>),
-    PreVote(VoteRequest<Types>),
-    Snapshot {
-        vote: VoteOf<Types>,
-        meta: SnapshotMetaOf<Types>,
-        data: Vec<u8>,
-    },
-    TransferLeader(TransferLeaderRequest<Types>),
-    /// A follower forwards a proposal to the leader.
-    Propose(Command),
-}
-
-/// A reply as it travels.
-#[derive(Serialize, Deserialize)]
-pub struct Reply {
-    id: u64,
-    answer: Answer,
-}
-
-#[derive(Serialize, Deserialize)]
-pub enum Answer {
-    Append(AppendEntriesResponse<Types>),
-    Vote(VoteResponse<Types>),
-    Snapshot(SnapshotResponse<Types>),
-    TransferLeader(TransferLeaderResponse<Types>),
-    Proposed(Result<Applied, ProposeError>),
-    /// The node could not serve the RPC: no such group here, or its Raft
-    /// has stopped. The sender treats the node as unreachable.
-    Refused {
-        reason: String,
-    },
-}
-
-/// A frame from a peer that does not decode: the peer is at fault (another
-/// version, another program, or damage on the way).
-#[derive(Debug, thiserror::Error)]
-#[error("an undecodable cluster frame: {0}")]
-pub struct WireError(String);
-
-impl Request {
-    pub fn new(cluster: &str, to: NodeId, id: u64, group: GroupId, rpc: Rpc) -> Request {
-        Request {
-            cluster: cluster.to_owned(),
-            to,
-            id,
-            group,
-            rpc,
-        }
-    }
-
-    pub fn decode(frame: &[u8]) -> Result<Request, WireError> {
-        rmp_serde::from_slice(frame).map_err(|e| WireError(e.to_string()))
-    }
-
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        rmp_serde::to_vec(self).map_err(|e| WireError(e.to_string()))
-    }
-}
-
-impl Reply {
-    pub fn new(id: u64, answer: Answer) -> Reply {
-        Reply { id, answer }
-    }
-
-    /// The id of the request this answers.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    pub fn answer(&self) -> &Answer {
-        &self.answer
-    }
-
-    pub fn decode(frame: &[u8]) -> Result<Reply, WireError> {
-        rmp_serde::from_slice(frame).map_err(|e| WireError(e.to_string()))
-    }
-
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        rmp_serde::to_vec(self).map_err(|e| WireError(e.to_string()))
-    }
-}
 
 /// Why a request got no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -152,17 +41,6 @@ pub(crate) enum LinkError {
     Refused { node: NodeId, reason: String },
     #[error("node {node} sent an answer of the wrong kind to a {asked:?} request")]
     WrongAnswer { node: NodeId, asked: RPCTypes },
-}
-
-/// Socket settings for cluster traffic: heartbeats find a frozen peer, and
-/// reconnects are quick, since a node restarting is what failover waits for.
-fn cluster_socket_options() -> SocketOptions {
-    SocketOptions::default()
-        .heartbeat_interval(Duration::from_millis(250))
-        .heartbeat_timeout(Duration::from_secs(1))
-        .backoff(Duration::from_millis(50), Duration::from_millis(500))
-        .max_message_size(Some(MESSAGE_BYTES_MAX))
-        .send_hwm(LINK_QUEUE_MAX as u32)
 }
 
 /// A request handed to a link's task.
@@ -521,193 +399,5 @@ impl RaftNetworkV2<Types> for PeerClient {
             Answer::TransferLeader(r) => Ok(r),
             _ => Err(self.wrong_answer(RPCTypes::TransferLeader)),
         }
-    }
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A group's Raft as the server sees it: something that answers RPCs.
-pub trait ServesRpc: Send + Sync + 'static {
-    fn serve(&self, rpc: Rpc) -> BoxFuture<'_, Answer>;
-}
-
-impl<SM> ServesRpc for Raft<Types, SM>
-where
-    SM: RaftStateMachine<Types, SnapshotData = Cursor<Vec<u8>>>,
-{
-    fn serve(&self, rpc: Rpc) -> BoxFuture<'_, Answer> {
-        Box::pin(async move {
-            let refused = |e: &dyn std::fmt::Display| Answer::Refused {
-                reason: e.to_string(),
-            };
-            match rpc {
-                Rpc::Append(r) => self
-                    .append_entries(r)
-                    .await
-                    .map_or_else(|e| refused(&e), Answer::Append),
-                Rpc::Vote(r) => self
-                    .vote(r)
-                    .await
-                    .map_or_else(|e| refused(&e), Answer::Vote),
-                Rpc::PreVote(r) => self
-                    .pre_vote(r)
-                    .await
-                    .map_or_else(|e| refused(&e), Answer::Vote),
-                Rpc::Snapshot { vote, meta, data } => {
-                    let snapshot = SnapshotOf::<Types, _> {
-                        meta,
-                        snapshot: Cursor::new(data),
-                    };
-                    self.install_full_snapshot(vote, snapshot)
-                        .await
-                        .map_or_else(|e| refused(&e), Answer::Snapshot)
-                }
-                Rpc::Propose(command) => Answer::Proposed(propose_here(self, command).await),
-                Rpc::TransferLeader(r) => self
-                    .handle_transfer_leader(r)
-                    .await
-                    .map_or_else(|e| refused(&e), Answer::TransferLeader),
-            }
-        })
-    }
-}
-
-/// The groups a node serves, by id.
-pub type Groups = Arc<Mutex<HashMap<GroupId, Arc<dyn ServesRpc>>>>;
-
-/// A node's cluster endpoint: a ROUTER answering its peers' RPCs.
-pub struct Server {
-    endpoint: String,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Server {
-    /// Binds `endpoint` and serves `groups` on it until shut down, counting
-    /// undecodable requests in `undecodable`.
-    pub async fn bind(
-        endpoint: &str,
-        me: Me,
-        groups: Groups,
-        undecodable: Arc<AtomicU64>,
-    ) -> Result<Server, zmesh::Error> {
-        let router = Socket::new(SocketType::Router, cluster_socket_options())?;
-        let endpoint = router.bind(endpoint).await?;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            serve(&router, me, groups, stopped, undecodable).await;
-            // Closing (not dropping) frees the port at once, for a node
-            // restarted in the same process.
-            let _ = router.close().await;
-        });
-        Ok(Server {
-            endpoint,
-            stop: Mutex::new(Some(stop)),
-            task: Mutex::new(Some(task)),
-        })
-    }
-
-    /// The endpoint as bound (a port of 0 resolved).
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// Stops serving and closes the endpoint; the first call does it, and
-    /// later ones return at once.
-    pub async fn shutdown(&self) {
-        self.stop();
-        let task = self.task.lock().expect("server lock").take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-    }
-
-    fn stop(&self) {
-        if let Some(stop) = self.stop.lock().expect("server lock").take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Who a server answers as: requests for another cluster or node are refused.
-pub struct Me {
-    pub cluster: String,
-    pub node: NodeId,
-}
-
-async fn serve(
-    router: &Socket,
-    me: Me,
-    groups: Groups,
-    mut stopped: oneshot::Receiver<()>,
-    undecodable: Arc<AtomicU64>,
-) {
-    let serving = Arc::new(Semaphore::new(SERVING_MAX));
-    loop {
-        let message = tokio::select! {
-            _ = &mut stopped => return,
-            received = router.recv() => match received {
-                Ok(m) => m,
-                Err(e) => return tracing::warn!("the cluster endpoint stopped: {e}"),
-            },
-        };
-        let (Some(peer), Some(frame)) = (message.frame(0), message.frame_slice(1)) else {
-            undecodable.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("a cluster request without a body");
-            continue;
-        };
-        let Request {
-            cluster,
-            to,
-            id,
-            group,
-            rpc,
-        } = match Request::decode(frame) {
-            Ok(r) => r,
-            Err(e) => {
-                undecodable.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("a cluster request: {e}");
-                continue;
-            }
-        };
-        let target = if cluster != me.cluster || to != me.node {
-            Err(format!(
-                "this is node {} of cluster {:?}, not node {to} of {cluster:?}",
-                me.node, me.cluster
-            ))
-        } else {
-            groups
-                .lock()
-                .expect("groups lock")
-                .get(&group)
-                .cloned()
-                .ok_or_else(|| format!("no group {group} on this node"))
-        };
-        let Ok(permit) = serving.clone().acquire_owned().await else {
-            return;
-        };
-        let router = router.clone();
-        tokio::spawn(async move {
-            let answer = match target {
-                Ok(raft) => raft.serve(rpc).await,
-                Err(reason) => Answer::Refused { reason },
-            };
-            drop(permit);
-            match (Reply { id, answer }).encode() {
-                Ok(frame) => {
-                    let reply: Vec<Bytes> = vec![peer, Bytes::from(frame)];
-                    if let Err(e) = router.send(Message::from_frames(reply)).await {
-                        tracing::debug!("a cluster reply was not sent: {e}");
-                    }
-                }
-                Err(e) => tracing::error!("a cluster reply does not encode: {e}"),
-            }
-        });
     }
 }
