@@ -14,17 +14,7 @@ use zmesh_cluster::{
 };
 use zmesh_testkit::net::{bounded, free_endpoint};
 
-/// xorshift64*: deterministic, so a failure reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
+use zmesh_testkit::rng::SeededRng;
 
 fn vote_request(group: u32) -> Request {
     vote_request_to("test", 1, group)
@@ -82,18 +72,18 @@ fn check(frame: &[u8]) {
 #[test]
 fn frames_never_panic_and_what_decodes_round_trips() {
     let seeds = seeds();
-    let mut rng = Rng(0x5eed_c1a5_7e12_0001);
+    let mut rng = SeededRng::new(0x5eed_c1a5_7e12_0001);
     for round in 0..20_000usize {
         let frame: Vec<u8> = if round % 2 == 0 {
-            let n = (rng.next() % 96) as usize;
-            (0..n).map(|_| rng.next() as u8).collect()
+            let n = (rng.next_u64() % 96) as usize;
+            (0..n).map(|_| rng.next_u64() as u8).collect()
         } else {
             let mut s = seeds[round % seeds.len()].clone();
-            for _ in 0..(rng.next() % 4) {
-                let i = (rng.next() as usize) % (s.len() + 1);
-                match rng.next() % 3 {
-                    0 if i < s.len() => s[i] ^= 1 << (rng.next() % 8),
-                    1 => s.insert(i, rng.next() as u8),
+            for _ in 0..(rng.next_u64() % 4) {
+                let i = (rng.next_u64() as usize) % (s.len() + 1);
+                match rng.next_u64() % 3 {
+                    0 if i < s.len() => s[i] ^= 1 << (rng.next_u64() % 8),
+                    1 => s.insert(i, rng.next_u64() as u8),
                     _ => s.truncate(i),
                 }
             }

@@ -5,23 +5,7 @@
 use zmesh::codec::{Decode, Encode, Format, Json, MsgPack};
 use zmesh::frames::{InputFormat, OutputFormat, format_frames, parse_line};
 
-/// xorshift64*: deterministic, so a failure reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn bytes(&mut self, alphabet: &[u8], max: usize) -> Vec<u8> {
-        let n = (self.next() as usize) % max;
-        (0..n)
-            .map(|_| alphabet[(self.next() as usize) % alphabet.len()])
-            .collect()
-    }
-}
+use zmesh_testkit::rng::SeededRng;
 
 const SEEDS: &[&str] = &[
     "metadata\n    name = \"a\"\ncurve\n    public-key = \"rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7\"\n",
@@ -37,18 +21,18 @@ const SEEDS: &[&str] = &[
 fn inputs_never_panic() {
     let alphabet: Vec<u8> =
         b"[]{}\",:|0123456789abcdefhx \\\x00\xff\xc1\x82\xa2=\n ZMS1curvpkey-".to_vec();
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = SeededRng::new(0x5eed_1234_abcd_0001);
     for round in 0..20_000 {
         let mut input = if round % 2 == 0 {
             rng.bytes(&alphabet, 64)
         } else {
             // Mutate a seed: flip, insert or cut at random places.
             let mut s = SEEDS[round % SEEDS.len()].as_bytes().to_vec();
-            for _ in 0..(rng.next() % 4) {
-                let i = (rng.next() as usize) % (s.len() + 1);
-                match rng.next() % 3 {
-                    0 if i < s.len() => s[i] ^= 1 << (rng.next() % 8),
-                    1 => s.insert(i, alphabet[(rng.next() as usize) % alphabet.len()]),
+            for _ in 0..(rng.next_u64() % 4) {
+                let i = (rng.next_u64() as usize) % (s.len() + 1);
+                match rng.next_u64() % 3 {
+                    0 if i < s.len() => s[i] ^= 1 << (rng.next_u64() % 8),
+                    1 => s.insert(i, alphabet[(rng.next_u64() as usize) % alphabet.len()]),
                     _ => s.truncate(i),
                 }
             }
