@@ -29,7 +29,15 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 #[command(name = "zmesh", version, about, long_about, verbatim_doc_comment)]
 struct Cli {
     /// Log filter (error, warn, info, debug, trace or a tracing directive).
-    #[arg(long, global = true, env = "ZMESH_LOG", default_value = "warn")]
+    // openraft warns of an unreachable peer on every heartbeat of every
+    // group; the broker says who leads instead, so by default openraft
+    // speaks of errors only.
+    #[arg(
+        long,
+        global = true,
+        env = "ZMESH_LOG",
+        default_value = "warn,openraft=error"
+    )]
     log: String,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]

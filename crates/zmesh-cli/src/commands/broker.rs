@@ -93,6 +93,7 @@ pub async fn run_broker(
                 members,
                 dir: cmd.data_dir.join("cluster"),
                 timing: zmesh_cluster::Timing::default(),
+                shards: zmesh_cluster::SHARDS_DEFAULT,
             })
             .await?;
             note!(
@@ -101,10 +102,18 @@ pub async fn run_broker(
             );
             // Who leads the catalog, each time it changes: what an operator
             // (and a test) watches for.
+            // The leader may be known already (starting the shards takes
+            // a while): that one is printed too.
             let mut leader = node.watch_leader();
+            leader.mark_changed();
             tokio::spawn(async move {
+                let mut printed = None;
                 while leader.changed().await.is_ok() {
                     let now = *leader.borrow_and_update();
+                    if now == printed {
+                        continue;
+                    }
+                    printed = now;
                     match now {
                         Some(id) => note!("zmesh: cluster {cluster_name}: node {id} leads"),
                         None => note!("zmesh: cluster {cluster_name}: no leader"),

@@ -63,15 +63,51 @@ pub async fn zmesh_stdout(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
-/// The rest of a child's stderr, line by line.
+/// A child's stderr, line by line. A task reads it as it comes, so a child
+/// that logs more than a pipe holds never blocks on a test that is not
+/// reading.
 #[allow(dead_code)]
-pub type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+pub struct LogLines {
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Lines read already, given again first.
+    again: std::collections::VecDeque<String>,
+}
+
+#[allow(dead_code)]
+impl LogLines {
+    fn drain(stderr: tokio::process::ChildStderr) -> LogLines {
+        use tokio::io::AsyncBufReadExt;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    // Nobody reads any more; keep draining the pipe.
+                    while let Ok(Some(_)) = lines.next_line().await {}
+                    return;
+                }
+            }
+        });
+        LogLines {
+            lines: rx,
+            again: Default::default(),
+        }
+    }
+
+    /// The next line; `Ok(None)` once the child closed its stderr.
+    pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
+        match self.again.pop_front() {
+            Some(line) => Ok(Some(line)),
+            None => Ok(self.lines.recv().await),
+        }
+    }
+}
 
 /// `zmesh broker <args>`, returned once it says "listening" (its stores are
-/// open and its admin port bound by then), with the rest of its stderr.
+/// open and its admin port bound by then), with its stderr: the lines
+/// before "listening" come first again.
 #[allow(dead_code)]
 pub async fn broker_listening(args: &[&str]) -> (Child, LogLines) {
-    use tokio::io::AsyncBufReadExt;
     let mut b = Command::new(env!("CARGO_BIN_EXE_zmesh"))
         .arg("broker")
         .args(args)
@@ -81,11 +117,15 @@ pub async fn broker_listening(args: &[&str]) -> (Child, LogLines) {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn zmesh broker");
-    let mut lines = tokio::io::BufReader::new(b.stderr.take().expect("piped")).lines();
+    let mut lines = LogLines::drain(b.stderr.take().expect("piped"));
+    let mut before = std::collections::VecDeque::new();
     while let Ok(Some(l)) = lines.next_line().await {
-        if l.contains("listening") {
+        let listening = l.contains("listening");
+        before.push_back(l);
+        if listening {
             break;
         }
     }
+    lines.again = before;
     (b, lines)
 }
