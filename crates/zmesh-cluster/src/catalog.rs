@@ -81,6 +81,8 @@ impl Applied {
                 Some(_) => Outcome::Deleted,
                 None => Outcome::NotFound,
             },
+            // Batches belong to shard groups.
+            Command::Batch { .. } => Outcome::WrongGroup,
         }
     }
 

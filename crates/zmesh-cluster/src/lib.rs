@@ -10,18 +10,22 @@
 //!   catalog every node agrees on.
 //! - The transport (`transport.rs`): openraft's RPCs as MessagePack frames
 //!   over ZMTP, a DEALER per peer to its ROUTER, shared by all groups.
-//! - [`ClusterNode`]: one node, with its endpoint and metadata group.
+//! - [`ShardMachine`]: a shard group's state machine: batches of queue
+//!   records, ordered and replicated, handed to the broker as committed.
+//! - [`ClusterNode`]: one node, with its endpoint, metadata group and shards.
 
 mod catalog;
 mod log_store;
 mod node;
 mod propose;
+mod shard;
 mod transport;
 mod types;
 
 pub use catalog::{CATALOG_QUEUES_MAX, CatalogError, CatalogMachine, CatalogView, QueueRecord};
 pub use log_store::{LogReader, LogStore, LogStoreError};
-pub use node::{ClusterNode, NodeConfig, StartError, Timing};
+pub use node::{ClusterNode, NodeConfig, SHARDS_DEFAULT, SHARDS_MAX, StartError, Timing};
 pub use propose::{Applied, ProposeError};
+pub use shard::{COMMITTED_QUEUE_MAX, Committed, ShardMachine, shard_of};
 pub use transport::{Answer, MESSAGE_BYTES_MAX, Reply, Request, Rpc, WireError};
 pub use types::{Command, GroupId, METADATA_GROUP, NodeId, Outcome, Types};

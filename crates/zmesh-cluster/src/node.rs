@@ -1,5 +1,5 @@
-//! One node of a cluster: its metadata group's Raft, over its log and catalog,
-//! and its cluster endpoint.
+//! One node of a cluster: its metadata group's Raft (over its log and
+//! catalog), its shard groups' Rafts, and its cluster endpoint.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -9,15 +9,24 @@ use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{InitializeError, RaftError};
-use openraft::{BasicNode, Raft};
-use tokio::sync::watch;
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use tokio::sync::{mpsc, watch};
 use zmesh_log::LogConfig;
 
 use crate::catalog::{CatalogError, CatalogMachine, CatalogView};
 use crate::log_store::{LogStore, LogStoreError};
 use crate::propose::{Applied, PROPOSE_LIMIT, ProposeError, propose_here};
-use crate::transport::{Answer, CallError, Groups, Links, Me, Rpc, Server};
-use crate::types::{Command, METADATA_GROUP, NodeId, Types};
+use crate::shard::{COMMITTED_QUEUE_MAX, Committed, ShardMachine, shard_of};
+use crate::transport::{Answer, CallError, Groups, Links, Me, Rpc, Server, ServesRpc};
+use crate::types::{Command, GroupId, METADATA_GROUP, NodeId, Types};
+
+/// Shard groups a cluster has unless configured otherwise: one per node of
+/// a three-node cluster, so each node can lead one.
+pub const SHARDS_DEFAULT: u32 = 3;
+
+/// Shard groups a cluster may have: each costs heartbeats and an fsync stream.
+pub const SHARDS_MAX: u32 = 64;
 
 /// How long a follower waits for the leader to apply a proposal it forwarded:
 /// longer than the leader itself waits (its lease, then the write), so the
@@ -56,6 +65,10 @@ pub struct NodeConfig {
     /// Where this node keeps its Raft logs and snapshots.
     pub dir: PathBuf,
     pub timing: Timing,
+    /// How many shard groups hold the queues (1 to [`SHARDS_MAX`]); every
+    /// node of a cluster must have the same number, for ever: it decides
+    /// which shard a queue lives in.
+    pub shards: u32,
 }
 
 /// Why a node could not start.
@@ -70,8 +83,11 @@ pub enum StartError {
     },
     #[error("the cluster settings are invalid: {0}")]
     Config(String),
-    #[error("the metadata log: {0}")]
-    Log(#[from] LogStoreError),
+    #[error("the log of group {group}: {source}")]
+    Log {
+        group: GroupId,
+        source: LogStoreError,
+    },
     #[error("the catalog: {0}")]
     Catalog(#[from] CatalogError),
     #[error("binding the cluster endpoint {endpoint}: {source}")]
@@ -86,7 +102,12 @@ pub enum StartError {
 /// A running cluster node.
 pub struct ClusterNode {
     node_id: NodeId,
+    timing: Timing,
     raft: Raft<Types, CatalogMachine>,
+    /// Shard group `g` is `shards[g - 1]`.
+    shards: Vec<Raft<Types, ShardMachine>>,
+    /// What the shards commit, until the application takes it.
+    committed: Mutex<Option<mpsc::Receiver<Committed>>>,
     catalog: watch::Receiver<CatalogView>,
     server: Server,
     links: Links,
@@ -117,13 +138,13 @@ impl ClusterNode {
         .validate()
         .map_err(|e| StartError::Config(e.to_string()))?;
 
-        let dir = config.dir.join("metadata");
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
-        let log = LogStore::<Types>::open(&dir.join("log"), LogConfig::default())?;
-        let catalog_machine = CatalogMachine::open(&dir)?;
+        if !(1..=SHARDS_MAX).contains(&config.shards) {
+            return Err(StartError::Config(format!(
+                "a cluster has 1 to {SHARDS_MAX} shards, not {}",
+                config.shards
+            )));
+        }
+        let catalog_machine = CatalogMachine::open(&group_dir(&config, METADATA_GROUP)?)?;
         let catalog = catalog_machine.subscribe();
 
         let groups: Groups = Arc::new(Mutex::new(HashMap::new()));
@@ -139,43 +160,33 @@ impl ClusterNode {
                 source,
             })?;
         let links = Links::new(&config.cluster_name, config.node_id, undecodable.clone());
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            links.clone().for_group(METADATA_GROUP),
-            log,
-            catalog_machine,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-        groups
-            .lock()
-            .expect("groups lock")
-            .insert(METADATA_GROUP, Arc::new(raft.clone()));
-
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        if !initialized {
-            let members: BTreeMap<NodeId, BasicNode> = config
-                .members
-                .iter()
-                .map(|(id, endpoint)| (*id, BasicNode::new(endpoint)))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => {}
-                // Another node's membership entry got here first: the
-                // cluster is formed, which is what initializing is for.
-                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
-                    tracing::debug!(node = config.node_id, "already initialized: {e}");
-                }
-                Err(e) => return Err(StartError::Raft(e.to_string())),
-            }
+        let start = GroupStart {
+            config: &config,
+            raft_config: Arc::new(raft_config),
+            links: &links,
+            groups: &groups,
+        };
+        let raft = start.group(METADATA_GROUP, catalog_machine).await?;
+        // Shards never snapshot yet (`shard.rs`): openraft must not ask.
+        let shard_start = GroupStart {
+            raft_config: Arc::new(openraft::Config {
+                snapshot_policy: SnapshotPolicy::Never,
+                ..(*start.raft_config).clone()
+            }),
+            ..start.clone()
+        };
+        let (to_application, committed) = mpsc::channel(COMMITTED_QUEUE_MAX);
+        let mut shards = Vec::new();
+        for group in 1..=config.shards {
+            let machine = ShardMachine::new(group, to_application.clone());
+            shards.push(shard_start.group(group, machine).await?);
         }
         Ok(ClusterNode {
             node_id: config.node_id,
+            timing: config.timing,
             raft,
+            shards,
+            committed: Mutex::new(Some(committed)),
             catalog,
             server,
             links,
@@ -204,20 +215,21 @@ impl ClusterNode {
         self.raft.metrics().borrow_watched().current_leader
     }
 
-    /// Follows the leader this node knows of.
+    /// Follows the metadata group's leader this node knows of.
     pub fn watch_leader(&self) -> watch::Receiver<Option<NodeId>> {
-        let (tx, rx) = watch::channel(self.leader());
-        let mut metrics = self.raft.metrics();
-        tokio::spawn(async move {
-            while metrics.changed().await.is_ok() {
-                let leader = metrics.borrow_watched().current_leader;
-                tx.send_if_modified(|known| std::mem::replace(known, leader) != leader);
-                if tx.is_closed() {
-                    return;
-                }
-            }
-        });
-        rx
+        follow_leader(&self.raft)
+    }
+
+    /// Follows the leader of `group` this node knows of (none, for a group
+    /// this node does not have).
+    pub fn watch_leader_of(&self, group: GroupId) -> watch::Receiver<Option<NodeId>> {
+        match group {
+            METADATA_GROUP => follow_leader(&self.raft),
+            shard => match self.shard(shard) {
+                Some(raft) => follow_leader(raft),
+                None => watch::channel(None).1,
+            },
+        }
     }
 
     /// Follows this node's catalog as entries are applied.
@@ -230,7 +242,48 @@ impl ClusterNode {
     /// leader it knows of, once: a leader that moved meanwhile answers
     /// `NotLeader`, and the caller tries again.
     pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
-        let (leader, endpoint) = match propose_here(&self.raft, command.clone()).await {
+        self.propose_in(METADATA_GROUP, command).await
+    }
+
+    /// Proposes a command to `group`, as [`ClusterNode::propose`] does.
+    /// One made while the group has no leader waits for an election, up to
+    /// twice the longest election timeout, and is tried once more.
+    pub async fn propose_in(
+        &self,
+        group: GroupId,
+        command: Command,
+    ) -> Result<Applied, ProposeError> {
+        match self.propose_once(group, command.clone()).await {
+            Err(ProposeError::NotLeader { leader: None }) => {
+                let election = 2 * self.timing.election_timeout_max;
+                let mut leader = self.watch_leader_of(group);
+                let elected = tokio::time::timeout(election, leader.wait_for(|l| l.is_some()));
+                if !matches!(elected.await, Ok(Ok(_))) {
+                    return Err(ProposeError::NotLeader { leader: None });
+                }
+                self.propose_once(group, command).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn propose_once(
+        &self,
+        group: GroupId,
+        command: Command,
+    ) -> Result<Applied, ProposeError> {
+        let here = match group {
+            METADATA_GROUP => propose_here(&self.raft, command.clone()).await,
+            shard => match self.shard(shard) {
+                Some(raft) => propose_here(raft, command.clone()).await,
+                None => {
+                    return Err(ProposeError::Stopped(format!(
+                        "this node has no group {group}"
+                    )));
+                }
+            },
+        };
+        let (leader, endpoint) = match here {
             Err(ProposeError::NotLeader {
                 leader: Some(leader),
             }) if leader.0 != self.node_id => leader,
@@ -238,7 +291,7 @@ impl ClusterNode {
         };
         let link = self.links.link(leader, &endpoint);
         match link
-            .call(leader, METADATA_GROUP, Rpc::Propose(command), FORWARD_LIMIT)
+            .call(leader, group, Rpc::Propose(command), FORWARD_LIMIT)
             .await
         {
             Ok(Answer::Proposed(answer)) => answer,
@@ -258,12 +311,145 @@ impl ClusterNode {
         }
     }
 
+    fn shard(&self, group: GroupId) -> Option<&Raft<Types, ShardMachine>> {
+        let at = usize::try_from(group).ok()?.checked_sub(1)?;
+        self.shards.get(at)
+    }
+
+    /// How many shard groups hold the queues.
+    pub fn shards(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// The shard group `queue` lives in.
+    pub fn shard_of(&self, queue: &str) -> GroupId {
+        shard_of(queue, self.shards())
+    }
+
+    /// The leader of shard `group` this node knows of, if any.
+    pub fn shard_leader(&self, group: GroupId) -> Option<NodeId> {
+        self.shard(group)?.metrics().borrow_watched().current_leader
+    }
+
+    /// What the shards commit, in log order per shard, for the application
+    /// to apply (once: later calls get `None`). Applying waits while
+    /// [`COMMITTED_QUEUE_MAX`] batches wait here.
+    pub fn take_committed(&self) -> Option<mpsc::Receiver<Committed>> {
+        self.committed.lock().expect("committed lock").take()
+    }
+
     /// Stops the node's Raft and closes its endpoint.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(node = self.node_id, "raft did not stop cleanly: {e}");
         }
+        for (at, shard) in self.shards.iter().enumerate() {
+            if let Err(e) = shard.shutdown().await {
+                tracing::warn!(
+                    node = self.node_id,
+                    group = at + 1,
+                    "raft did not stop cleanly: {e}"
+                );
+            }
+        }
         self.server.shutdown().await;
+    }
+}
+
+/// Follows the leader `raft` knows of, until the receiver is dropped.
+fn follow_leader<SM>(raft: &Raft<Types, SM>) -> watch::Receiver<Option<NodeId>>
+where
+    SM: RaftStateMachine<Types>,
+{
+    let mut metrics = raft.metrics();
+    let (tx, rx) = watch::channel(metrics.borrow_watched().current_leader);
+    tokio::spawn(async move {
+        while metrics.changed().await.is_ok() {
+            let leader = metrics.borrow_watched().current_leader;
+            tx.send_if_modified(|known| std::mem::replace(known, leader) != leader);
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The directory of `group`'s log (and snapshot), created if new.
+fn group_dir(config: &NodeConfig, group: GroupId) -> Result<PathBuf, StartError> {
+    let dir = match group {
+        METADATA_GROUP => config.dir.join("metadata"),
+        shard => config.dir.join(format!("shard-{shard}")),
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| StartError::Dir {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// What starting each group of a node shares.
+#[derive(Clone)]
+struct GroupStart<'a> {
+    config: &'a NodeConfig,
+    raft_config: Arc<openraft::Config>,
+    links: &'a Links,
+    groups: &'a Groups,
+}
+
+impl GroupStart<'_> {
+    /// Opens `group`'s log, starts its Raft over `machine`, makes it answer
+    /// peers, and proposes the configured membership if it never joined a
+    /// cluster (every node proposing the same one is safe: the vote elects
+    /// one leader).
+    async fn group<SM>(&self, group: GroupId, machine: SM) -> Result<Raft<Types, SM>, StartError>
+    where
+        SM: RaftStateMachine<Types, SnapshotData = std::io::Cursor<Vec<u8>>>,
+    {
+        let dir = group_dir(self.config, group)?;
+        let log = LogStore::<Types>::open(&dir.join("log"), LogConfig::default())
+            .map_err(|source| StartError::Log { group, source })?;
+        let raft = Raft::new(
+            self.config.node_id,
+            self.raft_config.clone(),
+            self.links.clone().for_group(group),
+            log,
+            machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let serves: Arc<dyn ServesRpc> = Arc::new(raft.clone());
+        self.groups
+            .lock()
+            .expect("groups lock")
+            .insert(group, serves);
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized {
+            let members: BTreeMap<NodeId, BasicNode> = self
+                .config
+                .members
+                .iter()
+                .map(|(id, endpoint)| (*id, BasicNode::new(endpoint)))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                // Another node's membership entry got here first: the
+                // cluster is formed, which is what initializing is for.
+                Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                    tracing::debug!(
+                        node = self.config.node_id,
+                        group,
+                        "already initialized: {e}"
+                    );
+                }
+                Err(e) => return Err(StartError::Raft(e.to_string())),
+            }
+        }
+        Ok(raft)
     }
 }
 

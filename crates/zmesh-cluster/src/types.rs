@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 openraft::declare_raft_types!(
@@ -38,6 +39,9 @@ pub enum Command {
     },
     /// Delete a queue, if it exists.
     DeleteQueue { name: String },
+    /// A batch of a shard's records, in the application's encoding: the
+    /// cluster orders and replicates it, never reads it.
+    Batch { payload: Bytes },
 }
 
 impl fmt::Display for Command {
@@ -45,6 +49,7 @@ impl fmt::Display for Command {
         match self {
             Command::DeclareQueue { name, .. } => write!(f, "declare queue {name:?}"),
             Command::DeleteQueue { name } => write!(f, "delete queue {name:?}"),
+            Command::Batch { payload } => write!(f, "a batch of {} bytes", payload.len()),
         }
     }
 }
@@ -67,4 +72,8 @@ pub enum Outcome {
     NotFound,
     /// An entry that is not a command (a membership change) was applied.
     Noted,
+    /// A shard's batch was handed to the application.
+    Batched,
+    /// The command belongs to another kind of group; nothing changed.
+    WrongGroup,
 }

@@ -100,6 +100,7 @@ fn single_node(endpoint: &str, dir: std::path::PathBuf) -> NodeConfig {
         members: BTreeMap::from([(1, endpoint.to_owned())]),
         dir,
         timing: Timing::default(),
+        shards: 1,
     }
 }
 

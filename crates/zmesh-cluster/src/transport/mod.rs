@@ -14,7 +14,7 @@ use std::time::Duration;
 use zmesh::SocketOptions;
 
 pub(crate) use link::{CallError, Links};
-pub(crate) use server::{Groups, Me, Server};
+pub(crate) use server::{Groups, Me, Server, ServesRpc};
 pub use wire::{Answer, Reply, Request, Rpc, WireError};
 
 /// Requests a link holds before its task takes them: a caller past this
