@@ -8,7 +8,7 @@ use zmesh::clock::{Clock, SystemClock};
 use zmesh::{Message, Socket};
 
 use crate::admin::{AdminCommand, AdminLink, Snapshot};
-use crate::cluster::{ClusterEvent, ClusterLink};
+use crate::cluster::ClusterLink;
 use crate::mdp::{Action, Broker, coalesce};
 use crate::outbox::{Outbox, OutboxEvent, OutboxLimits, Product};
 use crate::peers::PeerConnections;
@@ -194,6 +194,9 @@ pub async fn run_with_stores(
     let started_ms = clock.now().wall_ms;
     let mut drain_until: Option<Instant> = None;
     let mut cluster = opts.cluster.take();
+    if let (Some(_), Some(q)) = (&cluster, stores.queues.as_mut()) {
+        q.replicate_publishes();
+    }
     if let Some(link) = &opts.admin {
         broker.record_latencies(true);
         publish_snapshot(
@@ -337,10 +340,7 @@ pub async fn run_with_stores(
             }
             event = cluster_event => {
                 if let (Some(q), Some(c)) = (stores.queues.as_mut(), cluster.as_mut()) {
-                    let sends = match event {
-                        ClusterEvent::Decided(decided) => c.answer(decided, q),
-                        ClusterEvent::CatalogChanged => c.follow_catalog(q),
-                    };
+                    let sends = c.on_event(event, q);
                     send_all(Product::Queue, sends, &mut out);
                     end_batch(&mut stores, &mut out);
                 }
@@ -420,6 +420,10 @@ pub async fn run_with_stores(
                 }
             }
         };
+        // What the queues took this turn goes to the cluster in one batch per shard.
+        if let (Some(q), Some(c)) = (stores.queues.as_mut(), cluster.as_mut()) {
+            c.replicate(q);
+        }
         // Never an awaited send: a full peer waits in the outbox, not the loop.
         let now = clock.instant();
         // Congestion changes make the cores hold back or resume work, which

@@ -1,10 +1,13 @@
 //! Three `zmesh broker` processes on loopback form a cluster: a queue
 //! declared on one is declared on all, with the options agreed, and the
-//! catalog goes on when the node leading it is SIGKILLed and comes back.
+//! catalog goes on when the node leading it is SIGKILLed and comes back;
+//! every confirmed publish survives the SIGKILL of its shard's leader.
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{LogLines, broker_listening, temp_dir};
@@ -18,6 +21,29 @@ struct Node {
     client: String,
     dir: PathBuf,
     process: Option<(Child, LogLines)>,
+    /// The leader of each group (0: the catalog) the node last named.
+    named: BTreeMap<u32, u64>,
+}
+
+/// Three nodes' settings (not started), and the `--peers` they share.
+fn three_nodes(root: &std::path::Path) -> (Vec<Node>, String) {
+    let cluster_endpoints: Vec<String> = (0..3).map(|_| free_endpoint()).collect();
+    let peers = cluster_endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| format!("{}={ep}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nodes = (1..=3)
+        .map(|id| Node {
+            id,
+            client: free_endpoint(),
+            dir: root.join(format!("node-{id}")),
+            process: None,
+            named: BTreeMap::new(),
+        })
+        .collect();
+    (nodes, peers)
 }
 
 fn args(node: &Node, peers: &str) -> Vec<String> {
@@ -46,18 +72,35 @@ async fn start(node: &mut Node, peers: &str) {
 
 /// Reads a node's stderr until it names a leader among `candidates`.
 async fn leader_named(node: &mut Node, candidates: &[u64]) -> u64 {
-    let (_, lines) = node.process.as_mut().expect("running");
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(id) = line
-            .strip_prefix("zmesh: cluster t: node ")
-            .and_then(|rest| rest.strip_suffix(" leads"))
-            .and_then(|id| id.parse().ok())
-            && candidates.contains(&id)
-        {
-            return id;
+    group_leader_named(node, 0, candidates).await
+}
+
+/// Reads a node's stderr until the leader it last named for `group` (0:
+/// the catalog, else a shard) is among `candidates`.
+async fn group_leader_named(node: &mut Node, group: u32, candidates: &[u64]) -> u64 {
+    loop {
+        if let Some(id) = node.named.get(&group).filter(|id| candidates.contains(id)) {
+            return *id;
+        }
+        let (_, lines) = node.process.as_mut().expect("running");
+        let Ok(Some(line)) = lines.next_line().await else {
+            panic!("node {} exited without naming a leader", node.id);
+        };
+        let Some(rest) = line.strip_prefix("zmesh: cluster t: node ") else {
+            continue;
+        };
+        let (id, named_group) = match rest.split_once(" leads") {
+            Some((id, "")) => (id, 0),
+            Some((id, shard)) => match shard.strip_prefix(" shard ").map(str::parse) {
+                Some(Ok(g)) => (id, g),
+                _ => continue,
+            },
+            None => continue,
+        };
+        if let Ok(id) = id.parse() {
+            node.named.insert(named_group, id);
         }
     }
-    panic!("node {} exited without naming a leader", node.id);
 }
 
 async fn client(node: &Node) -> QueueClient {
@@ -104,21 +147,7 @@ async fn options_on(node: &Node, queue: &str) -> QueueOptions {
 async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
     bounded(Duration::from_secs(90), async {
         let root = temp_dir("three");
-        let cluster_endpoints: Vec<String> = (0..3).map(|_| free_endpoint()).collect();
-        let peers = cluster_endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, ep)| format!("{}={ep}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes: Vec<Node> = (1..=3)
-            .map(|id| Node {
-                id,
-                client: free_endpoint(),
-                dir: root.join(format!("node-{id}")),
-                process: None,
-            })
-            .collect();
+        let (mut nodes, peers) = three_nodes(&root);
         for node in nodes.iter_mut() {
             start(node, &peers).await;
         }
@@ -214,4 +243,163 @@ async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
         let _ = std::fs::remove_dir_all(&root);
     })
     .await;
+}
+
+/// What a publisher under test did: every id it tried, and those confirmed.
+#[derive(Default)]
+struct Published {
+    tried: BTreeSet<String>,
+    confirmed: BTreeSet<String>,
+}
+
+/// Publishes `m-0`, `m-1`, ... to `queue` one after the other until `stop`,
+/// each until confirmed (a refusal while the cluster elects a leader is
+/// tried again with the same id); `confirmed` counts them as they come.
+fn publish_until_stopped(
+    client: QueueClient,
+    queue: &'static str,
+    published: Arc<Mutex<Published>>,
+    confirmed: tokio::sync::watch::Sender<usize>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for i in 0.. {
+            let id = format!("m-{i}");
+            published.lock().unwrap().tried.insert(id.clone());
+            loop {
+                if *stop.borrow() {
+                    return;
+                }
+                match client.publish_with_id(queue, id.clone(), id.clone()).await {
+                    Ok(_) => break,
+                    Err(QueueError::Refused { code, reason }) if code >= 500 => {
+                        // Not stored, or its fate unknown: the same id again
+                        // (a copy is a duplicate, counted, never a loss).
+                        eprintln!("{id}: {code} {reason}; again");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("{id}: {e}"),
+                }
+            }
+            published.lock().unwrap().confirmed.insert(id);
+            confirmed.send_modify(|n| *n += 1);
+        }
+    })
+}
+
+/// Consumes `queue` on `node` until every id of `want` has come, and
+/// returns the ids delivered (acking each).
+async fn delivered_ids(node: &Node, queue: &str, want: &BTreeSet<String>) -> BTreeSet<String> {
+    let client = client(node).await;
+    let mut consumer = client.consume(queue, 256).await.expect("consume");
+    let mut seen = BTreeSet::new();
+    while !want.is_subset(&seen) {
+        let d = consumer.next().await.expect("a delivery");
+        seen.insert(String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id"));
+        consumer.ack(d.tag).await.expect("ack");
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_publishes_survive_the_shard_leader_s_sigkill() {
+    // The bound also ends a wait for a confirmed message that never comes:
+    // the history below says which.
+    let history = Arc::new(Mutex::new(Published::default()));
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        leader_kill_under_publishes(history.clone()),
+    )
+    .await;
+    if outcome.is_err() {
+        let h = history.lock().unwrap();
+        panic!(
+            "the test exceeded its time limit with {} tried and {} confirmed",
+            h.tried.len(),
+            h.confirmed.len()
+        );
+    }
+}
+
+async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
+    const QUEUE: &str = "jobs";
+    const BEFORE: usize = 100;
+    const AFTER: usize = 100;
+    let root = temp_dir("leader-kill");
+    let (mut nodes, peers) = three_nodes(&root);
+    for node in nodes.iter_mut() {
+        start(node, &peers).await;
+    }
+    let leader = leader_named(&mut nodes[0], &[1, 2, 3]).await;
+    for node in nodes.iter_mut().skip(1) {
+        assert_eq!(leader_named(node, &[1, 2, 3]).await, leader);
+    }
+    client(&nodes[0])
+        .await
+        .declare(QUEUE, None)
+        .await
+        .expect("declared");
+    for node in &nodes {
+        until_queue(node, QUEUE, true).await;
+    }
+    let shard = zmesh_cluster::shard_of(QUEUE, zmesh_cluster::SHARDS_DEFAULT);
+    let shard_leader = group_leader_named(&mut nodes[0], shard, &[1, 2, 3]).await;
+    for node in nodes.iter_mut().skip(1) {
+        assert_eq!(
+            group_leader_named(node, shard, &[1, 2, 3]).await,
+            shard_leader
+        );
+    }
+
+    // The publisher talks to a node that does not lead the shard: it
+    // forwards each batch, and stays up through the kill.
+    let publisher_node = nodes.iter().position(|n| n.id != shard_leader).unwrap();
+    let (confirmed_tx, mut confirmed) = tokio::sync::watch::channel(0usize);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let publisher = publish_until_stopped(
+        client(&nodes[publisher_node]).await,
+        QUEUE,
+        history.clone(),
+        confirmed_tx,
+        stop,
+    );
+    confirmed.wait_for(|n| *n >= BEFORE).await.unwrap();
+
+    let (mut dead, _) = nodes[(shard_leader - 1) as usize].process.take().unwrap();
+    dead.start_kill().unwrap();
+    dead.wait().await.unwrap();
+    let at_kill = *confirmed.borrow();
+    confirmed.wait_for(|n| *n >= at_kill + AFTER).await.unwrap();
+    stop_tx.send(true).unwrap();
+    publisher.await.unwrap();
+    let (tried, confirmed) = {
+        let h = history.lock().unwrap();
+        (h.tried.clone(), h.confirmed.clone())
+    };
+
+    // Every confirmed id is delivered by the surviving node, and nothing
+    // that was never published.
+    let delivered = delivered_ids(&nodes[publisher_node], QUEUE, &confirmed).await;
+    let unexpected: Vec<&String> = delivered.difference(&tried).collect();
+    assert!(unexpected.is_empty(), "never published: {unexpected:?}");
+
+    // The killed node comes back, applies the shard's log again, and has
+    // every confirmed id too.
+    let back = (shard_leader - 1) as usize;
+    start(&mut nodes[back], &peers).await;
+    until_queue(&nodes[back], QUEUE, true).await;
+    let delivered_back = delivered_ids(&nodes[back], QUEUE, &confirmed).await;
+    let unexpected: Vec<&String> = delivered_back.difference(&tried).collect();
+    assert!(unexpected.is_empty(), "never published: {unexpected:?}");
+    eprintln!(
+        "{} tried, {} confirmed ({} before the kill), {} delivered by node {}, {} by the restarted node {}",
+        tried.len(),
+        confirmed.len(),
+        at_kill,
+        delivered.len(),
+        nodes[publisher_node].id,
+        delivered_back.len(),
+        nodes[back].id
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }

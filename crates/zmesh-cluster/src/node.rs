@@ -25,6 +25,9 @@ use crate::types::{Command, GroupId, METADATA_GROUP, NodeId, Types};
 /// a three-node cluster, so each node can lead one.
 pub const SHARDS_DEFAULT: u32 = 3;
 
+/// Entries one AppendEntries of a shard carries at most.
+const SHARD_ENTRIES_PER_APPEND: u64 = 32;
+
 /// Shard groups a cluster may have: each costs heartbeats and an fsync stream.
 pub const SHARDS_MAX: u32 = 64;
 
@@ -171,6 +174,9 @@ impl ClusterNode {
         let shard_start = GroupStart {
             raft_config: Arc::new(openraft::Config {
                 snapshot_policy: SnapshotPolicy::Never,
+                // An entry is a batch of up to a MiB (more for one large
+                // message): 32 of them stay well within a frame.
+                max_payload_entries: SHARD_ENTRIES_PER_APPEND,
                 ..(*start.raft_config).clone()
             }),
             ..start.clone()

@@ -32,4 +32,6 @@ mod tests;
 pub use self::core::{CoreCounters, QueueAction, QueueCore, QueueCoreConfig};
 pub use options::{Catalog, QueueOptions, QueueSpec};
 pub use state::{QueueCounters, QueueStats};
-pub use store::{DiskDone, OpenReport, QueueStore, QueueStoreConfig, StoreError};
+pub use store::{
+    DiskDone, OpenReport, QueueStore, QueueStoreConfig, ReplicatedPublish, StoreError,
+};

@@ -117,6 +117,9 @@ pub struct QueueStore {
     compact_resume_mono_ms: Option<u64>,
     /// Shutting down: no compaction (it would only delay the end).
     draining: bool,
+    /// In a cluster: publishes waiting to be handed to their shard groups
+    /// (`None`: a single broker, whose journal stores them).
+    replicated: Option<Vec<ReplicatedPublish>>,
     /// Where the last body read back from the journal for a move was.
     body_cursor: ReadCursor,
     /// Deliveries whose bodies are read back off the loop.
@@ -130,6 +133,18 @@ pub struct QueueStore {
 
 /// The journal's id in the writer: the store has one log.
 const JOURNAL: u64 = 0;
+
+/// A publish that a cluster stores: what its shard group replicates.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicatedPublish {
+    /// The core's ticket on the node that took it.
+    pub ticket: u64,
+    pub queue: String,
+    /// Wall-clock time of the publish, for TTL on every node.
+    pub published_ms: u64,
+    pub msg_id: Bytes,
+    pub body: Bytes,
+}
 
 impl QueueStore {
     /// Open the data directory, recover the journal and replay it.
@@ -184,6 +199,7 @@ impl QueueStore {
             compact_backoff: Duration::ZERO,
             compact_resume_mono_ms: None,
             draining: false,
+            replicated: None,
             body_cursor: ReadCursor::default(),
             reads: BodyReads::new(read_tx),
             read_rx,
@@ -214,7 +230,83 @@ impl QueueStore {
     /// is answered (what a drain waits for; deliveries still being read
     /// are not: their messages stay unacked and come back after a restart).
     pub fn settled(&self) -> bool {
-        self.writer.settled() && self.saves.idle()
+        self.writer.settled()
+            && self.saves.idle()
+            && self
+                .replicated
+                .as_ref()
+                .is_none_or(|r| r.is_empty() && self.core.tickets_waiting() == 0)
+    }
+
+    /// From now on publishes are stored by the cluster: their records wait
+    /// in [`QueueStore::take_replicated`] and are answered by
+    /// [`QueueStore::apply_committed`]. Deliveries, acks and requeues stay
+    /// in this node's memory (replicated in a later step: `docs/cluster.md`).
+    pub fn replicate_publishes(&mut self) {
+        self.replicated.get_or_insert_with(Vec::new);
+    }
+
+    /// The publishes waiting for the cluster since the last call.
+    pub fn take_replicated(&mut self) -> Vec<ReplicatedPublish> {
+        self.replicated
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// A publish the cluster committed at `offset` (the same on every
+    /// node): answered when `mine` (this node took it, as that ticket), and
+    /// applied to its queue in any case.
+    pub fn apply_committed(
+        &mut self,
+        offset: u64,
+        publish: ReplicatedPublish,
+        mine: bool,
+    ) -> Sends {
+        let Some(queue) = self.core.queue_id(&publish.queue) else {
+            if mine && self.core.is_storing(publish.ticket) {
+                // Deleted meanwhile: the core answers for a queue gone.
+                return self.answered(publish.ticket, Ok(offset));
+            }
+            tracing::warn!(
+                queue = publish.queue,
+                offset,
+                "a committed publish for a queue this node does not have is skipped"
+            );
+            return Vec::new();
+        };
+        let record = super::journal::Entry::Publish {
+            queue,
+            published_ms: publish.published_ms,
+            msg_id: publish.msg_id,
+            body: publish.body,
+        }
+        .encode();
+        let ticket = mine.then_some(publish.ticket);
+        let actions = self
+            .core
+            .apply_committed(self.now(), offset, ticket, &record);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        self.saves.pass(sends)
+    }
+
+    /// The cluster could not store these publishes of this node (`reason`
+    /// says why, and whether they may be stored after all): those still
+    /// waiting are refused.
+    pub fn replication_failed(&mut self, tickets: &[u64], reason: &str) -> Sends {
+        let mut sends = Vec::new();
+        for ticket in tickets {
+            sends.extend(self.answered(*ticket, Err(reason.to_owned())));
+        }
+        sends
+    }
+
+    fn answered(&mut self, ticket: u64, result: Result<u64, String>) -> Sends {
+        let actions = self.core.persisted(self.now(), ticket, result);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        self.saves.pass(sends)
     }
 
     /// Settled, and no body being read: every delivery decided is sent.
@@ -341,6 +433,10 @@ impl QueueStore {
         let actions = self.core.tick(self.now());
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
+        if self.replicated.is_some() {
+            // The journal holds no messages: the cluster's logs do.
+            return self.saves.pass(sends);
+        }
         // Segments waited on by a write or a read in flight stay.
         let pending = self
             .writer
@@ -550,7 +646,7 @@ impl QueueStore {
                     durability,
                     ticket,
                 } => match self.with_stored_body(record, body_at) {
-                    Ok(record) => todo.extend(self.append(&record, durability, ticket)),
+                    Ok(record) => todo.extend(self.append(record, durability, ticket)),
                     Err(reason) => {
                         tracing::error!(
                             reason,
@@ -569,13 +665,40 @@ impl QueueStore {
     /// at once (this record's under `always`, or records a failed write lost).
     fn append(
         &mut self,
-        record: &[u8],
+        record: Bytes,
         durability: Durability,
         ticket: Option<u64>,
     ) -> Vec<QueueAction> {
+        if let Some(replicated) = self.replicated.as_mut() {
+            // Settles, requeues and moves stay in memory for now: only
+            // publishes (and dead letters, published with a ticket) go.
+            if let (
+                Some(super::journal::Entry::Publish {
+                    queue,
+                    published_ms,
+                    msg_id,
+                    body,
+                }),
+                Some(ticket),
+            ) = (super::journal::Entry::decode(&record), ticket)
+            {
+                let Some(name) = self.core.queue_name(queue) else {
+                    let reason = "queue deleted".to_owned();
+                    return self.core.persisted(self.now(), ticket, Err(reason));
+                };
+                replicated.push(ReplicatedPublish {
+                    ticket,
+                    queue: name.to_owned(),
+                    published_ms,
+                    msg_id,
+                    body,
+                });
+            }
+            return Vec::new();
+        }
         if let Err(e) = self
             .writer
-            .append(JOURNAL, record, ticket.map(|t| (t, durability)))
+            .append(JOURNAL, &record, ticket.map(|t| (t, durability)))
         {
             tracing::warn!(error = %e, "journal append failed");
         }

@@ -100,26 +100,34 @@ pub async fn run_broker(
                 "zmesh: cluster {cluster_name} node {node_id} on {}",
                 node.endpoint()
             );
-            // Who leads the catalog, each time it changes: what an operator
-            // (and a test) watches for.
-            // The leader may be known already (starting the shards takes
-            // a while): that one is printed too.
-            let mut leader = node.watch_leader();
-            leader.mark_changed();
-            tokio::spawn(async move {
-                let mut printed = None;
-                while leader.changed().await.is_ok() {
-                    let now = *leader.borrow_and_update();
-                    if now == printed {
-                        continue;
+            // Who leads the catalog and each shard, each time it changes:
+            // what an operator (and a test) watches for. A leader known
+            // already (starting the shards takes a while) is printed too.
+            for group in 0..=node.shards() {
+                let what = match group {
+                    0 => String::new(),
+                    shard => format!(" shard {shard}"),
+                };
+                let cluster_name = cluster_name.clone();
+                let mut leader = node.watch_leader_of(group);
+                leader.mark_changed();
+                tokio::spawn(async move {
+                    let mut printed = None;
+                    while leader.changed().await.is_ok() {
+                        let now = *leader.borrow_and_update();
+                        if now == printed {
+                            continue;
+                        }
+                        printed = now;
+                        match now {
+                            Some(id) => {
+                                note!("zmesh: cluster {cluster_name}: node {id} leads{what}")
+                            }
+                            None => note!("zmesh: cluster {cluster_name}: no leader{what}"),
+                        }
                     }
-                    printed = now;
-                    match now {
-                        Some(id) => note!("zmesh: cluster {cluster_name}: node {id} leads"),
-                        None => note!("zmesh: cluster {cluster_name}: no leader"),
-                    }
-                }
-            });
+                });
+            }
             Some(std::sync::Arc::new(node))
         }
         None => None,
@@ -247,7 +255,13 @@ fn open_queues(
         group_commit_ms: cmd.group_commit_ms,
         group_commit_bytes: cmd.group_commit_bytes,
         core: zmesh_broker::queue::QueueCoreConfig {
-            bytes_max: cmd.queue_memory_mib << 20,
+            // In a cluster a body is read back from no journal (the shard
+            // logs hold them): all stay in memory, within each queue's
+            // max_bytes and the broker's messages_max.
+            bytes_max: match cmd.cluster {
+                Some(_) => u64::MAX,
+                None => cmd.queue_memory_mib << 20,
+            },
             storing_bytes_max: cmd.queue_memory_mib << 20,
             ..Default::default()
         },

@@ -36,6 +36,7 @@ pub use compact::{COMPACT_IDLE_MS, CompactLimits, MOVE_HEADER_BYTES, RECORD_OVER
 mod deliver;
 mod publish;
 mod replay;
+mod replicated;
 
 pub use action::QueueAction;
 pub use catalog::options_as_created;

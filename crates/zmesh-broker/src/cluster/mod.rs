@@ -1,11 +1,15 @@
 //! A broker in a cluster: queue declarations and deletions go through the
 //! cluster's metadata group, and each node's queues follow the catalog the
-//! group agreed on. (Messages are not replicated yet: each node keeps its
-//! own; see `docs/cluster.md`.)
+//! group agreed on; publishes are stored by the queue's shard group
+//! (`replicate.rs`). Deliveries and acks are not replicated yet: each node
+//! delivers its own copy (see `docs/cluster.md`).
 //!
-//! The loop never waits for the group: a DECLARE or DELETE becomes a
-//! proposal on its own task, and its outcome comes back through a bounded
-//! channel the loop selects on, as do the catalog's changes.
+//! The loop never waits for a group: a DECLARE, a DELETE or a batch of
+//! publishes becomes a proposal on its own task, and its outcome comes back
+//! through a bounded channel the loop selects on, as do the catalog's
+//! changes and the shards' committed batches.
+
+mod replicate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use zmesh_cluster::{
     QueueRecord,
 };
 
+use self::replicate::Replication;
 use crate::queue::core::options_as_created;
 use crate::queue::proto::{self, code};
 use crate::queue::store::QueueStore;
@@ -37,12 +42,12 @@ pub struct Decided {
 
 /// Sends its proposal's outcome when dropped, whatever ended the task (an
 /// answer, or a panic on the way): every proposal in flight is answered.
-struct Answering {
-    decided: Option<Decided>,
-    tx: mpsc::Sender<Decided>,
+struct Answering<T> {
+    decided: Option<T>,
+    tx: mpsc::Sender<T>,
 }
 
-impl Drop for Answering {
+impl<T> Drop for Answering<T> {
     fn drop(&mut self) {
         if let Some(decided) = self.decided.take() {
             // The channel holds as many as may be in flight: never full.
@@ -57,6 +62,8 @@ pub enum ClusterEvent {
     Decided(Decided),
     /// This node's metadata group applied entries.
     CatalogChanged,
+    /// A shard committed a batch, or a batch proposal ended.
+    Replication(replicate::Event),
 }
 
 /// The broker's end of its cluster node.
@@ -76,6 +83,12 @@ pub struct ClusterLink {
     decided_rx: mpsc::Receiver<Decided>,
     in_flight: usize,
     draining: bool,
+    /// The catalog's index as this node's queues last followed it.
+    followed_index: u64,
+    /// The highest catalog index this node knows of: followed, or in an
+    /// answer (the leader's catalog, ahead of this node's).
+    known_index: u64,
+    replication: Replication,
 }
 
 impl ClusterLink {
@@ -85,6 +98,9 @@ impl ClusterLink {
         catalog.mark_changed();
         let (decided_tx, decided_rx) = mpsc::channel(PROPOSALS_IN_FLIGHT_MAX);
         ClusterLink {
+            replication: Replication::new(node.clone()),
+            followed_index: 0,
+            known_index: 0,
             node,
             catalog,
             followed: BTreeMap::new(),
@@ -105,7 +121,18 @@ impl ClusterLink {
 
     /// Whether every proposal of this node has been answered.
     pub fn settled(&self) -> bool {
-        self.in_flight == 0
+        self.in_flight == 0 && self.replication.settled()
+    }
+
+    /// Proposes the publishes the queues took since the last call (once
+    /// per turn of the loop).
+    pub fn replicate(&mut self, queues: &mut QueueStore) {
+        self.replication.propose(queues, self.known_index);
+    }
+
+    /// Committed batches that would not decode, skipped.
+    pub fn undecodable_batches(&self) -> u64 {
+        self.replication.undecodable
     }
 
     /// Takes a queue message that changes the catalog (a well-formed DECLARE
@@ -178,6 +205,21 @@ impl ClusterLink {
         tokio::select! {
             Some(decided) = self.decided_rx.recv() => ClusterEvent::Decided(decided),
             Ok(()) = self.catalog.changed() => ClusterEvent::CatalogChanged,
+            event = self.replication.next() => ClusterEvent::Replication(event),
+        }
+    }
+
+    /// Carries out what the cluster has for the loop.
+    pub fn on_event(&mut self, event: ClusterEvent, queues: &mut QueueStore) -> Sends {
+        match event {
+            ClusterEvent::Decided(decided) => self.answer(decided, queues),
+            ClusterEvent::CatalogChanged => self.follow_catalog(queues),
+            ClusterEvent::Replication(replicate::Event::Committed(c)) => {
+                self.replication.committed(c, queues, self.followed_index)
+            }
+            ClusterEvent::Replication(replicate::Event::Done(done)) => {
+                self.replication.done(done, queues, self.known_index)
+            }
         }
     }
 
@@ -199,6 +241,7 @@ impl ClusterLink {
         if let Ok(applied) = &outcome {
             let index = self.answered.entry(queue.clone()).or_default();
             *index = (*index).max(applied.index);
+            self.known_index = self.known_index.max(applied.index);
         }
         let mut sends = answer_one(&queue, from, &frames, &corr, outcome, queues);
         match self.pending.get_mut(&queue) {
@@ -241,6 +284,10 @@ impl ClusterLink {
             };
             sends.extend(self.follow(&name, view.queues.get(&name), changed_by_answer, queues));
         }
+        self.followed_index = self.followed_index.max(view.applied_index);
+        self.known_index = self.known_index.max(view.applied_index);
+        // A committed batch may have waited for these queues.
+        sends.extend(self.replication.release(queues, self.followed_index));
         sends
     }
 

@@ -1,0 +1,262 @@
+//! Publishes stored by the cluster: each node hands what its clients
+//! publish to the shard group of their queue, a batch per shard at a time,
+//! and applies every shard's committed batches in log order. A publish is
+//! confirmed when the node that took it applies the batch holding it: a
+//! quorum has it durable by then.
+//!
+//! One batch per shard is in flight at a time, so a shard's publishes are
+//! committed in the order the node took them; what arrives meanwhile waits
+//! and goes out as the next batch (within the queues' bound on bytes
+//! waiting for storage, past which publishes are refused).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use zmesh_cluster::{ClusterNode, Command, Committed, GroupId, NodeId};
+
+use super::Answering;
+use crate::queue::store::{QueueStore, ReplicatedPublish};
+use crate::storage::Sends;
+
+/// Publishes in one batch at most. A record's offset is its entry's index
+/// shifted past `POSITION_BITS`, plus its position in the batch.
+pub const BATCH_PUBLISHES_MAX: usize = 4096;
+
+/// Body bytes in one batch at most (a batch holds at least one publish,
+/// whatever its size).
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+
+const POSITION_BITS: u32 = 20;
+const _: () = assert!(BATCH_PUBLISHES_MAX < 1 << POSITION_BITS);
+
+/// What a shard's Raft entry holds for the queues.
+#[derive(Debug, Serialize, Deserialize)]
+struct ShardBatch {
+    /// The node that took the publishes, and which start of it: a
+    /// restarted node's tickets start over.
+    node: NodeId,
+    boot: u64,
+    /// How far that node knew the catalog: a node applies the batch once
+    /// its queues follow the catalog that far (its queues exist here).
+    catalog_index: u64,
+    publishes: Vec<ReplicatedPublish>,
+}
+
+/// A batch proposal ended.
+pub struct BatchDone {
+    group: GroupId,
+    tickets: Vec<u64>,
+    /// `Err` with the reason when the batch may not have been stored.
+    result: Result<(), String>,
+}
+
+/// The offset a publish committed at `index`, `position` has on every node.
+fn offset_of(index: u64, position: usize) -> u64 {
+    debug_assert!(position < BATCH_PUBLISHES_MAX);
+    debug_assert!(
+        index < 1 << (64 - POSITION_BITS),
+        "the log is not that long"
+    );
+    (index << POSITION_BITS) | position as u64
+}
+
+pub struct Replication {
+    node: Arc<ClusterNode>,
+    boot: u64,
+    /// Shards' committed batches, in log order per shard.
+    committed: mpsc::Receiver<Committed>,
+    /// A committed batch that waits for this node's queues to follow the
+    /// catalog (further batches wait behind it).
+    held: Option<(u64, ShardBatch)>,
+    /// Publishes taken and not yet proposed, per shard.
+    waiting: BTreeMap<GroupId, VecDeque<ReplicatedPublish>>,
+    /// Shards with a batch proposal out.
+    in_flight: BTreeSet<GroupId>,
+    done_tx: mpsc::Sender<BatchDone>,
+    done_rx: mpsc::Receiver<BatchDone>,
+    /// Batches that would not decode (a bug, or a node of another version).
+    pub undecodable: u64,
+}
+
+impl Replication {
+    pub fn new(node: Arc<ClusterNode>) -> Replication {
+        let committed = node
+            .take_committed()
+            .expect("a node's committed batches go to one broker");
+        // One batch per shard is in flight: the channel never fills.
+        let (done_tx, done_rx) = mpsc::channel(node.shards() as usize);
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id());
+        Replication {
+            node,
+            boot,
+            committed,
+            held: None,
+            waiting: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            done_tx,
+            done_rx,
+            undecodable: 0,
+        }
+    }
+
+    /// Every publish taken has been proposed and its proposal has ended.
+    pub fn settled(&self) -> bool {
+        self.in_flight.is_empty() && self.waiting.values().all(VecDeque::is_empty)
+    }
+
+    /// A committed batch (none while one is held), or a proposal's end.
+    pub async fn next(&mut self) -> Event {
+        tokio::select! {
+            Some(done) = self.done_rx.recv() => Event::Done(done),
+            Some(c) = self.committed.recv(), if self.held.is_none() => Event::Committed(c),
+            else => std::future::pending().await,
+        }
+    }
+
+    /// Takes the publishes the queues stored since the last call and
+    /// proposes a batch to each shard that has none in flight.
+    /// `catalog_index`: how far this node knows the catalog.
+    pub fn propose(&mut self, queues: &mut QueueStore, catalog_index: u64) {
+        for publish in queues.take_replicated() {
+            let group = self.node.shard_of(&publish.queue);
+            self.waiting.entry(group).or_default().push_back(publish);
+        }
+        let ready: Vec<GroupId> = self
+            .waiting
+            .iter()
+            .filter(|(g, w)| !w.is_empty() && !self.in_flight.contains(g))
+            .map(|(g, _)| *g)
+            .collect();
+        for group in ready {
+            self.propose_batch(group, catalog_index);
+        }
+    }
+
+    fn propose_batch(&mut self, group: GroupId, catalog_index: u64) {
+        let waiting = self.waiting.entry(group).or_default();
+        let mut publishes = Vec::new();
+        let mut bytes = 0;
+        while let Some(p) = waiting.front() {
+            if publishes.len() >= BATCH_PUBLISHES_MAX
+                || (!publishes.is_empty() && bytes + p.body.len() > BATCH_BYTES_MAX)
+            {
+                break;
+            }
+            bytes += p.body.len();
+            publishes.push(waiting.pop_front().expect("looked at"));
+        }
+        let tickets: Vec<u64> = publishes.iter().map(|p| p.ticket).collect();
+        let batch = ShardBatch {
+            node: self.node.node_id(),
+            boot: self.boot,
+            catalog_index,
+            publishes,
+        };
+        let payload = Bytes::from(rmp_serde::to_vec(&batch).expect("a batch encodes"));
+        self.in_flight.insert(group);
+        let node = self.node.clone();
+        let mut answering = Answering {
+            decided: Some(BatchDone {
+                group,
+                tickets,
+                result: Err("the proposal ended without an answer".into()),
+            }),
+            tx: self.done_tx.clone(),
+        };
+        tokio::spawn(async move {
+            let result = node.propose_in(group, Command::Batch { payload }).await;
+            if let Some(done) = answering.decided.as_mut() {
+                done.result = result.map(|_| ()).map_err(|e| format!("cluster: {e}"));
+            }
+        });
+    }
+
+    /// A proposal ended: a failed one's publishes still waiting are
+    /// refused, and the shard's next batch goes out.
+    pub fn done(&mut self, done: BatchDone, queues: &mut QueueStore, catalog_index: u64) -> Sends {
+        self.in_flight.remove(&done.group);
+        let mut sends = Vec::new();
+        if let Err(reason) = &done.result {
+            tracing::warn!(group = done.group, "a batch of publishes failed: {reason}");
+            sends = queues.replication_failed(&done.tickets, reason);
+        }
+        if self.waiting.get(&done.group).is_some_and(|w| !w.is_empty()) {
+            self.propose_batch(done.group, catalog_index);
+        }
+        sends
+    }
+
+    /// A shard committed a batch: applied now if this node's queues follow
+    /// the catalog as far as its proposer did (`followed_index`), else held
+    /// until [`Replication::release`] finds they do.
+    pub fn committed(
+        &mut self,
+        committed: Committed,
+        queues: &mut QueueStore,
+        followed_index: u64,
+    ) -> Sends {
+        let batch: ShardBatch = match rmp_serde::from_slice(&committed.payload) {
+            Ok(b) => b,
+            Err(e) => {
+                self.undecodable += 1;
+                tracing::error!(
+                    group = committed.group,
+                    index = committed.index,
+                    "a committed batch does not decode and is skipped: {e}"
+                );
+                return Vec::new();
+            }
+        };
+        if batch.catalog_index > followed_index {
+            self.held = Some((committed.index, batch));
+            return Vec::new();
+        }
+        self.apply(committed.index, batch, queues)
+    }
+
+    /// The queues followed the catalog to `followed_index`: a batch held for
+    /// that is applied.
+    pub fn release(&mut self, queues: &mut QueueStore, followed_index: u64) -> Sends {
+        match self.held.take() {
+            Some((index, batch)) if batch.catalog_index <= followed_index => {
+                self.apply(index, batch, queues)
+            }
+            held => {
+                self.held = held;
+                Vec::new()
+            }
+        }
+    }
+
+    fn apply(&mut self, index: u64, batch: ShardBatch, queues: &mut QueueStore) -> Sends {
+        let mine = batch.node == self.node.node_id() && batch.boot == self.boot;
+        let mut sends = Vec::new();
+        for (position, publish) in batch.publishes.into_iter().enumerate() {
+            sends.extend(queues.apply_committed(offset_of(index, position), publish, mine));
+        }
+        sends
+    }
+}
+
+/// What the replication has for the loop.
+pub enum Event {
+    Committed(Committed),
+    Done(BatchDone),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_keep_log_order() {
+        assert!(offset_of(1, BATCH_PUBLISHES_MAX - 1) < offset_of(2, 0));
+        assert!(offset_of(7, 0) < offset_of(7, 1));
+    }
+}
