@@ -252,25 +252,27 @@ impl ClusterNode {
     }
 
     /// Proposes a command to `group`, as [`ClusterNode::propose`] does.
-    /// One made while the group has no leader waits for an election, up to
-    /// twice the longest election timeout, and is tried once more.
+    /// One made while the group has no leader, or whose leader cannot be
+    /// reached (nothing was sent), waits for another leader, up to twice
+    /// the longest election timeout, and is tried once more.
     pub async fn propose_in(
         &self,
         group: GroupId,
         command: Command,
     ) -> Result<Applied, ProposeError> {
-        match self.propose_once(group, command.clone()).await {
-            Err(ProposeError::NotLeader { leader: None }) => {
-                let election = 2 * self.timing.election_timeout_max;
-                let mut leader = self.watch_leader_of(group);
-                let elected = tokio::time::timeout(election, leader.wait_for(|l| l.is_some()));
-                if !matches!(elected.await, Ok(Ok(_))) {
-                    return Err(ProposeError::NotLeader { leader: None });
-                }
-                self.propose_once(group, command).await
-            }
-            answer => answer,
+        let first = self.propose_once(group, command.clone()).await;
+        let not_this_one = match &first {
+            Err(ProposeError::NotLeader { leader: None }) => None,
+            Err(ProposeError::LeaderUnreachable { leader, .. }) => Some(*leader),
+            _ => return first,
+        };
+        let election = 2 * self.timing.election_timeout_max;
+        let mut leader = self.watch_leader_of(group);
+        let elected = leader.wait_for(|l| l.is_some() && *l != not_this_one);
+        if !matches!(tokio::time::timeout(election, elected).await, Ok(Ok(_))) {
+            return first;
         }
+        self.propose_once(group, command).await
     }
 
     async fn propose_once(

@@ -37,6 +37,8 @@ pub(crate) enum LinkError {
     Busy(NodeId),
     #[error("the link to node {0} is closed")]
     Closed(NodeId),
+    #[error("node {0} is not connected")]
+    Down(NodeId),
     #[error("node {node} refused: {reason}")]
     Refused { node: NodeId, reason: String },
     #[error("node {node} sent an answer of the wrong kind to a {asked:?} request")]
@@ -128,11 +130,17 @@ async fn run_link(
         Ok(s) => s,
         Err(e) => return tracing::error!(node, "no socket for the cluster link: {e}"),
     };
+    // Watched before connecting, so no close is missed.
+    let mut closes = socket.closed_connections();
     if let Err(e) = socket.connect(&endpoint).await {
         return tracing::error!(node, endpoint, "cluster link cannot connect: {e}");
     }
     let mut pending: HashMap<u64, oneshot::Sender<Result<Answer, LinkError>>> = HashMap::new();
     let mut next_id: u64 = 0;
+    // After a close, whether the DEALER has reconnected is asked before each
+    // request: one sent with no connection would wait for a peer that may
+    // be dead, where its caller would rather hear at once.
+    let mut maybe_down = false;
     loop {
         tokio::select! {
             outgoing = requests.recv() => {
@@ -143,6 +151,15 @@ async fn run_link(
                 if pending.len() >= PENDING_MAX {
                     let _ = reply.send(Err(LinkError::Busy(node)));
                     continue;
+                }
+                if maybe_down {
+                    match socket.connection_ids().await {
+                        Ok(ids) if !ids.is_empty() => maybe_down = false,
+                        _ => {
+                            let _ = reply.send(Err(LinkError::Down(node)));
+                            continue;
+                        }
+                    }
                 }
                 next_id += 1;
                 let request = Request {
@@ -171,6 +188,16 @@ async fn run_link(
                         break;
                     }
                 }
+            }
+            Some(_closed) = closes.next() => {
+                // The DEALER reconnects, but what went out on the closed
+                // connection gets no answer: its callers hear now that its
+                // fate is unknown, not when their time is up (a killed
+                // leader costs a failover, not a forwarding limit).
+                for (_, waiting) in pending.drain() {
+                    let _ = waiting.send(Err(LinkError::Closed(node)));
+                }
+                maybe_down = true;
             }
             received = socket.recv() => {
                 let message = match received {
