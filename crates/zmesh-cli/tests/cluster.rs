@@ -86,19 +86,63 @@ async fn group_leader_named(node: &mut Node, group: u32, candidates: &[u64]) -> 
         let Ok(Some(line)) = lines.next_line().await else {
             panic!("node {} exited without naming a leader", node.id);
         };
-        let Some(rest) = line.strip_prefix("zmesh: cluster t: node ") else {
-            continue;
+        note_leader(node, &line);
+    }
+}
+
+/// Notes the leader a line of `node`'s stderr names, if it names one.
+fn note_leader(node: &mut Node, line: &str) {
+    let Some(rest) = line.strip_prefix("zmesh: cluster t: node ") else {
+        return;
+    };
+    let (id, group) = match rest.split_once(" leads") {
+        Some((id, "")) => (id, 0),
+        Some((id, shard)) => match shard.strip_prefix(" shard ").map(str::parse) {
+            Some(Ok(g)) => (id, g),
+            _ => return,
+        },
+        None => return,
+    };
+    if let Ok(id) = id.parse() {
+        node.named.insert(group, id);
+    }
+}
+
+/// Notes what the running nodes have said so far, without waiting.
+fn note_said(nodes: &mut [Node]) {
+    for node in nodes.iter_mut() {
+        while let Some(line) = node.process.as_mut().and_then(|(_, l)| l.try_next_line()) {
+            note_leader(node, &line);
+        }
+    }
+}
+
+/// Waits until every running node last named the same leader of `group`,
+/// and returns it: an election that changes its mind on the way (two
+/// candidates, one after the other) is followed to its end.
+async fn agreed_leader_of(nodes: &mut [Node], group: u32) -> u64 {
+    loop {
+        note_said(nodes);
+        let named: BTreeSet<Option<u64>> = nodes
+            .iter()
+            .filter(|n| n.process.is_some())
+            .map(|n| n.named.get(&group).copied())
+            .collect();
+        if let [Some(leader)] = named.iter().copied().collect::<Vec<_>>()[..] {
+            return leader;
+        }
+        // Disagreeing: wait for any node to say more.
+        let (said, at) = {
+            let waits = nodes
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(at, n)| n.process.as_mut().map(|(_, lines)| (at, lines)))
+                .map(|(at, lines)| Box::pin(async move { (lines.next_line().await, at) }));
+            futures::future::select_all(waits).await.0
         };
-        let (id, named_group) = match rest.split_once(" leads") {
-            Some((id, "")) => (id, 0),
-            Some((id, shard)) => match shard.strip_prefix(" shard ").map(str::parse) {
-                Some(Ok(g)) => (id, g),
-                _ => continue,
-            },
-            None => continue,
-        };
-        if let Ok(id) = id.parse() {
-            node.named.insert(named_group, id);
+        match said {
+            Ok(Some(line)) => note_leader(&mut nodes[at], &line),
+            _ => panic!("node {} exited", nodes[at].id),
         }
     }
 }
@@ -343,13 +387,7 @@ async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
         until_queue(node, QUEUE, true).await;
     }
     let shard = zmesh_cluster::shard_of(QUEUE, zmesh_cluster::SHARDS_DEFAULT);
-    let shard_leader = group_leader_named(&mut nodes[0], shard, &[1, 2, 3]).await;
-    for node in nodes.iter_mut().skip(1) {
-        assert_eq!(
-            group_leader_named(node, shard, &[1, 2, 3]).await,
-            shard_leader
-        );
-    }
+    let shard_leader = agreed_leader_of(&mut nodes, shard).await;
 
     // The publisher talks to a node that does not lead the shard: it
     // forwards each batch, and stays up through the kill.
@@ -365,7 +403,24 @@ async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
     );
     confirmed.wait_for(|n| *n >= BEFORE).await.unwrap();
 
-    let (mut dead, _) = nodes[(shard_leader - 1) as usize].process.take().unwrap();
+    // The shard's leader now, as the publisher's node last named it. Should
+    // leadership have moved to the publisher's node (an election on a busy
+    // machine), the other node dies instead: no confirmed id may be lost
+    // either way, and the test says which it was.
+    note_said(&mut nodes);
+    let now_leading = nodes[publisher_node].named[&shard];
+    let victim = if now_leading == nodes[publisher_node].id {
+        let other = nodes
+            .iter()
+            .find(|n| n.id != now_leading && n.id != shard_leader)
+            .unwrap()
+            .id;
+        eprintln!("the publisher's node leads the shard now: node {other} dies instead");
+        other
+    } else {
+        now_leading
+    };
+    let (mut dead, _) = nodes[(victim - 1) as usize].process.take().unwrap();
     dead.start_kill().unwrap();
     dead.wait().await.unwrap();
     let at_kill = *confirmed.borrow();
@@ -377,29 +432,39 @@ async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
         (h.tried.clone(), h.confirmed.clone())
     };
 
-    // Every confirmed id is delivered by the surviving node, and nothing
-    // that was never published.
-    let delivered = delivered_ids(&nodes[publisher_node], QUEUE, &confirmed).await;
-    let unexpected: Vec<&String> = delivered.difference(&tried).collect();
-    assert!(unexpected.is_empty(), "never published: {unexpected:?}");
+    // Every confirmed id is delivered by both surviving nodes (each applies
+    // every committed batch), and nothing that was never published.
+    let mut report = Vec::new();
+    for node in nodes.iter().filter(|n| n.process.is_some()) {
+        let delivered = delivered_ids(node, QUEUE, &confirmed).await;
+        let unexpected: Vec<&String> = delivered.difference(&tried).collect();
+        assert!(unexpected.is_empty(), "never published: {unexpected:?}");
+        report.push(format!("{} by node {}", delivered.len(), node.id));
+    }
 
     // The killed node comes back, applies the shard's log again, and has
     // every confirmed id too.
-    let back = (shard_leader - 1) as usize;
+    let back = (victim - 1) as usize;
     start(&mut nodes[back], &peers).await;
     until_queue(&nodes[back], QUEUE, true).await;
     let delivered_back = delivered_ids(&nodes[back], QUEUE, &confirmed).await;
     let unexpected: Vec<&String> = delivered_back.difference(&tried).collect();
     assert!(unexpected.is_empty(), "never published: {unexpected:?}");
+    report.push(format!(
+        "{} by the restarted node {victim}",
+        delivered_back.len()
+    ));
     eprintln!(
-        "{} tried, {} confirmed ({} before the kill), {} delivered by node {}, {} by the restarted node {}",
+        "{} tried, {} confirmed ({} before the kill of node {victim}, {} shard {shard}); delivered {}",
         tried.len(),
         confirmed.len(),
         at_kill,
-        delivered.len(),
-        nodes[publisher_node].id,
-        delivered_back.len(),
-        nodes[back].id
+        if victim == now_leading {
+            "which led"
+        } else {
+            "which did not lead"
+        },
+        report.join(", ")
     );
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -21,7 +21,7 @@ use zmesh_cluster::{
     QueueRecord,
 };
 
-use self::replicate::Replication;
+use self::replicate::{Followed, Replication};
 use crate::queue::core::options_as_created;
 use crate::queue::proto::{self, code};
 use crate::queue::store::QueueStore;
@@ -127,7 +127,16 @@ impl ClusterLink {
     /// Proposes the publishes the queues took since the last call (once
     /// per turn of the loop).
     pub fn replicate(&mut self, queues: &mut QueueStore) {
-        self.replication.propose(queues, self.known_index);
+        let catalog = self.catalog.borrow().queues.clone();
+        let followed = &self.followed;
+        let declared_at = |name: &str| {
+            followed
+                .get(name)
+                .or_else(|| catalog.get(name))
+                .map_or(0, |r| r.declared_at_index)
+        };
+        self.replication
+            .propose(queues, self.known_index, declared_at);
     }
 
     /// Committed batches that would not decode, skipped.
@@ -215,7 +224,11 @@ impl ClusterLink {
             ClusterEvent::Decided(decided) => self.answer(decided, queues),
             ClusterEvent::CatalogChanged => self.follow_catalog(queues),
             ClusterEvent::Replication(replicate::Event::Committed(c)) => {
-                self.replication.committed(c, queues, self.followed_index)
+                let followed = Followed {
+                    index: self.followed_index,
+                    queues: &self.followed,
+                };
+                self.replication.committed(c, queues, &followed)
             }
             ClusterEvent::Replication(replicate::Event::Done(done)) => {
                 self.replication.done(done, queues, self.known_index)
@@ -267,8 +280,10 @@ impl ClusterLink {
             .cloned()
             .collect();
         let mut sends = Vec::new();
+        let mut skipped = false;
         for name in names {
             if self.pending.contains_key(&name) {
+                skipped = true;
                 continue;
             }
             // An answer changed this queue here: once the catalog includes
@@ -284,10 +299,19 @@ impl ClusterLink {
             };
             sends.extend(self.follow(&name, view.queues.get(&name), changed_by_answer, queues));
         }
-        self.followed_index = self.followed_index.max(view.applied_index);
+        // Followed that far only when no queue waited: a batch for a queue
+        // still waiting for its own answer must wait too, or it would find
+        // no queue to go in.
+        if !skipped {
+            self.followed_index = self.followed_index.max(view.applied_index);
+        }
         self.known_index = self.known_index.max(view.applied_index);
         // A committed batch may have waited for these queues.
-        sends.extend(self.replication.release(queues, self.followed_index));
+        let followed = Followed {
+            index: self.followed_index,
+            queues: &self.followed,
+        };
+        sends.extend(self.replication.release(queues, &followed));
         sends
     }
 

@@ -121,9 +121,16 @@ impl Replication {
 
     /// Takes the publishes the queues stored since the last call and
     /// proposes a batch to each shard that has none in flight.
-    /// `catalog_index`: how far this node knows the catalog.
-    pub fn propose(&mut self, queues: &mut QueueStore, catalog_index: u64) {
-        for publish in queues.take_replicated() {
+    /// `catalog_index`: how far this node knows the catalog;
+    /// `declared_at`: the index that declared a queue, as far as known.
+    pub fn propose(
+        &mut self,
+        queues: &mut QueueStore,
+        catalog_index: u64,
+        declared_at: impl Fn(&str) -> u64,
+    ) {
+        for mut publish in queues.take_replicated() {
+            publish.declared_at = declared_at(&publish.queue);
             let group = self.node.shard_of(&publish.queue);
             self.waiting.entry(group).or_default().push_back(publish);
         }
@@ -199,7 +206,7 @@ impl Replication {
         &mut self,
         committed: Committed,
         queues: &mut QueueStore,
-        followed_index: u64,
+        followed: &Followed,
     ) -> Sends {
         let batch: ShardBatch = match rmp_serde::from_slice(&committed.payload) {
             Ok(b) => b,
@@ -213,19 +220,19 @@ impl Replication {
                 return Vec::new();
             }
         };
-        if batch.catalog_index > followed_index {
+        if batch.catalog_index > followed.index {
             self.held = Some((committed.index, batch));
             return Vec::new();
         }
-        self.apply(committed.index, batch, queues)
+        self.apply(committed.index, batch, queues, followed)
     }
 
     /// The queues followed the catalog to `followed_index`: a batch held for
     /// that is applied.
-    pub fn release(&mut self, queues: &mut QueueStore, followed_index: u64) -> Sends {
+    pub fn release(&mut self, queues: &mut QueueStore, followed: &Followed) -> Sends {
         match self.held.take() {
-            Some((index, batch)) if batch.catalog_index <= followed_index => {
-                self.apply(index, batch, queues)
+            Some((index, batch)) if batch.catalog_index <= followed.index => {
+                self.apply(index, batch, queues, followed)
             }
             held => {
                 self.held = held;
@@ -234,13 +241,46 @@ impl Replication {
         }
     }
 
-    fn apply(&mut self, index: u64, batch: ShardBatch, queues: &mut QueueStore) -> Sends {
+    fn apply(
+        &mut self,
+        index: u64,
+        batch: ShardBatch,
+        queues: &mut QueueStore,
+        followed: &Followed,
+    ) -> Sends {
         let mine = batch.node == self.node.node_id() && batch.boot == self.boot;
         let mut sends = Vec::new();
         for (position, publish) in batch.publishes.into_iter().enumerate() {
+            // Published to a declaration of the queue that is gone: every
+            // node skips it alike, and its publisher hears so.
+            let here = followed.declared_at(&publish.queue);
+            if publish.declared_at != 0 && here != 0 && publish.declared_at != here {
+                if mine {
+                    sends.extend(queues.replication_failed(
+                        &[publish.ticket],
+                        "the queue was deleted and declared again meanwhile",
+                    ));
+                }
+                continue;
+            }
             sends.extend(queues.apply_committed(offset_of(index, position), publish, mine));
         }
         sends
+    }
+}
+
+/// How far this node's queues follow the catalog.
+pub struct Followed<'a> {
+    /// The catalog index followed.
+    pub index: u64,
+    /// The catalog's records as followed.
+    pub queues: &'a BTreeMap<String, zmesh_cluster::QueueRecord>,
+}
+
+impl Followed<'_> {
+    /// The index that declared `queue` here (0: not known).
+    fn declared_at(&self, queue: &str) -> u64 {
+        self.queues.get(queue).map_or(0, |r| r.declared_at_index)
     }
 }
 

@@ -144,6 +144,10 @@ pub struct ReplicatedPublish {
     pub published_ms: u64,
     pub msg_id: Bytes,
     pub body: Bytes,
+    /// Which declaration of the queue it was published to: the catalog
+    /// index that declared it (0: not known), so that a queue deleted and
+    /// declared again does not get the old one's messages.
+    pub declared_at: u64,
 }
 
 impl QueueStore {
@@ -470,7 +474,8 @@ impl QueueStore {
     /// Compact when the journal is mostly dead records: move live messages
     /// out of its oldest segment (bounded per batch). True when it wrote.
     fn compact(&mut self, sends: &mut Sends) -> bool {
-        if self.draining {
+        // In a cluster the journal holds no messages to move.
+        if self.draining || self.replicated.is_some() {
             return false;
         }
         let failures = self.core.move_failures();
@@ -692,6 +697,8 @@ impl QueueStore {
                     published_ms,
                     msg_id,
                     body,
+                    // The cluster link knows the catalog.
+                    declared_at: 0,
                 });
             }
             return Vec::new();

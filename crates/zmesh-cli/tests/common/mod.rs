@@ -94,6 +94,13 @@ impl LogLines {
         }
     }
 
+    /// The next line if one has come already.
+    pub fn try_next_line(&mut self) -> Option<String> {
+        self.again
+            .pop_front()
+            .or_else(|| self.lines.try_recv().ok())
+    }
+
     /// The next line; `Ok(None)` once the child closed its stderr.
     pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
         match self.again.pop_front() {

@@ -21,8 +21,10 @@ use crate::types::{GroupId, NodeId, Types};
 use super::cluster_socket_options;
 use super::wire::{Answer, Reply, Request, Rpc};
 
-/// RPCs a node serves at once; the ROUTER is not read while all are busy.
-const SERVING_MAX: usize = 64;
+/// RPCs a node serves at once for one group; past it, the group's next
+/// RPC is refused at once (its sender tries again), and other groups are
+/// served meanwhile: a group stuck applying cannot starve the others.
+const SERVING_PER_GROUP_MAX: usize = 64;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -148,7 +150,7 @@ async fn serve(
     mut stopped: oneshot::Receiver<()>,
     undecodable: Arc<AtomicU64>,
 ) {
-    let serving = Arc::new(Semaphore::new(SERVING_MAX));
+    let mut serving: HashMap<GroupId, Arc<Semaphore>> = HashMap::new();
     loop {
         let message = tokio::select! {
             _ = &mut stopped => return,
@@ -189,8 +191,22 @@ async fn serve(
                 .cloned()
                 .ok_or_else(|| format!("no group {group} on this node"))
         };
-        let Ok(permit) = serving.clone().acquire_owned().await else {
-            return;
+        // Groups are known (or refused just above), so this map is bounded.
+        let permit = match &target {
+            Ok(_) => serving
+                .entry(group)
+                .or_insert_with(|| Arc::new(Semaphore::new(SERVING_PER_GROUP_MAX)))
+                .clone()
+                .try_acquire_owned()
+                .ok(),
+            Err(_) => None,
+        };
+        let target = match (target, &permit) {
+            (Ok(_), None) => Err(format!(
+                "node {} is serving {SERVING_PER_GROUP_MAX} requests of group {group}",
+                me.node
+            )),
+            (target, _) => target,
         };
         let router = router.clone();
         tokio::spawn(async move {
