@@ -64,30 +64,21 @@ fn args(node: &Node, peers: &str) -> Vec<String> {
     .collect()
 }
 
+/// Three nodes started, once every one knows the catalog's leader (so a
+/// request may go to any): their settings, `--peers`, and the leader.
+async fn three_started(root: &std::path::Path) -> (Vec<Node>, String, u64) {
+    let (mut nodes, peers) = three_nodes(root);
+    for node in nodes.iter_mut() {
+        start(node, &peers).await;
+    }
+    let leader = agreed_leader_of(&mut nodes, 0, &[1, 2, 3]).await;
+    (nodes, peers, leader)
+}
+
 async fn start(node: &mut Node, peers: &str) {
     let args = args(node, peers);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     node.process = Some(broker_listening(&args).await);
-}
-
-/// Reads a node's stderr until it names a leader among `candidates`.
-async fn leader_named(node: &mut Node, candidates: &[u64]) -> u64 {
-    group_leader_named(node, 0, candidates).await
-}
-
-/// Reads a node's stderr until the leader it last named for `group` (0:
-/// the catalog, else a shard) is among `candidates`.
-async fn group_leader_named(node: &mut Node, group: u32, candidates: &[u64]) -> u64 {
-    loop {
-        if let Some(id) = node.named.get(&group).filter(|id| candidates.contains(id)) {
-            return *id;
-        }
-        let (_, lines) = node.process.as_mut().expect("running");
-        let Ok(Some(line)) = lines.next_line().await else {
-            panic!("node {} exited without naming a leader", node.id);
-        };
-        note_leader(node, &line);
-    }
 }
 
 /// Notes the leader a line of `node`'s stderr names, if it names one.
@@ -118,9 +109,9 @@ fn note_said(nodes: &mut [Node]) {
 }
 
 /// Waits until every running node last named the same leader of `group`,
-/// and returns it: an election that changes its mind on the way (two
-/// candidates, one after the other) is followed to its end.
-async fn agreed_leader_of(nodes: &mut [Node], group: u32) -> u64 {
+/// one of `candidates`, and returns it: an election that changes its mind
+/// on the way (two candidates, one after the other) is followed to its end.
+async fn agreed_leader_of(nodes: &mut [Node], group: u32, candidates: &[u64]) -> u64 {
     loop {
         note_said(nodes);
         let named: BTreeSet<Option<u64>> = nodes
@@ -128,7 +119,9 @@ async fn agreed_leader_of(nodes: &mut [Node], group: u32) -> u64 {
             .filter(|n| n.process.is_some())
             .map(|n| n.named.get(&group).copied())
             .collect();
-        if let [Some(leader)] = named.iter().copied().collect::<Vec<_>>()[..] {
+        if let [Some(leader)] = named.iter().copied().collect::<Vec<_>>()[..]
+            && candidates.contains(&leader)
+        {
             return leader;
         }
         // Disagreeing: wait for any node to say more.
@@ -191,15 +184,7 @@ async fn options_on(node: &Node, queue: &str) -> QueueOptions {
 async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
     bounded(Duration::from_secs(90), async {
         let root = temp_dir("three");
-        let (mut nodes, peers) = three_nodes(&root);
-        for node in nodes.iter_mut() {
-            start(node, &peers).await;
-        }
-        // Every node knows the leader before a request goes to any of them.
-        let leader = leader_named(&mut nodes[0], &[1, 2, 3]).await;
-        for node in nodes.iter_mut().skip(1) {
-            assert_eq!(leader_named(node, &[1, 2, 3]).await, leader);
-        }
+        let (mut nodes, peers, leader) = three_started(&root).await;
 
         // Declared through a node that does not lead: forwarded, agreed, and
         // the same on every node.
@@ -249,11 +234,7 @@ async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
             .map(|n| n.id)
             .filter(|id| *id != leader)
             .collect();
-        let new_leader = leader_named(&mut nodes[(alive[0] - 1) as usize], &alive).await;
-        assert_eq!(
-            leader_named(&mut nodes[(alive[1] - 1) as usize], &alive).await,
-            new_leader
-        );
+        agreed_leader_of(&mut nodes, 0, &alive).await;
         let spec = client(&nodes[(alive[1] - 1) as usize])
             .await
             .declare("payments", Some(&options(7)))
@@ -270,10 +251,7 @@ async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
 
         // The dead node comes back from its files and has both.
         start(&mut nodes[(leader - 1) as usize], &peers).await;
-        assert_eq!(
-            leader_named(&mut nodes[(leader - 1) as usize], &alive).await,
-            new_leader
-        );
+        agreed_leader_of(&mut nodes, 0, &alive).await;
         for queue in ["orders", "payments"] {
             until_queue(&nodes[(leader - 1) as usize], queue, true).await;
             let expected = if queue == "orders" { 5 } else { 7 };
@@ -370,14 +348,7 @@ async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
     const BEFORE: usize = 100;
     const AFTER: usize = 100;
     let root = temp_dir("leader-kill");
-    let (mut nodes, peers) = three_nodes(&root);
-    for node in nodes.iter_mut() {
-        start(node, &peers).await;
-    }
-    let leader = leader_named(&mut nodes[0], &[1, 2, 3]).await;
-    for node in nodes.iter_mut().skip(1) {
-        assert_eq!(leader_named(node, &[1, 2, 3]).await, leader);
-    }
+    let (mut nodes, peers, _) = three_started(&root).await;
     client(&nodes[0])
         .await
         .declare(QUEUE, None)
@@ -387,7 +358,7 @@ async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
         until_queue(node, QUEUE, true).await;
     }
     let shard = zmesh_cluster::shard_of(QUEUE, zmesh_cluster::SHARDS_DEFAULT);
-    let shard_leader = agreed_leader_of(&mut nodes, shard).await;
+    let shard_leader = agreed_leader_of(&mut nodes, shard, &[1, 2, 3]).await;
 
     // The publisher talks to a node that does not lead the shard: it
     // forwards each batch, and stays up through the kill.

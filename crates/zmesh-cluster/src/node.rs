@@ -253,26 +253,42 @@ impl ClusterNode {
 
     /// Proposes a command to `group`, as [`ClusterNode::propose`] does.
     /// One made while the group has no leader, or whose leader cannot be
-    /// reached (nothing was sent), waits for another leader, up to twice
-    /// the longest election timeout, and is tried once more.
+    /// reached (nothing was sent), waits for another leader and is tried
+    /// again, within twice the longest election timeout in all (an election
+    /// may change its mind on the way).
     pub async fn propose_in(
         &self,
         group: GroupId,
         command: Command,
     ) -> Result<Applied, ProposeError> {
-        let first = self.propose_once(group, command.clone()).await;
-        let not_this_one = match &first {
-            Err(ProposeError::NotLeader { leader: None }) => None,
-            Err(ProposeError::LeaderUnreachable { leader, .. }) => Some(*leader),
-            _ => return first,
-        };
-        let election = 2 * self.timing.election_timeout_max;
-        let mut leader = self.watch_leader_of(group);
-        let elected = leader.wait_for(|l| l.is_some() && *l != not_this_one);
-        if !matches!(tokio::time::timeout(election, elected).await, Ok(Ok(_))) {
-            return first;
+        let deadline = tokio::time::Instant::now() + 2 * self.timing.election_timeout_max;
+        loop {
+            let answer = self.propose_once(group, command.clone()).await;
+            let avoid = match &answer {
+                Err(ProposeError::NotLeader { leader: None }) => None,
+                Err(ProposeError::LeaderUnreachable { leader, .. }) => Some(*leader),
+                _ => return answer,
+            };
+            let mut leader = self.watch_leader_of(group);
+            let known = *leader.borrow();
+            let another = async {
+                if known.is_some() && known != avoid {
+                    // A leader named already, yet no leader took it: this
+                    // node's vote is not settled (an election is under
+                    // way), and settling it changes no leader in the
+                    // metrics. Try again after a heartbeat.
+                    tokio::time::sleep(self.timing.heartbeat).await;
+                    return Ok(());
+                }
+                leader
+                    .wait_for(|l| l.is_some() && *l != avoid)
+                    .await
+                    .map(|_| ())
+            };
+            if !matches!(tokio::time::timeout_at(deadline, another).await, Ok(Ok(()))) {
+                return answer;
+            }
         }
-        self.propose_once(group, command).await
     }
 
     async fn propose_once(
