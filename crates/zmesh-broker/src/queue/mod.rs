@@ -11,7 +11,8 @@
 //! - [`state`]: one queue's messages and consumers.
 //! - [`journal`]: the records written to the log.
 //! - [`proto`]: the wire format.
-//! - [`store`]: the journal, group commit and replay — the storage half of the driver.
+//! - [`store`]: the journal, group commit and replay — the storage half of the driver
+//!   (in a cluster, publishes go to the cluster instead: `store/replicated.rs`).
 //! - `reads`: bodies read back from the journal off the loop, in order per consumer.
 //! - [`client`]: async producer and consumer, now in `zmesh-client`.
 //! - [`options`]: queue settings and the catalog.

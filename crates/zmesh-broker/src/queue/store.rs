@@ -24,7 +24,7 @@ use bytes::Bytes;
 use zmesh::clock::{Clock, Now, SystemClock};
 use zmesh_log::{Durability, DurableWriter, Log, LogConfig, Outcome, ReadCursor, RecoveryReport};
 
-use super::core::{CompactLimits, QueueAction, QueueCore, QueueCoreConfig};
+use super::core::{QueueAction, QueueCore, QueueCoreConfig};
 use super::options::Catalog;
 
 /// Where and how the queues are stored.
@@ -70,20 +70,11 @@ pub struct OpenReport {
     pub elapsed: Duration,
 }
 
-/// Messages one batch may move for compaction: the pause it adds to a batch
-/// stays small, and it still outpaces the traffic that makes dead records.
-const COMPACT_MOVES_MAX: usize = 1024;
-
-/// Body bytes one batch may move for compaction.
-const COMPACT_BYTES_MAX: u64 = 4 << 20;
-
-/// After a move fails (a full disk, most likely), compaction rests this long
-/// at first, doubling up to `COMPACT_BACKOFF_MAX`: it needs free space to free
-/// space, and must not retry on every batch meanwhile.
-const COMPACT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-const COMPACT_BACKOFF_MAX: Duration = Duration::from_secs(60);
-
 use super::reads::{BodyReads, ReadDone};
+pub use replicated::ReplicatedPublish;
+
+mod compaction;
+mod replicated;
 pub use crate::storage::{Sends, StoreError};
 
 /// Something the disk finished for the store (see [`QueueStore::disk_done`]).
@@ -133,22 +124,6 @@ pub struct QueueStore {
 
 /// The journal's id in the writer: the store has one log.
 const JOURNAL: u64 = 0;
-
-/// A publish that a cluster stores: what its shard group replicates.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ReplicatedPublish {
-    /// The core's ticket on the node that took it.
-    pub ticket: u64,
-    pub queue: String,
-    /// Wall-clock time of the publish, for TTL on every node.
-    pub published_ms: u64,
-    pub msg_id: Bytes,
-    pub body: Bytes,
-    /// Which declaration of the queue it was published to: the catalog
-    /// index that declared it (0: not known), so that a queue deleted and
-    /// declared again does not get the old one's messages.
-    pub declared_at: u64,
-}
 
 impl QueueStore {
     /// Open the data directory, recover the journal and replay it.
@@ -240,77 +215,6 @@ impl QueueStore {
                 .replicated
                 .as_ref()
                 .is_none_or(|r| r.is_empty() && self.core.tickets_waiting() == 0)
-    }
-
-    /// From now on publishes are stored by the cluster: their records wait
-    /// in [`QueueStore::take_replicated`] and are answered by
-    /// [`QueueStore::apply_committed`]. Deliveries, acks and requeues stay
-    /// in this node's memory (replicated in a later step: `docs/cluster.md`).
-    pub fn replicate_publishes(&mut self) {
-        self.replicated.get_or_insert_with(Vec::new);
-    }
-
-    /// The publishes waiting for the cluster since the last call.
-    pub fn take_replicated(&mut self) -> Vec<ReplicatedPublish> {
-        self.replicated
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-    }
-
-    /// A publish the cluster committed at `offset` (the same on every
-    /// node): answered when `mine` (this node took it, as that ticket), and
-    /// applied to its queue in any case.
-    pub fn apply_committed(
-        &mut self,
-        offset: u64,
-        publish: ReplicatedPublish,
-        mine: bool,
-    ) -> Sends {
-        let Some(queue) = self.core.queue_id(&publish.queue) else {
-            if mine && self.core.is_storing(publish.ticket) {
-                // Deleted meanwhile: the core answers for a queue gone.
-                return self.answered(publish.ticket, Ok(offset));
-            }
-            tracing::warn!(
-                queue = publish.queue,
-                offset,
-                "a committed publish for a queue this node does not have is skipped"
-            );
-            return Vec::new();
-        };
-        let record = super::journal::Entry::Publish {
-            queue,
-            published_ms: publish.published_ms,
-            msg_id: publish.msg_id,
-            body: publish.body,
-        }
-        .encode();
-        let ticket = mine.then_some(publish.ticket);
-        let actions = self
-            .core
-            .apply_committed(self.now(), offset, ticket, &record);
-        let mut sends = Vec::new();
-        self.carry_out(actions, &mut sends);
-        self.saves.pass(sends)
-    }
-
-    /// The cluster could not store these publishes of this node (`reason`
-    /// says why, and whether they may be stored after all): those still
-    /// waiting are refused.
-    pub fn replication_failed(&mut self, tickets: &[u64], reason: &str) -> Sends {
-        let mut sends = Vec::new();
-        for ticket in tickets {
-            sends.extend(self.answered(*ticket, Err(reason.to_owned())));
-        }
-        sends
-    }
-
-    fn answered(&mut self, ticket: u64, result: Result<u64, String>) -> Sends {
-        let actions = self.core.persisted(self.now(), ticket, result);
-        let mut sends = Vec::new();
-        self.carry_out(actions, &mut sends);
-        self.saves.pass(sends)
     }
 
     /// Settled, and no body being read: every delivery decided is sent.
@@ -471,52 +375,6 @@ impl QueueStore {
         Duration::from_millis(wait.min(1000))
     }
 
-    /// Compact when the journal is mostly dead records: move live messages
-    /// out of its oldest segment (bounded per batch). True when it wrote.
-    fn compact(&mut self, sends: &mut Sends) -> bool {
-        // In a cluster the journal holds no messages to move.
-        if self.draining || self.replicated.is_some() {
-            return false;
-        }
-        let failures = self.core.move_failures();
-        if failures > self.compact_failures_seen {
-            self.compact_failures_seen = failures;
-            self.compact_backoff =
-                (self.compact_backoff * 2).clamp(COMPACT_BACKOFF_INITIAL, COMPACT_BACKOFF_MAX);
-            self.compact_resume_mono_ms =
-                Some(self.now().mono_ms + self.compact_backoff.as_millis() as u64);
-            tracing::warn!(pause = ?self.compact_backoff, "journal compaction pauses after a failed move");
-        }
-        if self
-            .compact_resume_mono_ms
-            .is_some_and(|t| self.now().mono_ms < t)
-        {
-            return false;
-        }
-        let Some(oldest_end) = self.log().oldest_sealed_end() else {
-            return false;
-        };
-        // Rewriting a journal that is mostly live would only copy it; with
-        // half dead, each byte moved frees at least one more. (`live_bytes`
-        // counts each message's largest record, so a journal that is all
-        // live never passes.)
-        let slack = 2 * self.segment_bytes_max;
-        if self.log().bytes() <= 2 * self.core.live_bytes() + slack {
-            return false;
-        }
-        let limits = CompactLimits {
-            moves_max: COMPACT_MOVES_MAX,
-            bytes_max: COMPACT_BYTES_MAX,
-            record_bytes_max: self.record_bytes_max,
-        };
-        let actions = self.core.compact(self.now(), oldest_end, limits);
-        if actions.is_empty() {
-            return false;
-        }
-        self.carry_out(actions, sends);
-        true
-    }
-
     /// End of a batch of messages: write the journal out, confirm what needs
     /// no fsync, and ask for a group commit for the rest.
     pub fn end_batch(&mut self) -> Sends {
@@ -674,34 +532,8 @@ impl QueueStore {
         durability: Durability,
         ticket: Option<u64>,
     ) -> Vec<QueueAction> {
-        if let Some(replicated) = self.replicated.as_mut() {
-            // Settles, requeues and moves stay in memory for now: only
-            // publishes (and dead letters, published with a ticket) go.
-            if let (
-                Some(super::journal::Entry::Publish {
-                    queue,
-                    published_ms,
-                    msg_id,
-                    body,
-                }),
-                Some(ticket),
-            ) = (super::journal::Entry::decode(&record), ticket)
-            {
-                let Some(name) = self.core.queue_name(queue) else {
-                    let reason = "queue deleted".to_owned();
-                    return self.core.persisted(self.now(), ticket, Err(reason));
-                };
-                replicated.push(ReplicatedPublish {
-                    ticket,
-                    queue: name.to_owned(),
-                    published_ms,
-                    msg_id,
-                    body,
-                    // The cluster link knows the catalog.
-                    declared_at: 0,
-                });
-            }
-            return Vec::new();
+        if self.replicated.is_some() {
+            return self.hand_to_cluster(record, ticket);
         }
         if let Err(e) = self
             .writer
