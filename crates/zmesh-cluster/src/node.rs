@@ -350,11 +350,6 @@ impl ClusterNode {
         shard_of(queue, self.shards())
     }
 
-    /// The leader of shard `group` this node knows of, if any.
-    pub fn shard_leader(&self, group: GroupId) -> Option<NodeId> {
-        self.shard(group)?.metrics().borrow_watched().current_leader
-    }
-
     /// What the shards commit, in log order per shard, for the application
     /// to apply (once: later calls get `None`). Applying waits while
     /// [`COMMITTED_QUEUE_MAX`] batches wait here.

@@ -127,6 +127,11 @@ impl ClusterLink {
     /// Proposes the publishes the queues took since the last call (once
     /// per turn of the loop).
     pub fn replicate(&mut self, queues: &mut QueueStore) {
+        let publishes = queues.take_replicated();
+        // Most turns take none: the catalog is not looked at for nothing.
+        if publishes.is_empty() {
+            return;
+        }
         let catalog = self.catalog.borrow().queues.clone();
         let followed = &self.followed;
         let declared_at = |name: &str| {
@@ -136,7 +141,7 @@ impl ClusterLink {
                 .map_or(0, |r| r.declared_at_index)
         };
         self.replication
-            .propose(queues, self.known_index, declared_at);
+            .propose(publishes, self.known_index, declared_at);
     }
 
     /// Committed batches that would not decode, skipped.

@@ -119,17 +119,17 @@ impl Replication {
         }
     }
 
-    /// Takes the publishes the queues stored since the last call and
+    /// Queues `publishes` (what the queues took since the last call) and
     /// proposes a batch to each shard that has none in flight.
     /// `catalog_index`: how far this node knows the catalog;
     /// `declared_at`: the index that declared a queue, as far as known.
     pub fn propose(
         &mut self,
-        queues: &mut QueueStore,
+        publishes: Vec<ReplicatedPublish>,
         catalog_index: u64,
         declared_at: impl Fn(&str) -> u64,
     ) {
-        for mut publish in queues.take_replicated() {
+        for mut publish in publishes {
             publish.declared_at = declared_at(&publish.queue);
             let group = self.node.shard_of(&publish.queue);
             self.waiting.entry(group).or_default().push_back(publish);
