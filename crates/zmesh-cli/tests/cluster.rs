@@ -309,41 +309,103 @@ fn publish_until_stopped(
     })
 }
 
-/// Consumes `queue` on `node` until every id of `want` has come, and
-/// returns the ids delivered (acking each).
-async fn delivered_ids(node: &Node, queue: &str, want: &BTreeSet<String>) -> BTreeSet<String> {
-    let client = client(node).await;
-    let mut consumer = client.consume(queue, 256).await.expect("consume");
-    let mut seen = BTreeSet::new();
-    while !want.is_subset(&seen) {
-        let d = consumer.next().await.expect("a delivery");
-        seen.insert(String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id"));
-        consumer.ack(d.tag).await.expect("ack");
+/// What consumers under test were handed: how often each id came.
+#[derive(Default)]
+struct Delivered {
+    times: BTreeMap<String, u32>,
+}
+
+/// Consumes `queue` with `client` (of the node serving it) until aborted,
+/// noting every delivery in `delivered` and telling `count`; acks each,
+/// except those whose id `hold` picks, which stay delivered and unacked.
+fn consume_into(
+    client: QueueClient,
+    queue: &'static str,
+    hold: fn(&str) -> bool,
+    delivered: Arc<Mutex<Delivered>>,
+    count: tokio::sync::watch::Sender<usize>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut consumer = client.consume(queue, 256).await.expect("consume");
+        while let Some(d) = consumer.next().await {
+            let id = String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id");
+            *delivered
+                .lock()
+                .unwrap()
+                .times
+                .entry(id.clone())
+                .or_default() += 1;
+            count.send_modify(|n| *n += 1);
+            if !hold(&id) {
+                consumer.ack(d.tag).await.expect("ack");
+            }
+        }
+    })
+}
+
+/// A run read as Jepsen's total queue, by sets of ids: `lost` (confirmed,
+/// never delivered), `unexpected` (delivered, never published),
+/// `recovered` (delivered though their publish was never confirmed) and
+/// `duplicated` (delivered more than once).
+struct Verdict {
+    lost: BTreeSet<String>,
+    unexpected: BTreeSet<String>,
+    recovered: BTreeSet<String>,
+    duplicated: BTreeSet<String>,
+}
+
+fn verdict(published: &Published, delivered: &Delivered) -> Verdict {
+    let seen: BTreeSet<String> = delivered.times.keys().cloned().collect();
+    Verdict {
+        lost: published.confirmed.difference(&seen).cloned().collect(),
+        unexpected: seen.difference(&published.tried).cloned().collect(),
+        recovered: seen
+            .iter()
+            .filter(|id| !published.confirmed.contains(*id))
+            .cloned()
+            .collect(),
+        duplicated: delivered
+            .times
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| id.clone())
+            .collect(),
     }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_publishes_survive_the_shard_leader_s_sigkill() {
     // The bound also ends a wait for a confirmed message that never comes:
     // the history below says which.
-    let history = Arc::new(Mutex::new(Published::default()));
+    let published = Arc::new(Mutex::new(Published::default()));
+    let delivered = Arc::new(Mutex::new(Delivered::default()));
     let outcome = tokio::time::timeout(
         Duration::from_secs(120),
-        leader_kill_under_publishes(history.clone()),
+        leader_kill_under_load(published.clone(), delivered.clone()),
     )
     .await;
     if outcome.is_err() {
-        let h = history.lock().unwrap();
+        let (p, d) = (published.lock().unwrap(), delivered.lock().unwrap());
+        let v = verdict(&p, &d);
         panic!(
-            "the test exceeded its time limit with {} tried and {} confirmed",
-            h.tried.len(),
-            h.confirmed.len()
+            "the test exceeded its time limit with {} tried, {} confirmed, {} delivered; lost so far: {:?}",
+            p.tried.len(),
+            p.confirmed.len(),
+            d.times.len(),
+            v.lost
         );
     }
 }
 
-async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
+/// Every tenth id stays unacked by the consumer that first gets it.
+fn every_tenth(id: &str) -> bool {
+    id.ends_with('0')
+}
+
+async fn leader_kill_under_load(
+    published: Arc<Mutex<Published>>,
+    delivered: Arc<Mutex<Delivered>>,
+) {
     const QUEUE: &str = "jobs";
     const BEFORE: usize = 100;
     const AFTER: usize = 100;
@@ -360,19 +422,36 @@ async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
     let shard = zmesh_cluster::shard_of(QUEUE, zmesh_cluster::SHARDS_DEFAULT);
     let shard_leader = agreed_leader_of(&mut nodes, shard, &[1, 2, 3]).await;
 
-    // The publisher talks to a node that does not lead the shard: it
-    // forwards each batch, and stays up through the kill.
-    let publisher_node = nodes.iter().position(|n| n.id != shard_leader).unwrap();
+    // Only the shard's leader serves the queue's consumers.
+    let follower = nodes.iter().position(|n| n.id != shard_leader).unwrap();
+    match client(&nodes[follower]).await.consume(QUEUE, 1).await {
+        Err(QueueError::Refused { code: 503, .. }) => {}
+        other => panic!("a follower's CONSUME: {:?}", other.map(|_| ())),
+    }
+
+    // The consumer talks to the shard's leader and keeps every tenth id
+    // unacked; the publisher talks to a node that does not lead the shard:
+    // it forwards each batch, and stays up through the kill.
+    let (count_tx, mut count) = tokio::sync::watch::channel(0usize);
+    let first_consumer = consume_into(
+        client(&nodes[(shard_leader - 1) as usize]).await,
+        QUEUE,
+        every_tenth,
+        delivered.clone(),
+        count_tx.clone(),
+    );
+    let publisher_node = follower;
     let (confirmed_tx, mut confirmed) = tokio::sync::watch::channel(0usize);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let publisher = publish_until_stopped(
         client(&nodes[publisher_node]).await,
         QUEUE,
-        history.clone(),
+        published.clone(),
         confirmed_tx,
         stop,
     );
     confirmed.wait_for(|n| *n >= BEFORE).await.unwrap();
+    count.wait_for(|n| *n >= BEFORE / 2).await.unwrap();
 
     // The shard's leader now, as the publisher's node last named it. Should
     // leadership have moved to the publisher's node (an election on a busy
@@ -395,47 +474,67 @@ async fn leader_kill_under_publishes(history: Arc<Mutex<Published>>) {
     dead.start_kill().unwrap();
     dead.wait().await.unwrap();
     let at_kill = *confirmed.borrow();
+
+    // The consumer moves to the shard's leader (the same one, when it
+    // survived), and what it held unacked comes again there.
+    first_consumer.abort();
+    let _ = first_consumer.await;
+    let survivors: Vec<u64> = nodes
+        .iter()
+        .filter(|n| n.process.is_some())
+        .map(|n| n.id)
+        .collect();
+    let serving = agreed_leader_of(&mut nodes, shard, &survivors).await;
+    let consumer = consume_into(
+        client(&nodes[(serving - 1) as usize]).await,
+        QUEUE,
+        |_| false,
+        delivered.clone(),
+        count_tx,
+    );
     confirmed.wait_for(|n| *n >= at_kill + AFTER).await.unwrap();
     stop_tx.send(true).unwrap();
     publisher.await.unwrap();
-    let (tried, confirmed) = {
-        let h = history.lock().unwrap();
-        (h.tried.clone(), h.confirmed.clone())
-    };
 
-    // Every confirmed id is delivered by both surviving nodes (each applies
-    // every committed batch), and nothing that was never published.
-    let mut report = Vec::new();
-    for node in nodes.iter().filter(|n| n.process.is_some()) {
-        let delivered = delivered_ids(node, QUEUE, &confirmed).await;
-        let unexpected: Vec<&String> = delivered.difference(&tried).collect();
-        assert!(unexpected.is_empty(), "never published: {unexpected:?}");
-        report.push(format!("{} by node {}", delivered.len(), node.id));
+    // Every confirmed id comes, and nothing that was never published.
+    let want = published.lock().unwrap().confirmed.clone();
+    count
+        .wait_for(|_| {
+            let d = delivered.lock().unwrap();
+            want.iter().all(|id| d.times.contains_key(id))
+        })
+        .await
+        .unwrap();
+    consumer.abort();
+    {
+        let (p, d) = (published.lock().unwrap(), delivered.lock().unwrap());
+        let v = verdict(&p, &d);
+        assert!(v.lost.is_empty(), "lost: {:?}", v.lost);
+        assert!(
+            v.unexpected.is_empty(),
+            "never published: {:?}",
+            v.unexpected
+        );
+        eprintln!(
+            "{} tried, {} confirmed ({} before the kill of node {victim}, {} shard {shard}); \
+             {} delivered, {} recovered, {} duplicated; node {serving} served after",
+            p.tried.len(),
+            p.confirmed.len(),
+            at_kill,
+            if victim == now_leading {
+                "which led"
+            } else {
+                "which did not lead"
+            },
+            d.times.len(),
+            v.recovered.len(),
+            v.duplicated.len(),
+        );
     }
 
-    // The killed node comes back, applies the shard's log again, and has
-    // every confirmed id too.
+    // The killed node comes back and follows the shard's log again.
     let back = (victim - 1) as usize;
     start(&mut nodes[back], &peers).await;
     until_queue(&nodes[back], QUEUE, true).await;
-    let delivered_back = delivered_ids(&nodes[back], QUEUE, &confirmed).await;
-    let unexpected: Vec<&String> = delivered_back.difference(&tried).collect();
-    assert!(unexpected.is_empty(), "never published: {unexpected:?}");
-    report.push(format!(
-        "{} by the restarted node {victim}",
-        delivered_back.len()
-    ));
-    eprintln!(
-        "{} tried, {} confirmed ({} before the kill of node {victim}, {} shard {shard}); delivered {}",
-        tried.len(),
-        confirmed.len(),
-        at_kill,
-        if victim == now_leading {
-            "which led"
-        } else {
-            "which did not lead"
-        },
-        report.join(", ")
-    );
     let _ = std::fs::remove_dir_all(&root);
 }

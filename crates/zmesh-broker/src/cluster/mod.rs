@@ -1,8 +1,9 @@
 //! A broker in a cluster: queue declarations and deletions go through the
 //! cluster's metadata group, and each node's queues follow the catalog the
 //! group agreed on; publishes are stored by the queue's shard group
-//! (`replicate.rs`). Deliveries and acks are not replicated yet: each node
-//! delivers its own copy (see `docs/cluster.md`).
+//! (`replicate.rs`). A queue's consumers are served by the node leading its
+//! shard, and by no other; acks and requeues are not replicated yet (see
+//! `docs/cluster.md`).
 //!
 //! The loop never waits for a group: a DECLARE, a DELETE or a batch of
 //! publishes becomes a proposal on its own task, and its outcome comes back
@@ -15,10 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use zmesh_cluster::{
-    Applied, CATALOG_QUEUES_MAX, CatalogView, ClusterNode, Command, Outcome, ProposeError,
-    QueueRecord,
+    Applied, CATALOG_QUEUES_MAX, CatalogView, ClusterNode, Command, GroupId, NodeId, Outcome,
+    ProposeError, QueueRecord,
 };
 
 use self::replicate::{Followed, Replication};
@@ -64,6 +65,8 @@ pub enum ClusterEvent {
     CatalogChanged,
     /// A shard committed a batch, or a batch proposal ended.
     Replication(replicate::Event),
+    /// A shard's leader changed, as this node knows it.
+    Leadership,
 }
 
 /// The broker's end of its cluster node.
@@ -89,6 +92,12 @@ pub struct ClusterLink {
     /// answer (the leader's catalog, ahead of this node's).
     known_index: u64,
     replication: Replication,
+    /// Each shard's leader as this node knows it (shard `i + 1` at `i`).
+    shard_leaders: Vec<watch::Receiver<Option<NodeId>>>,
+    /// Told by a task per shard when its leader changes.
+    leadership_changed: Arc<Notify>,
+    /// The shards this node leads, whose queues it serves.
+    led: BTreeSet<GroupId>,
 }
 
 impl ClusterLink {
@@ -97,7 +106,27 @@ impl ClusterLink {
         // What the node applied before the loop runs is a change to follow.
         catalog.mark_changed();
         let (decided_tx, decided_rx) = mpsc::channel(PROPOSALS_IN_FLIGHT_MAX);
+        let leadership_changed = Arc::new(Notify::new());
+        let shard_leaders = (1..=node.shards())
+            .map(|shard| {
+                let leader = node.watch_leader_of(shard);
+                let mut changes = leader.clone();
+                let tell = leadership_changed.clone();
+                // Ends with the node (its watch closes).
+                tokio::spawn(async move {
+                    while changes.changed().await.is_ok() {
+                        tell.notify_one();
+                    }
+                });
+                leader
+            })
+            .collect();
+        // Who leads already is news to the loop.
+        leadership_changed.notify_one();
         ClusterLink {
+            shard_leaders,
+            leadership_changed,
+            led: BTreeSet::new(),
             replication: Replication::new(node.clone()),
             followed_index: 0,
             known_index: 0,
@@ -220,7 +249,24 @@ impl ClusterLink {
             Some(decided) = self.decided_rx.recv() => ClusterEvent::Decided(decided),
             Ok(()) = self.catalog.changed() => ClusterEvent::CatalogChanged,
             event = self.replication.next() => ClusterEvent::Replication(event),
+            () = self.leadership_changed.notified() => ClusterEvent::Leadership,
         }
+    }
+
+    /// Serves the queues of the shards this node leads now, and only those.
+    fn serve_led(&mut self, queues: &mut QueueStore) -> Sends {
+        let me = self.node.node_id();
+        let led: BTreeSet<GroupId> = (1..)
+            .zip(&self.shard_leaders)
+            .filter(|(_, leader)| *leader.borrow() == Some(me))
+            .map(|(shard, _)| shard)
+            .collect();
+        if led != self.led {
+            tracing::info!(shards = ?led, "this node leads");
+            self.led = led;
+        }
+        let (node, led) = (&self.node, &self.led);
+        queues.serve(|name| led.contains(&node.shard_of(name)))
     }
 
     /// Carries out what the cluster has for the loop.
@@ -238,6 +284,7 @@ impl ClusterLink {
             ClusterEvent::Replication(replicate::Event::Done(done)) => {
                 self.replication.done(done, queues, self.known_index)
             }
+            ClusterEvent::Leadership => self.serve_led(queues),
         }
     }
 
@@ -317,6 +364,8 @@ impl ClusterLink {
             queues: &self.followed,
         };
         sends.extend(self.replication.release(queues, &followed));
+        // Queues declared here start unserved.
+        sends.extend(self.serve_led(queues));
         sends
     }
 

@@ -241,6 +241,9 @@ pub(crate) struct Queue {
     pub id_bytes: u64,
     pub dedup: DedupWindow,
     pub counters: QueueCounters,
+    /// Whether this node serves the queue: always on a single broker; in a
+    /// cluster, while it leads the queue's shard.
+    pub serving: bool,
 }
 
 impl Queue {
@@ -263,6 +266,7 @@ impl Queue {
             id_bytes: 0,
             dedup: DedupWindow::default(),
             counters: QueueCounters::default(),
+            serving: true,
         }
     }
 

@@ -263,6 +263,8 @@ fn open_queues(
                 None => cmd.queue_memory_mib << 20,
             },
             storing_bytes_max: cmd.queue_memory_mib << 20,
+            // In a cluster, a queue's shard leader serves its consumers.
+            served_where_led: cmd.cluster.is_some(),
             ..Default::default()
         },
         clock: clock.clone(),

@@ -31,8 +31,9 @@ impl QueueCore {
         self.catalog.next_id += 1;
         self.catalog.queues.push(spec.clone());
         self.names.insert(spec.id, spec.name.clone());
-        self.queues
-            .insert(spec.name.clone(), Queue::new(spec, self.memory.clone()));
+        let mut queue = Queue::new(spec, self.memory.clone());
+        queue.serving = !self.config.served_where_led;
+        self.queues.insert(queue.spec.name.clone(), queue);
     }
 
     pub(super) fn declare(
@@ -125,6 +126,9 @@ impl QueueCore {
                 proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
             );
         };
+        if !q.serving {
+            return self.send(from, not_served_here(corr, name));
+        }
         // Waiting in line, or being moved by compaction (it would be in line).
         let offsets: Vec<u64> = q
             .messages

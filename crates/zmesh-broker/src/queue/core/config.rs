@@ -21,6 +21,11 @@ pub struct QueueCoreConfig {
     pub peers_max: usize,
     /// Queues at once.
     pub queues_max: usize,
+    /// In a cluster: a queue is served (consumers, deliveries, acks, expiry,
+    /// purge) only by the node that leads its shard. Queues start unserved
+    /// and [`QueueCore::serve`](super::QueueCore::serve) says which are led
+    /// here; publishes are taken on every node.
+    pub served_where_led: bool,
 }
 
 impl Default for QueueCoreConfig {
@@ -33,6 +38,7 @@ impl Default for QueueCoreConfig {
             storing_bytes_max: 4 << 30,
             peers_max: 100_000,
             queues_max: 10_000,
+            served_where_led: false,
         }
     }
 }

@@ -86,6 +86,9 @@ impl QueueCore {
                 proto::error(corr, code::NOT_FOUND, &format!("no queue {name:?}")),
             );
         };
+        if !q.serving {
+            return self.send(from, super::not_served_here(corr, name));
+        }
         if !self.peers.contains_key(from) && self.peers.len() >= self.config.peers_max {
             return self.send(
                 from,
@@ -329,7 +332,8 @@ impl QueueCore {
     }
 
     pub(super) fn dispatch(&mut self, now: Now, name: &str) {
-        let Some(q) = self.queues.get_mut(name) else {
+        // Only the node serving a queue decides what its messages become.
+        let Some(q) = self.queues.get_mut(name).filter(|q| q.serving) else {
             return;
         };
         let (expired, earliest) = q.dispatch(now, &mut self.out);

@@ -43,6 +43,7 @@ pub use catalog::options_as_created;
 pub use config::QueueCoreConfig;
 
 use publish::{Batch, Waiter};
+use replicated::not_served_here;
 
 use super::journal::{Entry, SETTLE_BATCH_MAX, SettleReason};
 use super::options::{Catalog, QueueOptions, QueueSpec};
@@ -154,10 +155,9 @@ impl QueueCore {
         };
         for spec in &catalog.queues {
             core.names.insert(spec.id, spec.name.clone());
-            core.queues.insert(
-                spec.name.clone(),
-                Queue::new(spec.clone(), core.memory.clone()),
-            );
+            let mut queue = Queue::new(spec.clone(), core.memory.clone());
+            queue.serving = !core.config.served_where_led;
+            core.queues.insert(spec.name.clone(), queue);
         }
         core.catalog = catalog;
         core
@@ -458,7 +458,7 @@ impl QueueCore {
         self.earliest_ack_deadline_ms = None;
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for name in &names {
-            let Some(q) = self.queues.get_mut(name) else {
+            let Some(q) = self.queues.get_mut(name).filter(|q| q.serving) else {
                 continue;
             };
             let (overdue, next) = q.overdue(now);

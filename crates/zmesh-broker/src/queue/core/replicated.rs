@@ -4,6 +4,15 @@
 
 use super::*;
 
+/// The answer to a CONSUME or PURGE of a queue another node serves.
+pub(super) fn not_served_here(corr: &Bytes, name: &str) -> Vec<Bytes> {
+    proto::error(
+        corr,
+        code::UNAVAILABLE,
+        &format!("queue {name:?} is served by the leader of its shard, which this node is not now"),
+    )
+}
+
 impl QueueCore {
     /// The local id of queue `name`.
     pub fn queue_id(&self, name: &str) -> Option<u32> {
@@ -51,5 +60,56 @@ impl QueueCore {
             self.dispatch(now, &name);
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// In a cluster: the queues this node serves from now on are those
+    /// `leads` names (it leads their shards). A queue it starts serving gets
+    /// deliveries at once. One it stops serving loses its consumers: what
+    /// they held goes back in line here without a record, as on every other
+    /// node, for the shard's leader to decide on (it delivers it again).
+    pub fn serve(&mut self, now: Now, leads: impl Fn(&str) -> bool) -> Vec<QueueAction> {
+        debug_assert!(self.config.served_where_led, "only a cluster's queues move");
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        for name in names {
+            let q = self.queues.get_mut(&name).expect("listed above");
+            let serving = leads(&name);
+            if q.serving == serving {
+                continue;
+            }
+            q.serving = serving;
+            if serving {
+                tracing::debug!(queue = name, "serving");
+                self.dispatch(now, &name);
+            } else {
+                tracing::debug!(queue = name, "no longer serving");
+                self.stop_serving(&name);
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn stop_serving(&mut self, name: &str) {
+        let q = self.queues.get_mut(name).expect("the caller found it");
+        let consumers = std::mem::take(&mut q.consumers);
+        q.next_consumer = 0;
+        let held: Vec<u64> = q
+            .messages
+            .iter()
+            .filter(|(_, m)| m.holder.is_some())
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in held {
+            q.release(tag);
+            q.make_ready(tag);
+        }
+        debug_assert!(q.detached.is_empty(), "released above");
+        for c in consumers {
+            if let Some(p) = self.peers.get_mut(&c.peer) {
+                p.queues.retain(|n| n != name);
+                if p.queues.is_empty() {
+                    self.peers.remove(&c.peer);
+                }
+            }
+        }
     }
 }

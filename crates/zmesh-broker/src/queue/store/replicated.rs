@@ -32,6 +32,15 @@ impl QueueStore {
         self.replicated.get_or_insert_with(Vec::new);
     }
 
+    /// In a cluster: serves the queues `leads` names (this node leads their
+    /// shards), and only those (`QueueCore::serve`).
+    pub fn serve(&mut self, leads: impl Fn(&str) -> bool) -> Sends {
+        let actions = self.core.serve(self.now(), leads);
+        let mut sends = Vec::new();
+        self.carry_out(actions, &mut sends);
+        self.saves.pass(sends)
+    }
+
     /// The publishes waiting for the cluster since the last call.
     pub fn take_replicated(&mut self) -> Vec<ReplicatedPublish> {
         self.replicated

@@ -2,6 +2,7 @@
 //! simulation checking that nothing confirmed is ever lost, replay included.
 //! This file holds the simulated store the tests drive the core through.
 
+mod cluster;
 mod compaction;
 mod memory;
 mod rules;
