@@ -170,6 +170,24 @@ async fn until_queue(node: &Node, queue: &str, present: bool) {
     }
 }
 
+/// Waits until `node` holds no message of `queue` (none ready, unacked or
+/// being stored), asking with STATS; returns what it held when last asked
+/// before that, for the report.
+async fn until_empty(node: &Node, queue: &str) {
+    let client = client(node).await;
+    loop {
+        let stats = client.stats(Some(queue)).await.expect("STATS");
+        let held: u64 = ["ready", "unacked", "storing"]
+            .iter()
+            .map(|k| stats[0][k].as_u64().expect("a count"))
+            .sum();
+        if held == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The queue's options as `node` has them, asking with none (any will do).
 async fn options_on(node: &Node, queue: &str) -> QueueOptions {
     client(node)
@@ -505,7 +523,14 @@ async fn leader_kill_under_load(
         })
         .await
         .unwrap();
+    // The consumer acks what else is there (copies of publishes whose fate
+    // was unknown), then every node's copy of the queue is empty: the
+    // leader's acks are applied everywhere.
+    until_empty(&nodes[(serving - 1) as usize], QUEUE).await;
     consumer.abort();
+    for node in nodes.iter().filter(|n| n.process.is_some()) {
+        until_empty(node, QUEUE).await;
+    }
     {
         let (p, d) = (published.lock().unwrap(), delivered.lock().unwrap());
         let v = verdict(&p, &d);
@@ -532,9 +557,11 @@ async fn leader_kill_under_load(
         );
     }
 
-    // The killed node comes back and follows the shard's log again.
+    // The killed node comes back, applies the shard's log again, acks
+    // included, and holds nothing either.
     let back = (victim - 1) as usize;
     start(&mut nodes[back], &peers).await;
     until_queue(&nodes[back], QUEUE, true).await;
+    until_empty(&nodes[back], QUEUE).await;
     let _ = std::fs::remove_dir_all(&root);
 }

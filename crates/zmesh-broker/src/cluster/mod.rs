@@ -153,12 +153,12 @@ impl ClusterLink {
         self.in_flight == 0 && self.replication.settled()
     }
 
-    /// Proposes the publishes the queues took since the last call (once
-    /// per turn of the loop).
+    /// Proposes the publishes the queues took, and the decisions they made,
+    /// since the last call (once per turn of the loop).
     pub fn replicate(&mut self, queues: &mut QueueStore) {
-        let publishes = queues.take_replicated();
+        let taken = queues.take_replicated();
         // Most turns take none: the catalog is not looked at for nothing.
-        if publishes.is_empty() {
+        if taken.is_empty() {
             return;
         }
         let catalog = self.catalog.borrow().queues.clone();
@@ -170,7 +170,7 @@ impl ClusterLink {
                 .map_or(0, |r| r.declared_at_index)
         };
         self.replication
-            .propose(publishes, self.known_index, declared_at);
+            .propose(taken, self.known_index, declared_at);
     }
 
     /// Committed batches that would not decode, skipped.

@@ -2,7 +2,9 @@
 //! publish to the shard group of their queue, a batch per shard at a time,
 //! and applies every shard's committed batches in log order. A publish is
 //! confirmed when the node that took it applies the batch holding it: a
-//! quorum has it durable by then.
+//! quorum has it durable by then. The node serving a queue (leading its
+//! shard) hands its decisions the same way: what was acked, dead-lettered,
+//! dropped, purged or requeued, which every other node applies.
 //!
 //! One batch per shard is in flight at a time, so a shard's publishes are
 //! committed in the order the node took them; what arrives meanwhile waits
@@ -18,15 +20,18 @@ use tokio::sync::mpsc;
 use zmesh_cluster::{ClusterNode, Command, Committed, GroupId, NodeId};
 
 use super::Answering;
-use crate::queue::store::{QueueStore, ReplicatedPublish};
+use crate::queue::store::{
+    Decision, QueueStore, Replicated, ReplicatedDecision, ReplicatedPublish,
+};
 use crate::storage::Sends;
 
-/// Publishes in one batch at most. A record's offset is its entry's index
-/// shifted past `POSITION_BITS`, plus its position in the batch.
+/// Publishes and decisions in one batch at most. A publish's offset is its
+/// entry's index shifted past `POSITION_BITS`, plus its position in the
+/// batch.
 pub const BATCH_PUBLISHES_MAX: usize = 4096;
 
-/// Body bytes in one batch at most (a batch holds at least one publish,
-/// whatever its size).
+/// Body bytes (and 8 per offset a decision names) in one batch at most (a
+/// batch holds at least one item, whatever its size).
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
 
 const POSITION_BITS: u32 = 20;
@@ -43,6 +48,10 @@ struct ShardBatch {
     /// its queues follow the catalog that far (its queues exist here).
     catalog_index: u64,
     publishes: Vec<ReplicatedPublish>,
+    /// Applied after the publishes (a decision is about messages committed
+    /// before: delivered, so applied).
+    #[serde(default)]
+    decisions: Vec<ReplicatedDecision>,
 }
 
 /// A batch proposal ended.
@@ -71,8 +80,8 @@ pub struct Replication {
     /// A committed batch that waits for this node's queues to follow the
     /// catalog (further batches wait behind it).
     held: Option<(u64, ShardBatch)>,
-    /// Publishes taken and not yet proposed, per shard.
-    waiting: BTreeMap<GroupId, VecDeque<ReplicatedPublish>>,
+    /// Publishes taken and decisions made, not yet proposed, per shard.
+    waiting: BTreeMap<GroupId, VecDeque<Replicated>>,
     /// Shards with a batch proposal out.
     in_flight: BTreeSet<GroupId>,
     done_tx: mpsc::Sender<BatchDone>,
@@ -119,20 +128,20 @@ impl Replication {
         }
     }
 
-    /// Queues `publishes` (what the queues took since the last call) and
-    /// proposes a batch to each shard that has none in flight.
+    /// Queues `taken` (what the queues took and decided since the last
+    /// call) and proposes a batch to each shard that has none in flight.
     /// `catalog_index`: how far this node knows the catalog;
     /// `declared_at`: the index that declared a queue, as far as known.
     pub fn propose(
         &mut self,
-        publishes: Vec<ReplicatedPublish>,
+        taken: Vec<Replicated>,
         catalog_index: u64,
         declared_at: impl Fn(&str) -> u64,
     ) {
-        for mut publish in publishes {
-            publish.declared_at = declared_at(&publish.queue);
-            let group = self.node.shard_of(&publish.queue);
-            self.waiting.entry(group).or_default().push_back(publish);
+        for mut item in taken {
+            item.set_declared_at(declared_at(item.queue()));
+            let group = self.node.shard_of(item.queue());
+            self.waiting.entry(group).or_default().push_back(item);
         }
         let ready: Vec<GroupId> = self
             .waiting
@@ -147,16 +156,25 @@ impl Replication {
 
     fn propose_batch(&mut self, group: GroupId, catalog_index: u64) {
         let waiting = self.waiting.entry(group).or_default();
-        let mut publishes = Vec::new();
+        let (mut publishes, mut decisions) = (Vec::new(), Vec::new());
         let mut bytes = 0;
-        while let Some(p) = waiting.front() {
-            if publishes.len() >= BATCH_PUBLISHES_MAX
-                || (!publishes.is_empty() && bytes + p.body.len() > BATCH_BYTES_MAX)
-            {
+        while let Some(item) = waiting.front() {
+            let size = match item {
+                Replicated::Publish(p) => p.body.len(),
+                Replicated::Decision(d) => match &d.decision {
+                    Decision::Settle { offsets, .. } => 8 * offsets.len(),
+                    Decision::Requeue { .. } => 8,
+                },
+            };
+            let items = publishes.len() + decisions.len();
+            if items >= BATCH_PUBLISHES_MAX || (items > 0 && bytes + size > BATCH_BYTES_MAX) {
                 break;
             }
-            bytes += p.body.len();
-            publishes.push(waiting.pop_front().expect("looked at"));
+            bytes += size;
+            match waiting.pop_front().expect("looked at") {
+                Replicated::Publish(p) => publishes.push(p),
+                Replicated::Decision(d) => decisions.push(d),
+            }
         }
         let tickets: Vec<u64> = publishes.iter().map(|p| p.ticket).collect();
         let batch = ShardBatch {
@@ -164,6 +182,7 @@ impl Replication {
             boot: self.boot,
             catalog_index,
             publishes,
+            decisions,
         };
         let payload = Bytes::from(rmp_serde::to_vec(&batch).expect("a batch encodes"));
         self.in_flight.insert(group);
@@ -265,6 +284,14 @@ impl Replication {
             }
             sends.extend(queues.apply_committed(offset_of(index, position), publish, mine));
         }
+        // This node's own decisions were applied when it took them.
+        for decided in batch.decisions.into_iter().filter(|_| !mine) {
+            let here = followed.declared_at(&decided.queue);
+            if decided.declared_at != 0 && here != 0 && decided.declared_at != here {
+                continue;
+            }
+            queues.apply_decision(decided);
+        }
         sends
     }
 }
@@ -310,10 +337,19 @@ mod tests {
                 body: Bytes::from_static(b"hello"),
                 declared_at: 3,
             }],
+            decisions: vec![ReplicatedDecision {
+                queue: "jobs".into(),
+                declared_at: 3,
+                decision: Decision::Settle {
+                    reason: crate::queue::journal::SettleReason::Acked,
+                    offsets: vec![1 << 20, 2 << 20],
+                },
+            }],
         };
         let encoded = rmp_serde::to_vec(&batch).unwrap();
         let back: ShardBatch = rmp_serde::from_slice(&encoded).unwrap();
         assert_eq!(back.publishes, batch.publishes);
+        assert_eq!(back.decisions, batch.decisions);
         for cut in 0..encoded.len() {
             assert!(rmp_serde::from_slice::<ShardBatch>(&encoded[..cut]).is_err());
         }

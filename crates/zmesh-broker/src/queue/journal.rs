@@ -18,7 +18,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Why a message left its queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum SettleReason {
     /// A consumer acknowledged it.

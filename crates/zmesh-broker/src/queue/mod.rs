@@ -34,5 +34,6 @@ pub use self::core::{CoreCounters, QueueAction, QueueCore, QueueCoreConfig};
 pub use options::{Catalog, QueueOptions, QueueSpec};
 pub use state::{QueueCounters, QueueStats};
 pub use store::{
-    DiskDone, OpenReport, QueueStore, QueueStoreConfig, ReplicatedPublish, StoreError,
+    Decision, DiskDone, OpenReport, QueueStore, QueueStoreConfig, Replicated, ReplicatedDecision,
+    ReplicatedPublish, StoreError,
 };

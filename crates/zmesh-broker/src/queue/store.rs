@@ -71,7 +71,7 @@ pub struct OpenReport {
 }
 
 use super::reads::{BodyReads, ReadDone};
-pub use replicated::ReplicatedPublish;
+pub use replicated::{Decision, Replicated, ReplicatedDecision, ReplicatedPublish};
 
 mod compaction;
 mod replicated;
@@ -108,9 +108,9 @@ pub struct QueueStore {
     compact_resume_mono_ms: Option<u64>,
     /// Shutting down: no compaction (it would only delay the end).
     draining: bool,
-    /// In a cluster: publishes waiting to be handed to their shard groups
-    /// (`None`: a single broker, whose journal stores them).
-    replicated: Option<Vec<ReplicatedPublish>>,
+    /// In a cluster: publishes and decisions waiting to be handed to their
+    /// shard groups (`None`: a single broker, whose journal stores them).
+    replicated: Option<Vec<Replicated>>,
     /// Where the last body read back from the journal for a move was.
     body_cursor: ReadCursor,
     /// Deliveries whose bodies are read back off the loop.

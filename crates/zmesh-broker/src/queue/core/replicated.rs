@@ -62,6 +62,20 @@ impl QueueCore {
         std::mem::take(&mut self.out)
     }
 
+    /// A settle or requeue (a journal record) that the node serving the
+    /// queue decided, committed by the queue's shard: applied as at replay.
+    pub fn apply_decision(&mut self, now: Now, record: &Bytes) {
+        debug_assert!(
+            matches!(
+                Entry::decode(record),
+                Some(Entry::Settle { .. } | Entry::Requeue { .. })
+            ),
+            "decisions are settles and requeues"
+        );
+        // Their offsets are the records', not a journal's.
+        self.replay(now, 0, record);
+    }
+
     /// In a cluster: the queues this node serves from now on are those
     /// `leads` names (it leads their shards). A queue it starts serving gets
     /// deliveries at once. One it stops serving loses its consumers: what

@@ -23,11 +23,60 @@ pub struct ReplicatedPublish {
     pub declared_at: u64,
 }
 
+/// What this node decided about messages of a queue it serves (it leads the
+/// queue's shard): every other node applies it when committed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicatedDecision {
+    pub queue: String,
+    /// Which declaration of the queue (as for a publish).
+    pub declared_at: u64,
+    pub decision: Decision,
+}
+
+/// A decision on messages, named by their offsets (the same on every node).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Decision {
+    /// Gone for good: acked, dead-lettered (its copy is stored), dropped or
+    /// purged.
+    Settle {
+        reason: journal::SettleReason,
+        offsets: Vec<u64>,
+    },
+    /// Back in line after `deliveries` deliveries.
+    Requeue { offset: u64, deliveries: u32 },
+}
+
+/// What a node hands its queues' shard groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replicated {
+    Publish(ReplicatedPublish),
+    Decision(ReplicatedDecision),
+}
+
+impl Replicated {
+    /// The queue it is about.
+    pub fn queue(&self) -> &str {
+        match self {
+            Replicated::Publish(p) => &p.queue,
+            Replicated::Decision(d) => &d.queue,
+        }
+    }
+
+    /// Names the declaration of its queue it is about.
+    pub fn set_declared_at(&mut self, index: u64) {
+        match self {
+            Replicated::Publish(p) => p.declared_at = index,
+            Replicated::Decision(d) => d.declared_at = index,
+        }
+    }
+}
+
 impl QueueStore {
     /// From now on publishes are stored by the cluster: their records wait
     /// in [`QueueStore::take_replicated`] and are answered by
-    /// [`QueueStore::apply_committed`]. Deliveries, acks and requeues stay
-    /// in this node's memory (replicated in a later step: `docs/cluster.md`).
+    /// [`QueueStore::apply_committed`]. So do the decisions of the queues
+    /// this node serves (settles and requeues), which other nodes apply with
+    /// [`QueueStore::apply_decision`]; deliveries stay in this node's memory.
     pub fn replicate_publishes(&mut self) {
         self.replicated.get_or_insert_with(Vec::new);
     }
@@ -41,8 +90,8 @@ impl QueueStore {
         self.saves.pass(sends)
     }
 
-    /// The publishes waiting for the cluster since the last call.
-    pub fn take_replicated(&mut self) -> Vec<ReplicatedPublish> {
+    /// The publishes and decisions waiting for the cluster since the last call.
+    pub fn take_replicated(&mut self) -> Vec<Replicated> {
         self.replicated
             .as_mut()
             .map(std::mem::take)
@@ -86,6 +135,29 @@ impl QueueStore {
         self.saves.pass(sends)
     }
 
+    /// A decision another node took about a queue it served, committed:
+    /// applied here as a journal record is at replay. Sends nothing (this
+    /// node serves no consumer of a queue another node decides on, or has
+    /// just begun to: the message is gone, or back in line, as there).
+    pub fn apply_decision(&mut self, decided: ReplicatedDecision) {
+        let Some(queue) = self.core.queue_id(&decided.queue) else {
+            return;
+        };
+        let record = match decided.decision {
+            Decision::Settle { reason, offsets } => journal::Entry::Settle {
+                queue,
+                reason,
+                offsets,
+            },
+            Decision::Requeue { offset, deliveries } => journal::Entry::Requeue {
+                queue,
+                offset,
+                deliveries,
+            },
+        };
+        self.core.apply_decision(self.now(), &record.encode());
+    }
+
     /// The cluster could not store these publishes of this node (`reason`
     /// says why, and whether they may be stored after all): those still
     /// waiting are refused.
@@ -104,40 +176,80 @@ impl QueueStore {
         self.saves.pass(sends)
     }
 
-    /// In a cluster, a record goes to the cluster instead of the journal.
-    /// Settles, requeues and moves stay in memory for now: only publishes
-    /// (and dead letters, published with a ticket) go.
+    /// In a cluster, a record goes to the cluster instead of the journal:
+    /// publishes (and dead-letter copies) with their tickets, settles and
+    /// requeues as decisions. (Moves do not happen: compaction is off.)
     pub(super) fn hand_to_cluster(
         &mut self,
         record: Bytes,
         ticket: Option<u64>,
     ) -> Vec<QueueAction> {
-        if let (
-            Some(journal::Entry::Publish {
-                queue,
-                published_ms,
-                msg_id,
-                body,
-            }),
-            Some(ticket),
-        ) = (journal::Entry::decode(&record), ticket)
-        {
-            let Some(name) = self.core.queue_name(queue) else {
-                let reason = "queue deleted".to_owned();
-                return self.core.persisted(self.now(), ticket, Err(reason));
+        let Some(entry) = journal::Entry::decode(&record) else {
+            debug_assert!(false, "the core writes records that decode");
+            return Vec::new();
+        };
+        let queue = match &entry {
+            journal::Entry::Publish { queue, .. }
+            | journal::Entry::Settle { queue, .. }
+            | journal::Entry::Requeue { queue, .. }
+            | journal::Entry::Move { queue, .. } => *queue,
+        };
+        let Some(name) = self.core.queue_name(queue).map(str::to_owned) else {
+            return match ticket {
+                Some(ticket) => {
+                    let reason = "queue deleted".to_owned();
+                    self.core.persisted(self.now(), ticket, Err(reason))
+                }
+                None => Vec::new(),
             };
-            self.replicated
-                .get_or_insert_with(Vec::new)
-                .push(ReplicatedPublish {
-                    ticket,
-                    queue: name.to_owned(),
+        };
+        // The cluster link knows the catalog: it names the declaration.
+        let declared_at = 0;
+        let replicated = match (entry, ticket) {
+            (
+                journal::Entry::Publish {
                     published_ms,
                     msg_id,
                     body,
-                    // The cluster link knows the catalog.
-                    declared_at: 0,
-                });
-        }
+                    ..
+                },
+                Some(ticket),
+            ) => Replicated::Publish(ReplicatedPublish {
+                ticket,
+                queue: name,
+                published_ms,
+                msg_id,
+                body,
+                declared_at,
+            }),
+            (
+                journal::Entry::Settle {
+                    reason, offsets, ..
+                },
+                _,
+            ) => Replicated::Decision(ReplicatedDecision {
+                queue: name,
+                declared_at,
+                decision: Decision::Settle { reason, offsets },
+            }),
+            (
+                journal::Entry::Requeue {
+                    offset, deliveries, ..
+                },
+                _,
+            ) => Replicated::Decision(ReplicatedDecision {
+                queue: name,
+                declared_at,
+                decision: Decision::Requeue { offset, deliveries },
+            }),
+            (entry, _) => {
+                debug_assert!(false, "not written in a cluster: {entry:?}");
+                return Vec::new();
+            }
+        };
+        self.replicated
+            .get_or_insert_with(Vec::new)
+            .push(replicated);
         Vec::new()
     }
 }
