@@ -336,6 +336,7 @@ mod tests {
                 msg_id: Bytes::from_static(b"m-1"),
                 body: Bytes::from_static(b"hello"),
                 declared_at: 3,
+                dead_letter: false,
             }],
             decisions: vec![ReplicatedDecision {
                 queue: "jobs".into(),

@@ -299,4 +299,41 @@ impl QueueCore {
             }
         }
     }
+
+    /// In a cluster: a committed publish of an id its queue holds already,
+    /// at `first` (a resend whose first try's fate was unknown, committed
+    /// through another node). Every node keeps the first copy only; when
+    /// this node took the repeat (as `ticket`, still waiting), its
+    /// publishers hear it is stored at `first`.
+    pub(super) fn publish_stored_already(&mut self, ticket: Option<u64>, queue: u32, first: u64) {
+        if let Some(q) = self.queue_by_id(queue) {
+            q.counters.duplicates += 1;
+        }
+        let Some(ticket) =
+            ticket.filter(|t| matches!(self.tickets.get(t), Some(Ticket::Publish { .. })))
+        else {
+            return;
+        };
+        let Some(Ticket::Publish {
+            queue,
+            msg,
+            waiters,
+        }) = self.tickets.remove(&ticket)
+        else {
+            unreachable!("looked at above");
+        };
+        self.storing_bytes -= msg.body.len();
+        self.messages -= 1;
+        if let Some(q) = self.queue_by_id(queue) {
+            q.storing -= 1;
+            q.sub_bytes(msg.body.len());
+        }
+        for w in waiters {
+            let outcome = Outcome::Stored {
+                offset: first,
+                duplicate: true,
+            };
+            self.resolve(w, outcome);
+        }
+    }
 }

@@ -37,29 +37,44 @@ impl QueueCore {
     /// A PUBLISH the cluster committed at `offset`. When it is this node's
     /// own, still waiting as `ticket`, it is answered as stored; otherwise
     /// it is applied as at replay, and handed to this node's consumers.
+    /// One whose id its queue holds already is kept once, as on every node
+    /// (but a `dead_letter` copy is kept whatever its id).
     pub fn apply_committed(
         &mut self,
         now: Now,
         offset: u64,
         ticket: Option<u64>,
         record: &Bytes,
+        dead_letter: bool,
     ) -> Vec<QueueAction> {
+        let Some(Entry::Publish { queue, msg_id, .. }) = Entry::decode(record) else {
+            debug_assert!(false, "only publishes are committed");
+            return Vec::new();
+        };
+        let first = self
+            .queue_by_id(queue)
+            .and_then(|q| match q.dedup.get(&msg_id) {
+                Some(Dedup::Stored(first)) if first != offset => Some(first),
+                _ => None,
+            });
+        if let Some(first) = first.filter(|_| !dead_letter) {
+            self.publish_stored_already(ticket, queue, first);
+            return std::mem::take(&mut self.out);
+        }
         if let Some(ticket) = ticket.filter(|t| self.is_storing(*t)) {
             return self.persisted(now, ticket, Ok(offset));
         }
-        let name = match Entry::decode(record) {
-            Some(Entry::Publish { queue, .. }) => self.queue_name(queue).map(str::to_owned),
-            _ => None,
-        };
-        debug_assert!(
-            matches!(Entry::decode(record), Some(Entry::Publish { .. })),
-            "only publishes are committed"
-        );
+        let name = self.queue_name(queue).map(str::to_owned);
         self.replay(now, offset, record);
         if let Some(name) = name {
             self.dispatch(now, &name);
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// Whether `ticket` waits for a dead-letter copy to be stored.
+    pub fn is_dead_letter(&self, ticket: u64) -> bool {
+        matches!(self.tickets.get(&ticket), Some(Ticket::DeadLetter { .. }))
     }
 
     /// A settle or requeue (a journal record) that the node serving the

@@ -21,6 +21,10 @@ pub struct ReplicatedPublish {
     /// index that declared it (0: not known), so that a queue deleted and
     /// declared again does not get the old one's messages.
     pub declared_at: u64,
+    /// A dead-letter copy: stored even when its queue holds its id already
+    /// (a publisher's repeat is stored once).
+    #[serde(default)]
+    pub dead_letter: bool,
 }
 
 /// What this node decided about messages of a queue it serves (it leads the
@@ -127,9 +131,9 @@ impl QueueStore {
         }
         .encode();
         let ticket = mine.then_some(publish.ticket);
-        let actions = self
-            .core
-            .apply_committed(self.now(), offset, ticket, &record);
+        let actions =
+            self.core
+                .apply_committed(self.now(), offset, ticket, &record, publish.dead_letter);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
         self.saves.pass(sends)
@@ -221,6 +225,7 @@ impl QueueStore {
                 msg_id,
                 body,
                 declared_at,
+                dead_letter: self.core.is_dead_letter(ticket),
             }),
             (
                 journal::Entry::Settle {

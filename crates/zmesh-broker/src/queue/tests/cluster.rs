@@ -57,3 +57,56 @@ fn only_a_served_queue_has_consumers_deliveries_and_expiries() {
     assert!(s.take("c", "HEARTBEAT").is_empty(), "no longer a consumer");
     assert!(s.take("c", "DELIVER").is_empty());
 }
+
+/// A PUBLISH record of `id` to queue 0, as a shard commits it.
+fn committed_publish(id: &str) -> Bytes {
+    crate::queue::journal::Entry::Publish {
+        queue: 0,
+        published_ms: 1,
+        msg_id: Bytes::from(id.to_owned()),
+        body: Bytes::from_static(b"x"),
+    }
+    .encode()
+}
+
+#[test]
+fn a_publish_committed_twice_through_two_nodes_is_kept_once_everywhere() {
+    let config = QueueCoreConfig {
+        served_where_led: true,
+        ..QueueCoreConfig::default()
+    };
+    let mut s = declared_with(config, "{}");
+    // This node takes `x` and hands it to the shard (its ticket waits) ...
+    s.send("p", &["PUBLISH", "1", "jobs", "x", "x"]);
+    let (ticket, _) = s.waiting.pop().expect("a ticket waits");
+    // ... while a resend of `x` through another node commits first.
+    let now = at(s.now);
+    let (first, mine) = (1 << 20, 2 << 20);
+    let a = s.core.apply_committed(now, first, None, &committed_publish("x"), false);
+    s.apply(a);
+    // This node's own copy commits next: kept once, its publisher told
+    // where the first is.
+    let a = s
+        .core
+        .apply_committed(now, mine, Some(ticket), &committed_publish("x"), false);
+    s.apply(a);
+    let confirm = s.take("p", "CONFIRM");
+    assert_eq!(confirm.len(), 1);
+    assert_eq!(confirm[0][4], first.to_string());
+    assert_eq!(confirm[0][5], "duplicate");
+    // A third copy, from yet another node, is skipped alike.
+    let a = s
+        .core
+        .apply_committed(now, 3 << 20, None, &committed_publish("x"), false);
+    s.apply(a);
+    let stat = s.stat("jobs");
+    assert_eq!((stat.ready, stat.storing, stat.bytes), (1, 0, 1));
+    assert_eq!(stat.counters.duplicates, 2);
+    assert_eq!(s.core.message_count(), 1);
+    // A dead-letter copy is kept whatever its id.
+    let a = s
+        .core
+        .apply_committed(now, 4 << 20, None, &committed_publish("x"), true);
+    s.apply(a);
+    assert_eq!(s.stat("jobs").ready, 2);
+}
