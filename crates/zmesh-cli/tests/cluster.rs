@@ -331,6 +331,8 @@ fn publish_until_stopped(
 #[derive(Default)]
 struct Delivered {
     times: BTreeMap<String, u32>,
+    /// Ids a delivery said were delivered before.
+    marked_again: BTreeSet<String>,
 }
 
 /// Consumes `queue` with `client` (of the node serving it) until aborted,
@@ -347,12 +349,13 @@ fn consume_into(
         let mut consumer = client.consume(queue, 256).await.expect("consume");
         while let Some(d) = consumer.next().await {
             let id = String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id");
-            *delivered
-                .lock()
-                .unwrap()
-                .times
-                .entry(id.clone())
-                .or_default() += 1;
+            {
+                let mut delivered = delivered.lock().unwrap();
+                *delivered.times.entry(id.clone()).or_default() += 1;
+                if d.deliveries > 1 {
+                    delivered.marked_again.insert(id.clone());
+                }
+            }
             count.send_modify(|n| *n += 1);
             if !hold(&id) {
                 consumer.ack(d.tag).await.expect("ack");
@@ -542,7 +545,8 @@ async fn leader_kill_under_load(
         );
         eprintln!(
             "{} tried, {} confirmed ({} before the kill of node {victim}, {} shard {shard}); \
-             {} delivered, {} recovered, {} duplicated; node {serving} served after",
+             {} delivered, {} recovered, {} duplicated ({} marked redelivered); \
+             node {serving} served after",
             p.tried.len(),
             p.confirmed.len(),
             at_kill,
@@ -554,6 +558,7 @@ async fn leader_kill_under_load(
             d.times.len(),
             v.recovered.len(),
             v.duplicated.len(),
+            d.marked_again.len(),
         );
     }
 

@@ -162,7 +162,9 @@ impl Replication {
             let size = match item {
                 Replicated::Publish(p) => p.body.len(),
                 Replicated::Decision(d) => match &d.decision {
-                    Decision::Settle { offsets, .. } => 8 * offsets.len(),
+                    Decision::Settle { offsets, .. } | Decision::Deliver { offsets } => {
+                        8 * offsets.len()
+                    }
                     Decision::Requeue { .. } => 8,
                 },
             };

@@ -80,6 +80,15 @@ pub enum Entry {
         /// Deliveries so far.
         deliveries: u32,
     },
+    /// Messages delivered once more. Only a cluster writes it (its shard's
+    /// leader delivers, and a new leader must know how often); a single
+    /// broker counts deliveries in memory and journals them with a REQUEUE.
+    Deliver {
+        /// Queue id.
+        queue: u32,
+        /// Their offsets.
+        offsets: Vec<u64>,
+    },
 }
 
 /// The body stored by a PUBLISH or MOVE record; `None` for other records.
@@ -93,7 +102,7 @@ pub enum Entry {
 pub fn body(record: &Bytes) -> Option<Bytes> {
     match Entry::decode(record)? {
         Entry::Publish { body, .. } | Entry::Move { body, .. } => Some(body),
-        Entry::Settle { .. } | Entry::Requeue { .. } => None,
+        Entry::Settle { .. } | Entry::Requeue { .. } | Entry::Deliver { .. } => None,
     }
 }
 
@@ -177,6 +186,14 @@ impl Entry {
                 b.put_u64_le(*offset);
                 b.put_u32_le(*deliveries);
             }
+            Entry::Deliver { queue, offsets } => {
+                b.put_u8(5);
+                b.put_u32_le(*queue);
+                b.put_u32_le(offsets.len() as u32);
+                for o in offsets {
+                    b.put_u64_le(*o);
+                }
+            }
         }
         b.freeze()
     }
@@ -236,6 +253,16 @@ impl Entry {
                     body: p.slice(35 + id_len..),
                 })
             }
+            5 => {
+                let n = u32_at(5)? as usize;
+                if p.len() != 9 + n * 8 {
+                    return None;
+                }
+                Some(Entry::Deliver {
+                    queue: u32_at(1)?,
+                    offsets: (0..n).map(|i| u64_at(9 + i * 8)).collect::<Option<_>>()?,
+                })
+            }
             _ => None,
         }
     }
@@ -263,6 +290,10 @@ mod tests {
                 queue: 3,
                 offset: 5,
                 deliveries: 2,
+            },
+            Entry::Deliver {
+                queue: 3,
+                offsets: vec![5, 9],
             },
             Entry::Move {
                 queue: 3,

@@ -421,8 +421,14 @@ impl Queue {
 
     /// Hand ready messages to consumers with credit, round-robin, oldest
     /// first. Returns the offsets found expired on the way, for the caller to
-    /// dead-letter, and the earliest ack deadline set.
-    pub fn dispatch(&mut self, now: Now, sends: &mut Vec<QueueAction>) -> (Vec<u64>, Option<u64>) {
+    /// dead-letter, and the earliest ack deadline set; with `delivered`,
+    /// notes there the offsets delivered.
+    pub fn dispatch(
+        &mut self,
+        now: Now,
+        sends: &mut Vec<QueueAction>,
+        mut delivered: Option<&mut Vec<u64>>,
+    ) -> (Vec<u64>, Option<u64>) {
         let mut expired = Vec::new();
         let mut earliest = None;
         let n = self.consumers.len();
@@ -462,6 +468,9 @@ impl Queue {
             consumer.held.insert(offset);
             earliest.get_or_insert(deadline);
             self.counters.delivered += 1;
+            if let Some(delivered) = delivered.as_deref_mut() {
+                delivered.push(offset);
+            }
             let mut frames =
                 proto::deliver_head(&self.spec.name, offset, msg.deliveries, &msg.msg_id);
             let body_at = match &msg.body {

@@ -336,8 +336,23 @@ impl QueueCore {
         let Some(q) = self.queues.get_mut(name).filter(|q| q.serving) else {
             return;
         };
-        let (expired, earliest) = q.dispatch(now, &mut self.out);
+        // In a cluster, the next leader must know how often a message was
+        // delivered: deliveries are decisions in the shard's log.
+        let mut delivered = Vec::new();
+        let record = self.config.served_where_led.then_some(&mut delivered);
+        let (expired, earliest) = q.dispatch(now, &mut self.out, record);
         q.counters.expired += expired.len() as u64;
+        if !delivered.is_empty() {
+            let queue = q.id();
+            self.append(
+                Entry::Deliver {
+                    queue,
+                    offsets: delivered,
+                },
+                Durability::Os,
+                None,
+            );
+        }
         if let Some(d) = earliest {
             self.earliest_ack_deadline_ms =
                 Some(self.earliest_ack_deadline_ms.map_or(d, |e| e.min(d)));

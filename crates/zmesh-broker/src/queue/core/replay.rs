@@ -11,7 +11,8 @@ impl QueueCore {
             Entry::Publish { queue, .. }
             | Entry::Settle { queue, .. }
             | Entry::Requeue { queue, .. }
-            | Entry::Move { queue, .. },
+            | Entry::Move { queue, .. }
+            | Entry::Deliver { queue, .. },
         ) = &entry
         {
             // Should the catalog ever lag the journal, a new queue must not inherit old records.
@@ -81,6 +82,17 @@ impl QueueCore {
                     .and_then(|q| q.messages.get_mut(&offset))
                 {
                     m.deliveries = deliveries;
+                }
+            }
+            Some(Entry::Deliver { queue, offsets }) => {
+                let offsets: Vec<u64> = offsets.iter().map(|o| self.moved_to(*o)).collect();
+                let Some(q) = self.queue_by_id(queue) else {
+                    return;
+                };
+                for o in offsets {
+                    if let Some(m) = q.messages.get_mut(&o) {
+                        m.deliveries = m.deliveries.saturating_add(1);
+                    }
                 }
             }
             None => tracing::warn!(offset, "journal record of an unknown kind skipped"),

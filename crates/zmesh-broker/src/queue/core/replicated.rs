@@ -83,9 +83,9 @@ impl QueueCore {
         debug_assert!(
             matches!(
                 Entry::decode(record),
-                Some(Entry::Settle { .. } | Entry::Requeue { .. })
+                Some(Entry::Settle { .. } | Entry::Requeue { .. } | Entry::Deliver { .. })
             ),
-            "decisions are settles and requeues"
+            "decisions are settles, requeues and deliveries"
         );
         // Their offsets are the records', not a journal's.
         self.replay(now, 0, record);

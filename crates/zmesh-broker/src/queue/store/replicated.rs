@@ -48,6 +48,8 @@ pub enum Decision {
     },
     /// Back in line after `deliveries` deliveries.
     Requeue { offset: u64, deliveries: u32 },
+    /// Delivered once more (each).
+    Deliver { offsets: Vec<u64> },
 }
 
 /// What a node hands its queues' shard groups.
@@ -158,6 +160,7 @@ impl QueueStore {
                 offset,
                 deliveries,
             },
+            Decision::Deliver { offsets } => journal::Entry::Deliver { queue, offsets },
         };
         self.core.apply_decision(self.now(), &record.encode());
     }
@@ -196,7 +199,8 @@ impl QueueStore {
             journal::Entry::Publish { queue, .. }
             | journal::Entry::Settle { queue, .. }
             | journal::Entry::Requeue { queue, .. }
-            | journal::Entry::Move { queue, .. } => *queue,
+            | journal::Entry::Move { queue, .. }
+            | journal::Entry::Deliver { queue, .. } => *queue,
         };
         let Some(name) = self.core.queue_name(queue).map(str::to_owned) else {
             return match ticket {
@@ -247,6 +251,13 @@ impl QueueStore {
                 declared_at,
                 decision: Decision::Requeue { offset, deliveries },
             }),
+            (journal::Entry::Deliver { offsets, .. }, _) => {
+                Replicated::Decision(ReplicatedDecision {
+                    queue: name,
+                    declared_at,
+                    decision: Decision::Deliver { offsets },
+                })
+            }
             (entry, _) => {
                 debug_assert!(false, "not written in a cluster: {entry:?}");
                 return Vec::new();

@@ -82,7 +82,9 @@ fn a_publish_committed_twice_through_two_nodes_is_kept_once_everywhere() {
     // ... while a resend of `x` through another node commits first.
     let now = at(s.now);
     let (first, mine) = (1 << 20, 2 << 20);
-    let a = s.core.apply_committed(now, first, None, &committed_publish("x"), false);
+    let a = s
+        .core
+        .apply_committed(now, first, None, &committed_publish("x"), false);
     s.apply(a);
     // This node's own copy commits next: kept once, its publisher told
     // where the first is.
@@ -109,4 +111,71 @@ fn a_publish_committed_twice_through_two_nodes_is_kept_once_everywhere() {
         .apply_committed(now, 4 << 20, None, &committed_publish("x"), true);
     s.apply(a);
     assert_eq!(s.stat("jobs").ready, 2);
+}
+
+/// What a follower does with the leader's records `from` on: applies them
+/// as the shard commits them (at the leader's offsets). Returns the end.
+fn follow(leader: &Sim, follower: &mut Sim, from: usize) -> usize {
+    let now = at(follower.now);
+    for (offset, record) in leader.journal.iter().enumerate().skip(from) {
+        let a =
+            match crate::queue::journal::Entry::decode(record) {
+                Some(crate::queue::journal::Entry::Publish { .. }) => follower
+                    .core
+                    .apply_committed(now, offset as u64, None, record, false),
+                _ => {
+                    follower.core.apply_decision(now, record);
+                    Vec::new()
+                }
+            };
+        follower.apply(a);
+    }
+    leader.journal.len()
+}
+
+#[test]
+fn a_new_leader_knows_what_the_old_one_delivered_and_settled() {
+    let config = QueueCoreConfig {
+        served_where_led: true,
+        ..QueueCoreConfig::default()
+    };
+    let mut leader = declared_with(config.clone(), "{}");
+    let mut follower = declared_with(config, "{}");
+    let a = leader.core.serve(at(leader.now), |_| true);
+    leader.apply(a);
+    for id in ["a", "b", "c"] {
+        leader.send("p", &["PUBLISH", id, "jobs", id, "x"]);
+    }
+    leader.sync();
+    leader.send("c", &["CONSUME", "c", "jobs", "10"]);
+    let tags = leader.tags("c");
+    assert_eq!(tags.len(), 3);
+    leader.send("c", &["ACK", "jobs", &tags[0]]);
+    leader.send("c", &["NACK", "jobs", "1", &tags[1]]);
+    let (held, requeued) = (&tags[2], &tags[1]);
+    // The leader delivered `b` again to the same consumer.
+    assert_eq!(leader.take("c", "DELIVER")[0][5], "2");
+    follow(&leader, &mut follower, 0);
+
+    // The leader dies; the follower leads and serves.
+    let a = follower.core.serve(at(follower.now), |_| true);
+    follower.apply(a);
+    follower.send("d", &["CONSUME", "d", "jobs", "10"]);
+    let again = follower.take("d", "DELIVER");
+    let seen: Vec<(String, String)> = again
+        .iter()
+        .map(|f| {
+            (
+                String::from_utf8(f[4].to_vec()).unwrap(),
+                String::from_utf8(f[5].to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    // `a` was acked: gone. `b` was delivered twice, `c` once: each comes
+    // again, counted.
+    assert_eq!(
+        seen,
+        vec![(requeued.clone(), "3".into()), (held.clone(), "2".into())]
+    );
+    assert_eq!(follower.core.message_count(), 2);
 }
