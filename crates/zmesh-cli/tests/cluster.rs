@@ -346,7 +346,17 @@ fn consume_into(
     count: tokio::sync::watch::Sender<usize>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut consumer = client.consume(queue, 256).await.expect("consume");
+        // A new leader serves once it has applied what the last one left
+        // (an instant after it says it leads): until then it refuses.
+        let mut consumer = loop {
+            match client.consume(queue, 256).await {
+                Ok(consumer) => break consumer,
+                Err(QueueError::Refused { code: 503, .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("consume: {e}"),
+            }
+        };
         while let Some(d) = consumer.next().await {
             let id = String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id");
             {

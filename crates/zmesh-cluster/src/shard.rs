@@ -19,7 +19,7 @@ use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMe
 use openraft::{EntryPayload, OptionalSend};
 use tokio::sync::mpsc;
 
-use crate::types::{Command, GroupId, Outcome, Types};
+use crate::types::{Command, GroupId, NodeId, Outcome, Types};
 
 /// Committed batches waiting for the application, over all shards: past it,
 /// applying waits (and so do confirms), while replication goes on.
@@ -31,8 +31,14 @@ pub struct Committed {
     pub group: GroupId,
     /// The Raft index of its entry: the same on every node.
     pub index: u64,
-    /// What the proposer put in [`Command::Batch`].
+    /// What the proposer put in [`Command::Batch`] (empty with
+    /// `leader_from_here`).
     pub payload: Bytes,
+    /// On the first entry of a leader's term (openraft's blank entry, which
+    /// holds no batch): that leader. Every entry before it has been handed
+    /// over by then, so a leader that gets its own knows it has everything
+    /// committed before its term.
+    pub leader_from_here: Option<NodeId>,
 }
 
 /// A shard group's state machine (openraft's `RaftStateMachine`).
@@ -50,6 +56,15 @@ struct Applied {
 }
 
 impl ShardMachine {
+    /// Waits while the application is behind. Once it has stopped, nothing
+    /// applies anything any more.
+    async fn hand_over(&self, committed: Committed) -> Result<(), io::Error> {
+        self.to_application
+            .send(committed)
+            .await
+            .map_err(|_| io::Error::other("the application stopped"))
+    }
+
     /// A shard that hands what it commits to `to_application`.
     pub fn new(group: GroupId, to_application: mpsc::Sender<Committed>) -> ShardMachine {
         ShardMachine {
@@ -98,18 +113,24 @@ impl RaftStateMachine<Types> for ShardMachine {
                         group: self.group,
                         index: log_id.index,
                         payload,
+                        leader_from_here: None,
                     };
-                    // Waits while the application is behind. Once it has
-                    // stopped, nothing applies anything any more.
-                    if self.to_application.send(committed).await.is_err() {
-                        return Err(io::Error::other("the application stopped"));
-                    }
+                    self.hand_over(committed).await?;
                     Outcome::Batched
                 }
                 // Catalog commands belong to the metadata group: a peer that
                 // sends one here is answered, and nothing changes.
                 EntryPayload::Normal(_) => Outcome::WrongGroup,
-                EntryPayload::Blank => Outcome::Noted,
+                EntryPayload::Blank => {
+                    let committed = Committed {
+                        group: self.group,
+                        index: log_id.index,
+                        payload: Bytes::new(),
+                        leader_from_here: Some(log_id.committed_leader_id().node_id),
+                    };
+                    self.hand_over(committed).await?;
+                    Outcome::Noted
+                }
                 EntryPayload::Membership(m) => {
                     let mut applied = self.applied.lock().expect("shard lock");
                     applied.membership = StoredMembershipOf::<Types>::new(Some(log_id), m);

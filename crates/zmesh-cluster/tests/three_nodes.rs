@@ -220,7 +220,7 @@ fn batch(text: &str) -> Command {
 fn payloads(committed: &[Committed], group: GroupId) -> Vec<Bytes> {
     committed
         .iter()
-        .filter(|c| c.group == group)
+        .filter(|c| c.group == group && c.leader_from_here.is_none())
         .map(|c| c.payload.clone())
         .collect()
 }

@@ -96,6 +96,10 @@ pub struct ClusterLink {
     shard_leaders: Vec<watch::Receiver<Option<NodeId>>>,
     /// Told by a task per shard when its leader changes.
     leadership_changed: Arc<Notify>,
+    /// Each shard's leader as far as this node has applied the shard's log
+    /// (the first entry of its term). A leader serves once its own first
+    /// entry is applied here: everything committed before it is, then.
+    applied_leaders: BTreeMap<GroupId, NodeId>,
     /// The shards this node leads, whose queues it serves.
     led: BTreeSet<GroupId>,
 }
@@ -126,6 +130,7 @@ impl ClusterLink {
         ClusterLink {
             shard_leaders,
             leadership_changed,
+            applied_leaders: BTreeMap::new(),
             led: BTreeSet::new(),
             replication: Replication::new(node.clone()),
             followed_index: 0,
@@ -253,12 +258,16 @@ impl ClusterLink {
         }
     }
 
-    /// Serves the queues of the shards this node leads now, and only those.
+    /// Serves the queues of the shards this node leads now, and only those:
+    /// those whose leader it is and whose log it has applied up to its own
+    /// term (so it decides on what the last leader left, not on less).
     fn serve_led(&mut self, queues: &mut QueueStore) -> Sends {
         let me = self.node.node_id();
         let led: BTreeSet<GroupId> = (1..)
             .zip(&self.shard_leaders)
-            .filter(|(_, leader)| *leader.borrow() == Some(me))
+            .filter(|(shard, leader)| {
+                *leader.borrow() == Some(me) && self.applied_leaders.get(shard) == Some(&me)
+            })
             .map(|(shard, _)| shard)
             .collect();
         if led != self.led {
@@ -274,6 +283,12 @@ impl ClusterLink {
         match event {
             ClusterEvent::Decided(decided) => self.answer(decided, queues),
             ClusterEvent::CatalogChanged => self.follow_catalog(queues),
+            ClusterEvent::Replication(replicate::Event::Committed(c))
+                if let Some(leader) = c.leader_from_here =>
+            {
+                self.applied_leaders.insert(c.group, leader);
+                self.serve_led(queues)
+            }
             ClusterEvent::Replication(replicate::Event::Committed(c)) => {
                 let followed = Followed {
                     index: self.followed_index,
