@@ -5,6 +5,10 @@ use std::process::Stdio;
 #[allow(dead_code)]
 pub mod admin;
 #[allow(dead_code)]
+pub mod cluster;
+#[allow(dead_code)]
+pub mod history;
+#[allow(dead_code)]
 pub mod inproc;
 #[allow(dead_code)]
 pub mod security;

@@ -1,0 +1,192 @@
+//! A cluster under load loses no confirmed message when the leader of the
+//! queue's shard is SIGKILLed: the consumer moves to the new leader, and
+//! what the old one delivered and did not see acked comes again.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::{
+    agreed_leader_of, client, note_said, start, three_started, until_empty, until_queue,
+};
+use common::history::{Delivered, Published, consume_into, publish_until_stopped, verdict};
+use common::temp_dir;
+use zmesh_client::queue::QueueError;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_publishes_survive_the_shard_leader_s_sigkill() {
+    // The bound also ends a wait for a confirmed message that never comes:
+    // the history below says which.
+    let published = Arc::new(Mutex::new(Published::default()));
+    let delivered = Arc::new(Mutex::new(Delivered::default()));
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        leader_kill_under_load(published.clone(), delivered.clone()),
+    )
+    .await;
+    if outcome.is_err() {
+        let (p, d) = (published.lock().unwrap(), delivered.lock().unwrap());
+        let v = verdict(&p, &d);
+        panic!(
+            "the test exceeded its time limit with {} tried, {} confirmed, {} delivered; lost so far: {:?}",
+            p.tried.len(),
+            p.confirmed.len(),
+            d.times.len(),
+            v.lost
+        );
+    }
+}
+
+/// Every tenth id stays unacked by the consumer that first gets it.
+fn every_tenth(id: &str) -> bool {
+    id.ends_with('0')
+}
+
+async fn leader_kill_under_load(
+    published: Arc<Mutex<Published>>,
+    delivered: Arc<Mutex<Delivered>>,
+) {
+    const QUEUE: &str = "jobs";
+    const BEFORE: usize = 100;
+    const AFTER: usize = 100;
+    let root = temp_dir("leader-kill");
+    let (mut nodes, peers, _) = three_started(&root).await;
+    client(&nodes[0])
+        .await
+        .declare(QUEUE, None)
+        .await
+        .expect("declared");
+    for node in &nodes {
+        until_queue(node, QUEUE, true).await;
+    }
+    let shard = zmesh_cluster::shard_of(QUEUE, zmesh_cluster::SHARDS_DEFAULT);
+    let shard_leader = agreed_leader_of(&mut nodes, shard, &[1, 2, 3]).await;
+
+    // Only the shard's leader serves the queue's consumers.
+    let follower = nodes.iter().position(|n| n.id != shard_leader).unwrap();
+    match client(&nodes[follower]).await.consume(QUEUE, 1).await {
+        Err(QueueError::Refused { code: 503, .. }) => {}
+        other => panic!("a follower's CONSUME: {:?}", other.map(|_| ())),
+    }
+
+    // The consumer talks to the shard's leader and keeps every tenth id
+    // unacked; the publisher talks to a node that does not lead the shard:
+    // it forwards each batch, and stays up through the kill.
+    let (count_tx, mut count) = tokio::sync::watch::channel(0usize);
+    let first_consumer = consume_into(
+        client(&nodes[(shard_leader - 1) as usize]).await,
+        QUEUE,
+        every_tenth,
+        delivered.clone(),
+        count_tx.clone(),
+    );
+    let publisher_node = follower;
+    let (confirmed_tx, mut confirmed) = tokio::sync::watch::channel(0usize);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let publisher = publish_until_stopped(
+        client(&nodes[publisher_node]).await,
+        QUEUE,
+        published.clone(),
+        confirmed_tx,
+        stop,
+    );
+    confirmed.wait_for(|n| *n >= BEFORE).await.unwrap();
+    count.wait_for(|n| *n >= BEFORE / 2).await.unwrap();
+
+    // The shard's leader now, as the publisher's node last named it. Should
+    // leadership have moved to the publisher's node (an election on a busy
+    // machine), the other node dies instead: no confirmed id may be lost
+    // either way, and the test says which it was.
+    note_said(&mut nodes);
+    let now_leading = nodes[publisher_node].named[&shard];
+    let victim = if now_leading == nodes[publisher_node].id {
+        let other = nodes
+            .iter()
+            .find(|n| n.id != now_leading && n.id != shard_leader)
+            .unwrap()
+            .id;
+        eprintln!("the publisher's node leads the shard now: node {other} dies instead");
+        other
+    } else {
+        now_leading
+    };
+    let (mut dead, _) = nodes[(victim - 1) as usize].process.take().unwrap();
+    dead.start_kill().unwrap();
+    dead.wait().await.unwrap();
+    let at_kill = *confirmed.borrow();
+
+    // The consumer moves to the shard's leader (the same one, when it
+    // survived), and what it held unacked comes again there.
+    first_consumer.abort();
+    let _ = first_consumer.await;
+    let survivors: Vec<u64> = nodes
+        .iter()
+        .filter(|n| n.process.is_some())
+        .map(|n| n.id)
+        .collect();
+    let serving = agreed_leader_of(&mut nodes, shard, &survivors).await;
+    let consumer = consume_into(
+        client(&nodes[(serving - 1) as usize]).await,
+        QUEUE,
+        |_| false,
+        delivered.clone(),
+        count_tx,
+    );
+    confirmed.wait_for(|n| *n >= at_kill + AFTER).await.unwrap();
+    stop_tx.send(true).unwrap();
+    publisher.await.unwrap();
+
+    // Every confirmed id comes, and nothing that was never published.
+    let want = published.lock().unwrap().confirmed.clone();
+    count
+        .wait_for(|_| {
+            let d = delivered.lock().unwrap();
+            want.iter().all(|id| d.times.contains_key(id))
+        })
+        .await
+        .unwrap();
+    // The consumer acks what else is there (copies of publishes whose fate
+    // was unknown), then every node's copy of the queue is empty: the
+    // leader's acks are applied everywhere.
+    until_empty(&nodes[(serving - 1) as usize], QUEUE).await;
+    consumer.abort();
+    for node in nodes.iter().filter(|n| n.process.is_some()) {
+        until_empty(node, QUEUE).await;
+    }
+    {
+        let (p, d) = (published.lock().unwrap(), delivered.lock().unwrap());
+        let v = verdict(&p, &d);
+        assert!(v.lost.is_empty(), "lost: {:?}", v.lost);
+        assert!(
+            v.unexpected.is_empty(),
+            "never published: {:?}",
+            v.unexpected
+        );
+        eprintln!(
+            "{} tried, {} confirmed ({} before the kill of node {victim}, {} shard {shard}); \
+             {} delivered, {} recovered, {} duplicated ({} marked redelivered); \
+             node {serving} served after",
+            p.tried.len(),
+            p.confirmed.len(),
+            at_kill,
+            if victim == now_leading {
+                "which led"
+            } else {
+                "which did not lead"
+            },
+            d.times.len(),
+            v.recovered.len(),
+            v.duplicated.len(),
+            d.marked_again.len(),
+        );
+    }
+
+    // The killed node comes back, applies the shard's log again, acks
+    // included, and holds nothing either.
+    let back = (victim - 1) as usize;
+    start(&mut nodes[back], &peers).await;
+    until_queue(&nodes[back], QUEUE, true).await;
+    until_empty(&nodes[back], QUEUE).await;
+    let _ = std::fs::remove_dir_all(&root);
+}
