@@ -1,12 +1,16 @@
 //! Three `zmesh broker` processes on loopback form a cluster: a queue
 //! declared on one is declared on all, with the options agreed, and the
-//! catalog goes on when the node leading it is SIGKILLed and comes back.
+//! catalog goes on when the node leading it is SIGKILLed and comes back;
+//! what the leader of a queue's shard dead-letters reaches every node.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::cluster::{Node, agreed_leader_of, client, start, three_started, until_queue};
+use common::cluster::{
+    Node, agreed_leader_of, client, consume_served, start, three_started, until_empty, until_queue,
+};
 use common::temp_dir;
 use zmesh_broker::queue::QueueOptions;
 use zmesh_client::queue::QueueError;
@@ -110,6 +114,84 @@ async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
                     .max_length,
                 expected
             );
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    })
+    .await;
+}
+
+/// The ids a consumer of `queue` on `node` is handed until it has all of
+/// `want` (each acked, or rejected when `reject` picks it).
+async fn consumed(
+    node: &Node,
+    queue: &str,
+    want: &BTreeSet<String>,
+    reject: fn(&str) -> bool,
+) -> BTreeSet<String> {
+    let client = client(node).await;
+    let mut consumer = consume_served(&client, queue, 64).await;
+    let mut seen = BTreeSet::new();
+    while !want.is_subset(&seen) {
+        let d = consumer.next().await.expect("a delivery");
+        let id = String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id");
+        if reject(&id) {
+            consumer.nack(d.tag, false).await.expect("reject");
+        } else {
+            consumer.ack(d.tag).await.expect("ack");
+        }
+        seen.insert(id);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_shard_leader_dead_letters_reaches_every_node() {
+    bounded(Duration::from_secs(60), async {
+        let root = temp_dir("dead-letters");
+        let (mut nodes, _, _) = three_started(&root).await;
+        client(&nodes[0])
+            .await
+            .declare("work", None)
+            .await
+            .expect("declared");
+        for node in &nodes {
+            until_queue(node, "work.dlq", true).await;
+        }
+        let publisher = client(&nodes[0]).await;
+        let ids: BTreeSet<String> = (0..20).map(|i| format!("w-{i}")).collect();
+        for id in &ids {
+            publisher
+                .publish_with_id("work", id.clone(), id.clone())
+                .await
+                .expect("confirmed");
+        }
+
+        // The leader of work's shard rejects the even ids: their copies go
+        // to work.dlq (another shard, perhaps), the originals are settled.
+        let even = |id: &str| id.trim_start_matches("w-").parse::<u32>().unwrap() % 2 == 0;
+        let rejected: BTreeSet<String> = ids.iter().filter(|id| even(id)).cloned().collect();
+        let all = [1, 2, 3];
+        let shard = zmesh_cluster::shard_of("work", zmesh_cluster::SHARDS_DEFAULT);
+        let leader = agreed_leader_of(&mut nodes, shard, &all).await;
+        let seen = consumed(&nodes[(leader - 1) as usize], "work", &ids, even).await;
+        assert_eq!(seen, ids);
+
+        // The dead-letter queue's leader has exactly the rejected ids.
+        let dlq_shard = zmesh_cluster::shard_of("work.dlq", zmesh_cluster::SHARDS_DEFAULT);
+        let dlq_leader = agreed_leader_of(&mut nodes, dlq_shard, &all).await;
+        let dead = consumed(
+            &nodes[(dlq_leader - 1) as usize],
+            "work.dlq",
+            &rejected,
+            |_| false,
+        )
+        .await;
+        assert_eq!(dead, rejected, "dead letters");
+
+        // Every node applied both leaders' decisions: nothing is left.
+        for node in &nodes {
+            until_empty(node, "work").await;
+            until_empty(node, "work.dlq").await;
         }
         let _ = std::fs::remove_dir_all(&root);
     })

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::process::Child;
-use zmesh_client::queue::{QueueClient, QueueClientConfig, QueueError};
+use zmesh_client::queue::{Consumer, QueueClient, QueueClientConfig, QueueError};
 use zmesh_testkit::net::free_endpoint;
 
 use super::{LogLines, broker_listening};
@@ -172,5 +172,20 @@ pub async fn until_empty(node: &Node, queue: &str) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Consumes `queue` with `client`, of the node leading its shard. A new
+/// leader serves once it has applied what the last one left (an instant
+/// after it says it leads): until then it refuses, and this asks again.
+pub async fn consume_served(client: &QueueClient, queue: &str, prefetch: u32) -> Consumer {
+    loop {
+        match client.consume(queue, prefetch).await {
+            Ok(consumer) => return consumer,
+            Err(QueueError::Refused { code: 503, .. }) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("consume {queue}: {e}"),
+        }
     }
 }

@@ -69,17 +69,7 @@ pub fn consume_into(
     count: tokio::sync::watch::Sender<usize>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // A new leader serves once it has applied what the last one left
-        // (an instant after it says it leads): until then it refuses.
-        let mut consumer = loop {
-            match client.consume(queue, 256).await {
-                Ok(consumer) => break consumer,
-                Err(QueueError::Refused { code: 503, .. }) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => panic!("consume: {e}"),
-            }
-        };
+        let mut consumer = super::cluster::consume_served(&client, queue, 256).await;
         while let Some(d) = consumer.next().await {
             let id = String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id");
             {
