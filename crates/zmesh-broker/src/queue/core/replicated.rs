@@ -77,8 +77,9 @@ impl QueueCore {
         matches!(self.tickets.get(&ticket), Some(Ticket::DeadLetter { .. }))
     }
 
-    /// A settle or requeue (a journal record) that the node serving the
-    /// queue decided, committed by the queue's shard: applied as at replay.
+    /// A settle, requeue or delivery (a journal record) that the node
+    /// serving the queue decided, committed by the queue's shard: applied
+    /// as at replay.
     pub fn apply_decision(&mut self, now: Now, record: &Bytes) {
         debug_assert!(
             matches!(
