@@ -2,8 +2,9 @@
 //! cluster's metadata group, and each node's queues follow the catalog the
 //! group agreed on; publishes are stored by the queue's shard group
 //! (`replicate.rs`). A queue's consumers are served by the node leading its
-//! shard, and by no other; acks and requeues are not replicated yet (see
-//! `docs/cluster.md`).
+//! shard, and by no other; that node's decisions (deliveries, acks,
+//! requeues, dead letters) go to the shard beside the publishes, and every
+//! other node applies them (see `docs/cluster.md`).
 //!
 //! The loop never waits for a group: a DECLARE, a DELETE or a batch of
 //! publishes becomes a proposal on its own task, and its outcome comes back

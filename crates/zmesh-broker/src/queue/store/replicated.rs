@@ -81,8 +81,8 @@ impl QueueStore {
     /// From now on publishes are stored by the cluster: their records wait
     /// in [`QueueStore::take_replicated`] and are answered by
     /// [`QueueStore::apply_committed`]. So do the decisions of the queues
-    /// this node serves (settles and requeues), which other nodes apply with
-    /// [`QueueStore::apply_decision`]; deliveries stay in this node's memory.
+    /// this node serves (deliveries, settles and requeues), which other
+    /// nodes apply with [`QueueStore::apply_decision`].
     pub fn replicate_publishes(&mut self) {
         self.replicated.get_or_insert_with(Vec::new);
     }
