@@ -18,6 +18,7 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::snapshot_file::{self, SnapshotFileError, StoredSnapshot};
 use crate::types::{Command, Outcome, Types};
 
 /// Queues the catalog holds at most. Every node applies the same limit to
@@ -94,13 +95,6 @@ impl Applied {
     }
 }
 
-/// The snapshot file's contents: openraft's meta and the encoded state.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMetaOf<Types>,
-    data: Vec<u8>,
-}
-
 /// Why the catalog could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -129,23 +123,22 @@ impl CatalogMachine {
     /// Opens the catalog kept in `dir`: from its snapshot if it has one.
     pub fn open(dir: &Path) -> Result<CatalogMachine, CatalogError> {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let (applied, snapshot) = match std::fs::read(&snapshot_path) {
-            Ok(bytes) => {
-                let damaged = |reason: String| CatalogError::Damaged {
-                    path: snapshot_path.clone(),
-                    reason,
-                };
-                let stored: StoredSnapshot =
-                    rmp_serde::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-                let applied = decode_state(&stored.meta, &stored.data).map_err(damaged)?;
+        let (applied, snapshot) = match snapshot_file::read(&snapshot_path) {
+            Ok(Some(stored)) => {
+                let applied = decode_state(&stored.meta, &stored.data).map_err(|reason| {
+                    CatalogError::Damaged {
+                        path: snapshot_path.clone(),
+                        reason,
+                    }
+                })?;
                 (applied, Some(stored))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (Applied::default(), None),
-            Err(source) => {
-                return Err(CatalogError::Read {
-                    path: snapshot_path,
-                    source,
-                });
+            Ok(None) => (Applied::default(), None),
+            Err(SnapshotFileError::Read { path, source }) => {
+                return Err(CatalogError::Read { path, source });
+            }
+            Err(SnapshotFileError::Damaged { path, reason }) => {
+                return Err(CatalogError::Damaged { path, reason });
             }
         };
         let (view, _) = watch::channel(applied.view());
@@ -165,8 +158,7 @@ impl CatalogMachine {
     /// small (the catalog's declarations), so it is written on the caller's
     /// task.
     fn keep_snapshot(&self, inner: &mut Inner, stored: StoredSnapshot) -> io::Result<()> {
-        let bytes = rmp_serde::to_vec(&stored).map_err(io::Error::other)?;
-        zmesh_log::write_atomically(&self.snapshot_path, &bytes)?;
+        snapshot_file::write(&self.snapshot_path, &stored)?;
         inner.snapshot = Some(stored);
         Ok(())
     }

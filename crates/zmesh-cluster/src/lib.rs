@@ -19,13 +19,18 @@ mod log_store;
 mod node;
 mod propose;
 mod shard;
+mod snapshot_file;
 mod transport;
 mod types;
 
 pub use catalog::{CATALOG_QUEUES_MAX, CatalogError, CatalogMachine, CatalogView, QueueRecord};
 pub use log_store::{LogReader, LogStore, LogStoreError};
-pub use node::{ClusterNode, NodeConfig, SHARDS_DEFAULT, SHARDS_MAX, StartError, Timing};
+pub use node::{
+    ClusterNode, NodeConfig, SHARD_SNAPSHOT_EVERY_ENTRIES, SHARDS_DEFAULT, SHARDS_MAX, StartError,
+    Timing,
+};
 pub use propose::{Applied, ProposeError};
-pub use shard::{COMMITTED_QUEUE_MAX, Committed, ShardMachine, shard_of};
+pub use shard::{COMMITTED_QUEUE_MAX, Committed, ShardMachine, ShardUpdate, shard_of};
+pub use snapshot_file::SnapshotFileError;
 pub use transport::{Answer, MESSAGE_BYTES_MAX, Reply, Request, Rpc, WireError};
 pub use types::{Command, GroupId, METADATA_GROUP, NodeId, Outcome, Types};

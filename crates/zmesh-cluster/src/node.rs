@@ -17,7 +17,8 @@ use zmesh_log::LogConfig;
 use crate::catalog::{CatalogError, CatalogMachine, CatalogView};
 use crate::log_store::{LogStore, LogStoreError};
 use crate::propose::{Applied, PROPOSE_LIMIT, ProposeError, propose_here};
-use crate::shard::{COMMITTED_QUEUE_MAX, Committed, ShardMachine, shard_of};
+use crate::shard::{COMMITTED_QUEUE_MAX, ShardMachine, ShardUpdate, shard_of};
+use crate::snapshot_file::SnapshotFileError;
 use crate::transport::{Answer, CallError, Groups, Links, Me, Rpc, Server, ServesRpc};
 use crate::types::{Command, GroupId, METADATA_GROUP, NodeId, Types};
 
@@ -30,6 +31,11 @@ const SHARD_ENTRIES_PER_APPEND: u64 = 32;
 
 /// Shard groups a cluster may have: each costs heartbeats and an fsync stream.
 pub const SHARDS_MAX: u32 = 64;
+
+/// Entries between two snapshots of a shard. A snapshot encodes every
+/// message of the shard, bodies included; an entry is a batch of up to a
+/// MiB, so the log between snapshots is bounded by entries, not bytes.
+pub const SHARD_SNAPSHOT_EVERY_ENTRIES: u64 = 4096;
 
 /// How long a follower waits for the leader to apply a proposal it forwarded:
 /// longer than the leader itself waits (its lease, then the write), so the
@@ -72,6 +78,9 @@ pub struct NodeConfig {
     /// node of a cluster must have the same number, for ever: it decides
     /// which shard a queue lives in.
     pub shards: u32,
+    /// A shard takes a snapshot (and purges its log below it) after this
+    /// many entries; [`SHARD_SNAPSHOT_EVERY_ENTRIES`] unless testing.
+    pub shard_snapshot_every_entries: u64,
 }
 
 /// Why a node could not start.
@@ -93,6 +102,11 @@ pub enum StartError {
     },
     #[error("the catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("shard {group}: {source}")]
+    ShardSnapshot {
+        group: GroupId,
+        source: SnapshotFileError,
+    },
     #[error("binding the cluster endpoint {endpoint}: {source}")]
     Bind {
         endpoint: String,
@@ -110,7 +124,7 @@ pub struct ClusterNode {
     /// Shard group `g` is `shards[g - 1]`.
     shards: Vec<Raft<Types, ShardMachine>>,
     /// What the shards commit, until the application takes it.
-    committed: Mutex<Option<mpsc::Receiver<Committed>>>,
+    committed: Mutex<Option<mpsc::Receiver<ShardUpdate>>>,
     catalog: watch::Receiver<CatalogView>,
     server: Server,
     links: Links,
@@ -170,10 +184,12 @@ impl ClusterNode {
             groups: &groups,
         };
         let raft = start.group(METADATA_GROUP, catalog_machine).await?;
-        // Shards never snapshot yet (`shard.rs`): openraft must not ask.
         let shard_start = GroupStart {
             raft_config: Arc::new(openraft::Config {
-                snapshot_policy: SnapshotPolicy::Never,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(config.shard_snapshot_every_entries),
+                // Kept below a snapshot for followers a little behind: a
+                // snapshot holds every message body of the shard.
+                max_in_snapshot_log_to_keep: config.shard_snapshot_every_entries / 4,
                 // An entry is a batch of up to a MiB (more for one large
                 // message): 32 of them stay well within a frame.
                 max_payload_entries: SHARD_ENTRIES_PER_APPEND,
@@ -184,7 +200,14 @@ impl ClusterNode {
         let (to_application, committed) = mpsc::channel(COMMITTED_QUEUE_MAX);
         let mut shards = Vec::new();
         for group in 1..=config.shards {
-            let machine = ShardMachine::new(group, to_application.clone());
+            let machine =
+                ShardMachine::open(group, &group_dir(&config, group)?, to_application.clone())
+                    .map_err(|source| StartError::ShardSnapshot { group, source })?;
+            // Before any entry: they follow the snapshot.
+            machine
+                .hand_over_restored()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
             shards.push(shard_start.group(group, machine).await?);
         }
         Ok(ClusterNode {
@@ -353,7 +376,7 @@ impl ClusterNode {
     /// What the shards commit, in log order per shard, for the application
     /// to apply (once: later calls get `None`). Applying waits while
     /// [`COMMITTED_QUEUE_MAX`] batches wait here.
-    pub fn take_committed(&self) -> Option<mpsc::Receiver<Committed>> {
+    pub fn take_committed(&self) -> Option<mpsc::Receiver<ShardUpdate>> {
         self.committed.lock().expect("committed lock").take()
     }
 

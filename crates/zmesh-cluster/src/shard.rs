@@ -3,13 +3,17 @@
 //!
 //! A shard replicates batches of queue records the cluster never reads. The
 //! state they build lives in the application, which applies each batch as
-//! it arrives; this machine only remembers how far it got. It is in memory:
-//! a restarted node applies its shards' logs again from the start, into an
-//! application that starts empty. Shard snapshots are not built yet, so a
-//! shard's log is never purged (`docs/cluster.md`, known gaps).
+//! it arrives; this machine remembers how far it got. A snapshot is the
+//! application's own encoding of its state of the shard, asked of it in log
+//! order ([`ShardUpdate::SnapshotWanted`]), so it holds exactly the entries
+//! handed over before. It is kept in one file, written before openraft may
+//! purge the log below it. A node restarted after a purge, or a follower
+//! sent a leader's snapshot, hands it over as [`ShardUpdate::Restore`]
+//! before the entries that follow it.
 
 use std::io::{self, Cursor};
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,13 +21,22 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::{EntryPayload, OptionalSend};
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::node::SHARDS_MAX;
+use crate::snapshot_file::{self, SnapshotFileError, StoredSnapshot};
 use crate::types::{Command, GroupId, NodeId, Outcome, Types};
 
-/// Committed batches waiting for the application, over all shards: past it,
-/// applying waits (and so do confirms), while replication goes on.
+/// Updates waiting for the application, over all shards: past it, applying
+/// waits (and so do confirms), while replication goes on.
 pub const COMMITTED_QUEUE_MAX: usize = 64;
+
+// At start-up every shard hands its snapshot over before the application
+// reads any: they must all fit.
+const _: () = assert!(COMMITTED_QUEUE_MAX >= SHARDS_MAX as usize);
+
+/// The snapshot file in a shard's directory.
+const SNAPSHOT_FILE: &str = "shard.snapshot";
 
 /// One committed batch of a shard, in log order within its shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,50 +54,165 @@ pub struct Committed {
     pub leader_from_here: Option<NodeId>,
 }
 
-/// A shard group's state machine (openraft's `RaftStateMachine`).
+/// What a node's shards hand the application, in log order per shard.
+#[derive(Debug)]
+pub enum ShardUpdate {
+    Committed(Committed),
+    /// The shard's state up to entry `index`, as the application encoded it
+    /// for a snapshot: it replaces whatever the application holds of the
+    /// shard. The shard's entries after `index` follow.
+    Restore {
+        group: GroupId,
+        index: u64,
+        state: Bytes,
+    },
+    /// openraft takes a snapshot: the application answers with its state of
+    /// the shard, encoded, once it has applied every update handed over
+    /// before this one (it applies them in order, so at once). The shard's
+    /// next entries wait for nothing.
+    SnapshotWanted {
+        group: GroupId,
+        reply: oneshot::Sender<Bytes>,
+    },
+}
+
+/// A shard group's state machine (openraft's `RaftStateMachine`). Clones
+/// share the state: openraft holds one, and its snapshot builder another.
 #[derive(Clone)]
 pub struct ShardMachine {
     group: GroupId,
-    applied: Arc<Mutex<Applied>>,
-    to_application: mpsc::Sender<Committed>,
+    /// Held while handing over, so that what the application is given and
+    /// what this machine says it applied never differ.
+    inner: Arc<Mutex<Inner>>,
+    snapshot_path: PathBuf,
 }
 
-#[derive(Default)]
-struct Applied {
+struct Inner {
     last: Option<LogIdOf<Types>>,
     membership: StoredMembershipOf<Types>,
+    /// The index of the snapshot kept on disk.
+    snapshot_index: Option<u64>,
+    /// The snapshot read at start-up, until the application has it: it goes
+    /// before anything else.
+    restore: Option<ShardUpdate>,
+    to_application: mpsc::Sender<ShardUpdate>,
 }
 
-impl ShardMachine {
+impl Inner {
     /// Waits while the application is behind. Once it has stopped, nothing
     /// applies anything any more.
-    async fn hand_over(&self, committed: Committed) -> Result<(), io::Error> {
+    async fn hand_over(&mut self, update: ShardUpdate) -> Result<(), io::Error> {
+        if let Some(restore) = self.restore.take() {
+            self.send(restore).await?;
+        }
+        self.send(update).await
+    }
+
+    async fn send(&self, update: ShardUpdate) -> Result<(), io::Error> {
         self.to_application
-            .send(committed)
+            .send(update)
             .await
             .map_err(|_| io::Error::other("the application stopped"))
     }
 
-    /// A shard that hands what it commits to `to_application`.
-    pub fn new(group: GroupId, to_application: mpsc::Sender<Committed>) -> ShardMachine {
-        ShardMachine {
-            group,
-            applied: Arc::new(Mutex::new(Applied::default())),
-            to_application,
+    /// Keeps `stored` as the snapshot on disk, unless a newer one is kept.
+    async fn keep(&mut self, path: &Path, stored: StoredSnapshot) -> Result<bool, io::Error> {
+        let index = stored.meta.last_log_id.map(|id| id.index);
+        if self.snapshot_index.is_some() && self.snapshot_index >= index {
+            return Ok(false);
         }
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot_file::write(&path, &stored))
+            .await
+            .map_err(io::Error::other)??;
+        self.snapshot_index = index;
+        Ok(true)
     }
 }
 
-/// Shards build no snapshots yet: openraft is configured never to ask.
-fn no_snapshots() -> io::Error {
-    io::Error::other("shard groups keep no snapshots")
+impl ShardMachine {
+    /// The shard `group` kept in `dir`, handing what it commits to
+    /// `to_application`: from its snapshot if it has one, which
+    /// [`ShardMachine::hand_over_restored`] gives the application first.
+    pub fn open(
+        group: GroupId,
+        dir: &Path,
+        to_application: mpsc::Sender<ShardUpdate>,
+    ) -> Result<ShardMachine, SnapshotFileError> {
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let mut inner = Inner {
+            last: None,
+            membership: StoredMembershipOf::<Types>::default(),
+            snapshot_index: None,
+            restore: None,
+            to_application,
+        };
+        if let Some(stored) = snapshot_file::read(&snapshot_path)? {
+            inner.last = stored.meta.last_log_id;
+            inner.membership = stored.meta.last_membership.clone();
+            inner.snapshot_index = stored.meta.last_log_id.map(|id| id.index);
+            inner.restore = Some(ShardUpdate::Restore {
+                group,
+                index: inner.snapshot_index.unwrap_or(0),
+                state: Bytes::from(stored.data),
+            });
+        }
+        Ok(ShardMachine {
+            group,
+            inner: Arc::new(Mutex::new(inner)),
+            snapshot_path,
+        })
+    }
+
+    /// Hands the snapshot read at start-up to the application, if it has
+    /// not had it yet.
+    pub async fn hand_over_restored(&self) -> Result<(), io::Error> {
+        let mut inner = self.inner.lock().await;
+        match inner.restore.take() {
+            Some(restore) => inner.send(restore).await,
+            None => Ok(()),
+        }
+    }
 }
 
 impl RaftSnapshotBuilder<Types> for ShardMachine {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<Types, Self::SnapshotData>, io::Error> {
-        Err(no_snapshots())
+        let (meta, answer) = {
+            let mut inner = self.inner.lock().await;
+            let (reply, answer) = oneshot::channel();
+            inner
+                .hand_over(ShardUpdate::SnapshotWanted {
+                    group: self.group,
+                    reply,
+                })
+                .await?;
+            let meta = SnapshotMetaOf::<Types> {
+                last_log_id: inner.last,
+                last_membership: inner.membership.clone(),
+            };
+            (meta, answer)
+        };
+        // Entries go on being applied meanwhile; the answer holds those
+        // handed over before the question, which `meta` names.
+        let state = answer
+            .await
+            .map_err(|_| io::Error::other("the application stopped"))?;
+        let data = state.to_vec();
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        self.inner
+            .lock()
+            .await
+            .keep(&self.snapshot_path, stored)
+            .await?;
+        Ok(SnapshotOf::<Types, _> {
+            meta,
+            snapshot: Cursor::new(data),
+        })
     }
 }
 
@@ -95,8 +223,8 @@ impl RaftStateMachine<Types> for ShardMachine {
     async fn applied_state(
         &mut self,
     ) -> Result<(Option<LogIdOf<Types>>, StoredMembershipOf<Types>), io::Error> {
-        let applied = self.applied.lock().expect("shard lock");
-        Ok((applied.last, applied.membership.clone()))
+        let inner = self.inner.lock().await;
+        Ok((inner.last, inner.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -107,6 +235,7 @@ impl RaftStateMachine<Types> for ShardMachine {
         while let Some(next) = entries.next().await {
             let (entry, responder) = next?;
             let log_id = entry.log_id();
+            let mut inner = self.inner.lock().await;
             let outcome = match entry.payload {
                 EntryPayload::Normal(Command::Batch { payload }) => {
                     let committed = Committed {
@@ -115,7 +244,7 @@ impl RaftStateMachine<Types> for ShardMachine {
                         payload,
                         leader_from_here: None,
                     };
-                    self.hand_over(committed).await?;
+                    inner.hand_over(ShardUpdate::Committed(committed)).await?;
                     Outcome::Batched
                 }
                 // Catalog commands belong to the metadata group: a peer that
@@ -128,26 +257,23 @@ impl RaftStateMachine<Types> for ShardMachine {
                         payload: Bytes::new(),
                         leader_from_here: Some(log_id.committed_leader_id().node_id),
                     };
-                    self.hand_over(committed).await?;
+                    inner.hand_over(ShardUpdate::Committed(committed)).await?;
                     Outcome::Noted
                 }
                 EntryPayload::Membership(m) => {
-                    let mut applied = self.applied.lock().expect("shard lock");
-                    applied.membership = StoredMembershipOf::<Types>::new(Some(log_id), m);
+                    inner.membership = StoredMembershipOf::<Types>::new(Some(log_id), m);
                     Outcome::Noted
                 }
             };
-            {
-                let mut applied = self.applied.lock().expect("shard lock");
-                debug_assert!(
-                    applied
-                        .last
-                        .as_ref()
-                        .is_none_or(|last| last.index < log_id.index),
-                    "entries are applied in log order, each once"
-                );
-                applied.last = Some(log_id);
-            }
+            debug_assert!(
+                inner
+                    .last
+                    .as_ref()
+                    .is_none_or(|last| last.index < log_id.index),
+                "entries are applied in log order, each once"
+            );
+            inner.last = Some(log_id);
+            drop(inner);
             if let Some(responder) = responder {
                 responder.send(outcome);
             }
@@ -161,16 +287,46 @@ impl RaftStateMachine<Types> for ShardMachine {
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMetaOf<Types>,
-        _snapshot: Self::SnapshotData,
+        meta: &SnapshotMetaOf<Types>,
+        snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        Err(no_snapshots())
+        let data = snapshot.into_inner();
+        let mut inner = self.inner.lock().await;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        inner.keep(&self.snapshot_path, stored).await?;
+        // The leader's state replaces the one read at start-up.
+        inner.restore = None;
+        inner
+            .hand_over(ShardUpdate::Restore {
+                group: self.group,
+                index: meta.last_log_id.map_or(0, |id| id.index),
+                state: Bytes::from(data),
+            })
+            .await?;
+        inner.last = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<Types, Self::SnapshotData>>, io::Error> {
-        Ok(None)
+        let inner = self.inner.lock().await;
+        if inner.snapshot_index.is_none() {
+            return Ok(None);
+        }
+        let path = self.snapshot_path.clone();
+        let stored = tokio::task::spawn_blocking(move || snapshot_file::read(&path))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)?;
+        Ok(stored.map(|s| SnapshotOf::<Types, _> {
+            meta: s.meta,
+            snapshot: Cursor::new(s.data),
+        }))
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 use zmesh_cluster::{
-    ClusterNode, Command, Committed, GroupId, NodeConfig, NodeId, Outcome, Timing,
+    ClusterNode, Command, Committed, GroupId, NodeConfig, NodeId, Outcome, ShardUpdate, Timing,
 };
 use zmesh_testkit::net::{bounded, free_endpoint};
 
@@ -27,6 +27,7 @@ fn config(id: NodeId, members: &BTreeMap<NodeId, String>, root: &std::path::Path
         dir: root.join(format!("node-{id}")),
         timing: Timing::default(),
         shards: 2,
+        shard_snapshot_every_entries: zmesh_cluster::SHARD_SNAPSHOT_EVERY_ENTRIES,
     }
 }
 
@@ -190,15 +191,56 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
 
 /// Everything a node's shards committed, as it arrives.
 fn collect_committed(node: &ClusterNode) -> watch::Receiver<Vec<Committed>> {
-    let mut committed = node.take_committed().expect("taken once");
+    application(node).0
+}
+
+/// The restores an application had: group and index.
+type Restores = watch::Receiver<Vec<(GroupId, u64)>>;
+
+/// A model of the broker: its state is every batch committed, in order. It
+/// answers snapshot requests with a shard's batches so far, and a restore
+/// replaces them. Returns what it holds, and the restores it had (group and
+/// index).
+fn application(node: &ClusterNode) -> (watch::Receiver<Vec<Committed>>, Restores) {
+    let mut updates = node.take_committed().expect("taken once");
     assert!(node.take_committed().is_none(), "only once");
     let (tx, rx) = watch::channel(Vec::new());
+    let (restored_tx, restored_rx) = watch::channel(Vec::new());
     tokio::spawn(async move {
-        while let Some(c) = committed.recv().await {
-            tx.send_modify(|all| all.push(c));
+        while let Some(update) = updates.recv().await {
+            match update {
+                ShardUpdate::Committed(c) => tx.send_modify(|all| all.push(c)),
+                ShardUpdate::SnapshotWanted { group, reply } => {
+                    let state: Vec<(u64, Vec<u8>)> = tx
+                        .borrow()
+                        .iter()
+                        .filter(|c| c.group == group && c.leader_from_here.is_none())
+                        .map(|c| (c.index, c.payload.to_vec()))
+                        .collect();
+                    let _ = reply.send(Bytes::from(rmp_serde::to_vec(&state).unwrap()));
+                }
+                ShardUpdate::Restore {
+                    group,
+                    index,
+                    state,
+                } => {
+                    let state: Vec<(u64, Vec<u8>)> = rmp_serde::from_slice(&state).unwrap();
+                    assert!(state.iter().all(|(i, _)| *i <= index), "{index}");
+                    tx.send_modify(|all| {
+                        all.retain(|c| c.group != group);
+                        all.extend(state.into_iter().map(|(index, payload)| Committed {
+                            group,
+                            index,
+                            payload: Bytes::from(payload),
+                            leader_from_here: None,
+                        }));
+                    });
+                    restored_tx.send_modify(|r| r.push((group, index)));
+                }
+            }
         }
     });
-    rx
+    (rx, restored_rx)
 }
 
 /// Waits until `node`'s shard `group` knows of a leader among `among`.
@@ -329,6 +371,119 @@ async fn shards_commit_the_same_batches_in_the_same_order_on_every_node() {
             .expect("committed");
         nodes.insert(leader, back);
 
+        for (_, node) in nodes {
+            node.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_purged_log_catches_up_from_a_snapshot() {
+    bounded(Duration::from_secs(60), async {
+        let root = temp_dir("snapshots");
+        const EVERY: u64 = 20;
+        let members: BTreeMap<NodeId, String> = (1..=3).map(|id| (id, free_endpoint())).collect();
+        let config = |id| NodeConfig {
+            shard_snapshot_every_entries: EVERY,
+            ..config(id, &members, &root)
+        };
+        let (a, b, c) = tokio::join!(
+            ClusterNode::start(config(1)),
+            ClusterNode::start(config(2)),
+            ClusterNode::start(config(3)),
+        );
+        let mut nodes: BTreeMap<NodeId, ClusterNode> = [a, b, c]
+            .into_iter()
+            .map(|n| {
+                let n = n.expect("the node starts");
+                (n.node_id(), n)
+            })
+            .collect();
+        let mut seen: BTreeMap<NodeId, _> = nodes
+            .iter()
+            .map(|(id, n)| (*id, collect_committed(n)))
+            .collect();
+
+        // Node 3 stops; the others commit far past a snapshot (and the
+        // purge that follows it) without it.
+        nodes.remove(&3).unwrap().shutdown().await;
+        seen.remove(&3);
+        let rest = [1, 2];
+        let mut expected = Vec::new();
+        for i in 0..(5 * EVERY) {
+            let text = format!("1/{i}");
+            loop {
+                match nodes[&1].propose_in(1, batch(&text)).await {
+                    Ok(a) => {
+                        assert_eq!(a.outcome, Outcome::Batched);
+                        break;
+                    }
+                    // A leader may be elected meanwhile: asked again, a
+                    // batch may be committed twice.
+                    Err(_) => {
+                        shard_leader(&nodes[&1], 1, &rest).await;
+                    }
+                }
+            }
+            expected.push(Bytes::from(text));
+        }
+        let committed = seen
+            .get_mut(&1)
+            .unwrap()
+            .wait_for(|c| {
+                let got = payloads(c, 1);
+                expected.iter().all(|p| got.contains(p))
+            })
+            .await
+            .expect("committed")
+            .clone();
+        let survivor = payloads(&committed, 1);
+        for rx in seen.values_mut() {
+            rx.wait_for(|c| payloads(c, 1) == survivor)
+                .await
+                .expect("committed");
+        }
+
+        // Node 3 comes back behind the purged log: the leader sends it a
+        // snapshot, which its application gets before the entries after it.
+        let back = ClusterNode::start(config(3)).await.expect("restarts");
+        let (mut back_seen, mut restored) = application(&back);
+        back_seen
+            .wait_for(|c| payloads(c, 1) == survivor)
+            .await
+            .expect("caught up");
+        let first = restored
+            .wait_for(|r| r.iter().any(|(g, _)| *g == 1))
+            .await
+            .expect("restored")
+            .clone();
+        assert!(
+            first.iter().any(|(g, i)| *g == 1 && *i >= EVERY),
+            "{first:?}"
+        );
+        nodes.insert(3, back);
+
+        // Every node restarted starts from its own snapshot and catches up.
+        for id in [1, 2, 3] {
+            nodes.remove(&id).unwrap().shutdown().await;
+        }
+        let (a, b, c) = tokio::join!(
+            ClusterNode::start(config(1)),
+            ClusterNode::start(config(2)),
+            ClusterNode::start(config(3)),
+        );
+        for node in [a, b, c] {
+            let node = node.expect("restarts");
+            let (mut again, mut restored) = application(&node);
+            again
+                .wait_for(|c| payloads(c, 1) == survivor)
+                .await
+                .expect("caught up");
+            assert!(restored.borrow_and_update().iter().any(|(g, _)| *g == 1));
+            nodes.insert(node.node_id(), node);
+        }
         for (_, node) in nodes {
             node.shutdown().await;
         }

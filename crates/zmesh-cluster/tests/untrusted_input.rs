@@ -101,6 +101,7 @@ fn single_node(endpoint: &str, dir: std::path::PathBuf) -> NodeConfig {
         dir,
         timing: Timing::default(),
         shards: 1,
+        shard_snapshot_every_entries: zmesh_cluster::SHARD_SNAPSHOT_EVERY_ENTRIES,
     }
 }
 

@@ -301,6 +301,16 @@ impl ClusterLink {
                 self.replication.done(done, queues, self.known_index)
             }
             ClusterEvent::Leadership => self.serve_led(queues),
+            // Shards are not snapshotted yet (the node is started with a
+            // policy that never asks): a request is refused.
+            ClusterEvent::Replication(replicate::Event::SnapshotWanted { group, .. }) => {
+                tracing::error!(group, "a shard snapshot was asked for; none is built yet");
+                Vec::new()
+            }
+            ClusterEvent::Replication(replicate::Event::Restore { group, .. }) => {
+                tracing::error!(group, "a shard snapshot came; none is restored yet");
+                Vec::new()
+            }
         }
     }
 

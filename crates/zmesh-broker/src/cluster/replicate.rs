@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use zmesh_cluster::{ClusterNode, Command, Committed, GroupId, NodeId};
+use zmesh_cluster::{ClusterNode, Command, Committed, GroupId, NodeId, ShardUpdate};
 
 use super::Answering;
 use crate::queue::store::{
@@ -75,8 +75,8 @@ fn offset_of(index: u64, position: usize) -> u64 {
 pub struct Replication {
     node: Arc<ClusterNode>,
     boot: u64,
-    /// Shards' committed batches, in log order per shard.
-    committed: mpsc::Receiver<Committed>,
+    /// Shards' committed batches (and snapshots), in log order per shard.
+    committed: mpsc::Receiver<ShardUpdate>,
     /// A committed batch that waits for this node's queues to follow the
     /// catalog (further batches wait behind it).
     held: Option<(u64, ShardBatch)>,
@@ -123,7 +123,11 @@ impl Replication {
     pub async fn next(&mut self) -> Event {
         tokio::select! {
             Some(done) = self.done_rx.recv() => Event::Done(done),
-            Some(c) = self.committed.recv(), if self.held.is_none() => Event::Committed(c),
+            Some(update) = self.committed.recv(), if self.held.is_none() => match update {
+                ShardUpdate::Committed(c) => Event::Committed(c),
+                ShardUpdate::SnapshotWanted { group, reply } => Event::SnapshotWanted { group, reply },
+                ShardUpdate::Restore { group, index, state } => Event::Restore { group, index, state },
+            },
             else => std::future::pending().await,
         }
     }
@@ -317,6 +321,17 @@ impl Followed<'_> {
 pub enum Event {
     Committed(Committed),
     Done(BatchDone),
+    /// A shard's snapshot is being taken: answer with its queues' state.
+    SnapshotWanted {
+        group: GroupId,
+        reply: tokio::sync::oneshot::Sender<Bytes>,
+    },
+    /// A shard's queues are replaced by a snapshot's state, at `index`.
+    Restore {
+        group: GroupId,
+        index: u64,
+        state: Bytes,
+    },
 }
 
 #[cfg(test)]
