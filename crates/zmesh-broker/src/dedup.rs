@@ -36,9 +36,12 @@ pub enum Dedup {
 /// long the id. Two different ids are taken for one with a chance of about
 /// one in 2^128 per pair; the keys change with every start, and the window
 /// is rebuilt from the journal then.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DedupWindow {
-    keys: (foldhash::fast::RandomState, foldhash::fast::RandomState),
+    /// The seeds of the two keys: random, or those of the window a
+    /// [`DedupSnapshot`] was taken of (its hashes are under them).
+    seeds: (u64, u64),
+    keys: (foldhash::fast::FixedState, foldhash::fast::FixedState),
     /// Id hash -> (state, the sequence number of its entry in `order`).
     ids: HashMap<u128, (Dedup, u64)>,
     /// Oldest first, for forgetting past the window. An entry whose
@@ -48,7 +51,73 @@ pub struct DedupWindow {
     next_seq: u64,
 }
 
+impl Default for DedupWindow {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        // Random per window: foldhash's per-process randomness, drawn twice.
+        let random = || foldhash::fast::RandomState::default().hash_one(0u64);
+        DedupWindow::with_seeds((random(), random()))
+    }
+}
+
+/// The ids a window holds stored, oldest first, as hashes under its seeds:
+/// what a cluster's shard snapshot keeps, so that every node restored from
+/// it takes the same repeats for repeats.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DedupSnapshot {
+    pub seeds: (u64, u64),
+    /// (hash high, hash low, offset stored at).
+    pub stored: Vec<(u64, u64, u64)>,
+}
+
 impl DedupWindow {
+    fn with_seeds(seeds: (u64, u64)) -> DedupWindow {
+        DedupWindow {
+            seeds,
+            keys: (
+                foldhash::fast::FixedState::with_seed(seeds.0),
+                foldhash::fast::FixedState::with_seed(seeds.1),
+            ),
+            ids: HashMap::default(),
+            order: VecDeque::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// The ids stored (those still being stored are not: their fate is not
+    /// known yet), oldest first.
+    pub fn snapshot(&self) -> DedupSnapshot {
+        let stored = self
+            .order
+            .iter()
+            .filter_map(|(key, seq)| match self.ids.get(key) {
+                Some((Dedup::Stored(offset), s)) if s == seq => {
+                    Some(((key >> 64) as u64, *key as u64, *offset))
+                }
+                _ => None,
+            })
+            .collect();
+        DedupSnapshot {
+            seeds: self.seeds,
+            stored,
+        }
+    }
+
+    /// A window holding what `snapshot` does, the newest `window` of it.
+    pub fn restored(snapshot: &DedupSnapshot, window: usize) -> DedupWindow {
+        let mut w = DedupWindow::with_seeds(snapshot.seeds);
+        let skip = snapshot.stored.len().saturating_sub(window);
+        for &(high, low, offset) in &snapshot.stored[skip..] {
+            let key = (u128::from(high) << 64) | u128::from(low);
+            let seq = w.next_seq;
+            w.next_seq += 1;
+            if w.ids.insert(key, (Dedup::Stored(offset), seq)).is_none() {
+                w.order.push_back((key, seq));
+            }
+        }
+        w
+    }
+
     fn key(&self, id: &[u8]) -> u128 {
         use std::hash::BuildHasher;
         (u128::from(self.keys.0.hash_one(id)) << 64) | u128::from(self.keys.1.hash_one(id))
@@ -149,5 +218,34 @@ mod tests {
         assert_eq!(w.len(), 3);
         w.update(b"id3", Dedup::Stored(1));
         assert_eq!(w.get(b"id3"), None, "update never adds");
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_stored_ids_in_order() {
+        let mut w = DedupWindow::default();
+        for i in 0..5u64 {
+            w.remember(Bytes::from(format!("id{i}")), Dedup::Stored(i), 4);
+        }
+        w.remember(Bytes::from_static(b"new"), Dedup::Storing(7), 4);
+        w.forget(b"id3");
+        let snapshot = w.snapshot();
+        assert_eq!(snapshot.stored.len(), 2, "id1 went past the window");
+        let mut r = DedupWindow::restored(&snapshot, 4);
+        assert_eq!(r.get(b"id2"), Some(Dedup::Stored(2)));
+        assert_eq!(r.get(b"id4"), Some(Dedup::Stored(4)));
+        assert_eq!(r.get(b"id3"), None);
+        assert_eq!(r.get(b"new"), None, "not stored yet: not kept");
+        // The oldest goes first, as in the window it was taken of.
+        r.remember(Bytes::from_static(b"a"), Dedup::Stored(10), 2);
+        assert_eq!(r.get(b"id2"), None);
+        assert_eq!(r.get(b"id4"), Some(Dedup::Stored(4)));
+        // A smaller window keeps the newest.
+        let small = DedupWindow::restored(&snapshot, 1);
+        assert_eq!(
+            (small.get(b"id2"), small.get(b"id4")),
+            (None, Some(Dedup::Stored(4)))
+        );
+        // Two windows hash apart, so a restored one must keep the seeds.
+        assert_ne!(DedupWindow::default().seeds, w.seeds);
     }
 }
