@@ -30,7 +30,7 @@ use crate::storage::Sends;
 /// batch.
 pub const BATCH_PUBLISHES_MAX: usize = 4096;
 
-/// Body bytes (and 8 per offset a decision names) in one batch at most (a
+/// Body bytes (and 8 to 12 per message a decision names) in one batch at most (a
 /// batch holds at least one item, whatever its size).
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
 
@@ -166,9 +166,8 @@ impl Replication {
             let size = match item {
                 Replicated::Publish(p) => p.body.len(),
                 Replicated::Decision(d) => match &d.decision {
-                    Decision::Settle { offsets, .. } | Decision::Deliver { offsets } => {
-                        8 * offsets.len()
-                    }
+                    Decision::Settle { offsets, .. } => 8 * offsets.len(),
+                    Decision::Deliver { delivered } => 12 * delivered.len(),
                     Decision::Requeue { .. } => 8,
                 },
             };

@@ -92,6 +92,31 @@ impl QueueCore {
         self.replay(now, 0, record);
     }
 
+    /// How many times each of `offsets` was delivered (those of messages
+    /// gone are left out).
+    pub fn deliveries(&self, queue: u32, offsets: &[u64]) -> Vec<(u64, u32)> {
+        let Some(q) = self.names.get(&queue).and_then(|n| self.queues.get(n)) else {
+            return Vec::new();
+        };
+        offsets
+            .iter()
+            .filter_map(|o| q.messages.get(o).map(|m| (*o, m.deliveries)))
+            .collect()
+    }
+
+    /// The serving node delivered these messages (offset, times in all):
+    /// they count as delivered that often, or more if known here already.
+    pub fn delivered(&mut self, queue: u32, delivered: &[(u64, u32)]) {
+        let Some(q) = self.queue_by_id(queue) else {
+            return;
+        };
+        for (offset, times) in delivered {
+            if let Some(m) = q.messages.get_mut(offset) {
+                m.deliveries = m.deliveries.max(*times);
+            }
+        }
+    }
+
     /// In a cluster: the queues this node serves from now on are those
     /// `leads` names (it leads their shards). A queue it starts serving gets
     /// deliveries at once. One it stops serving loses its consumers: what

@@ -48,8 +48,10 @@ pub enum Decision {
     },
     /// Back in line after `deliveries` deliveries.
     Requeue { offset: u64, deliveries: u32 },
-    /// Delivered once more (each).
-    Deliver { offsets: Vec<u64> },
+    /// Delivered: (offset, how many times in all). A count, not "once
+    /// more", so that applying it again (over a snapshot that has it) is
+    /// harmless.
+    Deliver { delivered: Vec<(u64, u32)> },
 }
 
 /// What a node hands its queues' shard groups.
@@ -160,7 +162,10 @@ impl QueueStore {
                 offset,
                 deliveries,
             },
-            Decision::Deliver { offsets } => journal::Entry::Deliver { queue, offsets },
+            Decision::Deliver { delivered } => {
+                self.core.delivered(queue, &delivered);
+                return;
+            }
         };
         self.core.apply_decision(self.now(), &record.encode());
     }
@@ -255,7 +260,9 @@ impl QueueStore {
                 Replicated::Decision(ReplicatedDecision {
                     queue: name,
                     declared_at,
-                    decision: Decision::Deliver { offsets },
+                    decision: Decision::Deliver {
+                        delivered: self.core.deliveries(queue, &offsets),
+                    },
                 })
             }
             (entry, _) => {
