@@ -37,10 +37,12 @@ mod deliver;
 mod publish;
 mod replay;
 mod replicated;
+mod snapshot;
 
 pub use action::QueueAction;
 pub use catalog::options_as_created;
 pub use config::QueueCoreConfig;
+pub use snapshot::{NotInMemory, QueueSnapshot, SnapshotMessage};
 
 use publish::{Batch, Waiter};
 use replicated::not_served_here;

@@ -179,3 +179,81 @@ fn a_new_leader_knows_what_the_old_one_delivered_and_settled() {
     );
     assert_eq!(follower.core.message_count(), 2);
 }
+
+#[test]
+fn a_queue_restored_from_a_snapshot_holds_what_its_leader_held() {
+    let config = QueueCoreConfig {
+        served_where_led: true,
+        ..QueueCoreConfig::default()
+    };
+    let mut leader = declared_with(config.clone(), "{}");
+    let mut follower = declared_with(config, "{}");
+    let a = leader.core.serve(at(leader.now), |_| true);
+    leader.apply(a);
+    for id in ["a", "b", "c", "d"] {
+        leader.send("p", &["PUBLISH", id, "jobs", id, "x"]);
+    }
+    leader.sync();
+    leader.send("c", &["CONSUME", "c", "jobs", "10"]);
+    let tags = leader.tags("c");
+    assert_eq!(tags.len(), 4);
+    leader.send("c", &["ACK", "jobs", &tags[0]]);
+    leader.send("c", &["NACK", "jobs", "1", &tags[1]]);
+    assert_eq!(leader.take("c", "DELIVER")[0][5], "2");
+
+    // The follower holds something the snapshot does not: it goes.
+    let now = at(follower.now);
+    let a = follower
+        .core
+        .apply_committed(now, 99 << 20, None, &committed_publish("stale"), false);
+    follower.apply(a);
+    assert_eq!(follower.core.message_count(), 1);
+
+    // Through its encoding, as a shard's snapshot carries it.
+    let snapshot = leader.core.queue_snapshot("jobs").unwrap().unwrap();
+    let bytes = rmp_serde::to_vec(&snapshot).unwrap();
+    let snapshot: crate::queue::core::QueueSnapshot = rmp_serde::from_slice(&bytes).unwrap();
+    assert!(leader.core.queue_snapshot("nope").is_none());
+    let a = follower
+        .core
+        .restore_queue(at(follower.now), "jobs", Some(&snapshot));
+    follower.apply(a);
+    assert_eq!(follower.core.message_count(), 3);
+
+    // A repeat of an id the leader stored is a repeat here too.
+    let a = follower
+        .core
+        .apply_committed(now, 100 << 20, None, &committed_publish("c"), false);
+    follower.apply(a);
+    assert_eq!(follower.stat("jobs").counters.duplicates, 1);
+    assert_eq!(follower.core.message_count(), 3);
+
+    // The follower leads: the three not acked come in their order, counted.
+    let a = follower.core.serve(at(follower.now), |_| true);
+    follower.apply(a);
+    follower.send("d", &["CONSUME", "d", "jobs", "10"]);
+    let seen: Vec<(String, String)> = follower
+        .take("d", "DELIVER")
+        .iter()
+        .map(|f| {
+            (
+                String::from_utf8(f[4].to_vec()).unwrap(),
+                String::from_utf8(f[5].to_vec()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (tags[1].clone(), "3".into()),
+            (tags[2].clone(), "2".into()),
+            (tags[3].clone(), "2".into()),
+        ]
+    );
+
+    // Restored from nothing, the queue is empty and remembers no id.
+    let a = follower.core.restore_queue(at(follower.now), "jobs", None);
+    follower.apply(a);
+    assert_eq!(follower.core.message_count(), 0);
+    assert_eq!(follower.stat("jobs").unacked, 0);
+}
