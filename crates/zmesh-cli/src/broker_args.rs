@@ -108,6 +108,16 @@ pub struct BrokerCmd {
     /// 1=tcp://10.0.0.1:5570,2=tcp://10.0.0.2:5570,3=tcp://10.0.0.3:5570.
     #[arg(long, env = "ZMESH_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// In a cluster: a shard snapshots its queues (every message, bodies
+    /// included) and drops its log below the snapshot after this many
+    /// entries.
+    #[arg(
+        long,
+        default_value_t = zmesh_cluster::SHARD_SNAPSHOT_EVERY_ENTRIES,
+        env = "ZMESH_CLUSTER_SNAPSHOT_ENTRIES",
+        value_parser = clap::value_parser!(u64).range(2..)
+    )]
+    pub cluster_snapshot_entries: u64,
     /// Settings file (TOML, a [broker] table); flags and environment win over it.
     #[arg(long, env = "ZMESH_CONFIG")]
     pub config: Option<std::path::PathBuf>,

@@ -48,6 +48,7 @@ pub struct BrokerSection {
     pub cluster: Option<String>,
     pub node_id: Option<u64>,
     pub peers: Option<Vec<String>>,
+    pub cluster_snapshot_entries: Option<u64>,
     pub security: Option<SecuritySection>,
 }
 
@@ -161,6 +162,7 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
         take!(cluster, opt);
         take!(node_id, opt);
         take!(peers);
+        take!(cluster_snapshot_entries);
         if let Some(s) = b.security {
             let sec = &mut cmd.socket.security;
             if !from_user(m, "curve_secret_key_file") && s.curve_secret_key_file.is_some() {
@@ -356,6 +358,7 @@ pub fn effective(cmd: &BrokerCmd) -> String {
             cluster: cmd.cluster.clone(),
             node_id: cmd.node_id,
             peers: Some(cmd.peers.clone()),
+            cluster_snapshot_entries: Some(cmd.cluster_snapshot_entries),
             security: Some(SecuritySection {
                 curve_secret_key_file: sec.curve_secret_key_file.clone(),
                 curve_allow_dir: sec.curve_allow_dir.clone(),

@@ -75,7 +75,7 @@ enum Command {
     #[command(hide = true)]
     DemoNode(commands::demo::DemoNodeCmd),
     /// Run the Majordomo service broker (7/MDP, 18/MDP, 8/MMI).
-    Broker(broker_args::BrokerCmd),
+    Broker(Box<broker_args::BrokerCmd>),
     /// Send a request to a service through the broker and print the reply.
     Call(commands::mdp::CallCmd),
     /// Serve a service through the broker: echo, or run a command per request.
@@ -152,7 +152,7 @@ async fn run(command: Command, broker_matches: Option<clap::ArgMatches>) -> i32 
         Command::Demo(c) => commands::demo::run(c).await,
         Command::DemoNode(c) => commands::demo::run_node(c).await,
         Command::Keygen(c) => commands::keygen::run(c).await,
-        Command::Broker(c) => commands::broker::run_broker(c, broker_matches).await,
+        Command::Broker(c) => commands::broker::run_broker(*c, broker_matches).await,
         Command::Call(c) => commands::mdp::run_call(c).await,
         Command::Serve(c) => commands::mdp::run_serve(c).await,
         Command::Services(c) => commands::mdp::run_services(c).await,
@@ -190,8 +190,10 @@ fn exit_code_for(e: &anyhow::Error) -> i32 {
 fn init_logging(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only on a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::{
-    Node, agreed_leader_of, client, consume_served, start, three_started, until_empty, until_queue,
+    Node, agreed_leader_of, client, consumed, start, three_started, until_empty, until_queue,
 };
 use common::temp_dir;
 use zmesh_broker::queue::QueueOptions;
@@ -118,30 +118,6 @@ async fn three_brokers_agree_on_queues_across_the_leader_s_sigkill() {
         let _ = std::fs::remove_dir_all(&root);
     })
     .await;
-}
-
-/// The ids a consumer of `queue` on `node` is handed until it has all of
-/// `want` (each acked, or rejected when `reject` picks it).
-async fn consumed(
-    node: &Node,
-    queue: &str,
-    want: &BTreeSet<String>,
-    reject: fn(&str) -> bool,
-) -> BTreeSet<String> {
-    let client = client(node).await;
-    let mut consumer = consume_served(&client, queue, 64).await;
-    let mut seen = BTreeSet::new();
-    while !want.is_subset(&seen) {
-        let d = consumer.next().await.expect("a delivery");
-        let id = String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id");
-        if reject(&id) {
-            consumer.nack(d.tag, false).await.expect("reject");
-        } else {
-            consumer.ack(d.tag).await.expect("ack");
-        }
-        seen.insert(id);
-    }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

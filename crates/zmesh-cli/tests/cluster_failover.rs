@@ -1,18 +1,23 @@
 //! A cluster under load loses no confirmed message when the leader of the
 //! queue's shard is SIGKILLed: the consumer moves to the new leader, and
-//! what the old one delivered and did not see acked comes again.
+//! what the old one delivered and did not see acked comes again. A node
+//! that was down while the others purged their logs gets the queues from a
+//! snapshot.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::{
-    agreed_leader_of, client, note_said, start, three_started, until_empty, until_queue,
+    Node, agreed_leader_of, client, consumed, note_leader, note_said, start, start_with,
+    three_nodes, three_started, until_empty, until_queue,
 };
 use common::history::{Delivered, Published, consume_into, publish_until_stopped, verdict};
 use common::temp_dir;
 use zmesh_client::queue::QueueError;
+use zmesh_testkit::net::bounded;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_publishes_survive_the_shard_leader_s_sigkill() {
@@ -189,4 +194,149 @@ async fn leader_kill_under_load(
     until_queue(&nodes[back], QUEUE, true).await;
     until_empty(&nodes[back], QUEUE).await;
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A node's whole process: stopped with SIGSTOP or resumed with SIGCONT.
+fn signal(process: &tokio::process::Child, signal: &str) {
+    let pid = process.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Waits until `node` holds `ready` messages of `queue` ready, asking with
+/// STATS.
+async fn until_ready(node: &Node, queue: &str, ready: u64) {
+    let client = client(node).await;
+    loop {
+        match client.stats(Some(queue)).await {
+            Ok(stats) if stats[0]["ready"].as_u64() == Some(ready) => return,
+            // Not there yet, or not even the queue (the catalog comes first).
+            Ok(_) | Err(QueueError::Refused { code: 404, .. }) => {}
+            Err(e) => panic!("node {}: STATS {queue}: {e}", node.id),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `node` says it restored `shard`'s queues from a snapshot,
+/// noting the leaders it names on the way.
+async fn until_restored(node: &mut Node, shard: u32) {
+    let wanted = format!("group={shard}");
+    loop {
+        let line = match node.process.as_mut() {
+            Some((_, lines)) => lines.next_line().await.expect("stderr"),
+            None => panic!("node {} is not running", node.id),
+        };
+        let Some(line) = line else {
+            panic!("node {} exited", node.id)
+        };
+        eprintln!("F: {line}");
+        note_leader(node, &line);
+        if line.contains("restoring the shard's queues from a snapshot") && line.contains(&wanted) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_behind_purged_logs_catch_up_and_serve_exactly_the_ids_not_acked() {
+    bounded(Duration::from_secs(120), async {
+        const QUEUE: &str = "jobs";
+        // Shards snapshot and purge their logs every few entries.
+        const SNAPSHOTS: [&str; 2] = ["--cluster-snapshot-entries", "8"];
+        let root = temp_dir("snapshots");
+        let (mut nodes, peers) = three_nodes(&root);
+        for node in nodes.iter_mut() {
+            start_with(node, &peers, &SNAPSHOTS).await;
+        }
+        client(&nodes[0])
+            .await
+            .declare(QUEUE, None)
+            .await
+            .expect("declared");
+        for node in &nodes {
+            until_queue(node, QUEUE, true).await;
+        }
+        let shard = zmesh_cluster::shard_of(QUEUE, zmesh_cluster::SHARDS_DEFAULT);
+        let leader = agreed_leader_of(&mut nodes, shard, &[1, 2, 3]).await;
+        let at = |id: u64| (id - 1) as usize;
+        let behind = nodes.iter().find(|n| n.id != leader).unwrap().id;
+        let other = nodes
+            .iter()
+            .find(|n| n.id != leader && n.id != behind)
+            .unwrap()
+            .id;
+
+        // One node is down while the queue takes 60 publishes, one by one
+        // (an entry each), and the first 30 are consumed and acked: the
+        // others snapshot and purge their logs many times over.
+        let (mut down, _) = nodes[at(behind)].process.take().unwrap();
+        down.start_kill().unwrap();
+        down.wait().await.unwrap();
+        let publisher = client(&nodes[at(leader)]).await;
+        let ids = |range: std::ops::Range<u32>| -> BTreeSet<String> {
+            range.map(|i| format!("s-{i:02}")).collect()
+        };
+        for id in ids(0..30) {
+            publisher
+                .publish_with_id(QUEUE, id.clone(), id.clone())
+                .await
+                .expect("confirmed");
+        }
+        let acked = consumed(&nodes[at(leader)], QUEUE, &ids(0..30), |_| false).await;
+        assert_eq!(acked, ids(0..30));
+        let kept = ids(30..60);
+        for id in &kept {
+            publisher
+                .publish_with_id(QUEUE, id.clone(), id.clone())
+                .await
+                .expect("confirmed");
+        }
+
+        // It comes back and catches up: from the leader's log, or from its
+        // snapshot when the leader purged the log past where this node was
+        // (openraft postpones a purge while a replication reads the log:
+        // either may happen).
+        eprintln!("node {behind} comes back");
+        start_with(&mut nodes[at(behind)], &peers, &SNAPSHOTS).await;
+        until_ready(&nodes[at(behind)], QUEUE, kept.len() as u64).await;
+
+        // Only it can lead now: the third node is frozen, and the leader is
+        // SIGKILLed and comes back with nothing (its files deleted), so its
+        // vote goes to the node with the log. That node sends it the
+        // shard's snapshot (its own log is purged: it snapshots every few
+        // entries too).
+        let (frozen, frozen_lines) = nodes[at(other)].process.take().unwrap();
+        signal(&frozen, "-STOP");
+        let (mut killed, _) = nodes[at(leader)].process.take().unwrap();
+        killed.start_kill().unwrap();
+        killed.wait().await.unwrap();
+        std::fs::remove_dir_all(&nodes[at(leader)].dir).unwrap();
+        eprintln!("node {leader} comes back with nothing");
+        let restores = "warn,openraft=error,zmesh_broker::cluster::replicate=info";
+        let rebuilt: Vec<&str> = SNAPSHOTS.into_iter().chain(["--log", restores]).collect();
+        start_with(&mut nodes[at(leader)], &peers, &rebuilt).await;
+        until_restored(&mut nodes[at(leader)], shard).await;
+        until_ready(&nodes[at(leader)], QUEUE, kept.len() as u64).await;
+        let running = [leader, behind];
+        assert_eq!(agreed_leader_of(&mut nodes, shard, &running).await, behind);
+
+        // What the node that was behind serves is exactly the ids not acked.
+        let served = consumed(&nodes[at(behind)], QUEUE, &kept, |_| false).await;
+        assert_eq!(served, kept);
+
+        eprintln!("node {behind} served the ids not acked");
+        // The frozen node resumes; every node's copy ends empty, the one
+        // rebuilt from nothing included.
+        signal(&frozen, "-CONT");
+        nodes[at(other)].process = Some((frozen, frozen_lines));
+        for node in &nodes {
+            until_empty(node, QUEUE).await;
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    })
+    .await;
 }

@@ -161,6 +161,12 @@ impl ClusterNode {
                 config.shards
             )));
         }
+        if config.shard_snapshot_every_entries < 2 {
+            return Err(StartError::Config(format!(
+                "a shard snapshots every 2 entries or more, not {}",
+                config.shard_snapshot_every_entries
+            )));
+        }
         let catalog_machine = CatalogMachine::open(&group_dir(&config, METADATA_GROUP)?)?;
         let catalog = catalog_machine.subscribe();
 

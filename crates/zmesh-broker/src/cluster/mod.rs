@@ -12,6 +12,7 @@
 //! changes and the shards' committed batches.
 
 mod replicate;
+mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -301,15 +302,26 @@ impl ClusterLink {
                 self.replication.done(done, queues, self.known_index)
             }
             ClusterEvent::Leadership => self.serve_led(queues),
-            // Shards are not snapshotted yet (the node is started with a
-            // policy that never asks): a request is refused.
-            ClusterEvent::Replication(replicate::Event::SnapshotWanted { group, .. }) => {
-                tracing::error!(group, "a shard snapshot was asked for; none is built yet");
+            ClusterEvent::Replication(replicate::Event::SnapshotWanted { group, reply }) => {
+                let followed = Followed {
+                    index: self.followed_index,
+                    queues: &self.followed,
+                };
+                self.replication
+                    .snapshot_wanted(group, reply, queues, &followed);
                 Vec::new()
             }
-            ClusterEvent::Replication(replicate::Event::Restore { group, .. }) => {
-                tracing::error!(group, "a shard snapshot came; none is restored yet");
-                Vec::new()
+            ClusterEvent::Replication(replicate::Event::Restore {
+                group,
+                index,
+                state,
+            }) => {
+                let followed = Followed {
+                    index: self.followed_index,
+                    queues: &self.followed,
+                };
+                self.replication
+                    .restore(group, index, &state, queues, &followed)
             }
         }
     }

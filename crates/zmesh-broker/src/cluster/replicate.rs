@@ -16,10 +16,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use zmesh_cluster::{ClusterNode, Command, Committed, GroupId, NodeId, ShardUpdate};
 
 use super::Answering;
+use super::snapshot::{self, ShardState};
 use crate::queue::store::{
     Decision, QueueStore, Replicated, ReplicatedDecision, ReplicatedPublish,
 };
@@ -54,6 +55,14 @@ struct ShardBatch {
     decisions: Vec<ReplicatedDecision>,
 }
 
+/// What waits for this node's queues to follow the catalog further.
+enum Held {
+    /// A committed batch at its index.
+    Batch(u64, ShardBatch),
+    /// A shard's state from a snapshot.
+    Restore(GroupId, ShardState),
+}
+
 /// A batch proposal ended.
 pub struct BatchDone {
     group: GroupId,
@@ -77,9 +86,9 @@ pub struct Replication {
     boot: u64,
     /// Shards' committed batches (and snapshots), in log order per shard.
     committed: mpsc::Receiver<ShardUpdate>,
-    /// A committed batch that waits for this node's queues to follow the
-    /// catalog (further batches wait behind it).
-    held: Option<(u64, ShardBatch)>,
+    /// A committed batch, or a shard's snapshot, that waits for this node's
+    /// queues to follow the catalog (further updates wait behind it).
+    held: Option<Held>,
     /// Publishes taken and decisions made, not yet proposed, per shard.
     waiting: BTreeMap<GroupId, VecDeque<Replicated>>,
     /// Shards with a batch proposal out.
@@ -245,18 +254,62 @@ impl Replication {
             }
         };
         if batch.catalog_index > followed.index {
-            self.held = Some((committed.index, batch));
+            self.held = Some(Held::Batch(committed.index, batch));
             return Vec::new();
         }
         self.apply(committed.index, batch, queues, followed)
+    }
+
+    /// openraft takes a snapshot of `group`: answered with the state of its
+    /// queues here (everything committed before is applied by now).
+    pub fn snapshot_wanted(
+        &self,
+        group: GroupId,
+        reply: oneshot::Sender<Bytes>,
+        queues: &QueueStore,
+        followed: &Followed,
+    ) {
+        if let Some(state) = snapshot::take(&self.node, group, queues, followed) {
+            let _ = reply.send(Bytes::from(state));
+        }
+    }
+
+    /// `group`'s state up to entry `index` comes from a snapshot: its queues
+    /// here are replaced with it, once they follow the catalog as far as
+    /// the node that took it.
+    pub fn restore(
+        &mut self,
+        group: GroupId,
+        index: u64,
+        state: &[u8],
+        queues: &mut QueueStore,
+        followed: &Followed,
+    ) -> Sends {
+        let state: ShardState = match rmp_serde::from_slice(state) {
+            Ok(s) => s,
+            Err(e) => {
+                self.undecodable += 1;
+                tracing::error!(group, index, "a shard's snapshot does not decode: {e}");
+                return Vec::new();
+            }
+        };
+        tracing::info!(group, index, "restoring the shard's queues from a snapshot");
+        if state.catalog_index > followed.index {
+            self.held = Some(Held::Restore(group, state));
+            return Vec::new();
+        }
+        snapshot::restore(&self.node, group, &state, queues, followed)
     }
 
     /// The queues followed the catalog to `followed_index`: a batch held for
     /// that is applied.
     pub fn release(&mut self, queues: &mut QueueStore, followed: &Followed) -> Sends {
         match self.held.take() {
-            Some((index, batch)) if batch.catalog_index <= followed.index => {
+            Some(Held::Batch(index, batch)) if batch.catalog_index <= followed.index => {
                 self.apply(index, batch, queues, followed)
+            }
+            Some(Held::Restore(group, state)) if state.catalog_index <= followed.index => {
+                snapshot::restore(&self.node, group, &state, queues, followed)
             }
             held => {
                 self.held = held;
@@ -311,7 +364,7 @@ pub struct Followed<'a> {
 
 impl Followed<'_> {
     /// The index that declared `queue` here (0: not known).
-    fn declared_at(&self, queue: &str) -> u64 {
+    pub fn declared_at(&self, queue: &str) -> u64 {
         self.queues.get(queue).map_or(0, |r| r.declared_at_index)
     }
 }
@@ -323,7 +376,7 @@ pub enum Event {
     /// A shard's snapshot is being taken: answer with its queues' state.
     SnapshotWanted {
         group: GroupId,
-        reply: tokio::sync::oneshot::Sender<Bytes>,
+        reply: oneshot::Sender<Bytes>,
     },
     /// A shard's queues are replaced by a snapshot's state, at `index`.
     Restore {

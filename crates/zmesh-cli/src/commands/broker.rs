@@ -94,8 +94,7 @@ pub async fn run_broker(
                 dir: cmd.data_dir.join("cluster"),
                 timing: zmesh_cluster::Timing::default(),
                 shards: zmesh_cluster::SHARDS_DEFAULT,
-                // Not yet: the broker does not answer snapshot requests.
-                shard_snapshot_every_entries: u64::MAX,
+                shard_snapshot_every_entries: cmd.cluster_snapshot_entries,
             })
             .await?;
             note!(

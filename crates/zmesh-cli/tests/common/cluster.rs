@@ -71,8 +71,17 @@ pub async fn three_started(root: &std::path::Path) -> (Vec<Node>, String, u64) {
 }
 
 pub async fn start(node: &mut Node, peers: &str) {
+    start_with(node, peers, &[]).await
+}
+
+/// Starts `node` with `extra` arguments besides its settings.
+pub async fn start_with(node: &mut Node, peers: &str, extra: &[&str]) {
     let args = args(node, peers);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect();
     node.process = Some(broker_listening(&args).await);
 }
 
@@ -188,4 +197,28 @@ pub async fn consume_served(client: &QueueClient, queue: &str, prefetch: u32) ->
             Err(e) => panic!("consume {queue}: {e}"),
         }
     }
+}
+
+/// The ids a consumer of `queue` on `node` is handed until it has all of
+/// `want` (each acked, or rejected when `reject` picks it).
+pub async fn consumed(
+    node: &Node,
+    queue: &str,
+    want: &BTreeSet<String>,
+    reject: fn(&str) -> bool,
+) -> BTreeSet<String> {
+    let client = client(node).await;
+    let mut consumer = consume_served(&client, queue, 64).await;
+    let mut seen = BTreeSet::new();
+    while !want.is_subset(&seen) {
+        let d = consumer.next().await.expect("a delivery");
+        let id = String::from_utf8(d.msg_id.to_vec()).expect("UTF-8 id");
+        if reject(&id) {
+            consumer.nack(d.tag, false).await.expect("reject");
+        } else {
+            consumer.ack(d.tag).await.expect("ack");
+        }
+        seen.insert(id);
+    }
+    seen
 }

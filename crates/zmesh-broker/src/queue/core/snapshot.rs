@@ -48,6 +48,11 @@ pub struct NotInMemory {
 }
 
 impl QueueCore {
+    /// The names of the queues, in no order.
+    pub fn queue_names(&self) -> impl Iterator<Item = &str> {
+        self.queues.keys().map(String::as_str)
+    }
+
     /// The state of queue `name` for a shard snapshot; `None` when there is
     /// no such queue.
     pub fn queue_snapshot(&self, name: &str) -> Option<Result<QueueSnapshot, NotInMemory>> {

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::super::core::QueueAction;
+use super::super::core::{NotInMemory, QueueAction, QueueSnapshot};
 use super::super::journal;
 use super::{QueueStore, Sends};
 
@@ -168,6 +168,44 @@ impl QueueStore {
             }
         };
         self.core.apply_decision(self.now(), &record.encode());
+    }
+
+    /// The state of the queues `in_shard` names, for their shard's
+    /// snapshot (`declared_at` left 0).
+    pub fn shard_snapshot(
+        &self,
+        in_shard: impl Fn(&str) -> bool,
+    ) -> Result<Vec<QueueSnapshot>, NotInMemory> {
+        let mut names: Vec<&str> = self.core.queue_names().filter(|n| in_shard(n)).collect();
+        names.sort_unstable();
+        names
+            .into_iter()
+            .filter_map(|name| self.core.queue_snapshot(name))
+            .collect()
+    }
+
+    /// Replaces what the queues `in_shard` names hold with what their
+    /// shard's snapshot holds: `snapshot_of` finds a queue's state in it
+    /// (none: the queue held nothing then).
+    pub fn restore_shard<'s>(
+        &mut self,
+        in_shard: impl Fn(&str) -> bool,
+        snapshot_of: impl Fn(&str) -> Option<&'s QueueSnapshot>,
+    ) -> Sends {
+        let names: Vec<String> = self
+            .core
+            .queue_names()
+            .filter(|n| in_shard(n))
+            .map(str::to_owned)
+            .collect();
+        let mut sends = Vec::new();
+        for name in names {
+            let actions = self
+                .core
+                .restore_queue(self.now(), &name, snapshot_of(&name));
+            self.carry_out(actions, &mut sends);
+        }
+        self.saves.pass(sends)
     }
 
     /// The cluster could not store these publishes of this node (`reason`
