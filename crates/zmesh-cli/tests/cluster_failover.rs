@@ -304,6 +304,18 @@ async fn nodes_behind_purged_logs_catch_up_and_serve_exactly_the_ids_not_acked()
         start_with(&mut nodes[at(behind)], &peers, &SNAPSHOTS).await;
         until_ready(&nodes[at(behind)], QUEUE, kept.len() as u64).await;
 
+        // SIGKILLed again, it starts from its own snapshot (it took some
+        // while catching up) and the log after it.
+        let (mut again, _) = nodes[at(behind)].process.take().unwrap();
+        again.start_kill().unwrap();
+        again.wait().await.unwrap();
+        let own = nodes[at(behind)]
+            .dir
+            .join(format!("cluster/shard-{shard}/shard.snapshot"));
+        assert!(own.exists(), "{own:?}");
+        start_with(&mut nodes[at(behind)], &peers, &SNAPSHOTS).await;
+        until_ready(&nodes[at(behind)], QUEUE, kept.len() as u64).await;
+
         // Only it can lead now: the third node is frozen, and the leader is
         // SIGKILLed and comes back with nothing (its files deleted), so its
         // vote goes to the node with the log. That node sends it the
