@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::{
-    Node, agreed_leader_of, client, consumed, note_leader, note_said, start, start_with,
-    three_nodes, three_started, until_empty, until_queue,
+    Node, agreed_leader_of, client, consumed, declared_everywhere, note_leader, note_said, start,
+    start_with, three_nodes, three_started, until_empty, until_queue,
 };
 use common::history::{Delivered, Published, consume_into, publish_until_stopped, verdict};
 use common::temp_dir;
@@ -57,16 +57,7 @@ async fn leader_kill_under_load(
     const AFTER: usize = 100;
     let root = temp_dir("leader-kill");
     let (mut nodes, peers, _) = three_started(&root).await;
-    client(&nodes[0])
-        .await
-        .declare(QUEUE, None)
-        .await
-        .expect("declared");
-    for node in &nodes {
-        until_queue(node, QUEUE, true).await;
-    }
-    let shard = zmesh_cluster::shard_of(QUEUE, zmesh_cluster::SHARDS_DEFAULT);
-    let shard_leader = agreed_leader_of(&mut nodes, shard, &[1, 2, 3]).await;
+    let (shard, shard_leader) = declared_everywhere(&mut nodes, QUEUE).await;
 
     // Only the shard's leader serves the queue's consumers.
     let follower = nodes.iter().position(|n| n.id != shard_leader).unwrap();
@@ -252,16 +243,7 @@ async fn nodes_behind_purged_logs_catch_up_and_serve_exactly_the_ids_not_acked()
         for node in nodes.iter_mut() {
             start_with(node, &peers, &SNAPSHOTS).await;
         }
-        client(&nodes[0])
-            .await
-            .declare(QUEUE, None)
-            .await
-            .expect("declared");
-        for node in &nodes {
-            until_queue(node, QUEUE, true).await;
-        }
-        let shard = zmesh_cluster::shard_of(QUEUE, zmesh_cluster::SHARDS_DEFAULT);
-        let leader = agreed_leader_of(&mut nodes, shard, &[1, 2, 3]).await;
+        let (shard, leader) = declared_everywhere(&mut nodes, QUEUE).await;
         let at = |id: u64| (id - 1) as usize;
         let behind = nodes.iter().find(|n| n.id != leader).unwrap().id;
         let other = nodes

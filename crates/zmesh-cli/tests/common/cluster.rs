@@ -222,3 +222,19 @@ pub async fn consumed(
     }
     seen
 }
+
+/// Declares `queue` on the first node and waits until every node has it;
+/// returns its shard and the shard's leader, as every node names it.
+pub async fn declared_everywhere(nodes: &mut [Node], queue: &str) -> (u32, u64) {
+    client(&nodes[0])
+        .await
+        .declare(queue, None)
+        .await
+        .expect("declared");
+    for node in nodes.iter() {
+        until_queue(node, queue, true).await;
+    }
+    let shard = zmesh_cluster::shard_of(queue, zmesh_cluster::SHARDS_DEFAULT);
+    let leader = agreed_leader_of(nodes, shard, &[1, 2, 3]).await;
+    (shard, leader)
+}

@@ -133,16 +133,36 @@ fn follow(leader: &Sim, follower: &mut Sim, from: usize) -> usize {
     leader.journal.len()
 }
 
-#[test]
-fn a_new_leader_knows_what_the_old_one_delivered_and_settled() {
+/// A new consumer's deliveries on `node`: (tag, delivery count) each.
+fn consumed_tags_and_counts(node: &mut Sim) -> Vec<(String, String)> {
+    node.send("d", &["CONSUME", "d", "jobs", "10"]);
+    node.take("d", "DELIVER")
+        .iter()
+        .map(|f| {
+            (
+                String::from_utf8(f[4].to_vec()).unwrap(),
+                String::from_utf8(f[5].to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Two nodes of a cluster with queue `jobs`: the first serves it.
+fn leader_and_follower() -> (Sim, Sim) {
     let config = QueueCoreConfig {
         served_where_led: true,
         ..QueueCoreConfig::default()
     };
     let mut leader = declared_with(config.clone(), "{}");
-    let mut follower = declared_with(config, "{}");
+    let follower = declared_with(config, "{}");
     let a = leader.core.serve(at(leader.now), |_| true);
     leader.apply(a);
+    (leader, follower)
+}
+
+#[test]
+fn a_new_leader_knows_what_the_old_one_delivered_and_settled() {
+    let (mut leader, mut follower) = leader_and_follower();
     for id in ["a", "b", "c"] {
         leader.send("p", &["PUBLISH", id, "jobs", id, "x"]);
     }
@@ -160,17 +180,7 @@ fn a_new_leader_knows_what_the_old_one_delivered_and_settled() {
     // The leader dies; the follower leads and serves.
     let a = follower.core.serve(at(follower.now), |_| true);
     follower.apply(a);
-    follower.send("d", &["CONSUME", "d", "jobs", "10"]);
-    let again = follower.take("d", "DELIVER");
-    let seen: Vec<(String, String)> = again
-        .iter()
-        .map(|f| {
-            (
-                String::from_utf8(f[4].to_vec()).unwrap(),
-                String::from_utf8(f[5].to_vec()).unwrap(),
-            )
-        })
-        .collect();
+    let seen = consumed_tags_and_counts(&mut follower);
     // `a` was acked: gone. `b` was delivered twice, `c` once: each comes
     // again, counted.
     assert_eq!(
@@ -182,14 +192,7 @@ fn a_new_leader_knows_what_the_old_one_delivered_and_settled() {
 
 #[test]
 fn a_queue_restored_from_a_snapshot_holds_what_its_leader_held() {
-    let config = QueueCoreConfig {
-        served_where_led: true,
-        ..QueueCoreConfig::default()
-    };
-    let mut leader = declared_with(config.clone(), "{}");
-    let mut follower = declared_with(config, "{}");
-    let a = leader.core.serve(at(leader.now), |_| true);
-    leader.apply(a);
+    let (mut leader, mut follower) = leader_and_follower();
     for id in ["a", "b", "c", "d"] {
         leader.send("p", &["PUBLISH", id, "jobs", id, "x"]);
     }
@@ -231,17 +234,7 @@ fn a_queue_restored_from_a_snapshot_holds_what_its_leader_held() {
     // The follower leads: the three not acked come in their order, counted.
     let a = follower.core.serve(at(follower.now), |_| true);
     follower.apply(a);
-    follower.send("d", &["CONSUME", "d", "jobs", "10"]);
-    let seen: Vec<(String, String)> = follower
-        .take("d", "DELIVER")
-        .iter()
-        .map(|f| {
-            (
-                String::from_utf8(f[4].to_vec()).unwrap(),
-                String::from_utf8(f[5].to_vec()).unwrap(),
-            )
-        })
-        .collect();
+    let seen = consumed_tags_and_counts(&mut follower);
     assert_eq!(
         seen,
         vec![
