@@ -144,7 +144,8 @@ impl QueueStore {
     }
 
     /// A decision another node took about a queue it served, committed:
-    /// applied here as a journal record is at replay. Sends nothing (this
+    /// applied here as a journal record is at replay (a delivery sets its
+    /// count, so applying it twice is harmless). Sends nothing (this
     /// node serves no consumer of a queue another node decides on, or has
     /// just begun to: the message is gone, or back in line, as there).
     pub fn apply_decision(&mut self, decided: ReplicatedDecision) {
