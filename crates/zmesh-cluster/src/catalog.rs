@@ -19,12 +19,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::snapshot_file::{self, SnapshotFileError, StoredSnapshot};
-use crate::types::{Command, Outcome, Types};
+use crate::types::{Command, NodeId, Outcome, Types};
 
 /// Queues the catalog holds at most. Every node applies the same limit to
 /// the same log, so all refuse the same declaration. (A broker creates a
 /// dead-letter queue beside each, within its own `queues_max`.)
 pub const CATALOG_QUEUES_MAX: usize = 5_000;
+
+/// Longest client endpoint a node may advertise, in bytes.
+pub const CLIENT_ENDPOINT_BYTES_MAX: usize = 256;
 
 /// The snapshot file in a node's metadata directory.
 const SNAPSHOT_FILE: &str = "catalog.snapshot";
@@ -44,6 +47,8 @@ pub struct CatalogView {
     /// The index of the last entry applied (0 before any).
     pub applied_index: u64,
     pub queues: Arc<BTreeMap<String, QueueRecord>>,
+    /// Each node's client endpoint, as it last advertised it.
+    pub client_endpoints: Arc<BTreeMap<NodeId, String>>,
 }
 
 /// The state a snapshot holds.
@@ -52,6 +57,10 @@ struct Applied {
     last: Option<LogIdOf<Types>>,
     membership: StoredMembershipOf<Types>,
     queues: BTreeMap<String, QueueRecord>,
+    /// Last, and defaulted: a snapshot written before nodes advertised
+    /// their endpoints still decodes.
+    #[serde(default)]
+    client_endpoints: BTreeMap<NodeId, String>,
 }
 
 impl Applied {
@@ -84,6 +93,21 @@ impl Applied {
             },
             // Batches belong to shard groups.
             Command::Batch { .. } => Outcome::WrongGroup,
+            Command::AdvertiseNode {
+                client_endpoint, ..
+            } if client_endpoint.len() > CLIENT_ENDPOINT_BYTES_MAX => Outcome::Refused {
+                reason: format!(
+                    "a client endpoint of {} bytes (at most {CLIENT_ENDPOINT_BYTES_MAX})",
+                    client_endpoint.len()
+                ),
+            },
+            Command::AdvertiseNode {
+                node,
+                client_endpoint,
+            } => {
+                self.client_endpoints.insert(node, client_endpoint);
+                Outcome::Advertised
+            }
         }
     }
 
@@ -91,6 +115,7 @@ impl Applied {
         CatalogView {
             applied_index: self.last.as_ref().map_or(0, |id| id.index),
             queues: Arc::new(self.queues.clone()),
+            client_endpoints: Arc::new(self.client_endpoints.clone()),
         }
     }
 }
@@ -333,5 +358,59 @@ mod tests {
             ),
             "a full catalog still finds what it holds"
         );
+    }
+
+    #[test]
+    fn nodes_advertise_their_client_endpoints_within_a_bound() {
+        let mut catalog = Applied::default();
+        let advertise = |node, endpoint: &str| Command::AdvertiseNode {
+            node,
+            client_endpoint: endpoint.into(),
+        };
+        assert_eq!(
+            catalog.apply(advertise(2, "tcp://10.0.0.2:5555"), 1),
+            Outcome::Advertised
+        );
+        assert_eq!(
+            catalog.apply(advertise(2, "tcp://10.0.0.9:5555"), 2),
+            Outcome::Advertised
+        );
+        let long = format!("tcp://{}:5555", "h".repeat(CLIENT_ENDPOINT_BYTES_MAX));
+        assert!(matches!(
+            catalog.apply(advertise(3, &long), 3),
+            Outcome::Refused { .. }
+        ));
+        let view = catalog.view();
+        assert_eq!(
+            *view.client_endpoints,
+            BTreeMap::from([(2, "tcp://10.0.0.9:5555".to_owned())])
+        );
+    }
+
+    /// A snapshot from before nodes advertised endpoints decodes, with none.
+    #[test]
+    fn a_snapshot_without_client_endpoints_decodes() {
+        #[derive(Serialize)]
+        struct Before {
+            last: Option<LogIdOf<Types>>,
+            membership: StoredMembershipOf<Types>,
+            queues: BTreeMap<String, QueueRecord>,
+        }
+        let queues = BTreeMap::from([(
+            "q".to_owned(),
+            QueueRecord {
+                options: b"o".to_vec(),
+                declared_at_index: 3,
+            },
+        )]);
+        let bytes = rmp_serde::to_vec(&Before {
+            last: None,
+            membership: Default::default(),
+            queues: queues.clone(),
+        })
+        .unwrap();
+        let applied: Applied = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(applied.queues, queues);
+        assert!(applied.client_endpoints.is_empty());
     }
 }

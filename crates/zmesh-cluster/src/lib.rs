@@ -23,11 +23,14 @@ mod snapshot_file;
 mod transport;
 mod types;
 
-pub use catalog::{CATALOG_QUEUES_MAX, CatalogError, CatalogMachine, CatalogView, QueueRecord};
+pub use catalog::{
+    CATALOG_QUEUES_MAX, CLIENT_ENDPOINT_BYTES_MAX, CatalogError, CatalogMachine, CatalogView,
+    QueueRecord,
+};
 pub use log_store::{LogReader, LogStore, LogStoreError};
 pub use node::{
-    ClusterNode, NodeConfig, SHARD_SNAPSHOT_EVERY_ENTRIES, SHARDS_DEFAULT, SHARDS_MAX, StartError,
-    Timing,
+    AdvertiseError, ClusterNode, NodeConfig, SHARD_SNAPSHOT_EVERY_ENTRIES, SHARDS_DEFAULT,
+    SHARDS_MAX, StartError, Timing,
 };
 pub use propose::{Applied, ProposeError};
 pub use shard::{COMMITTED_QUEUE_MAX, Committed, ShardMachine, ShardUpdate, shard_of};

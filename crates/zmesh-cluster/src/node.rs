@@ -20,7 +20,7 @@ use crate::propose::{Applied, PROPOSE_LIMIT, ProposeError, propose_here};
 use crate::shard::{COMMITTED_QUEUE_MAX, ShardMachine, ShardUpdate, shard_of};
 use crate::snapshot_file::SnapshotFileError;
 use crate::transport::{Answer, CallError, Groups, Links, Me, Rpc, Server, ServesRpc};
-use crate::types::{Command, GroupId, METADATA_GROUP, NodeId, Types};
+use crate::types::{Command, GroupId, METADATA_GROUP, NodeId, Outcome, Types};
 
 /// Shard groups a cluster has unless configured otherwise: one per node of
 /// a three-node cluster, so each node can lead one.
@@ -81,6 +81,15 @@ pub struct NodeConfig {
     /// A shard takes a snapshot (and purges its log below it) after this
     /// many entries; [`SHARD_SNAPSHOT_EVERY_ENTRIES`] unless testing.
     pub shard_snapshot_every_entries: u64,
+}
+
+/// Why a node stopped advertising its client endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum AdvertiseError {
+    #[error("the catalog refused the client endpoint: {0}")]
+    Refused(String),
+    #[error("the node stopped: {0}")]
+    Stopped(String),
 }
 
 /// Why a node could not start.
@@ -316,6 +325,48 @@ impl ClusterNode {
             };
             if !matches!(tokio::time::timeout_at(deadline, another).await, Ok(Ok(()))) {
                 return answer;
+            }
+        }
+    }
+
+    /// Records `client_endpoint` as where clients reach this node, in the
+    /// catalog every node reads (`CatalogView::client_endpoints`): a node
+    /// that does not serve a client's request names the node that does.
+    /// Proposes until the catalog holds it, pausing between tries (the
+    /// cluster may have no quorum yet); ends early only when the node stops
+    /// or the catalog refuses the endpoint.
+    pub async fn advertise(&self, client_endpoint: &str) -> Result<(), AdvertiseError> {
+        let mut catalog = self.catalog();
+        let mut pause = self.timing.heartbeat;
+        loop {
+            let recorded = catalog
+                .borrow_and_update()
+                .client_endpoints
+                .get(&self.node_id)
+                == Some(&client_endpoint.to_owned());
+            if recorded {
+                return Ok(());
+            }
+            let command = Command::AdvertiseNode {
+                node: self.node_id,
+                client_endpoint: client_endpoint.to_owned(),
+            };
+            match self.propose(command).await {
+                Ok(applied) => {
+                    if let Outcome::Refused { reason } = applied.outcome {
+                        return Err(AdvertiseError::Refused(reason));
+                    }
+                    // Applied on the leader; this node's catalog follows.
+                    let _ =
+                        tokio::time::timeout(self.timing.election_timeout_max, catalog.changed())
+                            .await;
+                }
+                Err(ProposeError::Stopped(reason)) => return Err(AdvertiseError::Stopped(reason)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "advertising the client endpoint; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(self.timing.election_timeout_max);
+                }
             }
         }
     }

@@ -42,6 +42,13 @@ pub enum Command {
     /// A batch of a shard's records, in the application's encoding: the
     /// cluster orders and replicates it, never reads it.
     Batch { payload: Bytes },
+    /// Where clients reach `node` (its broker's endpoint, not its cluster
+    /// endpoint): a node that does not serve a request names the one that
+    /// does.
+    AdvertiseNode {
+        node: NodeId,
+        client_endpoint: String,
+    },
 }
 
 impl fmt::Display for Command {
@@ -50,6 +57,10 @@ impl fmt::Display for Command {
             Command::DeclareQueue { name, .. } => write!(f, "declare queue {name:?}"),
             Command::DeleteQueue { name } => write!(f, "delete queue {name:?}"),
             Command::Batch { payload } => write!(f, "a batch of {} bytes", payload.len()),
+            Command::AdvertiseNode {
+                node,
+                client_endpoint,
+            } => write!(f, "node {node} serves clients on {client_endpoint:?}"),
         }
     }
 }
@@ -76,4 +87,8 @@ pub enum Outcome {
     Batched,
     /// The command belongs to another kind of group; nothing changed.
     WrongGroup,
+    /// The node's client endpoint is recorded.
+    Advertised,
+    /// The command was refused as it stands (a limit); nothing changed.
+    Refused { reason: String },
 }

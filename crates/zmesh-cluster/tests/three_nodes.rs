@@ -96,6 +96,26 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
         let root = temp_dir("three");
         let (members, mut nodes) = three_started(&root).await;
 
+        // Each node advertises where clients reach it, before any leader
+        // is elected: each proposes until the catalog holds it.
+        let client_endpoint = |id: NodeId| format!("tcp://127.0.0.1:{}", 7000 + id);
+        let endpoints: Vec<(&ClusterNode, String)> = nodes
+            .values()
+            .map(|n| (n, client_endpoint(n.node_id())))
+            .collect();
+        let advertised: Vec<_> = endpoints.iter().map(|(n, e)| n.advertise(e)).collect();
+        for done in futures::future::join_all(advertised).await {
+            done.expect("advertised");
+        }
+        let all_advertised: BTreeMap<NodeId, String> =
+            (1..=3).map(|id| (id, client_endpoint(id))).collect();
+        for node in nodes.values() {
+            node.catalog()
+                .wait_for(|c| *c.client_endpoints == all_advertised)
+                .await
+                .expect("catalog watch");
+        }
+
         let leader = agreed_leader(&nodes.values().collect::<Vec<_>>()).await;
         let follower = nodes.keys().copied().find(|id| *id != leader).unwrap();
 
@@ -168,9 +188,24 @@ async fn three_nodes_agree_on_the_catalog_and_replace_a_stopped_leader() {
             .wait_for(|c| c.queues.contains_key("payments") && !c.queues.contains_key("orders"))
             .await
             .expect("catalog watch");
+        // It kept its advertised endpoint; a new one replaces it everywhere.
+        assert_eq!(
+            back.catalog().borrow().client_endpoints.get(&leader),
+            Some(&client_endpoint(leader))
+        );
+        back.advertise("tcp://127.0.0.1:7100")
+            .await
+            .expect("advertised again");
         nodes.insert(leader, back);
         for node in nodes.values() {
             wait_for_queue(node, "payments").await;
+            node.catalog()
+                .wait_for(|c| {
+                    c.client_endpoints.get(&leader).map(String::as_str)
+                        == Some("tcp://127.0.0.1:7100")
+                })
+                .await
+                .expect("catalog watch");
         }
         let catalogs: Vec<Vec<String>> = nodes
             .values()

@@ -485,9 +485,13 @@ fn answer_one(
             code::UNAVAILABLE,
             &format!("the cluster's catalog holds its limit of {CATALOG_QUEUES_MAX} queues"),
         ),
-        Ok(Outcome::Noted | Outcome::Batched | Outcome::WrongGroup) => {
-            proto::error(corr, code::UNAVAILABLE, "unexpected outcome")
-        }
+        Ok(
+            Outcome::Noted
+            | Outcome::Batched
+            | Outcome::WrongGroup
+            | Outcome::Advertised
+            | Outcome::Refused { .. },
+        ) => proto::error(corr, code::UNAVAILABLE, "unexpected outcome"),
         // Says what it knows: "may have been applied" for an unknown fate.
         Err(e) => proto::error(corr, code::UNAVAILABLE, &format!("cluster: {e}")),
     };
