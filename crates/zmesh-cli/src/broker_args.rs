@@ -108,6 +108,12 @@ pub struct BrokerCmd {
     /// 1=tcp://10.0.0.1:5570,2=tcp://10.0.0.2:5570,3=tcp://10.0.0.3:5570.
     #[arg(long, env = "ZMESH_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// In a cluster: where clients reach this broker, as the other nodes
+    /// tell clients they redirect (tcp://HOST:PORT). Default: the first
+    /// --bind endpoint as bound, a wildcard host (`*`, 0.0.0.0, [::])
+    /// replaced by this node's host in --peers.
+    #[arg(long, env = "ZMESH_ADVERTISE")]
+    pub advertise: Option<String>,
     /// In a cluster: a shard snapshots its queues (every message, bodies
     /// included) and drops its log below the snapshot after this many
     /// entries.

@@ -48,6 +48,7 @@ pub struct BrokerSection {
     pub cluster: Option<String>,
     pub node_id: Option<u64>,
     pub peers: Option<Vec<String>>,
+    pub advertise: Option<String>,
     pub cluster_snapshot_entries: Option<u64>,
     pub security: Option<SecuritySection>,
 }
@@ -162,6 +163,7 @@ pub fn apply(cmd: &mut BrokerCmd, m: &ArgMatches, path: Option<&Path>) -> Result
         take!(cluster, opt);
         take!(node_id, opt);
         take!(peers);
+        take!(advertise, opt);
         take!(cluster_snapshot_entries);
         if let Some(s) = b.security {
             let sec = &mut cmd.socket.security;
@@ -273,6 +275,29 @@ fn validate(cmd: &BrokerCmd) -> Result<(), String> {
 /// node's id and every node's cluster endpoint by id.
 pub type ClusterMembers = (String, u64, std::collections::BTreeMap<u64, String>);
 
+/// Where clients reach this node, as it advertises it to the cluster:
+/// `advertise` if set, else `bound` (the first client endpoint as bound)
+/// with a wildcard host replaced by the host of `cluster_endpoint` (this
+/// node's entry in the peers), which the other nodes reach it by.
+pub fn client_endpoint(advertise: Option<&str>, bound: &str, cluster_endpoint: &str) -> String {
+    if let Some(advertise) = advertise {
+        return advertise.to_owned();
+    }
+    let host_of = |ep: &str| {
+        ep.strip_prefix("tcp://")
+            .and_then(|rest| rest.rsplit_once(':'))
+            .map(|(host, port)| (host.to_owned(), port.to_owned()))
+    };
+    match (host_of(bound), host_of(cluster_endpoint)) {
+        (Some((host, port)), Some((cluster_host, _)))
+            if matches!(host.as_str(), "*" | "0.0.0.0" | "[::]" | "::") =>
+        {
+            format!("tcp://{cluster_host}:{port}")
+        }
+        _ => bound.to_owned(),
+    }
+}
+
 /// Checks the cluster settings: all three or none, ids unique, this node
 /// among them, each endpoint a TCP one.
 pub fn cluster_members(cmd: &BrokerCmd) -> Result<Option<ClusterMembers>, String> {
@@ -326,6 +351,9 @@ pub fn cluster_members(cmd: &BrokerCmd) -> Result<Option<ClusterMembers>, String
             members.keys().collect::<Vec<_>>()
         ));
     }
+    if let Some(advertise) = &cmd.advertise {
+        check_endpoint(advertise).map_err(|e| format!("broker.advertise: {e}"))?;
+    }
     Ok(Some((name.clone(), node_id, members)))
 }
 
@@ -358,6 +386,7 @@ pub fn effective(cmd: &BrokerCmd) -> String {
             cluster: cmd.cluster.clone(),
             node_id: cmd.node_id,
             peers: Some(cmd.peers.clone()),
+            advertise: cmd.advertise.clone(),
             cluster_snapshot_entries: Some(cmd.cluster_snapshot_entries),
             security: Some(SecuritySection {
                 curve_secret_key_file: sec.curve_secret_key_file.clone(),
@@ -369,4 +398,34 @@ pub fn effective(cmd: &BrokerCmd) -> String {
         },
     };
     toml::to_string_pretty(&file).expect("settings serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_endpoint;
+
+    #[test]
+    fn the_client_endpoint_takes_the_peers_host_for_a_wildcard() {
+        let cluster = "tcp://10.0.0.1:5570";
+        assert_eq!(
+            client_endpoint(None, "tcp://0.0.0.0:5555", cluster),
+            "tcp://10.0.0.1:5555"
+        );
+        assert_eq!(
+            client_endpoint(None, "tcp://*:5555", cluster),
+            "tcp://10.0.0.1:5555"
+        );
+        assert_eq!(
+            client_endpoint(None, "tcp://192.168.1.4:5555", cluster),
+            "tcp://192.168.1.4:5555"
+        );
+        assert_eq!(
+            client_endpoint(Some("tcp://broker-1.example:5555"), "tcp://*:5555", cluster),
+            "tcp://broker-1.example:5555"
+        );
+        assert_eq!(
+            client_endpoint(None, "ipc:///tmp/zmesh", cluster),
+            "ipc:///tmp/zmesh"
+        );
+    }
 }

@@ -59,11 +59,21 @@ async fn leader_kill_under_load(
     let (mut nodes, peers, _) = three_started(&root).await;
     let (shard, shard_leader) = declared_everywhere(&mut nodes, QUEUE).await;
 
-    // Only the shard's leader serves the queue's consumers.
+    // Only the shard's leader serves the queue's consumers: a follower
+    // names it (421), once the leader has advertised its endpoint.
     let follower = nodes.iter().position(|n| n.id != shard_leader).unwrap();
-    match client(&nodes[follower]).await.consume(QUEUE, 1).await {
-        Err(QueueError::Refused { code: 503, .. }) => {}
-        other => panic!("a follower's CONSUME: {:?}", other.map(|_| ())),
+    let leader_endpoint = nodes[(shard_leader - 1) as usize].client.clone();
+    let asking = client(&nodes[follower]).await;
+    loop {
+        match asking.consume(QUEUE, 1).await {
+            Err(QueueError::Refused { code: 421, reason }) if reason.contains(&leader_endpoint) => {
+                break;
+            }
+            Err(QueueError::Refused { code: 421, .. }) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            other => panic!("a follower's CONSUME: {:?}", other.map(|_| ())),
+        }
     }
 
     // The consumer talks to the shard's leader and keeps every tenth id

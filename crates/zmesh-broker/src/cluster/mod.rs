@@ -25,7 +25,7 @@ use zmesh_cluster::{
 };
 
 use self::replicate::{Followed, Replication};
-use crate::queue::core::options_as_created;
+use crate::queue::core::{Served, options_as_created};
 use crate::queue::proto::{self, code};
 use crate::queue::store::QueueStore;
 use crate::storage::Sends;
@@ -276,8 +276,26 @@ impl ClusterLink {
             tracing::info!(shards = ?led, "this node leads");
             self.led = led;
         }
-        let (node, led) = (&self.node, &self.led);
-        queues.serve(|name| led.contains(&node.shard_of(name)))
+        // Where each shard this node does not serve is served, for redirects.
+        let catalog = self.catalog.borrow();
+        let elsewhere: BTreeMap<GroupId, Option<Arc<str>>> = (1..)
+            .zip(&self.shard_leaders)
+            .filter(|(shard, _)| !self.led.contains(shard))
+            .map(|(shard, leader)| {
+                let endpoint = leader
+                    .borrow()
+                    .filter(|leader| *leader != me)
+                    .and_then(|leader| catalog.client_endpoints.get(&leader))
+                    .map(|endpoint| Arc::from(endpoint.as_str()));
+                (shard, endpoint)
+            })
+            .collect();
+        drop(catalog);
+        let node = &self.node;
+        queues.serve(|name| match elsewhere.get(&node.shard_of(name)) {
+            None => Served::Here,
+            Some(endpoint) => Served::Elsewhere(endpoint.clone()),
+        })
     }
 
     /// Carries out what the cluster has for the loop.

@@ -244,6 +244,9 @@ pub(crate) struct Queue {
     /// Whether this node serves the queue: always on a single broker; in a
     /// cluster, while it leads the queue's shard.
     pub serving: bool,
+    /// While another node serves it: where clients reach that node, if
+    /// this node knows (what a CONSUME or PURGE here is redirected to).
+    pub served_by: Option<std::sync::Arc<str>>,
 }
 
 impl Queue {
@@ -267,6 +270,7 @@ impl Queue {
             dedup: DedupWindow::default(),
             counters: QueueCounters::default(),
             serving: true,
+            served_by: None,
         }
     }
 

@@ -167,9 +167,23 @@ pub async fn run_broker(
         SocketType::Router,
         cmd.socket.options()?.name("broker").router_mandatory(true),
     )?;
+    let mut bound = Vec::new();
     for ep in &cmd.bind {
         let real = router.bind(ep).await?;
         note!("zmesh: broker listening on {real}");
+        bound.push(real);
+    }
+    // The other nodes name this one to clients they redirect here.
+    if let (Some(node), Some(first)) = (&cluster, bound.first()) {
+        let endpoint =
+            crate::config::client_endpoint(cmd.advertise.as_deref(), first, node.endpoint());
+        let node = node.clone();
+        tokio::spawn(async move {
+            match node.advertise(&endpoint).await {
+                Ok(()) => tracing::info!(endpoint, "advertised to the cluster"),
+                Err(e) => tracing::warn!(endpoint, error = %e, "not advertised to the cluster"),
+            }
+        });
     }
     // A file size limit (RLIMIT_FSIZE) must refuse writes with EFBIG, not kill
     // the broker: with a handler installed, SIGXFSZ no longer terminates.

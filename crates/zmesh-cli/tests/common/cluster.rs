@@ -186,14 +186,15 @@ pub async fn until_empty(node: &Node, queue: &str) {
 
 /// Consumes `queue` with `client`, of the node leading its shard. A new
 /// leader serves once it has applied what the last one left (an instant
-/// after it says it leads): until then it refuses, and this asks again.
+/// after it says it leads): until then it refuses (421), and this asks
+/// again.
 pub async fn consume_served(client: &QueueClient, queue: &str, prefetch: u32) -> Consumer {
     loop {
         match client.consume(queue, prefetch).await {
             Ok(consumer) => return consumer,
-            Err(QueueError::Refused { code: 503, .. }) => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
+            Err(QueueError::Refused {
+                code: 421 | 503, ..
+            }) => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => panic!("consume {queue}: {e}"),
         }
     }

@@ -384,6 +384,14 @@ pub fn error(corr: &Bytes, code: u16, reason: &str) -> Vec<Bytes> {
     f
 }
 
+/// `ERROR corr 421 reason [endpoint]`: another node serves the request;
+/// `endpoint` is where clients reach it, when known.
+pub fn misdirected(corr: &Bytes, reason: &str, endpoint: Option<&str>) -> Vec<Bytes> {
+    let mut f = error(corr, crate::status::MISDIRECTED, reason);
+    f.extend(endpoint.map(|e| Bytes::from(e.to_owned())));
+    f
+}
+
 /// `DELIVER queue tag deliveries msg_id body`.
 pub fn deliver(queue: &str, tag: u64, deliveries: u32, msg_id: &Bytes, body: &Bytes) -> Vec<Bytes> {
     let mut f = deliver_head(queue, tag, deliveries, msg_id);

@@ -127,7 +127,8 @@ impl QueueCore {
             );
         };
         if !q.serving {
-            return self.send(from, not_served_here(corr, name));
+            let served_by = q.served_by.clone();
+            return self.send(from, not_served_here(corr, name, served_by.as_deref()));
         }
         // Waiting in line, or being moved by compaction (it would be in line).
         let offsets: Vec<u64> = q

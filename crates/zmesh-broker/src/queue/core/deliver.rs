@@ -87,7 +87,11 @@ impl QueueCore {
             );
         };
         if !q.serving {
-            return self.send(from, super::not_served_here(corr, name));
+            let served_by = q.served_by.clone();
+            return self.send(
+                from,
+                super::not_served_here(corr, name, served_by.as_deref()),
+            );
         }
         if !self.peers.contains_key(from) && self.peers.len() >= self.config.peers_max {
             return self.send(

@@ -45,6 +45,7 @@ pub use config::QueueCoreConfig;
 pub use snapshot::{NotInMemory, QueueSnapshot, SnapshotMessage};
 
 use publish::{Batch, Waiter};
+pub use replicated::Served;
 use replicated::not_served_here;
 
 use super::journal::{Entry, SETTLE_BATCH_MAX, SettleReason};

@@ -4,13 +4,27 @@
 
 use super::*;
 
-/// The answer to a CONSUME or PURGE of a queue another node serves.
-pub(super) fn not_served_here(corr: &Bytes, name: &str) -> Vec<Bytes> {
-    proto::error(
-        corr,
-        code::UNAVAILABLE,
-        &format!("queue {name:?} is served by the leader of its shard, which this node is not now"),
-    )
+/// Who serves a queue of a cluster, as this node knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// This node (it leads the queue's shard, and has applied its log up
+    /// to its own term).
+    Here,
+    /// Another node, reached by clients there if known (an election may be
+    /// under way, or the leader has not advertised its endpoint yet).
+    Elsewhere(Option<std::sync::Arc<str>>),
+}
+
+/// The answer to a CONSUME or PURGE of a queue another node serves: 421,
+/// with where clients reach that node when this one knows.
+pub(super) fn not_served_here(corr: &Bytes, name: &str, served_by: Option<&str>) -> Vec<Bytes> {
+    let reason = match served_by {
+        Some(endpoint) => format!("queue {name:?} is served by the node at {endpoint}"),
+        None => format!(
+            "queue {name:?} is served by the leader of its shard, which this node is not now; none is known yet"
+        ),
+    };
+    proto::misdirected(corr, &reason, served_by)
 }
 
 impl QueueCore {
@@ -118,16 +132,21 @@ impl QueueCore {
     }
 
     /// In a cluster: the queues this node serves from now on are those
-    /// `leads` names (it leads their shards). A queue it starts serving gets
+    /// `served` names as served here (it leads their shards); the others
+    /// answer CONSUME and PURGE with where `served` says they are. A queue it starts serving gets
     /// deliveries at once. One it stops serving loses its consumers: what
     /// they held goes back in line here without a record, as on every other
     /// node, for the shard's leader to decide on (it delivers it again).
-    pub fn serve(&mut self, now: Now, leads: impl Fn(&str) -> bool) -> Vec<QueueAction> {
+    pub fn serve(&mut self, now: Now, served: impl Fn(&str) -> Served) -> Vec<QueueAction> {
         debug_assert!(self.config.served_where_led, "only a cluster's queues move");
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for name in names {
             let q = self.queues.get_mut(&name).expect("listed above");
-            let serving = leads(&name);
+            let (serving, served_by) = match served(&name) {
+                Served::Here => (true, None),
+                Served::Elsewhere(by) => (false, by),
+            };
+            q.served_by = served_by;
             if q.serving == serving {
                 continue;
             }

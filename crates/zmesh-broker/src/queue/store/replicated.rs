@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::super::core::{NotInMemory, QueueAction, QueueSnapshot};
+use super::super::core::{NotInMemory, QueueAction, QueueSnapshot, Served};
 use super::super::journal;
 use super::{QueueStore, Sends};
 
@@ -89,10 +89,11 @@ impl QueueStore {
         self.replicated.get_or_insert_with(Vec::new);
     }
 
-    /// In a cluster: serves the queues `leads` names (this node leads their
-    /// shards), and only those (`QueueCore::serve`).
-    pub fn serve(&mut self, leads: impl Fn(&str) -> bool) -> Sends {
-        let actions = self.core.serve(self.now(), leads);
+    /// In a cluster: serves the queues `served` says are served here (this
+    /// node leads their shards), and only those; the others redirect to
+    /// where `served` says they are (`QueueCore::serve`).
+    pub fn serve(&mut self, served: impl Fn(&str) -> Served) -> Sends {
+        let actions = self.core.serve(self.now(), served);
         let mut sends = Vec::new();
         self.carry_out(actions, &mut sends);
         self.saves.pass(sends)

@@ -1,6 +1,7 @@
 //! A queue in a cluster: only the node leading its shard serves it.
 
 use super::*;
+use crate::queue::core::Served;
 
 #[test]
 fn only_a_served_queue_has_consumers_deliveries_and_expiries() {
@@ -17,11 +18,24 @@ fn only_a_served_queue_has_consumers_deliveries_and_expiries() {
         2,
         "publishes are taken anywhere"
     );
+    // Served elsewhere, where is not known yet: 421 without an endpoint.
     s.send("c", &["CONSUME", "c", "jobs", "10"]);
     let refused = s.take("c", "ERROR");
-    assert_eq!(refused[0][4], "503", "{refused:?}");
+    assert_eq!(refused[0][4], "421", "{refused:?}");
+    assert_eq!(refused[0].len(), 6, "no endpoint: {refused:?}");
+    // Known: the endpoint follows the reason.
+    let a = s.core.serve(at(s.now), |_| {
+        Served::Elsewhere(Some(std::sync::Arc::from("tcp://10.0.0.2:5555")))
+    });
+    s.apply(a);
+    s.send("c", &["CONSUME", "c", "jobs", "10"]);
+    let refused = s.take("c", "ERROR");
+    assert_eq!(refused[0][4], "421", "{refused:?}");
+    assert_eq!(refused[0][6], "tcp://10.0.0.2:5555", "{refused:?}");
     s.send("admin", &["PURGE", "p", "jobs"]);
-    assert_eq!(s.take("admin", "ERROR")[0][4], "503");
+    let refused = s.take("admin", "ERROR");
+    assert_eq!(refused[0][4], "421");
+    assert_eq!(refused[0][6], "tcp://10.0.0.2:5555", "{refused:?}");
 
     // Past their TTL, nothing expires where the queue is not served.
     s.advance(2000);
@@ -33,7 +47,10 @@ fn only_a_served_queue_has_consumers_deliveries_and_expiries() {
 
     // Served: the old ones expire at the next tick, the new ones are
     // delivered.
-    let a = s.core.serve(at(s.now), |name| name == "jobs");
+    let a = s.core.serve(at(s.now), |name| match name {
+        "jobs" => Served::Here,
+        _ => Served::Elsewhere(None),
+    });
     s.apply(a);
     s.advance(1);
     s.sync();
@@ -45,7 +62,7 @@ fn only_a_served_queue_has_consumers_deliveries_and_expiries() {
 
     // No longer served: the consumer is gone and what it held is back in
     // line, with no record written (the new leader decides on it).
-    let a = s.core.serve(at(s.now), |_| false);
+    let a = s.core.serve(at(s.now), |_| Served::Elsewhere(None));
     s.apply(a);
     assert_eq!(s.journal.len(), records, "no record");
     let stat = s.stat("jobs");
@@ -155,7 +172,7 @@ fn leader_and_follower() -> (Sim, Sim) {
     };
     let mut leader = declared_with(config.clone(), "{}");
     let follower = declared_with(config, "{}");
-    let a = leader.core.serve(at(leader.now), |_| true);
+    let a = leader.core.serve(at(leader.now), |_| Served::Here);
     leader.apply(a);
     (leader, follower)
 }
@@ -178,7 +195,7 @@ fn a_new_leader_knows_what_the_old_one_delivered_and_settled() {
     follow(&leader, &mut follower, 0);
 
     // The leader dies; the follower leads and serves.
-    let a = follower.core.serve(at(follower.now), |_| true);
+    let a = follower.core.serve(at(follower.now), |_| Served::Here);
     follower.apply(a);
     let seen = consumed_tags_and_counts(&mut follower);
     // `a` was acked: gone. `b` was delivered twice, `c` once: each comes
@@ -232,7 +249,7 @@ fn a_queue_restored_from_a_snapshot_holds_what_its_leader_held() {
     assert_eq!(follower.core.message_count(), 3);
 
     // The follower leads: the three not acked come in their order, counted.
-    let a = follower.core.serve(at(follower.now), |_| true);
+    let a = follower.core.serve(at(follower.now), |_| Served::Here);
     follower.apply(a);
     let seen = consumed_tags_and_counts(&mut follower);
     assert_eq!(
