@@ -1,6 +1,7 @@
 //! A cluster under load loses no confirmed message when the leader of the
-//! queue's shard is SIGKILLed: the consumer moves to the new leader, and
-//! what the old one delivered and did not see acked comes again. A node
+//! queue's shard is SIGKILLed: the publisher and the consumer, which know
+//! every node, move by themselves, and what the old leader delivered and
+//! did not see acked comes again. A node
 //! that was down while the others purged their logs gets the queues from a
 //! snapshot.
 
@@ -11,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::cluster::{
-    Node, agreed_leader_of, client, consumed, declared_everywhere, note_leader, note_said, start,
-    start_with, three_nodes, three_started, until_empty, until_queue,
+    Node, agreed_leader_of, client, client_of, consumed, declared_everywhere, note_leader,
+    note_said, start, start_with, three_nodes, three_started, until_empty, until_queue,
 };
 use common::history::{Delivered, Published, consume_into, publish_until_stopped, verdict};
 use common::temp_dir;
@@ -59,39 +60,65 @@ async fn leader_kill_under_load(
     let (mut nodes, peers, _) = three_started(&root).await;
     let (shard, shard_leader) = declared_everywhere(&mut nodes, QUEUE).await;
 
-    // Only the shard's leader serves the queue's consumers: a follower
-    // names it (421), once the leader has advertised its endpoint.
+    // Only the shard's leader serves the queue's consumers and PURGE: a
+    // follower names it (421 and its endpoint, once the leader has
+    // advertised it), as any ZeroMQ client sees it.
     let follower = nodes.iter().position(|n| n.id != shard_leader).unwrap();
-    let leader_endpoint = nodes[(shard_leader - 1) as usize].client.clone();
-    let asking = client(&nodes[follower]).await;
+    let leader_at = (shard_leader - 1) as usize;
+    let raw = zmesh::Socket::new(zmesh::SocketType::Dealer, Default::default()).unwrap();
+    raw.connect(&nodes[follower].client).await.unwrap();
     loop {
-        match asking.consume(QUEUE, 1).await {
-            Err(QueueError::Refused { code: 421, reason }) if reason.contains(&leader_endpoint) => {
+        raw.send(zmesh::Message::from_frames([
+            &b""[..],
+            b"ZMQU01",
+            b"PURGE",
+            b"7",
+            QUEUE.as_bytes(),
+        ]))
+        .await
+        .unwrap();
+        let reply = raw.recv().await.unwrap().frames();
+        let text: Vec<String> = reply
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        assert_eq!(text[2..5], ["ERROR", "7", "421"], "{text:?}");
+        match text.get(6) {
+            Some(endpoint) => {
+                assert_eq!(*endpoint, nodes[leader_at].client, "{text:?}");
                 break;
             }
-            Err(QueueError::Refused { code: 421, .. }) => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            other => panic!("a follower's CONSUME: {:?}", other.map(|_| ())),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-
-    // The consumer talks to the shard's leader and keeps every tenth id
-    // unacked; the publisher talks to a node that does not lead the shard:
-    // it forwards each batch, and stays up through the kill.
-    let (count_tx, mut count) = tokio::sync::watch::channel(0usize);
-    let first_consumer = consume_into(
-        client(&nodes[(shard_leader - 1) as usize]).await,
-        QUEUE,
-        every_tenth,
-        delivered.clone(),
-        count_tx.clone(),
+    // A client that knows only the follower follows it there.
+    assert_eq!(
+        client(&nodes[follower]).await.purge(QUEUE).await.unwrap(),
+        0
     );
-    let publisher_node = follower;
+
+    // Both clients know every node. The consumer starts at a follower and
+    // is redirected to the shard's leader; it keeps every tenth id unacked
+    // the first time it gets it. The publisher starts at the shard's
+    // leader. Neither is told of the kill: each moves by itself.
+    // (Ids are held only until the kill: one held after it would come
+    // again only after its ack timeout.)
+    let (count_tx, mut count) = tokio::sync::watch::channel(0usize);
+    let holding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let consumer = consume_into(
+        client_of(&nodes, follower).await,
+        QUEUE,
+        {
+            let holding = holding.clone();
+            move |id| holding.load(std::sync::atomic::Ordering::Relaxed) && every_tenth(id)
+        },
+        delivered.clone(),
+        count_tx,
+    );
     let (confirmed_tx, mut confirmed) = tokio::sync::watch::channel(0usize);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let publisher = publish_until_stopped(
-        client(&nodes[publisher_node]).await,
+        client_of(&nodes, leader_at).await,
         QUEUE,
         published.clone(),
         confirmed_tx,
@@ -100,48 +127,39 @@ async fn leader_kill_under_load(
     confirmed.wait_for(|n| *n >= BEFORE).await.unwrap();
     count.wait_for(|n| *n >= BEFORE / 2).await.unwrap();
 
-    // The shard's leader now, as the publisher's node last named it. Should
-    // leadership have moved to the publisher's node (an election on a busy
-    // machine), the other node dies instead: no confirmed id may be lost
-    // either way, and the test says which it was.
+    // The shard's leader now, as a follower last named it (an election on
+    // a busy machine may have moved it): it dies.
     note_said(&mut nodes);
-    let now_leading = nodes[publisher_node].named[&shard];
-    let victim = if now_leading == nodes[publisher_node].id {
-        let other = nodes
-            .iter()
-            .find(|n| n.id != now_leading && n.id != shard_leader)
-            .unwrap()
-            .id;
-        eprintln!("the publisher's node leads the shard now: node {other} dies instead");
-        other
-    } else {
-        now_leading
-    };
+    let victim = nodes[follower].named[&shard];
+    // What it holds now comes again from the new leader, and is acked.
+    holding.store(false, std::sync::atomic::Ordering::Relaxed);
     let (mut dead, _) = nodes[(victim - 1) as usize].process.take().unwrap();
     dead.start_kill().unwrap();
     dead.wait().await.unwrap();
-    let at_kill = *confirmed.borrow();
+    let killed = std::time::Instant::now();
+    let (at_kill, delivered_at_kill) = (*confirmed.borrow(), *count.borrow());
 
-    // The consumer moves to the shard's leader (the same one, when it
-    // survived), and what it held unacked comes again there.
-    first_consumer.abort();
-    let _ = first_consumer.await;
+    // The publisher's next confirm, and the consumer's next delivery, come
+    // from the survivors.
+    let (publisher_moved, consumer_moved) = tokio::join!(
+        async {
+            confirmed.wait_for(|n| *n > at_kill).await.unwrap();
+            killed.elapsed()
+        },
+        async {
+            count.wait_for(|n| *n > delivered_at_kill).await.unwrap();
+            killed.elapsed()
+        }
+    );
+    confirmed.wait_for(|n| *n >= at_kill + AFTER).await.unwrap();
+    stop_tx.send(true).unwrap();
+    publisher.await.unwrap();
     let survivors: Vec<u64> = nodes
         .iter()
         .filter(|n| n.process.is_some())
         .map(|n| n.id)
         .collect();
     let serving = agreed_leader_of(&mut nodes, shard, &survivors).await;
-    let consumer = consume_into(
-        client(&nodes[(serving - 1) as usize]).await,
-        QUEUE,
-        |_| false,
-        delivered.clone(),
-        count_tx,
-    );
-    confirmed.wait_for(|n| *n >= at_kill + AFTER).await.unwrap();
-    stop_tx.send(true).unwrap();
-    publisher.await.unwrap();
 
     // Every confirmed id comes, and nothing that was never published.
     let want = published.lock().unwrap().confirmed.clone();
@@ -152,9 +170,9 @@ async fn leader_kill_under_load(
         })
         .await
         .unwrap();
-    // The consumer acks what else is there (copies of publishes whose fate
-    // was unknown), then every node's copy of the queue is empty: the
-    // leader's acks are applied everywhere.
+    // The consumer acks what else is there (the ids it held, copies of
+    // publishes whose fate was unknown), then every node's copy of the
+    // queue is empty: the leader's acks are applied everywhere.
     until_empty(&nodes[(serving - 1) as usize], QUEUE).await;
     consumer.abort();
     for node in nodes.iter().filter(|n| n.process.is_some()) {
@@ -172,14 +190,15 @@ async fn leader_kill_under_load(
         eprintln!(
             "{} tried, {} confirmed ({} before the kill of node {victim}, {} shard {shard}); \
              {} delivered, {} recovered, {} duplicated ({} marked redelivered); \
-             node {serving} served after",
+             node {serving} served after; the publisher confirmed again after {publisher_moved:?}, \
+             the consumer was delivered to again after {consumer_moved:?}",
             p.tried.len(),
             p.confirmed.len(),
             at_kill,
-            if victim == now_leading {
+            if victim == shard_leader {
                 "which led"
             } else {
-                "which did not lead"
+                "which led it after an election"
             },
             d.times.len(),
             v.recovered.len(),

@@ -139,9 +139,23 @@ pub async fn agreed_leader_of(nodes: &mut [Node], group: u32, candidates: &[u64]
         };
         match said {
             Ok(Some(line)) => note_leader(&mut nodes[at], &line),
-            _ => panic!("node {} exited", nodes[at].id),
+            _ => panic!(
+                "node {} exited; its last lines: {:#?}",
+                nodes[at].id,
+                nodes[at].process.as_ref().map(|(_, l)| l.recent())
+            ),
         }
     }
+}
+
+/// A client that knows every node, starting with `nodes[first]`.
+pub async fn client_of(nodes: &[Node], first: usize) -> QueueClient {
+    let endpoints: Vec<&str> = (0..nodes.len())
+        .map(|i| nodes[(first + i) % nodes.len()].client.as_str())
+        .collect();
+    QueueClient::connect_any(&endpoints, QueueClientConfig::default())
+        .await
+        .expect("connect")
 }
 
 pub async fn client(node: &Node) -> QueueClient {

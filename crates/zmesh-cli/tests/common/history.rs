@@ -58,13 +58,14 @@ pub struct Delivered {
     pub marked_again: BTreeSet<String>,
 }
 
-/// Consumes `queue` with `client` (of the node serving it) until aborted,
-/// noting every delivery in `delivered` and telling `count`; acks each,
-/// except those whose id `hold` picks, which stay delivered and unacked.
+/// Consumes `queue` with `client` until aborted, noting every delivery in
+/// `delivered` and telling `count`; acks each, except the first delivery
+/// of an id `hold` picks, which stays delivered and unacked (it comes
+/// again after a failover, and is acked then).
 pub fn consume_into(
     client: QueueClient,
     queue: &'static str,
-    hold: fn(&str) -> bool,
+    hold: impl Fn(&str) -> bool + Send + 'static,
     delivered: Arc<Mutex<Delivered>>,
     count: tokio::sync::watch::Sender<usize>,
 ) -> tokio::task::JoinHandle<()> {
@@ -80,7 +81,8 @@ pub fn consume_into(
                 }
             }
             count.send_modify(|n| *n += 1);
-            if !hold(&id) {
+            let first_time = delivered.lock().unwrap().times[&id] == 1;
+            if !(hold(&id) && first_time) {
                 consumer.ack(d.tag).await.expect("ack");
             }
         }

@@ -75,6 +75,8 @@ pub struct LogLines {
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
     /// Lines read already, given again first.
     again: std::collections::VecDeque<String>,
+    /// The last lines handed out, for a failure's message.
+    recent: std::collections::VecDeque<String>,
 }
 
 #[allow(dead_code)]
@@ -95,22 +97,41 @@ impl LogLines {
         LogLines {
             lines: rx,
             again: Default::default(),
+            recent: Default::default(),
         }
+    }
+
+    fn handed_out(&mut self, line: Option<String>) -> Option<String> {
+        if let Some(line) = &line {
+            if self.recent.len() == 20 {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(line.clone());
+        }
+        line
+    }
+
+    /// The last lines handed out (up to 20), for a failure's message.
+    pub fn recent(&self) -> Vec<String> {
+        self.recent.iter().cloned().collect()
     }
 
     /// The next line if one has come already.
     pub fn try_next_line(&mut self) -> Option<String> {
-        self.again
+        let line = self
+            .again
             .pop_front()
-            .or_else(|| self.lines.try_recv().ok())
+            .or_else(|| self.lines.try_recv().ok());
+        self.handed_out(line)
     }
 
     /// The next line; `Ok(None)` once the child closed its stderr.
     pub async fn next_line(&mut self) -> std::io::Result<Option<String>> {
-        match self.again.pop_front() {
-            Some(line) => Ok(Some(line)),
-            None => Ok(self.lines.recv().await),
-        }
+        let line = match self.again.pop_front() {
+            Some(line) => Some(line),
+            None => self.lines.recv().await,
+        };
+        Ok(self.handed_out(line))
     }
 }
 

@@ -16,12 +16,15 @@ impl Drop for Consumer {
     /// unacknowledged messages go back to the queue.
     fn drop(&mut self) {
         if !self.stopped {
-            lock(&self.client.inner.consumers).remove(&self.queue);
-            let _ = self.client.sock.try_send(frames([
-                Bytes::from("CANCEL"),
-                Bytes::from("0"),
-                Bytes::from(self.queue.clone()),
-            ]));
+            let sub = lock(&self.client.inner.subscriptions).remove(&self.queue);
+            if let Some(sub) = sub {
+                let link = self.client.inner.links.get(sub.link);
+                let _ = link.sock.try_send(frames([
+                    Bytes::from("CANCEL"),
+                    Bytes::from("0"),
+                    Bytes::from(self.queue.clone()),
+                ]));
+            }
         }
     }
 }
@@ -60,11 +63,17 @@ impl Consumer {
 
     async fn stop(mut self, keep: bool) -> Result<(), QueueError> {
         self.stopped = true;
-        lock(&self.client.inner.consumers).remove(&self.queue);
+        let sub = lock(&self.client.inner.subscriptions).remove(&self.queue);
         let mut parts = vec!["CANCEL".into(), self.queue.clone().into()];
         if keep {
             parts.push("keep".into());
         }
-        self.client.request(parts).await.map(|_| ())
+        // To the node it consumed from; CANCEL is not redirected.
+        let start = sub.map_or_else(|| self.client.inner.links.pick(), |s| s.link);
+        self.client
+            .inner
+            .request(parts, None, start)
+            .await
+            .map(|_| ())
     }
 }

@@ -25,20 +25,23 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
-use zmesh::{Message, Socket, SocketOptions, SocketType};
+use zmesh::{Message, SocketOptions};
 
 use crate::request::{Retry, unless_refused};
-use crate::util::{MsgIds, Tasks, link_restored, lock};
+use crate::util::{MsgIds, lock};
 use zmesh_wire::queue::options::{QueueOptions, QueueSpec};
 use zmesh_wire::queue::proto::PROTOCOL;
 
 mod consumer;
+mod links;
 mod tasks;
 
 /// Why a queue operation failed: the error of every queue and stream request.
 pub use crate::request::RequestError as QueueError;
 pub use consumer::Consumer;
-use tasks::{batch_publishes, keep_consumers, read_replies};
+pub use links::LINKS_MAX;
+use links::{Link, Links, TaskSet, spawn_in};
+use tasks::{batch_publishes, keep_links, read_replies};
 
 fn frames(parts: impl IntoIterator<Item = Bytes>) -> Message {
     crate::util::framed(PROTOCOL, parts)
@@ -104,6 +107,8 @@ pub struct Delivery {
 enum Reply {
     Ok(Option<Bytes>),
     Error(u16, String),
+    /// 421: another node serves the request; where, when known.
+    Misdirected(String, Option<String>),
 }
 
 /// One message's outcome in a CONFIRMED reply.
@@ -123,27 +128,54 @@ struct PublishReq {
 /// Most messages the batcher puts in one BATCH.
 const BATCH_SEND_MAX: usize = 1024;
 
+/// Redirects one request follows before it counts as an attempt.
+const REDIRECTS_MAX: u32 = 8;
+
+/// Short waits (up to `backoff_initial` each) a request makes for a node
+/// to serve its queue while none is known (an election), before each such
+/// answer counts as an attempt: about 50 × 50 ms on average, longer than an
+/// election takes.
+const LEADERLESS_WAITS_MAX: u32 = 50;
+
+/// Queues whose serving node the client remembers.
+const SERVED_AT_MAX: usize = 10_000;
+
+/// The publishers of a BATCH's messages, in order.
+type Publishers = Vec<oneshot::Sender<Status>>;
+
+/// A consumer, as the client keeps it subscribed.
+struct Subscription {
+    prefetch: u32,
+    tx: mpsc::UnboundedSender<Delivery>,
+    /// The link it subscribed through: its acks go there.
+    link: usize,
+    /// A CONSUME for it is out: no other is started meanwhile.
+    subscribing: bool,
+}
+
 struct Inner {
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-    /// BATCH correlation id -> the publishers of its messages, in order.
-    batches: Mutex<HashMap<u64, Vec<oneshot::Sender<Status>>>>,
-    consumers: Mutex<HashMap<String, (u32, mpsc::UnboundedSender<Delivery>)>>,
+    cfg: QueueClientConfig,
+    links: Links,
+    tasks: std::sync::Weak<TaskSet>,
+    /// Correlation id -> the link the request went to, and its waiter.
+    pending: Mutex<HashMap<u64, (usize, oneshot::Sender<Reply>)>>,
+    /// BATCH correlation id -> its link and the publishers of its messages, in order.
+    batches: Mutex<HashMap<u64, (usize, Publishers)>>,
+    subscriptions: Mutex<HashMap<String, Subscription>>,
+    /// The link each queue was last served through (CONSUME, PURGE).
+    served_at: Mutex<HashMap<String, usize>>,
     next_corr: AtomicU64,
-    last_heard: Mutex<Instant>,
     msg_ids: MsgIds,
 }
 
-/// A connection to the broker's queues. Cheap to clone; clones share it.
+/// A connection to the broker's queues (one broker, or the nodes of a
+/// cluster). Cheap to clone; clones share it.
 #[derive(Clone)]
 pub struct QueueClient {
-    sock: Socket,
-    cfg: QueueClientConfig,
     inner: Arc<Inner>,
     publish_tx: mpsc::Sender<PublishReq>,
-    /// Set once the engine gives up on the broker (a refused handshake).
-    gave_up: watch::Receiver<Option<String>>,
-    /// Aborts the reader and keeper tasks when the last clone goes.
-    _tasks: Arc<Tasks>,
+    /// Aborts the background tasks when the last clone goes.
+    _tasks: Arc<TaskSet>,
 }
 
 impl QueueClient {
@@ -158,96 +190,73 @@ impl QueueClient {
         cfg: QueueClientConfig,
         options: SocketOptions,
     ) -> Result<Self, QueueError> {
-        let sock = Socket::new(SocketType::Dealer, options)?;
-        sock.connect(endpoint).await?;
+        Self::connect_any_with(&[endpoint], cfg, options).await
+    }
+
+    /// Connect to the nodes of a cluster (or one broker): requests go to
+    /// one at a time, moving on at once when its connection drops; a
+    /// queue's consumers follow the node that serves it (the cluster names
+    /// it, and the client connects there too). One endpoint is enough
+    /// while that node is up; each one given is another way in.
+    pub async fn connect_any<S: AsRef<str>>(
+        endpoints: &[S],
+        cfg: QueueClientConfig,
+    ) -> Result<Self, QueueError> {
+        Self::connect_any_with(
+            endpoints,
+            cfg,
+            SocketOptions::default().name("queue-client"),
+        )
+        .await
+    }
+
+    /// [`QueueClient::connect_any`] with explicit socket options.
+    pub async fn connect_any_with<S: AsRef<str>>(
+        endpoints: &[S],
+        cfg: QueueClientConfig,
+        options: SocketOptions,
+    ) -> Result<Self, QueueError> {
+        if endpoints.is_empty() {
+            return Err(QueueError::Protocol("no broker endpoint given".into()));
+        }
+        let tasks = TaskSet::new();
         let inner = Arc::new(Inner {
+            links: Links::new(options),
+            tasks: Arc::downgrade(&tasks),
             pending: Mutex::new(HashMap::default()),
             batches: Mutex::new(HashMap::default()),
-            consumers: Mutex::new(HashMap::default()),
+            subscriptions: Mutex::new(HashMap::default()),
+            served_at: Mutex::new(HashMap::default()),
             next_corr: AtomicU64::new(1),
-            last_heard: Mutex::new(Instant::now()),
             msg_ids: MsgIds::new(),
+            cfg: cfg.clone(),
         });
-        let reader = tokio::spawn(read_replies(sock.clone(), inner.clone()));
-        let keeper = tokio::spawn(keep_consumers(sock.clone(), inner.clone(), cfg.clone()));
+        // Watching before the first connection, so no state change is missed.
+        tasks.spawn(keep_links(inner.clone()));
+        for endpoint in endpoints {
+            inner.link_to(endpoint.as_ref()).await?;
+        }
         let (publish_tx, publish_rx) = mpsc::channel(cfg.in_flight_max.max(1));
-        let batcher = tokio::spawn(batch_publishes(
-            sock.clone(),
-            inner.clone(),
-            publish_rx,
-            cfg.attempt_timeout,
-        ));
+        tasks.spawn(batch_publishes(inner.clone(), publish_rx));
         Ok(Self {
-            gave_up: sock.gave_up(),
-            sock,
-            cfg,
             inner,
             publish_tx,
-            _tasks: Arc::new(Tasks(vec![reader, keeper, batcher])),
+            _tasks: tasks,
         })
     }
 
-    async fn attempt(&self, parts: &[Bytes]) -> Result<Option<Reply>, QueueError> {
-        let corr = self.inner.next_corr.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut pending = lock(&self.inner.pending);
-            if pending.len() >= self.cfg.in_flight_max {
-                return Err(QueueError::Busy(self.cfg.in_flight_max));
-            }
-            pending.insert(corr, tx);
-        }
-        let msg = frames(
-            std::iter::once(parts[0].clone())
-                .chain(std::iter::once(Bytes::from(corr.to_string())))
-                .chain(parts[1..].iter().cloned()),
-        );
-        let sent = self.sock.send(msg).await;
-        let result = match sent {
-            Ok(()) => tokio::time::timeout(self.cfg.attempt_timeout, rx)
-                .await
-                .ok()
-                .and_then(Result::ok),
-            Err(e) => {
-                lock(&self.inner.pending).remove(&corr);
-                return Err(e.into());
-            }
-        };
-        if result.is_none() {
-            lock(&self.inner.pending).remove(&corr);
-        }
-        Ok(result)
-    }
-
     /// Send a command (its first part is the command, the correlation id is
-    /// added), retrying on silence.
-    async fn request(&self, parts: Vec<Bytes>) -> Result<Reply, QueueError> {
-        let mut retry = self.retry();
-        while retry.next().await {
-            match self.unless_refused(self.attempt(&parts)).await?? {
-                Some(Reply::Error(code, reason)) => {
-                    return Err(QueueError::Refused { code, reason });
-                }
-                Some(reply) => return Ok(reply),
-                None => {}
-            }
-        }
-        Err(QueueError::Timeout(retry.attempts()))
+    /// added), retrying on silence, following redirects for `queue`.
+    async fn request(&self, parts: Vec<Bytes>, queue: Option<&str>) -> Result<Reply, QueueError> {
+        let start = self.inner.link_for(queue);
+        self.inner
+            .request(parts, queue, start)
+            .await
+            .map(|(r, _)| r)
     }
 
     fn retry(&self) -> Retry {
-        Retry::new(
-            self.cfg.retries,
-            self.cfg.backoff_initial,
-            self.cfg.backoff_max,
-        )
-    }
-
-    /// `attempt`, unless the broker refuses the handshake first.
-    async fn unless_refused<T>(&self, attempt: impl Future<Output = T>) -> Result<T, QueueError> {
-        unless_refused(&self.gave_up, attempt)
-            .await
-            .map_err(|reason| QueueError::HandshakeRefused { reason })
+        self.inner.retry()
     }
 
     /// Create `queue` (or check it exists with these options; `None` accepts any).
@@ -260,7 +269,7 @@ impl QueueClient {
             serde_json::to_vec(o).expect("options serialize").into()
         });
         match self
-            .request(vec!["DECLARE".into(), queue.to_owned().into(), opts])
+            .request(vec!["DECLARE".into(), queue.to_owned().into(), opts], None)
             .await?
         {
             Reply::Ok(Some(spec)) => serde_json::from_slice(&spec)
@@ -275,8 +284,10 @@ impl QueueClient {
         queue: &str,
         key: &str,
     ) -> Result<u64, QueueError> {
+        // PURGE goes where the queue is served; DELETE anywhere.
+        let served = (cmd == "PURGE").then_some(queue);
         match self
-            .request(vec![cmd.into(), queue.to_owned().into()])
+            .request(vec![cmd.into(), queue.to_owned().into()], served)
             .await?
         {
             Reply::Ok(Some(body)) => serde_json::from_slice::<serde_json::Value>(&body)
@@ -300,7 +311,7 @@ impl QueueClient {
     /// Counters of one queue or all, as JSON objects.
     pub async fn stats(&self, queue: Option<&str>) -> Result<Vec<serde_json::Value>, QueueError> {
         let q = queue.map_or_else(Bytes::new, |q| q.to_owned().into());
-        match self.request(vec!["STATS".into(), q]).await? {
+        match self.request(vec!["STATS".into(), q], None).await? {
             Reply::Ok(Some(body)) => serde_json::from_slice(&body)
                 .map_err(|e| QueueError::Protocol(format!("stats: {e}"))),
             _ => Err(QueueError::Protocol("STATS reply without a body".into())),
@@ -337,40 +348,67 @@ impl QueueClient {
                 body: body.clone(),
                 tx,
             };
+            // Where the batch goes, unless the link moves before it is sent.
+            let link = self.inner.links.pick();
             if self.publish_tx.send(req).await.is_err() {
                 return Err(QueueError::Protocol(
                     "the client's publisher stopped".into(),
                 ));
             }
-            let outcome = self
-                .unless_refused(tokio::time::timeout(self.cfg.attempt_timeout, rx))
-                .await?;
+            let gave_up = self.inner.links.get(link).gave_up.clone();
+            let outcome = unless_refused(
+                &gave_up,
+                tokio::time::timeout(self.inner.cfg.attempt_timeout, rx),
+            )
+            .await
+            .map_err(|reason| QueueError::HandshakeRefused { reason })?;
             match outcome {
                 Ok(Ok(Status::Stored(c))) => return Ok(c),
                 Ok(Ok(Status::Refused(code, reason))) => {
                     return Err(QueueError::Refused { code, reason });
                 }
-                // Silence, or the batch could not be sent: try again with the same id.
-                _ => {}
+                // Its connection dropped (the batch is failed at once): try
+                // again with the same id, on the link requests moved to.
+                Ok(Err(_)) => {}
+                // Silence: that broker may be frozen; try the next.
+                Err(_) => {
+                    self.inner.links.move_off(link);
+                }
             }
         }
         Err(QueueError::Timeout(retry.attempts()))
     }
 
-    /// Consume `queue` with at most `prefetch` messages unacknowledged.
+    /// Consume `queue` with at most `prefetch` messages unacknowledged. In
+    /// a cluster the consumer follows the node serving the queue: through
+    /// a redirect now, and again whenever that node goes away.
     pub async fn consume(&self, queue: &str, prefetch: u32) -> Result<Consumer, QueueError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.inner.consumers).insert(queue.to_owned(), (prefetch, tx));
-        let r = self
-            .request(vec![
-                "CONSUME".into(),
-                queue.to_owned().into(),
-                prefetch.to_string().into(),
-            ])
+        let start = self.inner.link_for(Some(queue));
+        lock(&self.inner.subscriptions).insert(
+            queue.to_owned(),
+            Subscription {
+                prefetch,
+                tx,
+                link: start,
+                subscribing: true,
+            },
+        );
+        let answered = self
+            .inner
+            .request(consume_parts(queue, prefetch), Some(queue), start)
             .await;
-        if let Err(e) = r {
-            lock(&self.inner.consumers).remove(queue);
-            return Err(e);
+        match answered {
+            Ok((_, link)) => {
+                if let Some(sub) = lock(&self.inner.subscriptions).get_mut(queue) {
+                    sub.link = link;
+                    sub.subscribing = false;
+                }
+            }
+            Err(e) => {
+                lock(&self.inner.subscriptions).remove(queue);
+                return Err(e);
+            }
         }
         Ok(Consumer {
             client: self.clone(),
@@ -391,6 +429,7 @@ impl QueueClient {
         self.settle("NACK", queue, Some(flag), tags).await
     }
 
+    /// Sent to the node serving `queue`, as far as the client knows.
     async fn settle(
         &self,
         cmd: &'static str,
@@ -398,20 +437,226 @@ impl QueueClient {
         flag: Option<&'static str>,
         tags: &[u64],
     ) -> Result<(), QueueError> {
+        let link = self.inner.links.get(self.inner.link_for(Some(queue)));
         for chunk in tags.chunks(zmesh_wire::queue::proto::TAGS_MAX) {
             let parts = [Bytes::from(cmd), Bytes::from(queue.to_owned())]
                 .into_iter()
                 .chain(flag.map(Bytes::from))
                 .chain(chunk.iter().map(|t| Bytes::from(t.to_string())));
-            self.sock.send(frames(parts)).await?;
+            tokio::time::timeout(
+                self.inner.cfg.attempt_timeout,
+                link.sock.send(frames(parts)),
+            )
+            .await
+            .map_err(|_| QueueError::Timeout(1))??;
         }
         Ok(())
     }
 
-    /// Leave: the broker hands this client's unacknowledged messages to others now.
+    /// Leave: the brokers hand this client's unacknowledged messages to
+    /// others now.
     pub async fn disconnect(&self) -> Result<(), QueueError> {
-        lock(&self.inner.consumers).clear();
-        self.sock.send(frames([Bytes::from("DISCONNECT")])).await?;
+        lock(&self.inner.subscriptions).clear();
+        for link in self.inner.links.all() {
+            let _ = link.sock.try_send(frames([Bytes::from("DISCONNECT")]));
+        }
         Ok(())
+    }
+}
+
+fn consume_parts(queue: &str, prefetch: u32) -> Vec<Bytes> {
+    vec![
+        "CONSUME".into(),
+        queue.to_owned().into(),
+        prefetch.to_string().into(),
+    ]
+}
+
+impl Inner {
+    fn retry(&self) -> Retry {
+        Retry::new(
+            self.cfg.retries,
+            self.cfg.backoff_initial,
+            self.cfg.backoff_max,
+        )
+    }
+
+    /// The link to `endpoint`, connecting (and reading from) a new one if
+    /// the client has none.
+    async fn link_to(self: &Arc<Self>, endpoint: &str) -> Result<usize, QueueError> {
+        let inner = self.clone();
+        self.links
+            .to(endpoint, move |link| {
+                let tasks = inner.tasks.clone();
+                spawn_in(&tasks, read_replies(link, inner));
+            })
+            .await
+    }
+
+    /// Where a request about `queue` goes first: the link its consumer or
+    /// its last redirect named, else the current link.
+    fn link_for(&self, queue: Option<&str>) -> usize {
+        if let Some(queue) = queue {
+            if let Some(sub) = lock(&self.subscriptions).get(queue) {
+                return sub.link;
+            }
+            if let Some(at) = lock(&self.served_at).get(queue) {
+                return *at;
+            }
+        }
+        self.links.pick()
+    }
+
+    fn served_at(&self, queue: &str, link: usize) {
+        let mut served_at = lock(&self.served_at);
+        if served_at.len() >= SERVED_AT_MAX {
+            served_at.clear();
+        }
+        served_at.insert(queue.to_owned(), link);
+    }
+
+    /// One attempt on `link`: its reply, or `None` on silence or when the
+    /// link's connection dropped meanwhile.
+    async fn attempt(&self, link: usize, parts: &[Bytes]) -> Result<Option<Reply>, QueueError> {
+        // A broker known to be down, while another is up, is not waited
+        // for (a redirect may name a node that just died).
+        if !self.links.usable(link) {
+            return Ok(None);
+        }
+        let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.pending);
+            if pending.len() >= self.cfg.in_flight_max {
+                return Err(QueueError::Busy(self.cfg.in_flight_max));
+            }
+            pending.insert(corr, (link, tx));
+        }
+        let msg = frames(
+            std::iter::once(parts[0].clone())
+                .chain(std::iter::once(Bytes::from(corr.to_string())))
+                .chain(parts[1..].iter().cloned()),
+        );
+        let sock = self.links.get(link).sock.clone();
+        let exchange = async {
+            sock.send(msg).await?;
+            Ok::<_, QueueError>(rx.await.ok())
+        };
+        let result = match tokio::time::timeout(self.cfg.attempt_timeout, exchange).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
+                lock(&self.pending).remove(&corr);
+                return Err(e);
+            }
+            Err(_) => None,
+        };
+        if result.is_none() {
+            lock(&self.pending).remove(&corr);
+        }
+        Ok(result)
+    }
+
+    /// A request, retried on silence (on the next link), following the
+    /// cluster's redirects for `queue`: its reply and the link that gave it.
+    /// An ERROR other than 421 is returned at once, never retried.
+    async fn request(
+        self: &Arc<Self>,
+        parts: Vec<Bytes>,
+        queue: Option<&str>,
+        start: usize,
+    ) -> Result<(Reply, usize), QueueError> {
+        let mut retry = self.retry();
+        let mut link = start;
+        let (mut redirects, mut leaderless) = (0, 0);
+        let mut misdirected = None;
+        while retry.next().await {
+            loop {
+                let gave_up = self.links.get(link).gave_up.clone();
+                let reply = unless_refused(&gave_up, self.attempt(link, &parts))
+                    .await
+                    .map_err(|reason| QueueError::HandshakeRefused { reason })??;
+                let no_leader = match reply {
+                    Some(Reply::Misdirected(reason, Some(endpoint)))
+                        if redirects < REDIRECTS_MAX =>
+                    {
+                        redirects += 1;
+                        link = self.link_to(&endpoint).await?;
+                        if let Some(queue) = queue {
+                            self.served_at(queue, link);
+                        }
+                        if self.links.usable(link) {
+                            // Followed at once: that node serves it.
+                            continue;
+                        }
+                        // The node named is down (it died; the cluster
+                        // has not noticed yet): as if none were named.
+                        reason
+                    }
+                    Some(Reply::Misdirected(reason, _)) => reason,
+                    Some(Reply::Error(code, reason)) => {
+                        return Err(QueueError::Refused { code, reason });
+                    }
+                    Some(reply) => return Ok((reply, link)),
+                    None => {
+                        link = self.links.move_off(link);
+                        break;
+                    }
+                };
+                // No node known to serve it now (an election): ask the
+                // next node shortly, for as long as an election may take;
+                // past that, each time counts as an attempt.
+                misdirected = Some(no_leader);
+                link = self.links.after(link);
+                if leaderless < LEADERLESS_WAITS_MAX {
+                    leaderless += 1;
+                    tokio::time::sleep(crate::util::jitter(self.cfg.backoff_initial)).await;
+                    continue;
+                }
+                break;
+            }
+        }
+        Err(match misdirected {
+            Some(reason) => QueueError::Refused {
+                code: zmesh_wire::status::MISDIRECTED,
+                reason,
+            },
+            None => QueueError::Timeout(retry.attempts()),
+        })
+    }
+
+    /// Link `link`'s connection dropped: what waits on it is failed at
+    /// once (callers try again elsewhere), and requests move off it.
+    fn link_dropped(&self, link: usize) {
+        lock(&self.pending).retain(|_, (at, _)| *at != link);
+        lock(&self.batches).retain(|_, (at, _)| *at != link);
+        self.links.move_off(link);
+    }
+
+    /// Subscribes `queue`'s consumer again, starting at `start`, unless a
+    /// CONSUME for it is out already. Runs on its own task.
+    fn resubscribe(self: &Arc<Self>, queue: String, start: usize) {
+        let prefetch = {
+            let mut subs = lock(&self.subscriptions);
+            let Some(sub) = subs.get_mut(&queue).filter(|s| !s.subscribing) else {
+                return;
+            };
+            sub.subscribing = true;
+            sub.prefetch
+        };
+        tracing::info!(queue, "subscribing again");
+        let inner = self.clone();
+        spawn_in(&self.tasks, async move {
+            let answered = inner
+                .request(consume_parts(&queue, prefetch), Some(&queue), start)
+                .await;
+            if let Some(sub) = lock(&inner.subscriptions).get_mut(&queue) {
+                sub.subscribing = false;
+                match answered {
+                    Ok((_, link)) => sub.link = link,
+                    // Tried again when the link is found silent.
+                    Err(e) => tracing::warn!(queue, error = %e, "not subscribed again"),
+                }
+            }
+        });
     }
 }

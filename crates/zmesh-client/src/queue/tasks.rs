@@ -8,10 +8,16 @@ fn parse_reply(f: &[Bytes]) -> Option<(u64, Reply)> {
     let num = |i: usize| -> Option<u64> { std::str::from_utf8(f.get(i)?).ok()?.parse().ok() };
     let reply = match &f[2][..] {
         b"OK" => Reply::Ok(f.get(4).cloned()),
-        b"ERROR" => Reply::Error(
-            num(4)? as u16,
-            String::from_utf8_lossy(f.get(5)?).into_owned(),
-        ),
+        b"ERROR" => {
+            let code = u16::try_from(num(4)?).ok()?;
+            let reason = String::from_utf8_lossy(f.get(5)?).into_owned();
+            if code == zmesh_wire::status::MISDIRECTED {
+                let endpoint = f.get(6).and_then(|e| std::str::from_utf8(e).ok());
+                Reply::Misdirected(reason, endpoint.map(str::to_owned))
+            } else {
+                Reply::Error(code, reason)
+            }
+        }
         _ => return None,
     };
     Some((corr, reply))
@@ -44,13 +50,10 @@ fn parse_status(f: &Bytes) -> Option<Status> {
     })
 }
 
-/// Send waiting publishes in batches, one BATCH per queue per round.
-pub(super) async fn batch_publishes(
-    sock: Socket,
-    inner: Arc<Inner>,
-    mut rx: mpsc::Receiver<PublishReq>,
-    attempt_timeout: Duration,
-) {
+/// Send waiting publishes in batches, one BATCH per queue per round, each
+/// to the link requests go to then.
+pub(super) async fn batch_publishes(inner: Arc<Inner>, mut rx: mpsc::Receiver<PublishReq>) {
+    let attempt_timeout = inner.cfg.attempt_timeout;
     // Batches whose publishers gave up (and retried) are forgotten after a while.
     let mut sent: std::collections::VecDeque<(Instant, u64)> = Default::default();
     while let Some(first) = rx.recv().await {
@@ -80,9 +83,12 @@ pub(super) async fn batch_publishes(
                 parts.push(r.body);
                 waiting.push(r.tx);
             }
-            lock(&inner.batches).insert(corr, waiting);
+            let link = inner.links.pick();
+            lock(&inner.batches).insert(corr, (link, waiting));
             sent.push_back((Instant::now(), corr));
-            if sock.send(frames(parts)).await.is_err() {
+            let sock = inner.links.get(link).sock.clone();
+            let send = tokio::time::timeout(attempt_timeout, sock.send(frames(parts)));
+            if !matches!(send.await, Ok(Ok(()))) {
                 // Dropping the senders tells each publisher to retry.
                 lock(&inner.batches).remove(&corr);
             }
@@ -97,19 +103,27 @@ pub(super) async fn batch_publishes(
     }
 }
 
-pub(super) async fn read_replies(sock: Socket, inner: Arc<Inner>) {
-    while let Ok(m) = sock.recv().await {
+/// Reads every reply and delivery of one link.
+pub(super) async fn read_replies(link: Arc<Link>, inner: Arc<Inner>) {
+    let mut at = None;
+    while let Ok(m) = link.sock.recv().await {
         let f = m.frames();
         if f.len() < 3 || f[1] != PROTOCOL {
             continue;
         }
-        *lock(&inner.last_heard) = Instant::now();
+        *lock(&link.last_heard) = Instant::now();
         match &f[2][..] {
             b"DELIVER" => {
+                let at = *at.get_or_insert_with(|| inner.links.by_socket(link.sock.id()));
                 if let Some(d) = parse_delivery(&f)
-                    && let Some((_, tx)) = lock(&inner.consumers).get(&d.queue)
+                    && let Some(sub) = lock(&inner.subscriptions).get_mut(&d.queue)
                 {
-                    let _ = tx.send(d);
+                    // Only the node serving the queue delivers: its acks go
+                    // there, even before the CONSUME's answer is read.
+                    if let Some(at) = at {
+                        sub.link = at;
+                    }
+                    let _ = sub.tx.send(d);
                 }
             }
             b"HEARTBEAT" => {}
@@ -117,7 +131,7 @@ pub(super) async fn read_replies(sock: Socket, inner: Arc<Inner>) {
                 let corr = std::str::from_utf8(f.get(3).map_or(&[][..], |c| &c[..]))
                     .ok()
                     .and_then(|c| c.parse::<u64>().ok());
-                if let Some(waiting) = corr.and_then(|c| lock(&inner.batches).remove(&c)) {
+                if let Some((_, waiting)) = corr.and_then(|c| lock(&inner.batches).remove(&c)) {
                     for (tx, status) in waiting.into_iter().zip(f.iter().skip(4)) {
                         if let Some(st) = parse_status(status) {
                             let _ = tx.send(st);
@@ -127,7 +141,7 @@ pub(super) async fn read_replies(sock: Socket, inner: Arc<Inner>) {
             }
             _ => {
                 if let Some((corr, reply)) = parse_reply(&f)
-                    && let Some(tx) = lock(&inner.pending).remove(&corr)
+                    && let Some((_, tx)) = lock(&inner.pending).remove(&corr)
                 {
                     let _ = tx.send(reply);
                 }
@@ -136,37 +150,90 @@ pub(super) async fn read_replies(sock: Socket, inner: Arc<Inner>) {
     }
 }
 
-/// Heartbeats while consuming; subscribe again when the link to the broker
-/// comes back, or when the broker falls silent.
-pub(super) async fn keep_consumers(sock: Socket, inner: Arc<Inner>, cfg: QueueClientConfig) {
-    let mut tick = tokio::time::interval(cfg.heartbeat);
-    let mut events = sock.registry().subscribe();
+/// Follows every link's connection, and keeps consumers subscribed: they
+/// heartbeat every `heartbeat`; a consumer subscribes again at once when
+/// its link's connection comes back (on that link: the broker restarted)
+/// or drops (on the link requests moved to), and when its link fell
+/// silent past `broker_timeout` (on the next link). What waits on a
+/// dropped link is failed at once, so it is tried again elsewhere.
+pub(super) async fn keep_links(inner: Arc<Inner>) {
+    use tokio::sync::broadcast::error::RecvError;
+    use zmesh::registry::PeerState;
+    let mut tick = tokio::time::interval(inner.cfg.heartbeat);
+    let mut events = zmesh::registry::Registry::global().subscribe();
     loop {
-        let relinked = tokio::select! {
-            _ = tick.tick() => false,
-            _ = link_restored(&mut events, sock.id()) => true,
-        };
-        let consumers: Vec<(String, u32)> = lock(&inner.consumers)
-            .iter()
-            .map(|(q, (p, _))| (q.clone(), *p))
-            .collect();
-        if consumers.is_empty() {
-            continue;
+        tokio::select! {
+            _ = tick.tick() => heartbeat(&inner),
+            event = events.recv() => match event {
+                Ok(ev) => {
+                    let Some(link) = inner.links.by_socket(ev.socket_id) else {
+                        continue;
+                    };
+                    let up = ev.to == PeerState::Active;
+                    let was_up = inner.links.get(link).up.swap(up, Ordering::Relaxed);
+                    if up {
+                        // Back (or first up): its consumers subscribe there.
+                        *lock(&inner.links.get(link).last_heard) = Instant::now();
+                        resubscribe_on(&inner, link, link);
+                    } else if was_up {
+                        tracing::info!(endpoint = inner.links.get(link).endpoint, "connection dropped");
+                        inner.link_dropped(link);
+                        resubscribe_on(&inner, link, inner.links.pick());
+                    }
+                }
+                // Events missed: every link's state is read again.
+                Err(RecvError::Lagged(_)) => {
+                    for (at, link) in inner.links.all().iter().enumerate() {
+                        let up = link
+                            .sock
+                            .peers()
+                            .iter()
+                            .any(|p| p.state == PeerState::Active);
+                        link.up.store(up, Ordering::Relaxed);
+                        resubscribe_on(&inner, at, if up { at } else { inner.links.pick() });
+                    }
+                }
+                Err(RecvError::Closed) => std::future::pending().await,
+            },
         }
-        let _ = sock.try_send(frames([Bytes::from("HEARTBEAT")]));
-        let silent = lock(&inner.last_heard).elapsed() > cfg.broker_timeout;
-        if relinked || silent {
-            tracing::info!(relinked, "subscribing again");
-            *lock(&inner.last_heard) = Instant::now();
-            for (queue, prefetch) in consumers {
-                // The OK goes unanswered: no one waits on correlation id 0.
-                let _ = sock.try_send(frames([
-                    Bytes::from("CONSUME"),
-                    Bytes::from("0"),
-                    Bytes::from(queue),
-                    Bytes::from(prefetch.to_string()),
-                ]));
+    }
+}
+
+/// Subscribes the consumers of link `link` again, starting at `start`.
+fn resubscribe_on(inner: &Arc<Inner>, link: usize, start: usize) {
+    let queues: Vec<String> = lock(&inner.subscriptions)
+        .iter()
+        .filter(|(_, sub)| sub.link == link)
+        .map(|(queue, _)| queue.clone())
+        .collect();
+    for queue in queues {
+        inner.resubscribe(queue, start);
+    }
+}
+
+/// Heartbeats to every link with consumers; a link silent past the
+/// broker timeout has its consumers subscribe again on another.
+fn heartbeat(inner: &Arc<Inner>) {
+    let links: std::collections::BTreeSet<usize> = lock(&inner.subscriptions)
+        .values()
+        .map(|sub| sub.link)
+        .collect();
+    for at in links {
+        let link = inner.links.get(at);
+        let _ = link.sock.try_send(frames([Bytes::from("HEARTBEAT")]));
+        let silent = {
+            let mut heard = lock(&link.last_heard);
+            let silent = heard.elapsed() > inner.cfg.broker_timeout;
+            if silent {
+                // Not again before another broker timeout.
+                *heard = Instant::now();
             }
+            silent
+        };
+        if silent {
+            tracing::info!(endpoint = link.endpoint, "broker silent");
+            let start = inner.links.move_off(at);
+            resubscribe_on(inner, at, start);
         }
     }
 }
