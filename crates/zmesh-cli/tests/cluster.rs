@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::cluster::{
     Node, agreed_leader_of, client, consumed, start, three_started, until_empty, until_queue,
 };
-use common::temp_dir;
+use common::{temp_dir, zmesh_stdout};
 use zmesh_broker::queue::QueueOptions;
 use zmesh_client::queue::QueueError;
 use zmesh_testkit::net::bounded;
@@ -152,16 +152,22 @@ async fn what_the_shard_leader_dead_letters_reaches_every_node() {
         let seen = consumed(&nodes[(leader - 1) as usize], "work", &ids, even).await;
         assert_eq!(seen, ids);
 
-        // The dead-letter queue's leader has exactly the rejected ids.
+        // The dead-letter queue's leader has exactly the rejected ids: the
+        // CLI, given a node that does not lead its shard first, is
+        // redirected there, consumes them and acks them there.
         let dlq_shard = zmesh_cluster::shard_of("work.dlq", zmesh_cluster::SHARDS_DEFAULT);
         let dlq_leader = agreed_leader_of(&mut nodes, dlq_shard, &all).await;
-        let dead = consumed(
-            &nodes[(dlq_leader - 1) as usize],
-            "work.dlq",
-            &rejected,
-            |_| false,
-        )
+        let other = nodes.iter().position(|n| n.id != dlq_leader).unwrap();
+        let brokers = (0..nodes.len())
+            .map(|i| nodes[(other + i) % nodes.len()].client.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let count = rejected.len().to_string();
+        let printed = zmesh_stdout(&[
+            "queue", "consume", "work.dlq", "--count", &count, "--broker", &brokers,
+        ])
         .await;
+        let dead: BTreeSet<String> = printed.lines().map(str::to_owned).collect();
         assert_eq!(dead, rejected, "dead letters");
 
         // Every node applied both leaders' decisions: nothing is left.

@@ -24,9 +24,16 @@ use crate::socket_args::SocketArgs;
 pub struct QueueCmd {
     #[command(subcommand)]
     pub action: QueueAction,
-    /// Broker endpoint.
-    #[arg(long, global = true, default_value = "tcp://127.0.0.1:5555")]
-    pub broker: String,
+    /// Broker endpoint; in a cluster, any nodes' (comma-separated): the
+    /// client moves between them, and follows a queue's consumers and
+    /// purge to the node serving it.
+    #[arg(
+        long,
+        global = true,
+        default_value = "tcp://127.0.0.1:5555",
+        value_delimiter = ','
+    )]
+    pub broker: Vec<String>,
     /// Seconds to wait for each reply before retrying.
     #[arg(long, global = true, default_value_t = 5.0)]
     pub timeout: f64,
@@ -192,7 +199,7 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<i32> {
         ..QueueClientConfig::default()
     };
     let client =
-        QueueClient::connect_with(&cmd.broker, cfg, cmd.socket.options()?.name("queue-cli"))
+        QueueClient::connect_any_with(&cmd.broker, cfg, cmd.socket.options()?.name("queue-cli"))
             .await?;
     let result = match cmd.action {
         QueueAction::Declare(a) => declare(&client, a).await,
@@ -216,7 +223,7 @@ pub async fn run(cmd: QueueCmd) -> anyhow::Result<i32> {
         }),
         QueueAction::DeadLetters(a) => dead_letters(&client, a).await,
     };
-    exit_code(result, &cmd.broker)
+    exit_code(result, &cmd.broker.join(","))
 }
 
 /// The CLI's exit codes for a queue or stream operation: 0 done, 1 the broker

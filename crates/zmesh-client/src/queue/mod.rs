@@ -3,7 +3,10 @@
 //! A publish carries a message id (generated unless given), so a retry after a
 //! timeout or a broker restart is stored once. A consumer re-subscribes by
 //! itself when the broker falls silent (it restarted, or the link was cut):
-//! deliveries continue, and anything that was in flight comes again.
+//! deliveries continue, and anything that was in flight comes again. Given
+//! a cluster's nodes ([`QueueClient::connect_any`]), it moves to another at
+//! once when one goes away, and follows a queue's consumers to the node
+//! serving it (`docs/protocol/queues.md`, "In a cluster").
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), zmesh_client::queue::QueueError> {
