@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::cluster::{
     Node, agreed_leader_of, client, consumed, start, three_started, until_empty, until_queue,
+    until_redirected,
 };
 use common::{temp_dir, zmesh_stdout};
 use zmesh_broker::queue::QueueOptions;
@@ -174,6 +175,66 @@ async fn what_the_shard_leader_dead_letters_reaches_every_node() {
         for node in &nodes {
             until_empty(node, "work").await;
             until_empty(node, "work.dlq").await;
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    })
+    .await;
+}
+
+/// A pyzmq consumer written from the protocol page, given a node that does
+/// not serve the queue first, follows the redirect and takes every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pyzmq_consumer_follows_the_redirect_to_the_serving_node() {
+    bounded(Duration::from_secs(60), async {
+        let root = temp_dir("pyzmq");
+        let (mut nodes, _, _) = three_started(&root).await;
+        client(&nodes[0])
+            .await
+            .declare("py", None)
+            .await
+            .expect("declared");
+        let publisher = client(&nodes[0]).await;
+        let ids: BTreeSet<String> = (0..20).map(|i| format!("py-{i}")).collect();
+        for id in &ids {
+            publisher
+                .publish_with_id("py", id.clone(), id.clone())
+                .await
+                .expect("confirmed");
+        }
+        let shard = zmesh_cluster::shard_of("py", zmesh_cluster::SHARDS_DEFAULT);
+        let leader = agreed_leader_of(&mut nodes, shard, &[1, 2, 3]).await;
+        let other = nodes.iter().position(|n| n.id != leader).unwrap();
+        until_redirected(&nodes[other], "py", &nodes[(leader - 1) as usize].client).await;
+        let endpoints = (0..nodes.len())
+            .map(|i| nodes[(other + i) % nodes.len()].client.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let script =
+            zmesh_testkit::python::workspace_root().join("tests/python/cluster_consumer.py");
+        let out = tokio::process::Command::new(zmesh_testkit::python::interpreter())
+            .arg(script)
+            .args([&endpoints, "py", "20"])
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let redirect = format!("redirected to {}", nodes[(leader - 1) as usize].client);
+        assert!(stdout.lines().any(|l| l == redirect), "{stdout}");
+        let consumed: BTreeSet<String> = stdout
+            .lines()
+            .filter(|l| l.starts_with("py-"))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(consumed, ids);
+        assert!(stdout.contains("consumed 20"), "{stdout}");
+        for node in &nodes {
+            until_empty(node, "py").await;
         }
         let _ = std::fs::remove_dir_all(&root);
     })

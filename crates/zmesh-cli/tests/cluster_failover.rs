@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::cluster::{
     Node, agreed_leader_of, client, client_of, consumed, declared_everywhere, note_leader,
     note_said, start, start_with, three_nodes, three_started, until_empty, until_queue,
+    until_redirected,
 };
 use common::history::{Delivered, Published, consume_into, publish_until_stopped, verdict};
 use common::temp_dir;
@@ -65,32 +66,7 @@ async fn leader_kill_under_load(
     // advertised it), as any ZeroMQ client sees it.
     let follower = nodes.iter().position(|n| n.id != shard_leader).unwrap();
     let leader_at = (shard_leader - 1) as usize;
-    let raw = zmesh::Socket::new(zmesh::SocketType::Dealer, Default::default()).unwrap();
-    raw.connect(&nodes[follower].client).await.unwrap();
-    loop {
-        raw.send(zmesh::Message::from_frames([
-            &b""[..],
-            b"ZMQU01",
-            b"PURGE",
-            b"7",
-            QUEUE.as_bytes(),
-        ]))
-        .await
-        .unwrap();
-        let reply = raw.recv().await.unwrap().frames();
-        let text: Vec<String> = reply
-            .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
-            .collect();
-        assert_eq!(text[2..5], ["ERROR", "7", "421"], "{text:?}");
-        match text.get(6) {
-            Some(endpoint) => {
-                assert_eq!(*endpoint, nodes[leader_at].client, "{text:?}");
-                break;
-            }
-            None => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    until_redirected(&nodes[follower], QUEUE, &nodes[leader_at].client).await;
     // A client that knows only the follower follows it there.
     assert_eq!(
         client(&nodes[follower]).await.purge(QUEUE).await.unwrap(),

@@ -148,6 +148,38 @@ pub async fn agreed_leader_of(nodes: &mut [Node], group: u32, candidates: &[u64]
     }
 }
 
+/// Waits until `node` answers a PURGE of `queue` with a 421 naming
+/// `endpoint`, as any ZeroMQ client sees it (the serving node advertises
+/// its endpoint an instant after it starts: until then the 421 names none).
+pub async fn until_redirected(node: &Node, queue: &str, endpoint: &str) {
+    let raw = zmesh::Socket::new(zmesh::SocketType::Dealer, Default::default()).unwrap();
+    raw.connect(&node.client).await.unwrap();
+    loop {
+        raw.send(zmesh::Message::from_frames([
+            bytes::Bytes::new(),
+            bytes::Bytes::from_static(b"ZMQU01"),
+            bytes::Bytes::from_static(b"PURGE"),
+            bytes::Bytes::from_static(b"7"),
+            bytes::Bytes::from(queue.to_owned()),
+        ]))
+        .await
+        .unwrap();
+        let reply = raw.recv().await.unwrap().frames();
+        let text: Vec<String> = reply
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        assert_eq!(text[2..5], ["ERROR", "7", "421"], "{text:?}");
+        match text.get(6) {
+            Some(named) => {
+                assert_eq!(named, endpoint, "{text:?}");
+                return;
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// A client that knows every node, starting with `nodes[first]`.
 pub async fn client_of(nodes: &[Node], first: usize) -> QueueClient {
     let endpoints: Vec<&str> = (0..nodes.len())
