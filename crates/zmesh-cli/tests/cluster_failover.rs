@@ -73,10 +73,11 @@ async fn leader_kill_under_load(
         0
     );
 
-    // Both clients know every node. The consumer starts at a follower and
-    // is redirected to the shard's leader; it keeps every tenth id unacked
-    // the first time it gets it. The publisher starts at the shard's
-    // leader. Neither is told of the kill: each moves by itself.
+    // The consumer knows every node: it starts at a follower and is
+    // redirected to the shard's leader; it keeps every tenth id unacked
+    // the first time it gets it. The publisher is given the shard's leader
+    // alone, and learns the other nodes from it (NODES). Neither is told
+    // of the kill: each moves by itself.
     // (Ids are held only until the kill: one held after it would come
     // again only after its ack timeout.)
     let (count_tx, mut count) = tokio::sync::watch::channel(0usize);
@@ -94,7 +95,7 @@ async fn leader_kill_under_load(
     let (confirmed_tx, mut confirmed) = tokio::sync::watch::channel(0usize);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let publisher = publish_until_stopped(
-        client_of(&nodes, leader_at).await,
+        client(&nodes[leader_at]).await,
         QUEUE,
         published.clone(),
         confirmed_tx,

@@ -186,8 +186,9 @@ impl ClusterLink {
     }
 
     /// Takes a queue message that changes the catalog (a well-formed DECLARE
-    /// or DELETE) and proposes it; returns `None` for any other message,
-    /// which the queues handle as before, or what to send at once.
+    /// or DELETE) and proposes it, or answers NODES from the catalog;
+    /// returns `None` for any other message, which the queues handle as
+    /// before, or what to send at once.
     pub fn intercept(&mut self, from: &Bytes, frames: &[Bytes]) -> Option<Sends> {
         let (corr, queue, command) = match proto::parse(frames) {
             Ok(proto::Command::Declare {
@@ -210,6 +211,14 @@ impl ClusterLink {
             }
             Ok(proto::Command::Delete { corr, queue }) => {
                 (corr, queue.clone(), Command::DeleteQueue { name: queue })
+            }
+            Ok(proto::Command::Nodes { corr }) => {
+                let body = serde_json::json!({
+                    "node": self.node.node_id(),
+                    "nodes": *self.catalog.borrow().client_endpoints,
+                });
+                let body = Bytes::from(serde_json::to_vec(&body).expect("nodes encode"));
+                return Some(vec![(from.clone(), proto::ok(&corr, Some(body)))]);
             }
             _ => return None,
         };

@@ -146,6 +146,12 @@ const SERVED_AT_MAX: usize = 10_000;
 /// The publishers of a BATCH's messages, in order.
 type Publishers = Vec<oneshot::Sender<Status>>;
 
+/// The answer to NODES: each node's client endpoint, by node id.
+#[derive(serde::Deserialize)]
+struct NodesReply {
+    nodes: std::collections::BTreeMap<String, String>,
+}
+
 /// A consumer, as the client keeps it subscribed.
 struct Subscription {
     prefetch: u32,
@@ -633,6 +639,28 @@ impl Inner {
         lock(&self.pending).retain(|_, (at, _)| *at != link);
         lock(&self.batches).retain(|_, (at, _)| *at != link);
         self.links.move_off(link);
+    }
+
+    /// Asks the broker at `link` for the cluster's other nodes (NODES) and
+    /// connects to each, so a client given one node can move to another
+    /// when that one goes away. One attempt; a single broker names none.
+    fn learn_nodes(self: &Arc<Self>, link: usize) {
+        let inner = self.clone();
+        spawn_in(&self.tasks, async move {
+            let Ok(Some(Reply::Ok(Some(body)))) =
+                inner.attempt(link, &[Bytes::from_static(b"NODES")]).await
+            else {
+                return;
+            };
+            let Ok(nodes) = serde_json::from_slice::<NodesReply>(&body) else {
+                return;
+            };
+            for endpoint in nodes.nodes.values() {
+                if let Err(e) = inner.link_to(endpoint).await {
+                    tracing::debug!(endpoint, error = %e, "not connecting to a node");
+                }
+            }
+        });
     }
 
     /// Subscribes `queue`'s consumer again, starting at `start`, unless a

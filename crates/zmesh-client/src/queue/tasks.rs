@@ -172,9 +172,11 @@ pub(super) async fn keep_links(inner: Arc<Inner>) {
                     let up = ev.to == PeerState::Active;
                     let was_up = inner.links.get(link).up.swap(up, Ordering::Relaxed);
                     if up {
-                        // Back (or first up): its consumers subscribe there.
+                        // Back (or first up): its consumers subscribe there,
+                        // and it names the cluster's other nodes, if any.
                         *lock(&inner.links.get(link).last_heard) = Instant::now();
                         resubscribe_on(&inner, link, link);
+                        inner.learn_nodes(link);
                     } else if was_up {
                         tracing::info!(endpoint = inner.links.get(link).endpoint, "connection dropped");
                         inner.link_dropped(link);

@@ -106,6 +106,11 @@ pub enum Command {
         /// Queue name, or every queue.
         queue: Option<String>,
     },
+    /// Where clients reach each node of the broker's cluster.
+    Nodes {
+        /// Correlation id.
+        corr: Bytes,
+    },
     /// The client is alive.
     Heartbeat,
     /// The client leaves: its consumers are cancelled.
@@ -319,6 +324,12 @@ pub fn parse(frames: &[Bytes]) -> Result<Command, ProtoError> {
                 },
             }
         }
+        b"NODES" => {
+            want(1)?;
+            Command::Nodes {
+                corr: args[0].clone(),
+            }
+        }
         b"HEARTBEAT" => Command::Heartbeat,
         b"DISCONNECT" => Command::Disconnect,
         other => {
@@ -451,6 +462,14 @@ mod tests {
             parse(&msg(&[b"NACK", b"jobs", b"0", b"7"])),
             Ok(Command::Nack { requeue: false, .. })
         ));
+        assert_eq!(
+            parse(&msg(&[b"NODES", b"n1"])),
+            Ok(Command::Nodes {
+                corr: Bytes::from_static(b"n1")
+            })
+        );
+        let e = parse(&msg(&[b"NODES", b"n2", b"extra"])).unwrap_err();
+        assert_eq!(e.corr.as_deref(), Some(&b"n2"[..]));
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub use snapshot::{NotInMemory, QueueSnapshot, SnapshotMessage};
 
 use publish::{Batch, Waiter};
 pub use replicated::Served;
+
+/// A single broker's answer to NODES.
+const NO_NODES: &[u8] = br#"{"node":null,"nodes":{}}"#;
 use replicated::not_served_here;
 
 use super::journal::{Entry, SETTLE_BATCH_MAX, SettleReason};
@@ -371,6 +374,11 @@ impl QueueCore {
                 };
                 let body = serde_json::to_vec(&stats).expect("stats serialize");
                 self.send(from, proto::ok(&corr, Some(body.into())));
+            }
+            // A single broker: no other node to name (a cluster answers
+            // before its queues are asked).
+            Command::Nodes { corr } => {
+                self.send(from, proto::ok(&corr, Some(Bytes::from_static(NO_NODES))))
             }
             Command::Heartbeat => {}
             Command::Disconnect => self.drop_peer(now, from),

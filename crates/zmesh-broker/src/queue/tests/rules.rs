@@ -201,3 +201,13 @@ fn declare_with_other_options_conflicts_and_delete_forgets_the_journal() {
         "the old incarnation's message stays dead"
     );
 }
+
+#[test]
+fn a_single_broker_names_no_other_node() {
+    let mut s = declared("");
+    s.send("c", &["NODES", "n1"]);
+    let ok = s.take("c", "OK");
+    assert_eq!(ok[0][3], "n1");
+    let body: serde_json::Value = serde_json::from_slice(&ok[0][4]).unwrap();
+    assert_eq!(body, serde_json::json!({"node": null, "nodes": {}}));
+}
