@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::cluster::{
-    Node, agreed_leader_of, client, consumed, start, three_started, until_empty, until_queue,
-    until_redirected,
+    Node, agreed_leader_of, client, consumed, endpoints_from, start, three_started, until_empty,
+    until_queue, until_redirected,
 };
-use common::{temp_dir, zmesh_stdout};
+use common::{python_stdout, temp_dir, zmesh_stdout};
 use zmesh_broker::queue::QueueOptions;
 use zmesh_client::queue::QueueError;
 use zmesh_testkit::net::bounded;
@@ -159,10 +159,7 @@ async fn what_the_shard_leader_dead_letters_reaches_every_node() {
         let dlq_shard = zmesh_cluster::shard_of("work.dlq", zmesh_cluster::SHARDS_DEFAULT);
         let dlq_leader = agreed_leader_of(&mut nodes, dlq_shard, &all).await;
         let other = nodes.iter().position(|n| n.id != dlq_leader).unwrap();
-        let brokers = (0..nodes.len())
-            .map(|i| nodes[(other + i) % nodes.len()].client.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+        let brokers = endpoints_from(&nodes, other).join(",");
         let count = rejected.len().to_string();
         let printed = zmesh_stdout(&[
             "queue", "consume", "work.dlq", "--count", &count, "--broker", &brokers,
@@ -205,25 +202,8 @@ async fn a_pyzmq_consumer_follows_the_redirect_to_the_serving_node() {
         let leader = agreed_leader_of(&mut nodes, shard, &[1, 2, 3]).await;
         let other = nodes.iter().position(|n| n.id != leader).unwrap();
         until_redirected(&nodes[other], "py", &nodes[(leader - 1) as usize].client).await;
-        let endpoints = (0..nodes.len())
-            .map(|i| nodes[(other + i) % nodes.len()].client.clone())
-            .collect::<Vec<_>>()
-            .join(",");
-        let script =
-            zmesh_testkit::python::workspace_root().join("tests/python/cluster_consumer.py");
-        let out = tokio::process::Command::new(zmesh_testkit::python::interpreter())
-            .arg(script)
-            .args([&endpoints, "py", "20"])
-            .kill_on_drop(true)
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let endpoints = endpoints_from(&nodes, other).join(",");
+        let stdout = python_stdout("cluster_consumer.py", &[&endpoints, "py", "20"]).await;
         let redirect = format!("redirected to {}", nodes[(leader - 1) as usize].client);
         assert!(stdout.lines().any(|l| l == redirect), "{stdout}");
         let consumed: BTreeSet<String> = stdout

@@ -521,19 +521,7 @@ async fn pyzmq_client_from_the_protocol_doc() {
         let dir = data_dir("pyzmq");
         let mut b = broker(&ep, &dir, &[]);
         startup_line(&mut b).await;
-        let script = zmesh_testkit::python::workspace_root().join("tests/python/queue_client.py");
-        let out = Command::new(zmesh_testkit::python::interpreter())
-            .arg(script)
-            .args([&ep, "py-jobs", "200"])
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = common::python_stdout("queue_client.py", &[&ep, "py-jobs", "200"]).await;
         // 200 PUBLISHes plus a BATCH of two new messages and a repeat.
         assert!(
             stdout.contains("published 200") && stdout.contains("consumed 202"),

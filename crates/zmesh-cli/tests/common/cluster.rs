@@ -180,12 +180,16 @@ pub async fn until_redirected(node: &Node, queue: &str, endpoint: &str) {
     }
 }
 
+/// Every node's client endpoint, starting with `nodes[first]`'s.
+pub fn endpoints_from(nodes: &[Node], first: usize) -> Vec<String> {
+    (0..nodes.len())
+        .map(|i| nodes[(first + i) % nodes.len()].client.clone())
+        .collect()
+}
+
 /// A client that knows every node, starting with `nodes[first]`.
 pub async fn client_of(nodes: &[Node], first: usize) -> QueueClient {
-    let endpoints: Vec<&str> = (0..nodes.len())
-        .map(|i| nodes[(first + i) % nodes.len()].client.as_str())
-        .collect();
-    QueueClient::connect_any(&endpoints, QueueClientConfig::default())
+    QueueClient::connect_any(&endpoints_from(nodes, first), QueueClientConfig::default())
         .await
         .expect("connect")
 }

@@ -67,6 +67,26 @@ pub async fn zmesh_stdout(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// `tests/python/<script> <args>` with the pyzmq interpreter, which must
+/// exit 0 (else its output is shown); its stdout.
+#[allow(dead_code)]
+pub async fn python_stdout(script: &str, args: &[&str]) -> String {
+    let out = Command::new(zmesh_testkit::python::interpreter())
+        .arg(zmesh_testkit::python::script(script))
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A child's stderr, line by line. A task reads it as it comes, so a child
 /// that logs more than a pipe holds never blocks on a test that is not
 /// reading.
