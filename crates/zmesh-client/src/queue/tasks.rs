@@ -114,7 +114,11 @@ pub(super) async fn read_replies(link: Arc<Link>, inner: Arc<Inner>) {
         *lock(&link.last_heard) = Instant::now();
         match &f[2][..] {
             b"DELIVER" => {
-                let at = *at.get_or_insert_with(|| inner.links.by_socket(link.sock.id()));
+                // The link's index, once the link is listed (it is by the
+                // time a CONSUME was sent on it).
+                if at.is_none() {
+                    at = inner.links.by_socket(link.sock.id());
+                }
                 if let Some(d) = parse_delivery(&f)
                     && let Some(sub) = lock(&inner.subscriptions).get_mut(&d.queue)
                 {

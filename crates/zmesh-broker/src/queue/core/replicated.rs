@@ -133,10 +133,11 @@ impl QueueCore {
 
     /// In a cluster: the queues this node serves from now on are those
     /// `served` names as served here (it leads their shards); the others
-    /// answer CONSUME and PURGE with where `served` says they are. A queue it starts serving gets
-    /// deliveries at once. One it stops serving loses its consumers: what
-    /// they held goes back in line here without a record, as on every other
-    /// node, for the shard's leader to decide on (it delivers it again).
+    /// answer CONSUME and PURGE with where `served` says they are. A queue
+    /// it starts serving gets deliveries at once. One it stops serving loses
+    /// its consumers: what they held goes back in line here without a
+    /// record, as on every other node, for the shard's leader to decide on
+    /// (it delivers it again).
     pub fn serve(&mut self, now: Now, served: impl Fn(&str) -> Served) -> Vec<QueueAction> {
         debug_assert!(self.config.served_where_led, "only a cluster's queues move");
         let names: Vec<String> = self.queues.keys().cloned().collect();
